@@ -1,0 +1,73 @@
+"""The routing policy: one pure function that says where a launch runs, and why.
+
+The preload library applies the same rules in C from the compiled rules file (a superset:
+it does not know the branch); the launcher then calls ``decide`` for the final word, so
+``qpod which`` always says what the shim does.
+"""
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .gitinfo import is_within
+
+
+@dataclass(frozen=True)
+class Target:
+    """A bound repository as it stands now: its root, the environment in force (None when
+    its branch rules do not apply), that environment's command list, and why."""
+
+    root: str
+    environment: str | None
+    commands: tuple[str, ...]
+    why: str  # how the environment was chosen (or why none applies)
+    branch: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    where: str  # "container" or "host"
+    reason: str
+    target: Target | None = None
+
+    @property
+    def in_container(self) -> bool:
+        return self.where == "container"
+
+
+def _innermost(path: str, targets: Sequence[Target]) -> Target | None:
+    best = None
+    for t in targets:
+        if is_within(path, t.root) and (best is None or len(t.root) > len(best.root)):
+            best = t
+    return best
+
+
+def decide(path: str, argv: Sequence[str], cwd: str, targets: Sequence[Target],
+           explicit: bool = False) -> Decision:
+    """Where ``path`` (the resolved program, argv[0] may differ) started in ``cwd`` runs.
+
+    1. a program that lives inside a bound repository runs in that repository's container;
+    2. a command on the environment's list (make, waf, gdb, ...) started inside a bound
+       repository runs in its container;
+    3. with ``explicit`` (``qpod exec``), anything started inside a bound repository does;
+    4. everything else runs on the host.
+    """
+    name = os.path.basename(path) if path else (os.path.basename(argv[0]) if argv else "")
+    home = _innermost(path, targets) if path.startswith("/") else None
+    if home is not None and home.environment:
+        return Decision("container", f"program lives in bound repository {home.root}", home)
+    here = _innermost(cwd, targets)
+    if here is None:
+        if home is not None:
+            return Decision("host", f"{home.root}: {home.why}", home)
+        return Decision("host", "not in a bound repository")
+    if here.environment is None:
+        return Decision("host", f"{here.root}: {here.why}", here)
+    if name in here.commands:
+        return Decision("container", f"'{name}' is a command of environment '{here.environment}'", here)
+    if explicit:
+        return Decision("container", f"qpod exec in repository bound to '{here.environment}'", here)
+    listed = ", ".join(here.commands) or "none"
+    return Decision("host", f"'{name}' is not routed by environment '{here.environment}' (routes: {listed})",
+                    here)

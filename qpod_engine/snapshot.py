@@ -1,0 +1,131 @@
+"""The compiled config: the YAML files validated once and saved as JSON (for the launcher's hot
+path) and as the preload library's rules file. Both are recompiled whenever a source file
+changes (checked by mtime and size, so hand edits are picked up too).
+
+This module imports only the stdlib at load time; compiling imports the YAML side lazily.
+"""
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from . import paths
+from .bindings import Binding
+from .policy import Target
+
+SNAPSHOT_VERSION = 1
+RULES_VERSION = 1
+LAUNCH_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "launch.py")
+
+
+def _sources() -> dict[str, list[int] | None]:
+    """Every file (and the environments folder) the compiled config depends on, with its stamp."""
+    files = [paths.repositories_file(), paths.settings_file(), paths.environments_dir()]
+    env_dir = paths.environments_dir()
+    with contextlib.suppress(OSError):
+        files += sorted(env_dir / n for n in os.listdir(env_dir) if n.endswith(".yaml"))
+    out: dict[str, list[int] | None] = {}
+    for f in files:
+        try:
+            st = os.stat(f)
+            out[str(f)] = [st.st_mtime_ns, st.st_size]
+        except OSError:
+            out[str(f)] = None
+    return out
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def compile_config() -> dict[str, Any]:
+    """Validate every config file and write the snapshot and the rules file. Raises ConfigError
+    for a broken repositories.yaml or settings.yaml; a broken environment file is recorded as
+    that environment's error so only the repositories using it fail."""
+    from dataclasses import asdict
+
+    from . import bindings as bindings_mod
+    from . import config
+    from .errors import QpodError
+
+    sources = _sources()
+    settings = config.load_settings()
+    binds = bindings_mod.load_bindings()
+    envs: dict[str, Any] = {}
+    for name in config.environment_names():
+        try:
+            env = config.load_environment(name)
+            envs[name] = {**asdict(env), "hash": env.config_hash()}
+        except QpodError as err:
+            envs[name] = {"error": str(err)}
+    snap = {
+        "version": SNAPSHOT_VERSION,
+        "sources": sources,
+        "settings": asdict(settings),
+        "repos": [
+            {"root": b.root, "environment": b.environment, "branches": list(b.branches.items())}
+            for b in binds.values()
+        ],
+        "envs": envs,
+    }
+    _write(paths.snapshot_file(), json.dumps(snap))
+    _write(paths.rules_file(), rules_text(snap))
+    return snap
+
+
+def rules_text(snap: dict[str, Any]) -> str:
+    """The preload library's rules: tab-separated lines, no quoting (paths with tabs or
+    newlines are left out: the shim could not match them anyway)."""
+    from .config import DEFAULT_COMMANDS
+
+    lines = [f"qpod-rules\t{RULES_VERSION}",
+             "\t".join(["launcher", sys.executable, "-S", LAUNCH_SCRIPT])]
+    for repo in snap["repos"]:
+        root = repo["root"]
+        if "\t" in root or "\n" in root:
+            continue
+        names: list[str] = []
+        env_names = ([repo["environment"]] if repo["environment"] else []) + [e for _, e in repo["branches"]]
+        for env_name in env_names:
+            env = snap["envs"].get(env_name)
+            # an unknown or broken environment still routes the default commands, so that the
+            # user sees the launcher's error instead of a silent host build
+            cmds = env["commands"] if env and "commands" in env else DEFAULT_COMMANDS
+            names += [c for c in cmds if c not in names]
+        lines.append("\t".join(["root", root, *names]))
+    return "\n".join(lines) + "\n"
+
+
+def load() -> dict[str, Any]:
+    """The current compiled config, recompiling when any source changed."""
+    try:
+        with open(paths.snapshot_file(), encoding="utf-8") as f:
+            snap = json.load(f)
+        if snap.get("version") == SNAPSHOT_VERSION and snap.get("sources") == _sources():
+            return snap
+    except (OSError, ValueError):
+        pass
+    return compile_config()
+
+
+def targets(snap: dict[str, Any]) -> list[Target]:
+    """The bound repositories with the environment in force on their current branch."""
+    from .gitinfo import current_branch
+
+    out = []
+    for repo in snap["repos"]:
+        branch = current_branch(repo["root"]) if repo["branches"] else None
+        binding = Binding(repo["root"], repo["environment"], dict(repo["branches"]))
+        env_name, why = binding.environment_for(branch)
+        env = snap["envs"].get(env_name) if env_name else None
+        commands = tuple(env.get("commands", ())) if env else ()
+        out.append(Target(repo["root"], env_name, commands, why, branch))
+    return out

@@ -1,0 +1,103 @@
+"""YAML read with line numbers (so errors say file:line) and atomic write (a failed write loses nothing)."""
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError, QpodError
+
+try:  # libyaml is ten times faster; fall back to the pure-Python loader where it is missing
+    from yaml import CSafeDumper as _Dumper
+    from yaml import CSafeLoader as _Loader
+except ImportError:  # pragma: no cover - depends on the PyYAML build
+    from yaml import SafeDumper as _Dumper  # type: ignore[assignment]
+    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+
+
+class Lines:
+    """Line numbers (1-based) of the keys of a loaded YAML document, by key path."""
+
+    def __init__(self) -> None:
+        self._lines: dict[tuple, int] = {}
+
+    def set(self, path: tuple, line: int) -> None:
+        self._lines[path] = line
+
+    def get(self, *path: Any) -> int | None:
+        while path:
+            if path in self._lines:
+                return self._lines[path]
+            path = path[:-1]
+        return self._lines.get(())
+
+
+def _to_python(node: yaml.Node, path: tuple, lines: Lines, file: str) -> Any:
+    lines.set(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = yaml.load(yaml.serialize(key_node), Loader=_Loader)  # scalars only in our files
+            if key in out:
+                raise ConfigError(file, f"duplicate key '{key}'", key_node.start_mark.line + 1)
+            lines.set(path + (key,), key_node.start_mark.line + 1)
+            out[key] = _to_python(value_node, path + (key,), lines, file)
+            lines.set(path + (key,), key_node.start_mark.line + 1)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_python(item, path + (i,), lines, file) for i, item in enumerate(node.value)]
+    return yaml.load(yaml.serialize(node), Loader=_Loader)
+
+
+def load(path: Path) -> tuple[Any, Lines]:
+    """Parse ``path``; a syntax error becomes a ConfigError naming file and line."""
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise ConfigError(file, f"cannot read: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(file, "not UTF-8 text") from None
+    lines = Lines()
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line = mark.line + 1 if mark else None
+        raise ConfigError(file, f"invalid YAML: {err.problem or err.context}", line) from None
+    except yaml.YAMLError as err:
+        raise ConfigError(file, f"invalid YAML: {err}") from None
+    if node is None:
+        return None, lines
+    return _to_python(node, (), lines, file), lines
+
+
+def dump_text(data: Any) -> str:
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temp file in the same directory and rename: readers see old or new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise QpodError(f"{path}: cannot write: {err.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            # keep the user's permission bits on the file they own
+            os.chmod(tmp, path.stat().st_mode & 0o7777)
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise QpodError(f"{path}: cannot write: {err.strerror}") from None
