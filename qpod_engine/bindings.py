@@ -9,11 +9,11 @@ branches, uses.
 """
 
 import fnmatch
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from . import yamlio
 
 from . import paths
@@ -23,11 +23,20 @@ from .errors import ConfigError, QpodError
 # imports this module on its hot path only for Binding.environment_for.
 
 
-@dataclass
 class Binding:
-    root: str
-    environment: str | None = None
-    branches: dict[str, str] = field(default_factory=dict)  # glob -> environment, in file order
+    __slots__ = ("root", "environment", "branches")
+
+    def __init__(self, root: str, environment: str | None = None, branches: dict[str, str] | None = None) -> None:
+        self.root = root
+        self.environment = environment
+        self.branches: dict[str, str] = branches if branches is not None else {}  # glob -> env, file order
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Binding) and (self.root, self.environment, self.branches) == (
+            other.root, other.environment, other.branches)
+
+    def __repr__(self) -> str:
+        return f"Binding({self.root!r}, {self.environment!r}, {self.branches!r})"
 
     def environment_for(self, branch: str | None) -> tuple[str | None, str]:
         """(environment or None, why) for the given checked-out branch."""
@@ -94,20 +103,24 @@ def _parse(data: Any, file: str, lines: "yamlio.Lines") -> dict[str, Binding]:
 
 
 def load_bindings() -> dict[str, Binding]:
+    from pathlib import Path
+
     from . import yamlio
 
     path = paths.repositories_file()
     try:
-        data, lines = yamlio.load(path)
+        data, lines = yamlio.load(Path(path))
     except FileNotFoundError:
         return {}
     return _parse(data, str(path), lines)
 
 
-def save_bindings(bindings: dict[str, Binding]) -> Path:
+def save_bindings(bindings: dict[str, Binding]) -> "Path":
+    from pathlib import Path
+
     from . import yamlio
 
-    path = paths.repositories_file()
+    path = Path(paths.repositories_file())
     data = {"repositories": {root: b.to_yaml_dict() for root, b in sorted(bindings.items())}}
     _parse(data, str(path), yamlio.Lines())  # never write what we could not read back
     yamlio.write_atomic(path, yamlio.dump_text(data))

@@ -8,18 +8,25 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import paths, yamlio
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from . import yamlio
+
+# yamlio (PyYAML) is imported by the functions that read or write files: the launcher's hot
+# path imports this module for its constants and must not pay for PyYAML.
+
+from . import paths
 from .errors import ConfigError, QpodError
 
 DEFAULT_COMMANDS = ["make", "waf", "gdb"]
 DEFAULT_PASSTHROUGH = [
     "TERM", "COLORTERM", "LANG", "LC_*", "TZ", "USER", "LOGNAME", "HOME", "SSH_AUTH_SOCK", "DISPLAY",
 ]
-# Never passed into a container, whatever the lists say: they belong to the host side of qpod.
-ALWAYS_DENIED = ["LD_PRELOAD", "QPOD_*"]
+from .containers import ALWAYS_DENIED  # noqa: E402,F401 - re-exported: part of the config reference
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 ULIMIT_RE = re.compile(r"^(\d+|-1)(:(\d+|-1))?$")
 COMMAND_RE = re.compile(r"^[^/\s\t]+$")
@@ -84,7 +91,7 @@ def _expect(cond: bool, file: str, line: int | None, message: str) -> None:
         raise ConfigError(file, message, line)
 
 
-def _str_list(value: Any, key: str, file: str, lines: yamlio.Lines) -> list[str]:
+def _str_list(value: Any, key: str, file: str, lines: "yamlio.Lines") -> list[str]:
     _expect(isinstance(value, list), file, lines.get(key), f"'{key}' must be a list")
     for i, item in enumerate(value):
         _expect(isinstance(item, str) and item != "", file, lines.get(key, i),
@@ -92,8 +99,10 @@ def _str_list(value: Any, key: str, file: str, lines: yamlio.Lines) -> list[str]
     return list(value)
 
 
-def environment_from_dict(name: str, data: Any, file: str, lines: yamlio.Lines | None = None) -> Environment:
+def environment_from_dict(name: str, data: Any, file: str, lines: "yamlio.Lines | None" = None) -> Environment:
     """Validate one environment's mapping. Raises ConfigError naming file and line."""
+    from . import yamlio
+
     lines = lines or yamlio.Lines()
     _expect(bool(NAME_RE.match(name)), file, None,
             f"environment name '{name}' must be letters, digits, '.', '_' or '-'")
@@ -162,7 +171,11 @@ def environment_from_dict(name: str, data: Any, file: str, lines: yamlio.Lines |
 
 
 def load_environment(name: str) -> Environment:
-    path = paths.environment_file(name)
+    from pathlib import Path
+
+    from . import yamlio
+
+    path = Path(paths.environment_file(name))
     try:
         data, lines = yamlio.load(path)
     except FileNotFoundError:
@@ -171,7 +184,9 @@ def load_environment(name: str) -> Environment:
 
 
 def environment_names() -> list[str]:
-    d = paths.environments_dir()
+    from pathlib import Path
+
+    d = Path(paths.environments_dir())
     if not d.is_dir():
         return []
     return sorted(p.stem for p in d.glob("*.yaml") if not p.name.startswith("."))
@@ -187,8 +202,12 @@ def unknown_environment_message(name: str) -> str:
     return f"unknown environment '{name}' (known: {listed})"
 
 
-def save_environment(env: Environment) -> Path:
-    path = paths.environment_file(env.name)
+def save_environment(env: Environment) -> "Path":
+    from pathlib import Path
+
+    from . import yamlio
+
+    path = Path(paths.environment_file(env.name))
     # validate what we are about to write, so the file on disk is always loadable
     environment_from_dict(env.name, env.to_yaml_dict(), str(path))
     yamlio.write_atomic(path, yamlio.dump_text(env.to_yaml_dict()))
@@ -208,7 +227,11 @@ class Settings:
 
 
 def load_settings() -> Settings:
-    path = paths.settings_file()
+    from pathlib import Path
+
+    from . import yamlio
+
+    path = Path(paths.settings_file())
     try:
         data, lines = yamlio.load(path)
     except FileNotFoundError:

@@ -2,7 +2,6 @@
 reading the checked-out branch straight from HEAD (no pygit2 import, ~20 us)."""
 
 import os
-from pathlib import Path
 
 from .errors import QpodError
 
@@ -70,4 +69,4 @@ def is_within(path: str, root: str) -> bool:
 
 
 def exists(root: str) -> bool:
-    return Path(root).is_dir()
+    return os.path.isdir(root)

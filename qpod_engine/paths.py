@@ -1,56 +1,58 @@
-"""Where qpod keeps its config (human-owned YAML) and its state (log, rules, runtime files)."""
+"""Where qpod keeps its config (human-owned YAML) and its state (log, rules, runtime files).
+
+Plain ``str`` paths: the launcher's hot path cannot afford ``import pathlib`` (~4 ms).
+"""
 
 import os
-from pathlib import Path
 
 
-def _xdg(var: str, env_override: str, fallback: str) -> Path:
+def _xdg(var: str, env_override: str, fallback: str) -> str:
     if os.environ.get(env_override):
-        return Path(os.environ[env_override])
+        return os.path.abspath(os.environ[env_override])
     base = os.environ.get(var) or os.path.join(os.path.expanduser("~"), fallback)
-    return Path(base) / "qpod"
+    return os.path.join(base, "qpod")
 
 
-def config_dir() -> Path:
+def config_dir() -> str:
     """``$QPOD_CONFIG_DIR``, else ``$XDG_CONFIG_HOME/qpod``, else ``~/.config/qpod``."""
     return _xdg("XDG_CONFIG_HOME", "QPOD_CONFIG_DIR", ".config")
 
 
-def state_dir() -> Path:
+def state_dir() -> str:
     """``$QPOD_STATE_DIR``, else ``$XDG_STATE_HOME/qpod``, else ``~/.local/state/qpod``."""
     return _xdg("XDG_STATE_HOME", "QPOD_STATE_DIR", ".local/state")
 
 
-def environments_dir() -> Path:
-    return config_dir() / "environments"
+def environments_dir() -> str:
+    return os.path.join(config_dir(), "environments")
 
 
-def environment_file(name: str) -> Path:
-    return environments_dir() / f"{name}.yaml"
+def environment_file(name: str) -> str:
+    return os.path.join(environments_dir(), f"{name}.yaml")
 
 
-def repositories_file() -> Path:
-    return config_dir() / "repositories.yaml"
+def repositories_file() -> str:
+    return os.path.join(config_dir(), "repositories.yaml")
 
 
-def settings_file() -> Path:
-    return config_dir() / "settings.yaml"
+def settings_file() -> str:
+    return os.path.join(config_dir(), "settings.yaml")
 
 
-def snapshot_file() -> Path:
+def snapshot_file() -> str:
     """The compiled config (JSON) the launcher reads instead of parsing YAML."""
-    return state_dir() / "snapshot.json"
+    return os.path.join(state_dir(), "snapshot.json")
 
 
-def rules_file() -> Path:
+def rules_file() -> str:
     """The compiled rules the preload library reads."""
-    return state_dir() / "rules"
+    return os.path.join(state_dir(), "rules")
 
 
-def log_file() -> Path:
-    return state_dir() / "commands.log"
+def log_file() -> str:
+    return os.path.join(state_dir(), "commands.log")
 
 
-def containers_cache_dir() -> Path:
+def containers_cache_dir() -> str:
     """Per-container facts (id, pid, config hash) so a warm launch needs no podman query."""
-    return state_dir() / "containers"
+    return os.path.join(state_dir(), "containers")

@@ -5,42 +5,44 @@ changes (checked by mtime and size, so hand edits are picked up too).
 This module imports only the stdlib at load time; compiling imports the YAML side lazily.
 """
 
-import contextlib
 import json
 import os
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
+from . import containers as naming
 from . import paths
 from .bindings import Binding
 from .policy import Target
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # bump when the snapshot layout changes: old ones are recompiled
 RULES_VERSION = 1
 LAUNCH_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "launch.py")
 
 
 def _sources() -> dict[str, list[int] | None]:
     """Every file (and the environments folder) the compiled config depends on, with its stamp."""
-    files = [paths.repositories_file(), paths.settings_file(), paths.environments_dir()]
     env_dir = paths.environments_dir()
-    with contextlib.suppress(OSError):
-        files += sorted(env_dir / n for n in os.listdir(env_dir) if n.endswith(".yaml"))
+    files = [paths.repositories_file(), paths.settings_file(), env_dir]
+    try:
+        files += sorted(os.path.join(env_dir, n) for n in os.listdir(env_dir) if n.endswith(".yaml"))
+    except OSError:
+        pass
     out: dict[str, list[int] | None] = {}
     for f in files:
         try:
             st = os.stat(f)
-            out[str(f)] = [st.st_mtime_ns, st.st_size]
+            out[f] = [st.st_mtime_ns, st.st_size]
         except OSError:
-            out[str(f)] = None
+            out[f] = None
     return out
 
 
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+def _write(path: str, text: str) -> None:
+    import tempfile
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path))
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(tmp, path)
@@ -75,6 +77,13 @@ def compile_config() -> dict[str, Any]:
             for b in binds.values()
         ],
         "envs": envs,
+    }
+    # container names and config hashes need hashlib: computed here, not on every launch
+    snap["containers"] = {
+        f"{env_name}\t{b.root}": [naming.container_name(env_name, b.root),
+                                   naming.container_hash(envs[env_name], b.root)]
+        for b in binds.values() for env_name in b.referenced_environments()
+        if env_name in envs and "error" not in envs[env_name]
     }
     _write(paths.snapshot_file(), json.dumps(snap))
     _write(paths.rules_file(), rules_text(snap))
@@ -129,3 +138,11 @@ def targets(snap: dict[str, Any]) -> list[Target]:
         commands = tuple(env.get("commands", ())) if env else ()
         out.append(Target(repo["root"], env_name, commands, why, branch))
     return out
+
+
+def container_of(snap: dict[str, Any], env: dict[str, Any], root: str) -> tuple[str, str]:
+    """(name, config hash) of the warm container of ``env`` x ``root``."""
+    known = snap.get("containers", {}).get(f"{env['name']}\t{root}")
+    if known:
+        return known[0], known[1]
+    return naming.container_name(env["name"], root), naming.container_hash(env, root)

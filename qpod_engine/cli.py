@@ -1,0 +1,478 @@
+"""The ``qpod`` command line. Every failure is one line on stderr and a non-zero status."""
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__, paths
+from .errors import EXIT_QPOD, QpodError
+
+
+def _out_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=False))
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
+    for row in [headers, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
+
+
+def _recompile() -> None:
+    """Keep the launcher's snapshot and the preload rules in step with what was just written."""
+    from . import snapshot
+
+    snapshot.compile_config()
+
+
+# --- environments ---------------------------------------------------------------------------
+
+def cmd_env_add(a: argparse.Namespace) -> int:
+    from . import config
+
+    path = paths.environment_file(a.name)
+    if path.exists() and not a.replace:
+        raise QpodError(f"environment '{a.name}' exists ({path}); use --replace to overwrite it", 2)
+    data: dict[str, Any] = {"image": a.image}
+    if a.mount:
+        data["mounts"] = a.mount
+    if a.env:
+        pairs = {}
+        for item in a.env:
+            k, sep, v = item.partition("=")
+            if not sep:
+                raise QpodError(f"--env '{item}': expected NAME=VALUE", 2)
+            pairs[k] = v
+        data["env"] = pairs
+    if a.command:
+        data["commands"] = a.command
+    if a.workdir_root:
+        data["workdir_root"] = a.workdir_root
+    if a.cap_add:
+        data["cap_add"] = a.cap_add
+    if a.seccomp:
+        data["seccomp"] = a.seccomp
+    if a.run_as:
+        data["run_as"] = a.run_as
+    env = config.environment_from_dict(a.name, data, "command line")
+    written = config.save_environment(env)
+    _recompile()
+    print(f"environment '{a.name}' saved to {written}")
+    return 0
+
+
+def _env_dict(env: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(env)
+
+
+def _bound_to(env_name: str) -> list[str]:
+    from .bindings import load_bindings
+
+    return [b.root for b in load_bindings().values() if env_name in b.referenced_environments()]
+
+
+def cmd_env_list(a: argparse.Namespace) -> int:
+    from . import config
+
+    envs = config.load_environments()
+    rows = [{**_env_dict(e), "repositories": _bound_to(n)} for n, e in envs.items()]
+    if a.json:
+        _out_json(rows)
+    elif not rows:
+        print("no environments yet; add one with: qpod env add NAME --image IMAGE")
+    else:
+        _table([[r["name"], r["image"], str(len(r["repositories"])), ",".join(r["commands"])] for r in rows],
+               ["NAME", "IMAGE", "REPOS", "COMMANDS"])
+    return 0
+
+
+def cmd_env_show(a: argparse.Namespace) -> int:
+    from . import config
+
+    env = config.load_environment(a.name)
+    data = {**_env_dict(env), "file": str(paths.environment_file(a.name)), "repositories": _bound_to(a.name)}
+    if a.json:
+        _out_json(data)
+    else:
+        for k, v in data.items():
+            if isinstance(v, dict):
+                v = ", ".join(f"{x}={y}" for x, y in v.items()) or "-"
+            elif isinstance(v, list):
+                v = ", ".join(v) or "-"
+            print(f"{k + ':':16}{v if v is not None else '-'}")
+    return 0
+
+
+def cmd_env_rm(a: argparse.Namespace) -> int:
+    from . import config
+
+    path = paths.environment_file(a.name)
+    if not path.exists():
+        raise QpodError(config.unknown_environment_message(a.name), 2)
+    bound = _bound_to(a.name)
+    if bound and not a.force:
+        raise QpodError(f"environment '{a.name}' is used by {', '.join(bound)}; unbind first or use --force", 2)
+    try:
+        path.unlink()
+    except OSError as err:
+        raise QpodError(f"{path}: cannot remove: {err.strerror}") from None
+    _recompile()
+    print(f"environment '{a.name}' removed")
+    return 0
+
+
+# --- bindings -------------------------------------------------------------------------------
+
+def _cwd() -> str:
+    from .launcher import cwd_or_pwd
+
+    return cwd_or_pwd()
+
+
+def cmd_init(a: argparse.Namespace) -> int:
+    from . import bindings, config, gitinfo
+
+    if a.env not in config.environment_names():
+        raise QpodError(config.unknown_environment_message(a.env), 2)
+    config.load_environment(a.env)  # refuse to bind to a broken environment file
+    root = gitinfo.discover_root(os.path.abspath(a.path or _cwd()))
+    binds = bindings.load_bindings()
+    bindings.bind(binds, root, a.env, a.branch)
+    bindings.save_bindings(binds)
+    _recompile()
+    scope = f" on branches matching '{a.branch}'" if a.branch else ""
+    print(f"bound {root} to environment '{a.env}'{scope}")
+    return 0
+
+
+def cmd_unbind(a: argparse.Namespace) -> int:
+    from . import bindings, gitinfo
+
+    start = os.path.abspath(a.path or _cwd())
+    binds = bindings.load_bindings()
+    b = bindings.find_binding(binds, os.path.realpath(start)) or bindings.find_binding(binds, start)
+    root = b.root if b else gitinfo.discover_root(start)
+    bindings.unbind(binds, root, a.branch)
+    bindings.save_bindings(binds)
+    _recompile()
+    print(f"unbound {root}" + (f" (branch rule '{a.branch}')" if a.branch else ""))
+    return 0
+
+
+def _container_states() -> dict[str, str]:
+    """Container name -> state, or {} when podman cannot be asked (status still works)."""
+    try:
+        from .podman_backend import list_containers
+
+        return {c["name"]: c["state"] for c in list_containers()}
+    except QpodError:
+        return {}
+
+
+def _repo_rows(states: dict[str, str] | None) -> list[dict[str, Any]]:
+    from . import gitinfo, snapshot
+    from .containers import container_name
+
+    snap = snapshot.load()
+    rows = []
+    for t, repo in zip(snapshot.targets(snap), snap["repos"], strict=True):
+        exists = os.path.isdir(t.root)
+        name = container_name(t.environment, t.root) if t.environment else None
+        rows.append({
+            "repository": t.root,
+            "exists": exists,
+            "branch": gitinfo.current_branch(t.root) if exists else None,
+            "environment": t.environment,
+            "why": t.why if exists else "repository path is missing (moved or deleted?)",
+            "default_environment": repo["environment"],
+            "branches": dict(repo["branches"]),
+            "container": name,
+            "container_state": (states or {}).get(name or "", "none") if states is not None else "unknown",
+        })
+    return rows
+
+
+def cmd_status(a: argparse.Namespace) -> int:
+    from . import gitinfo
+
+    cwd = _cwd()
+    rows = _repo_rows(_container_states())
+    row = next((r for r in sorted(rows, key=lambda r: -len(r["repository"]))
+                if gitinfo.is_within(cwd, r["repository"])), None)
+    if row is None:
+        try:
+            root = gitinfo.discover_root(cwd)
+        except QpodError:
+            root = None
+        data = {"repository": root, "bound": False, "cwd": cwd}
+        if a.json:
+            _out_json(data)
+        else:
+            print(f"{root}: not bound (bind with: qpod init ENV)" if root else f"{cwd}: not in a git repository")
+        return 0
+    row = {**row, "bound": True, "cwd": cwd}
+    if a.json:
+        _out_json(row)
+    else:
+        print(f"repository:   {row['repository']}")
+        print(f"branch:       {row['branch'] or '(detached)'}")
+        print(f"environment:  {row['environment'] or '-'} ({row['why']})")
+        print(f"container:    {row['container'] or '-'} ({row['container_state']})")
+    return 0
+
+
+def cmd_repos(a: argparse.Namespace) -> int:
+    rows = _repo_rows(_container_states() if not a.no_podman else None)
+    if a.json:
+        _out_json(rows)
+    elif not rows:
+        print("no bound repositories; bind one with: cd REPO && qpod init ENV")
+    else:
+        _table([[r["repository"] + ("" if r["exists"] else " (missing)"), r["branch"] or "-",
+                 r["environment"] or "-", ", ".join(f"{g}->{e}" for g, e in r["branches"].items()) or "-",
+                 r["container_state"]] for r in rows],
+               ["REPOSITORY", "BRANCH", "ENVIRONMENT", "BRANCH RULES", "CONTAINER"])
+    return 0
+
+
+# --- routing and running --------------------------------------------------------------------
+
+def cmd_which(a: argparse.Namespace) -> int:
+    from . import snapshot
+    from .launcher import find_program
+    from .policy import decide
+
+    if not a.argv:
+        raise QpodError("usage: qpod which [--] CMD [ARGS...]", 2)
+    cwd = _cwd()
+    path = find_program(a.argv[0], os.environ.get("PATH")) or a.argv[0]
+    d = decide(path, a.argv, cwd, snapshot.targets(snapshot.load()))
+    data = {"where": d.where, "reason": d.reason, "path": path, "cwd": cwd,
+            "repository": d.target.root if d.target else None,
+            "environment": d.target.environment if d.target and d.in_container else None}
+    if a.json:
+        _out_json(data)
+    else:
+        env = f" ({data['environment']})" if data["environment"] else ""
+        print(f"{d.where}{env}: {d.reason}")
+    return 0
+
+
+def cmd_exec(a: argparse.Namespace) -> int:
+    from .launcher import find_program, launch
+
+    argv = list(a.argv)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        raise QpodError("usage: qpod exec [--env NAME] [--] CMD [ARGS...]", 2)
+    path = find_program(argv[0], os.environ.get("PATH")) or argv[0]
+    try:
+        return launch(path, argv, _cwd(), explicit=True, env_name=a.env)
+    except QpodError as err:
+        err.status = EXIT_QPOD
+        raise
+
+
+# --- containers -----------------------------------------------------------------------------
+
+def _uptime(started: float | None) -> str:
+    if not started:
+        return "-"
+    s = int(time.time() - started)
+    return f"{s // 86400}d{s % 86400 // 3600}h" if s >= 86400 else f"{s // 3600}h{s % 3600 // 60}m" if s >= 3600 \
+        else f"{s // 60}m{s % 60}s"
+
+
+def cmd_ps(a: argparse.Namespace) -> int:
+    from .podman_backend import list_containers
+
+    rows = list_containers()
+    if a.json:
+        _out_json(rows)
+    elif not rows:
+        print("no qpod containers")
+    else:
+        _table([[c["name"], c["environment"], c["repository"], c["image"], c["state"], _uptime(c["started"])]
+                for c in rows], ["NAME", "ENVIRONMENT", "REPOSITORY", "IMAGE", "STATE", "UPTIME"])
+    return 0
+
+
+def cmd_stop(a: argparse.Namespace) -> int:
+    from .podman_backend import list_containers, stop_containers
+
+    if not a.all and not a.env:
+        raise QpodError("usage: qpod stop ENV | --all", 2)
+    names = [c["name"] for c in list_containers()
+             if c["state"] == "running" and (a.all or c["environment"] == a.env)]
+    for n in stop_containers(names):
+        print(f"stopped {n}")
+    if not names:
+        print("nothing to stop")
+    return 0
+
+
+# --- log ------------------------------------------------------------------------------------
+
+def _fmt_record(r: dict[str, Any]) -> str:
+    argv = " ".join(r.get("argv") or [])
+    return f"{r.get('time', '?')[:19]}  {r.get('status', '?'):>3}  {r.get('duration', 0):7.2f}s  " \
+           f"{r.get('env', '-')}  {r.get('repo', '-')}  {argv}"
+
+
+def cmd_log(a: argparse.Namespace) -> int:
+    from collections import deque
+
+    from . import cmdlog
+
+    flt = cmdlog.Filter(repo=os.path.abspath(a.repo) if a.repo else None, env=a.env, failed=a.failed)
+    follower = cmdlog.Follower() if a.follow else None  # opened first: nothing slips between read and follow
+    recent = deque((r for r in cmdlog.read() if flt.match(r)), maxlen=a.n)
+    for r in recent:
+        print(json.dumps(r) if a.json else _fmt_record(r), flush=True)
+    if follower is not None:
+        try:
+            for r in follower.follow():
+                if flt.match(r):
+                    print(json.dumps(r) if a.json else _fmt_record(r), flush=True)
+        except KeyboardInterrupt:
+            return 0
+    return 0
+
+
+# --- doctor, demo, tui ----------------------------------------------------------------------
+
+def cmd_doctor(a: argparse.Namespace) -> int:
+    from .doctor import run_checks
+
+    problems = 0
+    for ok, what, fix in run_checks():
+        print(f"{'ok  ' if ok else 'FAIL'} {what}" + ("" if ok else f"\n     fix: {fix}"))
+        problems += not ok
+    return 1 if problems else 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(a.dir)
+
+
+def cmd_plugin(a: argparse.Namespace) -> int:
+    """Sub-commands that live outside the engine (the TUI), found through entry points, so the
+    engine never imports the UI."""
+    from importlib.metadata import entry_points
+
+    eps = [ep for ep in entry_points(group="qpod.commands") if ep.name == a.plugin]
+    if not eps:
+        raise QpodError(f"'qpod {a.plugin}' is not installed (pip install qpod)", 2)
+    return int(eps[0].load()(a.rest) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qpod", description="Run a repository's build and debug commands in its "
+                                "podman environment, transparently.")
+    p.add_argument("--version", action="version", version=f"qpod {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    env = sub.add_parser("env", help="manage environments").add_subparsers(dest="env_cmd", required=True,
+                                                                            metavar="ACTION")
+    add = env.add_parser("add", help="define an environment")
+    add.add_argument("name")
+    add.add_argument("--image", required=True)
+    add.add_argument("--mount", action="append", metavar="HOST:CONTAINER[:ro]")
+    add.add_argument("--env", action="append", metavar="NAME=VALUE")
+    add.add_argument("--command", action="append", metavar="NAME",
+                     help="command routed to the container (repeat; default: make, waf, gdb)")
+    add.add_argument("--workdir-root", metavar="PATH", help="where the repository appears (default: same path)")
+    add.add_argument("--cap-add", action="append", metavar="CAP")
+    add.add_argument("--seccomp", metavar="PROFILE")
+    add.add_argument("--run-as", choices=["user", "root"])
+    add.add_argument("--replace", action="store_true", help="overwrite an existing environment")
+    add.set_defaults(func=cmd_env_add)
+    ls = env.add_parser("list", help="list environments")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_env_list)
+    show = env.add_parser("show", help="show one environment")
+    show.add_argument("name")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=cmd_env_show)
+    rm = env.add_parser("rm", help="remove an environment")
+    rm.add_argument("name")
+    rm.add_argument("--force", action="store_true")
+    rm.set_defaults(func=cmd_env_rm)
+
+    init = sub.add_parser("init", help="bind the repository around the cwd to an environment")
+    init.add_argument("env")
+    init.add_argument("--branch", metavar="GLOB", help="only while the checked-out branch matches")
+    init.add_argument("--path", help=argparse.SUPPRESS)
+    init.set_defaults(func=cmd_init)
+    unb = sub.add_parser("unbind", help="remove the binding of the repository around the cwd")
+    unb.add_argument("--branch", metavar="GLOB")
+    unb.add_argument("--path", help=argparse.SUPPRESS)
+    unb.set_defaults(func=cmd_unbind)
+    st = sub.add_parser("status", help="binding and container of the repository around the cwd")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+    rp = sub.add_parser("repos", help="all bound repositories")
+    rp.add_argument("--json", action="store_true")
+    rp.add_argument("--no-podman", action="store_true", help="do not ask podman for container states")
+    rp.set_defaults(func=cmd_repos)
+
+    wh = sub.add_parser("which", help="where a command would run, and why")
+    wh.add_argument("--json", action="store_true")
+    wh.add_argument("argv", nargs=argparse.REMAINDER)
+    wh.set_defaults(func=cmd_which)
+    ex = sub.add_parser("exec", help="run a command in the repository's environment")
+    ex.add_argument("--env", metavar="NAME", help="use this environment whatever the binding says")
+    ex.add_argument("argv", nargs=argparse.REMAINDER)
+    ex.set_defaults(func=cmd_exec)
+
+    ps = sub.add_parser("ps", help="qpod's containers")
+    ps.add_argument("--json", action="store_true")
+    ps.set_defaults(func=cmd_ps)
+    sp = sub.add_parser("stop", help="stop qpod's containers")
+    sp.add_argument("env", nargs="?")
+    sp.add_argument("--all", action="store_true")
+    sp.set_defaults(func=cmd_stop)
+
+    lg = sub.add_parser("log", help="the log of redirected commands")
+    lg.add_argument("-f", "--follow", action="store_true")
+    lg.add_argument("-n", type=int, default=20, metavar="N")
+    lg.add_argument("--repo", metavar="PATH")
+    lg.add_argument("--env", metavar="NAME")
+    lg.add_argument("--failed", action="store_true")
+    lg.add_argument("--json", action="store_true")
+    lg.set_defaults(func=cmd_log)
+
+    sub.add_parser("doctor", help="check podman, the API socket, the config").set_defaults(func=cmd_doctor)
+    dm = sub.add_parser("demo", help="build a Debian 11 environment and build a sample repository in it")
+    dm.add_argument("--dir", help="where to create the sample repository (default: a temp dir)")
+    dm.set_defaults(func=cmd_demo)
+    tui = sub.add_parser("tui", help="the dashboard")
+    tui.add_argument("rest", nargs=argparse.REMAINDER)
+    tui.set_defaults(func=cmd_plugin, plugin="tui")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except QpodError as err:
+        print(f"qpod: {err}", file=sys.stderr)
+        return err.status
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,391 @@
+"""The launcher: runs one command where the routing policy says, indistinguishably from a
+native run (cwd, terminal, stdin, separate stdout/stderr, signals, exit status, file owner).
+
+Hot path (warm container): stdlib only — the compiled snapshot (JSON), the cached container
+facts, then one ``podman exec``. podman-py is imported only to (re)create a container.
+
+How signals reach the command: the container shares the host pid namespace, and the command
+is started through ``sh -c 'echo $$ >&3; exec "$@"'``, which reports its (host) pid on a
+pipe before becoming the command. The launcher forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT/
+SIGUSR1/SIGUSR2 to that pid (``podman exec`` without a TTY forwards nothing), and a forked
+watchdog kills it if the launcher itself dies.
+"""
+
+import fcntl
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from . import cmdlog, snapshot
+from . import containers as naming
+from .errors import EXIT_QPOD, QpodError
+from .policy import Decision, Target, decide
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+# report the pid on fd 3, close it, then become the command (argv[0] kept by "$@")
+WRAPPER = 'echo $$ >&3; exec 3>&-; exec "$@"'
+
+
+def find_program(name: str, path_env: str | None) -> str | None:
+    """PATH search as execvp does it (first executable regular file)."""
+    if "/" in name:
+        return os.path.abspath(name)
+    for d in (path_env or os.defpath).split(os.pathsep):
+        cand = os.path.join(d or ".", name)
+        if os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return os.path.abspath(cand)
+    return None
+
+
+def _host_exec(path: str | None, argv: Sequence[str], extra_env: dict[str, str] | None = None) -> int:
+    """Become the program on the host, as if qpod were absent (errors as a shell reports them)."""
+    env = dict(os.environ)
+    if extra_env:
+        env.update(extra_env)
+    try:
+        if path:
+            os.execve(path, list(argv), env)
+        os.execvpe(argv[0], list(argv), env)
+    except FileNotFoundError:
+        sys.stderr.write(f"{argv[0]}: command not found\n")
+        return 127
+    except PermissionError:
+        sys.stderr.write(f"{argv[0]}: Permission denied\n")
+        return 126
+    except OSError as err:
+        sys.stderr.write(f"{argv[0]}: {err.strerror}\n")
+        return 126
+    return 0  # not reached
+
+
+def pass_env(env: dict[str, Any]) -> dict[str, str]:
+    """The variables the command sees in the container: host variables on the passthrough list
+    (minus the deny list and qpod's own), then the environment's fixed ``env``."""
+    deny = [*env.get("deny", ()), *naming.ALWAYS_DENIED]
+    allow = env.get("passthrough", ())
+    out = {k: v for k, v in os.environ.items() if name_matches(k, allow) and not name_matches(k, deny)}
+    out.update({k: v for k, v in env.get("env", {}).items() if not name_matches(k, naming.ALWAYS_DENIED)})
+    return out
+
+
+def name_matches(name: str, globs: Sequence[str]) -> bool:
+    """Variable name against globs; plain names and ``PREFIX*`` without fnmatch (no ``re`` import)."""
+    for g in globs:
+        if g == name:
+            return True
+        star = g.find("*")
+        if star == len(g) - 1 and "?" not in g and "[" not in g:
+            if name.startswith(g[:-1]):
+                return True
+        elif star >= 0 or "?" in g or "[" in g:
+
+            if fnmatchcase(name, g):
+                return True
+    return False
+
+
+def _podman_exe() -> str:
+    exe = find_program("podman", os.environ.get("PATH"))
+    if not exe:
+        from .podman_backend import PODMAN_MISSING
+
+        raise QpodError(PODMAN_MISSING, EXIT_QPOD)
+    return exe
+
+
+def container_argv(decision: Decision, env: dict[str, Any], facts: dict[str, Any], path: str,
+                   argv: Sequence[str], cwd: str, tty: bool, stdin: bool, env_names: Sequence[str]) -> list[str]:
+    """The ``podman exec`` command line for one command."""
+    target = decision.target
+    assert target is not None
+    root = target.root
+    workdir = naming.map_path(cwd, env, root) or naming.container_root(env, root)
+    args = [_podman_exe(), "exec", "--preserve-fds", "1", "--workdir", workdir]
+    if stdin:
+        args.append("-i")
+    if tty:
+        args.append("-t")
+    if env["run_as"] == "user" and os.geteuid() == 0 and os.getuid() != 0:
+        args += ["--user", f"{os.getuid()}:{os.getgid()}"]
+    elif env["run_as"] == "user" and os.geteuid() != 0:
+        pass  # rootless: the container was created with --userns=keep-id, you are you inside
+    for name in env_names:
+        args += ["--env", name]  # value taken from podman's own environment: not visible in ps
+    cmd = list(argv)
+    if path.startswith("/") and (path == root or path.startswith(root + "/")):
+        # a program of the repository: run the container's view of that same file
+        mapped = naming.map_path(path, env, root) or path
+        if not cmd or cmd[0].startswith("/") or naming.map_path(cwd, env, root) is None:
+            cmd[0:1] = [mapped]
+    return [*args, facts["name"], "/bin/sh", "-c", WRAPPER, "sh", *cmd]
+
+
+def _high_fd(fd: int) -> int:
+    """Move ``fd`` above 9 so that dup2 onto fd 3 in the child is never a no-op."""
+    if fd > 9:
+        return fd
+    new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(fd)
+    return new
+
+
+class _Forwarder:
+    """Collects signals until the command's pid is known, then delivers them to it."""
+
+    def __init__(self) -> None:
+        self.pid = 0
+        self.pending: list[int] = []
+        self.last: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for sig in FORWARDED:
+            self._old[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def _handle(self, sig: int, _frame: Any) -> None:
+        self.last = sig
+        if self.pid:
+            self._send(sig)
+        else:
+            self.pending.append(sig)
+
+    def _send(self, sig: int) -> None:
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def started(self, pid: int) -> None:
+        self.pid = pid
+        for sig in self.pending:
+            self._send(sig)
+        self.pending.clear()
+
+
+def _watchdog(pid: int, pid_start: str | None) -> int:
+    """Fork a process that kills ``pid`` if the launcher dies without saying it is done.
+    Returns the write end the launcher closes (after writing b"x") when it finishes normally."""
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the forked watchdog
+        try:
+            os.setsid()
+            for sig in FORWARDED:
+                signal.signal(sig, signal.SIG_IGN)
+            os.closerange(0, r)
+            os.closerange(r + 1, 1 << 16)
+            done = os.read(r, 1)
+            if not done and naming.proc_start_time(pid) == pid_start:
+                os.kill(pid, signal.SIGTERM)
+                for _ in range(50):
+                    if naming.proc_start_time(pid) != pid_start:
+                        break
+                    time.sleep(0.1)
+                else:
+                    os.kill(pid, signal.SIGKILL)
+        finally:
+            os._exit(0)
+    os.close(r)
+    return w
+
+
+def run_in_container(decision: Decision, env: dict[str, Any], facts: dict[str, Any], path: str,
+                     argv: Sequence[str], cwd: str) -> tuple[int, int | None]:
+    """Run the command; returns (exit status, signal to re-raise or None)."""
+    tty = os.isatty(0) and os.isatty(1)
+    stdin_ok = True
+    if os.isatty(0) and not tty:
+        try:  # a background job (make &) must not read the terminal: it would stop on SIGTTIN
+            stdin_ok = os.tcgetpgrp(0) == os.getpgrp()
+        except OSError:
+            stdin_ok = False
+    values = pass_env(env)
+    podman_env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_")}
+    podman_env.update(values)
+    podman_env["QPOD_OFF"] = "1"  # tells the preload library to leave podman alone
+    args = container_argv(decision, env, facts, path, argv, cwd, tty, stdin_ok, sorted(values))
+    r, w = os.pipe()
+    r, w = _high_fd(r), _high_fd(w)
+    actions = [(os.POSIX_SPAWN_DUP2, w, 3), (os.POSIX_SPAWN_CLOSE, r)]
+    if not stdin_ok:
+        actions.append((os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0))
+    fwd = _Forwarder()
+    fwd.install()
+    try:
+        # without a TTY, podman goes in its own process group: a terminal's Ctrl-C then reaches
+        # only the launcher, which forwards it; podman would otherwise die and lose the status
+        child = os.posix_spawn(args[0], args, podman_env, file_actions=actions, setpgroup=None if tty else 0)
+    except OSError as err:
+        fwd.restore()
+        raise QpodError(f"cannot run podman: {err.strerror}", EXIT_QPOD) from None
+    finally:
+        os.close(w)
+    data = b""
+    while True:
+        try:
+            chunk = os.read(r, 64)
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        data += chunk
+        if b"\n" in data:
+            break
+    os.close(r)
+    cpid = int(data.strip() or 0) if data.strip().isdigit() else 0
+    watch = None
+    if cpid:
+        fwd.started(cpid)
+        watch = _watchdog(cpid, naming.proc_start_time(cpid))
+    while True:
+        try:
+            _, status = os.waitpid(child, 0)
+            break
+        except InterruptedError:
+            continue
+    if cpid and os.WIFSIGNALED(status):
+        # podman itself was killed: wait for the command to finish before returning the prompt
+        start = naming.proc_start_time(cpid)
+        while start and naming.proc_start_time(cpid) == start:
+            time.sleep(0.05)
+    if watch is not None:
+        os.write(watch, b"x")
+        os.close(watch)
+    fwd.restore()
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        code = 128 - code
+    if not cpid and code != 0:
+        code = code if code in (126, 127) else EXIT_QPOD
+    resignal = None
+    if fwd.last is not None and code == 128 + fwd.last:
+        resignal = fwd.last
+    elif tty and code == 128 + signal.SIGINT:
+        resignal = signal.SIGINT
+    return code, resignal
+
+
+def _resolve(path: str, argv: Sequence[str], cwd: str, explicit: bool,
+             env_name: str | None) -> tuple[dict[str, Any], Decision]:
+    snap = snapshot.load()
+    targets = snapshot.targets(snap)
+    if env_name:
+        if env_name not in snap["envs"]:
+            from .config import unknown_environment_message
+
+            raise QpodError(unknown_environment_message(env_name), EXIT_QPOD)
+        here = next((t for t in sorted(targets, key=lambda t: -len(t.root))
+                     if cwd == t.root or cwd.startswith(t.root + "/")), None)
+        root = here.root if here else _git_root(cwd)
+        env = snap["envs"][env_name]
+        t = Target(root, env_name, tuple(env.get("commands", ())), "--env on the command line")
+        return snap, Decision("container", f"qpod exec --env {env_name}", t)
+    return snap, decide(path, argv, cwd, targets, explicit=explicit)
+
+
+def _git_root(cwd: str) -> str:
+    d = cwd
+    while True:
+        if os.path.exists(os.path.join(d, ".git")):
+            return d
+        parent = os.path.dirname(d)
+        if parent == d:
+            raise QpodError(f"{cwd}: not inside a git repository (qpod exec --env needs one)", 2)
+        d = parent
+
+
+def environment_of(snap: dict[str, Any], name: str) -> dict[str, Any]:
+    env = snap["envs"].get(name)
+    if env is None:
+        from .config import unknown_environment_message
+
+        raise QpodError(unknown_environment_message(name), EXIT_QPOD)
+    if "error" in env:
+        raise QpodError(env["error"], EXIT_QPOD)
+    return env
+
+
+def ensure_facts(snap: dict[str, Any], env: dict[str, Any], root: str) -> dict[str, Any]:
+    """Facts of the running warm container; podman-py is asked only when the cache is stale."""
+    name, want = snapshot.container_of(snap, env, root)
+    facts = naming.warm_facts(name, want)
+    if facts is None:
+        from .podman_backend import ensure_container
+
+        facts = ensure_container(env, root, snap["settings"]).__dict__
+    return facts
+
+
+def launch(path: str, argv: Sequence[str], cwd: str, explicit: bool = False, env_name: str | None = None,
+           shim: bool = False) -> int:
+    """Run one command where the policy says. Returns its exit status (or does not return: a
+    host command replaces this process)."""
+    t0 = time.time()
+    snap, decision = _resolve(path, argv, cwd, explicit, env_name)
+    if not decision.in_container:
+        if shim and decision.target is not None:
+            # the shim must not send this launch (or its children in this repository) back here
+            return _host_exec(path, argv, {"QPOD_HOST_ROOT": decision.target.root})
+        return _host_exec(path if shim else None, argv)
+    target = decision.target
+    assert target is not None and target.environment is not None
+    env = environment_of(snap, target.environment)
+    facts = ensure_facts(snap, env, target.root)
+    code, resignal = run_in_container(decision, env, facts, path, argv, cwd)
+    settings = snap["settings"]
+    record = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0)) + f".{int(t0 % 1 * 1000):03d}+00:00",
+        "repo": target.root, "branch": target.branch, "env": env["name"], "container": facts["name"],
+        "cwd": cwd, "argv": list(argv), "path": path, "reason": decision.reason, "status": code,
+        "duration": round(time.time() - t0, 3),
+    }
+    try:
+        cmdlog.append(record, settings["log_max_bytes"], settings["log_keep"])
+    except OSError as err:
+        sys.stderr.write(f"qpod: cannot write the command log: {err.strerror}\n")
+    if resignal is not None:
+        _reraise(resignal)
+    return code
+
+
+def _reraise(sig: int) -> None:
+    """Die of the same signal, so the shell sees what it would see natively."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
+    signal.signal(sig, signal.SIG_DFL)
+    os.kill(os.getpid(), sig)
+
+
+def cwd_or_pwd() -> str:
+    """The working directory as the user sees it ($PWD when it names the same directory)."""
+    cwd = os.getcwd()
+    pwd = os.environ.get("PWD")
+    if pwd and pwd != cwd:
+        try:
+            if os.path.samefile(pwd, cwd):
+                return os.path.normpath(pwd)
+        except OSError:
+            pass
+    return cwd
+
+
+def shim_main(args: Sequence[str]) -> int:
+    """Entry from the preload library: ``--shim PATH CWD -- ARGV...``."""
+    try:
+        if len(args) < 4 or args[0] != "--shim" or args[3] != "--":
+            raise QpodError("launcher: expected --shim PATH CWD -- ARGV...", EXIT_QPOD)
+        path, cwd, argv = args[1], args[2], list(args[4:]) or [args[1]]
+        return launch(path, argv, cwd, shim=True)
+    except QpodError as err:
+        sys.stderr.write(f"qpod: {err}\n")
+        return EXIT_QPOD
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,384 @@
+"""Container lifecycle through podman-py: the API service, the warm container of each
+(environment, repository), image pulls, listing and stopping.
+
+Imported only off the hot path (``import podman`` costs ~150 ms): the launcher comes here
+when its cached container facts are stale, the CLI and the TUI always.
+"""
+
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from . import containers as naming
+from . import paths
+from .errors import EXIT_QPOD, QpodError
+
+PODMAN_MISSING = "podman is not installed (apt-get install podman runc)"
+
+
+def podman_binary() -> str:
+    exe = shutil.which("podman")
+    if not exe:
+        raise QpodError(PODMAN_MISSING, EXIT_QPOD)
+    return exe
+
+
+def is_rootless() -> bool:
+    return os.geteuid() != 0
+
+
+def socket_path() -> str:
+    """The API socket: ``$QPOD_PODMAN_SOCKET``, else podman's own default for root or the user."""
+    if os.environ.get("QPOD_PODMAN_SOCKET"):
+        return os.environ["QPOD_PODMAN_SOCKET"]
+    if not is_rootless():
+        return "/run/podman/podman.sock"
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+    return os.path.join(runtime, "podman", "podman.sock")
+
+
+def _socket_answers(path: str) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(1.0)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def ensure_service(idle_seconds: int = 600) -> str:
+    """Start ``podman system service`` on the socket when nothing answers there (as a user
+    would expect: no systemd unit needed). Returns the socket URL."""
+    path = socket_path()
+    if _socket_answers(path):
+        return f"unix://{path}"
+    exe = podman_binary()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    log = os.path.join(paths.state_dir(), "podman-service.log")
+    os.makedirs(paths.state_dir(), exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    env["QPOD_OFF"] = "1"
+    with open(log, "ab") as out:
+        subprocess.Popen(
+            [exe, "system", "service", f"--time={idle_seconds}", f"unix://{path}"],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env, start_new_session=True,
+        )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if _socket_answers(path):
+            return f"unix://{path}"
+        time.sleep(0.02)
+    raise QpodError(f"podman API service did not come up on {path} (see {log})", EXIT_QPOD)
+
+
+_client = None
+
+
+def client() -> Any:
+    """A connected podman-py client (service started on demand)."""
+    global _client
+    if _client is None:
+        try:
+            from podman import PodmanClient
+        except ImportError:  # pragma: no cover - a dependency of the package
+            raise QpodError("podman-py is not installed (pip install podman)", EXIT_QPOD) from None
+        from . import config
+
+        url = ensure_service(config.load_settings().service_idle_seconds)
+        _client = PodmanClient(base_url=url, timeout=120)
+    return _client
+
+
+def _api_error(err: Exception) -> QpodError:
+    from podman import errors as perr
+
+    if isinstance(err, perr.APIError):
+        return QpodError(f"podman: {err.explanation or err}", EXIT_QPOD)
+    return QpodError(f"podman: {err}", EXIT_QPOD)
+
+
+# --- container spec -------------------------------------------------------------------------
+
+def runtime_name(setting: str) -> str | None:
+    """``auto`` picks runc where installed: crun fails on cgroups-hybrid hosts like these."""
+    if setting == "auto":
+        return "runc" if shutil.which("runc") else None
+    return setting or None
+
+
+def _ulimit_pair(value: str) -> tuple[int, int]:
+    soft, _, hard = value.partition(":")
+    return int(soft), int(hard or soft)
+
+
+def default_ulimits() -> dict[str, str]:
+    """Limits podman can really set: podman's own defaults ask for more than these machines'
+    hard limits and the container fails (setrlimit: Operation not permitted)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    nofile = min(hard, 1048576) if hard != resource.RLIM_INFINITY else 1048576
+    return {"nofile": f"{nofile}:{nofile}", "nproc": "8192:8192"}
+
+
+def container_spec(env: dict[str, Any], root: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """podman-py ``containers.create`` keyword arguments for the warm container of ``env`` x ``root``."""
+    from .gitinfo import common_dir, git_dir
+
+    name = naming.container_name(env["name"], root)
+    workdir = naming.container_root(env, root)
+    mounts = [{"type": "bind", "source": root, "target": workdir, "read_only": False}]
+    gd = git_dir(root)
+    if gd:  # a linked worktree keeps its objects in the main repository's git dir
+        cd = common_dir(gd)
+        for extra in dict.fromkeys([gd, cd]):
+            if not extra.startswith(root + "/"):
+                mounts.append({"type": "bind", "source": extra, "target": extra, "read_only": False})
+    for spec in env["mounts"]:
+        host, target, ro = _parse_mount(spec)
+        mounts.append({"type": "bind", "source": os.path.expanduser(host), "target": target, "read_only": ro})
+    limits = {**default_ulimits(), **settings.get("ulimits", {}), **env["ulimits"]}
+    kwargs: dict[str, Any] = {
+        "image": env["image"],
+        "name": name,
+        "command": ["sleep", "2147483647"],
+        "labels": {
+            naming.LABEL: "1",
+            naming.LABEL_ENV: env["name"],
+            naming.LABEL_REPO: root,
+            naming.LABEL_HASH: naming.container_hash(env, root),
+        },
+        "mounts": mounts,
+        # host pid namespace: the launcher signals the command directly (podman exec without
+        # a TTY forwards no signals); host network, as toolbx and distrobox do for dev shells
+        "pid_mode": "host",
+        "network_mode": "host",
+        "ulimits": [{"Name": k, "Soft": s, "Hard": h} for k, (s, h) in
+                    ((k, _ulimit_pair(v)) for k, v in limits.items())],
+        "detach": True,
+    }
+    rt = runtime_name(settings.get("runtime", "auto"))
+    if rt:
+        kwargs["runtime"] = rt
+    if env["cap_add"]:
+        kwargs["cap_add"] = list(env["cap_add"])
+    if env["seccomp"]:
+        kwargs["seccomp_profile_path"] = env["seccomp"]
+    if is_rootless() and env["run_as"] == "user":
+        kwargs["userns_mode"] = "keep-id"
+    kwargs.update(env["podman_options"])
+    return kwargs
+
+
+def _parse_mount(spec: str) -> tuple[str, str, bool]:
+    from .config import parse_mount
+
+    return parse_mount(spec)
+
+
+# --- images ---------------------------------------------------------------------------------
+
+def image_present(ref: str) -> bool:
+    try:
+        return bool(client().images.exists(ref))
+    except Exception as err:  # noqa: BLE001 - any API failure means "cannot tell": report it
+        raise _api_error(err) from None
+
+
+def _registry_of(ref: str) -> str | None:
+    first = ref.split("/", 1)[0]
+    if "/" in ref and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return None
+
+
+def pull_image(ref: str, progress: Callable[[str, int, int], None] | None = None) -> None:
+    """Pull ``ref``; ``progress(layer, done, total)`` is called as bytes arrive. A failure is
+    one line naming the image (podman-py 5.8 returns an empty Image instead of raising)."""
+    cl = client()
+    repo, tag = _split_tag(ref)
+    try:
+        last_error = None
+        for event in cl.images.pull(repo, tag=tag, stream=True, decode=True):
+            if not isinstance(event, dict):
+                continue
+            if event.get("error"):
+                last_error = event["error"]
+            if progress and event.get("progressDetail"):
+                det = event["progressDetail"]
+                progress(event.get("id", ""), int(det.get("current", 0)), int(det.get("total", 0)))
+            elif progress and event.get("stream"):
+                progress(event["stream"].strip(), 0, 0)
+    except Exception as err:  # noqa: BLE001
+        last_error = str(err)
+    if last_error or not cl.images.exists(ref):
+        raise QpodError(pull_failure_message(ref, last_error or "image not found after pull"), EXIT_QPOD)
+
+
+def pull_failure_message(ref: str, detail: str) -> str:
+    detail = " ".join(str(detail).split())
+    registry = _registry_of(ref)
+    hint = ""
+    lowered = detail.lower()
+    if registry and registry != "localhost" and any(
+        w in lowered for w in ("unauthorized", "authentication", "denied", "401", "403", "login")
+    ):
+        hint = f"; run 'podman login {registry}'"
+    elif registry and registry != "localhost":
+        hint = f"; check the name, or run 'podman login {registry}' if it needs credentials"
+    return f"cannot pull image {ref}: {detail}{hint}"
+
+
+def _split_tag(ref: str) -> tuple[str, str]:
+    if "@" in ref:
+        return ref, ""
+    name, sep, tag = ref.rpartition(":")
+    if sep and "/" not in tag:
+        return name, tag
+    return ref, "latest"
+
+
+def _print_pull_progress(ref: str) -> Callable[[str, int, int], None]:
+    """A one-line progress bar on stderr (only when stderr is a terminal)."""
+    layers: dict[str, tuple[int, int]] = {}
+    tty = sys.stderr.isatty()
+
+    def show(layer: str, done: int, total: int) -> None:
+        if total:
+            layers[layer] = (done, total)
+        d = sum(a for a, _ in layers.values())
+        t = sum(b for _, b in layers.values()) or 1
+        if tty:
+            width = 30
+            filled = int(width * d / t)
+            sys.stderr.write(f"\rqpod: pulling {ref} [{'#' * filled}{'.' * (width - filled)}] "
+                             f"{d / 1e6:.1f}/{t / 1e6:.1f} MB")
+            sys.stderr.flush()
+
+    sys.stderr.write(f"qpod: pulling {ref}\n" if not tty else "")
+    return show
+
+
+# --- containers -----------------------------------------------------------------------------
+
+@dataclass
+class ContainerFacts:
+    """What the launcher needs to exec into a warm container without asking podman."""
+
+    name: str
+    id: str
+    pid: int
+    pid_start: str
+    hash: str
+
+    def alive(self) -> bool:
+        return naming.proc_start_time(self.pid) == self.pid_start
+
+
+def ensure_container(env: dict[str, Any], root: str, settings: dict[str, Any]) -> ContainerFacts:
+    """The running warm container of (env, root): reused, started, or (re)created when its
+    config hash changed or it was removed behind qpod's back. Pulls the image if missing."""
+    from podman import errors as perr
+
+    cl = client()
+    name = naming.container_name(env["name"], root)
+    want_hash = naming.container_hash(env, root)
+    try:
+        try:
+            ctr = cl.containers.get(name)
+        except perr.NotFound:
+            ctr = None
+        if ctr is not None and ctr.labels.get(naming.LABEL_HASH) != want_hash:
+            ctr.remove(force=True)  # config changed: the old container no longer matches it
+            ctr = None
+        if ctr is None:
+            if not cl.images.exists(env["image"]):
+                pull_image(env["image"], _print_pull_progress(env["image"]))
+                if sys.stderr.isatty():
+                    sys.stderr.write("\n")
+            ctr = cl.containers.create(**container_spec(env, root, settings))
+        ctr.reload()
+        if ctr.status != "running":
+            ctr.start()
+            ctr.reload()
+        if ctr.status != "running":
+            raise QpodError(f"container {name} did not start (state {ctr.status}); "
+                            f"see 'podman logs {name}'", EXIT_QPOD)
+    except QpodError:
+        raise
+    except perr.APIError as err:
+        raise QpodError(f"cannot start container {name}: {' '.join(str(err.explanation or err).split())}",
+                        EXIT_QPOD) from None
+    pid = int(ctr.attrs.get("State", {}).get("Pid") or 0)
+    facts = ContainerFacts(name, ctr.id, pid, naming.proc_start_time(pid) or "", want_hash)
+    naming.write_facts(facts.__dict__)
+    return facts
+
+
+def list_containers() -> list[dict[str, Any]]:
+    """qpod's containers: name, env, repo, image, state, started (epoch seconds or None)."""
+    try:
+        ctrs = client().containers.list(all=True, filters={"label": naming.LABEL})
+    except QpodError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        raise _api_error(err) from None
+    out = []
+    for c in ctrs:
+        attrs = c.attrs
+        state = attrs.get("State")
+        status = state if isinstance(state, str) else (state or {}).get("Status", "unknown")
+        started = attrs.get("StartedAt")
+        out.append({
+            "name": c.name,
+            "id": c.id[:12],
+            "environment": c.labels.get(naming.LABEL_ENV, ""),
+            "repository": c.labels.get(naming.LABEL_REPO, ""),
+            "image": attrs.get("Image") or "",
+            "state": status,
+            "started": started if isinstance(started, (int, float)) and started > 0 else None,
+        })
+    return sorted(out, key=lambda c: (c["environment"], c["repository"]))
+
+
+def stop_containers(names: list[str], remove: bool = False) -> list[str]:
+    cl = client()
+    done = []
+    for name in names:
+        try:
+            ctr = cl.containers.get(name)
+            ctr.stop(timeout=5)
+            if remove:
+                ctr.remove(force=True)
+        except Exception as err:  # noqa: BLE001
+            raise _api_error(err) from None
+        naming.forget_facts(name)
+        done.append(name)
+    return done
+
+
+def restart_container(name: str) -> None:
+    try:
+        client().containers.get(name).restart(timeout=5)
+    except Exception as err:  # noqa: BLE001
+        raise _api_error(err) from None
+    naming.forget_facts(name)
+
+
+def container_logs(name: str, tail: int = 200) -> str:
+    try:
+        out = client().containers.get(name).logs(tail=tail, stream=False)
+    except Exception as err:  # noqa: BLE001
+        raise _api_error(err) from None
+    if isinstance(out, (bytes, bytearray)):
+        return out.decode("utf-8", "replace")
+    return b"".join(out).decode("utf-8", "replace") if isinstance(out, Iterator) else str(out)
+
