@@ -80,6 +80,8 @@ def read_facts(name: str) -> dict[str, Any] | None:
 
 def write_facts(facts: dict[str, Any]) -> None:
 
+    import tempfile
+
     d = paths.containers_cache_dir()
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".facts.")

@@ -81,6 +81,7 @@ def name_matches(name: str, globs: Sequence[str]) -> bool:
             if name.startswith(g[:-1]):
                 return True
         elif star >= 0 or "?" in g or "[" in g:
+            from fnmatch import fnmatchcase
 
             if fnmatchcase(name, g):
                 return True
