@@ -6,6 +6,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from . import __version__, paths
@@ -34,7 +35,7 @@ def _recompile() -> None:
 def cmd_env_add(a: argparse.Namespace) -> int:
     from . import config
 
-    path = paths.environment_file(a.name)
+    path = Path(paths.environment_file(a.name))
     if path.exists() and not a.replace:
         raise QpodError(f"environment '{a.name}' exists ({path}); use --replace to overwrite it", 2)
     data: dict[str, Any] = {"image": a.image}
@@ -112,7 +113,7 @@ def cmd_env_show(a: argparse.Namespace) -> int:
 def cmd_env_rm(a: argparse.Namespace) -> int:
     from . import config
 
-    path = paths.environment_file(a.name)
+    path = Path(paths.environment_file(a.name))
     if not path.exists():
         raise QpodError(config.unknown_environment_message(a.name), 2)
     bound = _bound_to(a.name)
