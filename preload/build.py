@@ -1,0 +1,112 @@
+"""Compiles the preload library with the system C compiler (used by setup.py, the tests and the
+benchmark; stdlib only, no build dependencies).
+
+Layout written into ``<pkg>/_lib``::
+
+    libqpod_preload.so              the library (QPOD_PRELOAD names this file)
+    <$LIB>/libqpod_preload.so       the same, where the 64-bit loader expands "$LIB"
+    <32-bit $LIB>/libqpod_preload.so  an empty 32-bit object (x86_64 only, best effort)
+
+(qpod_engine.preload_lib finds the "$LIB" copy by its ELF class: no marker file to keep.)
+
+LD_PRELOAD then names ``<pkg>/_lib/$LIB/libqpod_preload.so``: each loader finds an object of
+its own class, so 32-bit programs run without the loader's "cannot be preloaded" warning.
+"""
+
+import os
+import platform
+import shutil
+import subprocess
+import sysconfig
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+LIB_NAME = "libqpod_preload.so"
+SOURCES = [HERE / "qpod_preload.c"]
+CFLAGS = ["-O2", "-g0", "-fPIC", "-shared", "-fvisibility=hidden", "-fno-stack-protector", "-Wall", "-Wextra"]
+LDFLAGS = ["-Wl,-O1", "-Wl,--hash-style=gnu", "-Wl,--as-needed", "-ldl"]
+# where 32-bit loaders expand $LIB: Debian/Ubuntu, Arch, Fedora/SUSE
+LIB32_CANDIDATES = ["lib/i386-linux-gnu", "lib32", "lib"]
+
+
+def cc() -> list[str]:
+    return (os.environ.get("CC") or "cc").split()
+
+
+def compile_library(out: Path, sources: list[Path] | None = None, extra: list[str] | None = None) -> Path:
+    """Compile ``sources`` (default: the preload library) into the shared object ``out``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    cmd = [*cc(), *CFLAGS, *(extra or []), "-o", str(tmp), *map(str, sources or SOURCES), *LDFLAGS]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"compiling the qpod preload library failed:\n{' '.join(cmd)}\n{proc.stderr}")
+    os.replace(tmp, out)  # a running process may have the old one mapped: never write in place
+    return out
+
+
+def compile_empty(out: Path) -> Path:
+    """An empty preloadable library: the floor any LD_PRELOAD costs (for the benchmark)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "empty.c"
+        src.write_text("int qpod_empty_preload;\n")
+        return compile_library(out, [src], ["-nostdlib"])
+
+
+def _loads_silently(entry: str, env_extra: dict[str, str] | None = None) -> bool:
+    env = {"PATH": "/usr/bin:/bin", "LD_PRELOAD": entry, **(env_extra or {})}
+    proc = subprocess.run(["/bin/true"], env=env, capture_output=True, text=True)
+    return proc.returncode == 0 and not proc.stderr
+
+
+def probe_dst_lib(lib: Path) -> str | None:
+    """How this machine's loader expands "$LIB" (tried, not guessed: a copy of the library is
+    placed at each candidate in turn and must load without a warning)."""
+    multiarch = sysconfig.get_config_var("MULTIARCH") or f"{platform.machine()}-linux-gnu"
+    with tempfile.TemporaryDirectory() as tmp:
+        for cand in [f"lib/{multiarch}", "lib64", "lib", f"usr/lib/{multiarch}"]:
+            target = Path(tmp) / cand / LIB_NAME
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(lib, target)
+            ok = _loads_silently(f"{tmp}/$LIB/{LIB_NAME}", {"QPOD_OFF": "1"})
+            target.unlink()
+            if ok:
+                return cand
+    return None
+
+
+def build(lib_dir: Path) -> Path:
+    """Build the library and its "$LIB" layout into ``lib_dir``; returns the library's path."""
+    lib = compile_library(lib_dir / LIB_NAME)
+    for old in lib_dir.glob(f"*/**/{LIB_NAME}"):  # a layout from another machine's loader
+        old.unlink()
+    dst = probe_dst_lib(lib)
+    if dst is None:  # LD_PRELOAD then names the library directly
+        return lib
+    main = lib_dir / dst / LIB_NAME
+    main.parent.mkdir(parents=True, exist_ok=True)
+    tmp = main.with_name(f".{LIB_NAME}.tmp")
+    shutil.copyfile(lib, tmp)
+    os.replace(tmp, main)
+    if platform.machine() in ("x86_64", "amd64"):
+        with tempfile.TemporaryDirectory() as t:
+            stub = Path(t) / LIB_NAME
+            try:
+                compile_library(stub, [HERE / "stub32.c"], ["-m32", "-nostdlib"])
+            except RuntimeError:
+                stub = None  # the compiler cannot emit 32-bit code: 32-bit programs will warn
+            for cand in LIB32_CANDIDATES:
+                if stub is None or cand == dst:
+                    continue
+                target = lib_dir / cand / LIB_NAME
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(stub, target)
+    return lib
+
+
+if __name__ == "__main__":
+    import sys
+
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE.parent / "qpod_engine" / "_lib"
+    print(build(out))

@@ -1,0 +1,161 @@
+"""The preload library seen from Python: where it is installed, the LD_PRELOAD entry that names
+it, a reader of the rules file it routes by (the same decision as the C code, for the launcher
+and the tests), and the checks ``qpod doctor`` runs. Stdlib only: the launcher may import it.
+"""
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import paths
+
+LIB_NAME = "libqpod_preload.so"
+LIB_DIR = Path(__file__).resolve().parent / "_lib"
+RULES_HEADER = "qpod-rules\t1"
+HOOKS = ("execve", "execv", "execvp", "execvpe", "execl", "execle", "execlp", "execveat", "fexecve",
+         "posix_spawn", "posix_spawnp", "pidfd_spawn", "pidfd_spawnp", "system", "popen")
+
+
+def library_path() -> Path:
+    """The installed library (what ``QPOD_PRELOAD`` names)."""
+    return LIB_DIR / LIB_NAME
+
+
+def _elf_ident(path: Path) -> bytes | None:
+    """ELF class, byte order and machine: what a loader checks before it maps an object."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(20)
+    except OSError:
+        return None
+    if len(head) < 20 or head[:4] != b"\x7fELF":
+        return None
+    return head[4:6] + head[18:20]
+
+
+def preload_entry() -> str:
+    """The LD_PRELOAD element for the library: ``<lib dir>/$LIB/libqpod_preload.so`` when the
+    build laid out a copy where this machine's loader expands ``$LIB`` (32-bit programs then
+    find the empty 32-bit stub instead of warning), else the library's own path."""
+    lib = library_path()
+    ident = _elf_ident(lib)
+    if ident is not None:
+        for cand in sorted(LIB_DIR.glob(f"*/**/{LIB_NAME}")):
+            if _elf_ident(cand) == ident:
+                return f"{LIB_DIR}/$LIB/{LIB_NAME}"
+    return str(lib)
+
+
+def is_ours(entry: str) -> bool:
+    return os.path.basename(entry) == LIB_NAME
+
+
+def preload_list(existing: str | None) -> str:
+    """LD_PRELOAD with the library first (once), the other libraries after it in their order."""
+    others = [e for e in (existing or "").replace(" ", ":").split(":") if e]
+    if any(is_ours(e) for e in others):
+        return existing or ""
+    return ":".join([preload_entry(), *others])
+
+
+@dataclass
+class Rules:
+    launcher: list[str] = field(default_factory=list)
+    roots: list[tuple[str, list[str]]] = field(default_factory=list)  # (root, command names)
+
+
+def read_rules(path: str | Path | None = None) -> Rules | None:
+    """The rules file as the library reads it; None when missing, unreadable or not version 1."""
+    try:
+        text = Path(path or paths.rules_file()).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    lines = text.split("\n")
+    if lines[0] != RULES_HEADER:
+        return None
+    rules = Rules()
+    for line in lines[1:]:
+        kind, *fields = line.split("\t")
+        if kind == "launcher":
+            rules.launcher = fields
+        elif kind == "root" and fields and fields[0].startswith("/"):
+            rules.roots.append((fields[0], fields[1:]))
+    return rules
+
+
+def _within(path: str, root: str) -> bool:
+    return path.startswith("/") if root == "/" else path == root or path.startswith(root + "/")
+
+
+def _innermost(path: str, roots: Iterable[tuple[str, Sequence[str]]]) -> tuple[str, Sequence[str]] | None:
+    best = None
+    for root, names in roots:
+        if _within(path, root) and (best is None or len(root) > len(best[0])):
+            best = (root, names)
+    return best
+
+
+def shim_root(path: str, cwd: str, roots: Iterable[tuple[str, Sequence[str]]]) -> str | None:
+    """The root the library matches for a launch (None: it does not redirect, whatever
+    ``$QPOD_HOST_ROOT`` says): the innermost root holding the program, else the innermost root
+    holding the cwd when the program's name is on its list. A launcher that sends a launch back
+    to the host must set ``QPOD_HOST_ROOT`` to exactly this root, or the library redirects again."""
+    roots = list(roots)
+    home = _innermost(path, roots) if path.startswith("/") else None
+    if home is not None:
+        return home[0]
+    here = _innermost(cwd, roots)
+    if here is not None and os.path.basename(path) in here[1]:
+        return here[0]
+    return None
+
+
+def check() -> list[str]:
+    """Problems for ``qpod doctor``: the library is missing or does not load, the rules file is
+    missing, unreadable or older than the snapshot, or names a launcher that is gone."""
+    lib = library_path()
+    if not lib.is_file():
+        return [f"preload library {lib} is missing (reinstall: pip install .)"]
+    problems = []
+    if any(c in str(LIB_DIR) for c in " :"):
+        problems.append(f"qpod is installed under {LIB_DIR}: LD_PRELOAD cannot name a path with ':' or spaces")
+    # loaded by a fresh process exactly as qpod-shell loads it; QPOD_OFF keeps it inert
+    probe = "import ctypes, sys; lib = ctypes.CDLL(sys.argv[1]); " \
+            "print(' '.join(n for n in sys.argv[2:] if not hasattr(lib, n)))"
+    env = {"PATH": os.defpath, "LD_PRELOAD": preload_entry(), "QPOD_OFF": "1"}
+    try:
+        proc = subprocess.run([sys.executable, "-S", "-c", probe, str(lib), *HOOKS], env=env,
+                              capture_output=True, text=True, timeout=60)
+        err = proc.stderr.strip()
+        if proc.returncode != 0 or err:
+            problems.append(f"preload library does not load: {err.splitlines()[-1] if err else proc.returncode}")
+        elif proc.stdout.strip():
+            problems.append(f"preload library lacks hooks: {proc.stdout.strip()} (reinstall: pip install .)")
+    except (OSError, subprocess.SubprocessError) as exc:
+        problems.append(f"preload library: cannot run a probe: {exc}")
+    problems += _rules_problems()
+    return problems
+
+
+def _rules_problems() -> list[str]:
+    rules_file = Path(paths.rules_file())
+    rules = read_rules(rules_file)
+    if rules is None:
+        what = "is not a version-1 rules file" if rules_file.is_file() else "is missing"
+        return [f"rules file {rules_file} {what}: every command runs on the host "
+                "(any qpod command, e.g. 'qpod repos', compiles it)"]
+    problems = []
+    try:
+        if rules_file.stat().st_mtime_ns < os.stat(paths.snapshot_file()).st_mtime_ns:
+            problems.append(f"rules file {rules_file} is older than the snapshot (run 'qpod repos' to recompile)")
+    except OSError:
+        pass
+    exe = rules.launcher[0] if rules.launcher else ""
+    if not exe.startswith("/") or not os.access(exe, os.X_OK):
+        problems.append(f"rules file names a launcher that cannot run: {exe or 'none'} (reinstall: pip install .)")
+    scripts = [f for f in rules.launcher[1:] if f.endswith(".py")]
+    problems += [f"launcher script {s} is missing (reinstall: pip install .)" for s in scripts if not os.path.isfile(s)]
+    return problems

@@ -1,0 +1,93 @@
+"""``qpod-shell [--shell PATH] [-c CMD]``: the user's shell in qpod mode (the preload library in
+LD_PRELOAD, the rules current), replacing this process so the terminal, job control and the
+exit status are the shell's own."""
+
+import argparse
+import os
+import pwd
+import shutil
+import sys
+from collections.abc import Sequence
+
+from . import paths, preload_lib
+from .errors import EXIT_QPOD, QpodError
+
+
+def _user_shell(requested: str | None) -> str | None:
+    name = requested or os.environ.get("SHELL")
+    if not name:
+        try:
+            name = pwd.getpwuid(os.getuid()).pw_shell
+        except KeyError:
+            name = None
+    name = name or "/bin/sh"
+    found = name if "/" in name else shutil.which(name)
+    return os.path.abspath(found) if found else None
+
+
+def _warn(msg: str) -> None:
+    sys.stderr.write(f"qpod-shell: warning: {msg}\n")
+
+
+def _refresh_rules() -> None:
+    """Recompile the snapshot and rules if a config file changed; on a config error the last
+    good rules stay in force (or none: then everything runs on the host)."""
+    from . import snapshot
+
+    try:
+        snapshot.load()
+    except QpodError as err:
+        _warn(f"{err} (the previous rules stay in force)")
+    except Exception as err:  # the shell must start whatever the config holds
+        _warn(f"cannot compile the rules: {err}")
+
+
+def qpod_env(environ: dict[str, str]) -> dict[str, str]:
+    """The shell's environment: ours first in LD_PRELOAD (only once: a nested qpod-shell finds
+    it there already), and the variables the library and prompts read."""
+    env = dict(environ)
+    env["LD_PRELOAD"] = preload_lib.preload_list(env.get("LD_PRELOAD"))
+    env["QPOD_PRELOAD"] = str(preload_lib.library_path())
+    env["QPOD_RULES"] = os.path.abspath(paths.rules_file())
+    env["QPOD_SHELL"] = "1"
+    for var in ("QPOD_CONFIG_DIR", "QPOD_STATE_DIR"):  # absolute: the shell may cd anywhere
+        if env.get(var):
+            env[var] = os.path.abspath(env[var])
+    for var in ("QPOD_OFF", "QPOD_HOST_ROOT"):  # would silence the library in this shell
+        env.pop(var, None)
+    return env
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="qpod-shell", description="Start your shell in qpod mode: build and "
+                                     "debug commands in bound repositories run in their containers.")
+    parser.add_argument("--shell", metavar="PATH", help="the shell to start (default: $SHELL)")
+    parser.add_argument("-c", dest="command", metavar="CMD", help="run one command non-interactively and exit")
+    args = parser.parse_args(argv)
+
+    shell = _user_shell(args.shell)
+    if shell is None or not os.access(shell, os.X_OK):
+        sys.stderr.write(f"qpod-shell: shell not found: {args.shell or os.environ.get('SHELL') or '/bin/sh'}\n")
+        return EXIT_QPOD
+    lib = preload_lib.library_path()
+    if not lib.is_file():
+        sys.stderr.write(f"qpod-shell: the preload library {lib} is missing; reinstall qpod (pip install .)\n")
+        return EXIT_QPOD
+    _refresh_rules()
+    if preload_lib.read_rules() is None:  # said once here; the library itself never prints
+        _warn(f"no usable rules file at {paths.rules_file()}: every command runs on the host")
+
+    env = qpod_env(dict(os.environ))
+    pkg = os.path.dirname(os.path.abspath(preload_lib.__file__))
+    sys.stderr.write(f"launching {shell} in qpod mode (using qpod in {pkg})\n")
+    sys.stderr.flush()
+    cmd = [shell] if args.command is None else [shell, "-c", args.command]
+    try:
+        os.execve(shell, cmd, env)
+    except OSError as err:
+        sys.stderr.write(f"qpod-shell: cannot start {shell}: {err.strerror}\n")
+    return EXIT_QPOD
+
+
+if __name__ == "__main__":
+    sys.exit(main())
