@@ -109,10 +109,12 @@ def container_argv(decision: Decision, env: dict[str, Any], facts: dict[str, Any
         args.append("-i")
     if tty:
         args.append("-t")
-    if env["run_as"] == "user" and os.geteuid() == 0 and os.getuid() != 0:
-        args += ["--user", f"{os.getuid()}:{os.getgid()}"]
-    elif env["run_as"] == "user" and os.geteuid() != 0:
-        pass  # rootless: the container was created with --userns=keep-id, you are you inside
+    if env["run_as"] == "user" and os.geteuid() == 0:
+        # rootful: run as the invoking user (through sudo, the user behind it), so that build
+        # outputs belong to them; rootless containers use --userns=keep-id instead
+        uid, gid = invoking_user()
+        if uid != 0:
+            args += ["--user", f"{uid}:{gid}"]
     for name in env_names:
         args += ["--env", name]  # value taken from podman's own environment: not visible in ps
     cmd = list(argv)
@@ -122,6 +124,14 @@ def container_argv(decision: Decision, env: dict[str, Any], facts: dict[str, Any
         if not cmd or cmd[0].startswith("/") or naming.map_path(cwd, env, root) is None:
             cmd[0:1] = [mapped]
     return [*args, facts["name"], "/bin/sh", "-c", WRAPPER, "sh", *cmd]
+
+
+def invoking_user() -> tuple[int, int]:
+    """(uid, gid) of the person behind this process: SUDO_UID/SUDO_GID under sudo."""
+    try:
+        return int(os.environ["SUDO_UID"]), int(os.environ.get("SUDO_GID", os.environ["SUDO_UID"]))
+    except (KeyError, ValueError):
+        return os.getuid(), os.getgid()
 
 
 def _high_fd(fd: int) -> int:
@@ -219,10 +229,12 @@ def run_in_container(decision: Decision, env: dict[str, Any], facts: dict[str, A
         actions.append((os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0))
     fwd = _Forwarder()
     fwd.install()
+    # when stdin is not a terminal, podman goes in its own process group: a terminal's Ctrl-C
+    # then reaches only the launcher, which forwards it (podman would die of it and lose the
+    # status). Reading a terminal from another process group would stop podman (SIGTTIN).
+    spawn_kw = {} if os.isatty(0) else {"setpgroup": 0}
     try:
-        # without a TTY, podman goes in its own process group: a terminal's Ctrl-C then reaches
-        # only the launcher, which forwards it; podman would otherwise die and lose the status
-        child = os.posix_spawn(args[0], args, podman_env, file_actions=actions, setpgroup=None if tty else 0)
+        child = os.posix_spawn(args[0], args, podman_env, file_actions=actions, **spawn_kw)
     except OSError as err:
         fwd.restore()
         raise QpodError(f"cannot run podman: {err.strerror}", EXIT_QPOD) from None
@@ -242,19 +254,22 @@ def run_in_container(decision: Decision, env: dict[str, Any], facts: dict[str, A
     os.close(r)
     cpid = int(data.strip() or 0) if data.strip().isdigit() else 0
     watch = None
+    cpid_start = naming.proc_start_time(cpid) if cpid else None
     if cpid:
         fwd.started(cpid)
-        watch = _watchdog(cpid, naming.proc_start_time(cpid))
+        watch = _watchdog(cpid, cpid_start)
     while True:
         try:
             _, status = os.waitpid(child, 0)
             break
         except InterruptedError:
             continue
-    if cpid and os.WIFSIGNALED(status):
-        # podman itself was killed: wait for the command to finish before returning the prompt
-        start = naming.proc_start_time(cpid)
-        while start and naming.proc_start_time(cpid) == start:
+    podman_died = False
+    if cpid and cpid_start and naming.proc_start_time(cpid) == cpid_start:
+        # podman returned but the command still runs: podman itself was killed (a terminal's
+        # Ctrl-C reaches it too). Wait for the command before giving the prompt back.
+        podman_died = True
+        while naming.proc_start_time(cpid) == cpid_start:
             time.sleep(0.05)
     if watch is not None:
         os.write(watch, b"x")
@@ -263,6 +278,8 @@ def run_in_container(decision: Decision, env: dict[str, Any], facts: dict[str, A
     code = os.waitstatus_to_exitcode(status)
     if code < 0:
         code = 128 - code
+    if podman_died and fwd.last is not None:
+        code = 128 + fwd.last
     if not cpid and code != 0:
         code = code if code in (126, 127) else EXIT_QPOD
     resignal = None

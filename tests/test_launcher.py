@@ -1,0 +1,254 @@
+"""qpod exec against real podman: cwd, stdin, stdout/stderr, exit status, signals, env, owner."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run_qpod
+from qpod_engine import cmdlog
+from tmux_driver import Tmux
+
+pytestmark = pytest.mark.podman
+
+
+def qpod_popen(*args: str, cwd: Path, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "qpod_engine.cli", *args], cwd=cwd, **kw)
+
+
+def test_cwd_maps_to_same_subdirectory(bound_repo: Path) -> None:
+    r = run_qpod("exec", "pwd", cwd=bound_repo / "sub" / "dir")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(bound_repo / "sub" / "dir")
+
+
+def test_runs_in_the_container_not_on_host(bound_repo: Path) -> None:
+    r = run_qpod("exec", "cat", "/proc/self/cgroup", cwd=bound_repo)
+    host = Path("/proc/self/cgroup").read_text()
+    assert r.returncode == 0 and r.stdout != host
+    r = run_qpod("exec", "sh", "-c", "echo $container", cwd=bound_repo)
+    assert r.stdout.strip() == "podman"
+
+
+def test_stdin_is_piped_without_tty(bound_repo: Path) -> None:
+    r = run_qpod("exec", "cat", cwd=bound_repo, input="x\nsecond line\n")
+    assert r.returncode == 0 and r.stdout == "x\nsecond line\n"
+
+
+def test_stdout_and_stderr_stay_separate(bound_repo: Path) -> None:
+    r = run_qpod("exec", "sh", "-c", "echo to-out; echo to-err >&2", cwd=bound_repo)
+    assert r.stdout == "to-out\n" and r.stderr == "to-err\n"
+
+
+@pytest.mark.parametrize(("script", "status"), [
+    ("exit 0", 0), ("exit 3", 3), ("exit 255", 255), ("kill -SEGV $$", 128 + signal.SIGSEGV),
+])
+def test_exit_status_passes_through(bound_repo: Path, script: str, status: int) -> None:
+    r = run_qpod("exec", "sh", "-c", script, cwd=bound_repo)
+    assert r.returncode == status
+
+
+def test_command_not_found_and_not_executable(bound_repo: Path) -> None:
+    r = run_qpod("exec", "no-such-command-x", cwd=bound_repo)
+    assert r.returncode == 127 and "no-such-command-x" in r.stderr
+    (bound_repo / "noexec.sh").write_text("echo hi\n")
+    r = run_qpod("exec", "./noexec.sh", cwd=bound_repo)
+    assert r.returncode == 126
+
+
+LOOP = 'trap "echo got-{sig}; exit 42" {sig}; echo ready; while :; do sleep 0.1; done'
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_signal_reaches_command_without_tty(bound_repo: Path, sig: signal.Signals) -> None:
+    name = sig.name[3:]
+    p = qpod_popen("exec", "sh", "-c", LOOP.format(sig=name), cwd=bound_repo, stdout=subprocess.PIPE,
+                   stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    assert p.stdout.readline() == "ready\n"
+    p.send_signal(sig)
+    out, err = p.communicate(timeout=30)
+    assert out == f"got-{name}\n", err
+    assert p.returncode == 42
+
+
+def test_signal_default_action_gives_128_plus_n(bound_repo: Path) -> None:
+    p = qpod_popen("exec", "sh", "-c", "echo ready; exec sleep 100", cwd=bound_repo, stdout=subprocess.PIPE,
+                   stdin=subprocess.DEVNULL, text=True)
+    assert p.stdout.readline() == "ready\n"
+    p.send_signal(signal.SIGTERM)
+    p.wait(timeout=30)
+    # the launcher dies of the same signal, as the command did: the shell sees 128+15
+    assert p.returncode == -signal.SIGTERM
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def test_killing_the_launcher_stops_the_command(bound_repo: Path) -> None:
+    p = qpod_popen("exec", "sh", "-c", "echo $$; exec sleep 300", cwd=bound_repo, stdout=subprocess.PIPE,
+                   stdin=subprocess.DEVNULL, text=True)
+    pid = int(p.stdout.readline())  # the container shares the host pid namespace
+    time.sleep(0.3)
+    assert _alive(pid)
+    p.kill()
+    p.wait()
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(pid)
+
+
+def test_environment_passthrough_and_deny(bound_repo: Path) -> None:
+    env = {"LANG": "C.UTF-8", "LC_TIME": "C", "SECRET": "s", "LD_PRELOAD": "", "QPOD_SHELL": "1",
+           "QPOD_RULES": "/x"}
+    r = run_qpod("exec", "env", cwd=bound_repo, env=env)
+    assert r.returncode == 0, r.stderr
+    seen = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
+    assert seen["LANG"] == "C.UTF-8" and seen["LC_TIME"] == "C" and seen["FIXED"] == "1"
+    assert "SECRET" not in seen and "LD_PRELOAD" not in seen
+    assert not [k for k in seen if k.startswith("QPOD_")]
+
+
+def test_files_belong_to_invoking_user_rootful(bound_repo: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("rootful case")
+    os.chmod(bound_repo, 0o777)
+    r = run_qpod("exec", "sh", "-c", "touch made-by-build; id -u", cwd=bound_repo,
+                 env={"SUDO_UID": "4321", "SUDO_GID": "4322"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "4321"
+    st = (bound_repo / "made-by-build").stat()
+    assert (st.st_uid, st.st_gid) == (4321, 4322)
+
+
+def test_log_record_written(bound_repo: Path) -> None:
+    assert run_qpod("exec", "sh", "-c", "exit 4", cwd=bound_repo / "sub").returncode == 4
+    recs = list(cmdlog.read())
+    assert len(recs) == 1
+    rec = recs[0]
+    assert rec["repo"] == str(bound_repo) and rec["env"] == "bb" and rec["status"] == 4
+    assert rec["cwd"] == str(bound_repo / "sub") and rec["argv"] == ["sh", "-c", "exit 4"]
+    assert rec["branch"] is None or rec["branch"] == "master"
+    assert rec["container"].startswith("qpod-bb-") and rec["duration"] > 0 and "qpod exec" in rec["reason"]
+    out = run_qpod("log", "--json").stdout.splitlines()
+    assert json.loads(out[-1])["status"] == 4
+
+
+def _container_id(root: Path) -> str:
+    ps = json.loads(run_qpod("ps", "--json").stdout)
+    ids = [c["id"] for c in ps if c["repository"] == str(root) and c["state"] == "running"]
+    assert len(ids) == 1, ps
+    return ids[0]
+
+
+def test_container_is_reused_and_recreated_on_config_change(bound_repo: Path) -> None:
+    assert run_qpod("exec", "true", cwd=bound_repo).returncode == 0
+    first = _container_id(bound_repo)
+    assert run_qpod("exec", "true", cwd=bound_repo).returncode == 0
+    assert _container_id(bound_repo) == first
+    # routing-only change: same container
+    assert run_qpod("env", "add", "bb", "--replace", "--image", "localhost/qpod-busybox:latest", "--env",
+                    "FIXED=2").returncode == 0
+    assert run_qpod("exec", "true", cwd=bound_repo).returncode == 0
+    assert _container_id(bound_repo) == first
+    # a mount changes the container: recreated
+    assert run_qpod("env", "add", "bb", "--replace", "--image", "localhost/qpod-busybox:latest", "--mount",
+                    "/etc:/hostetc:ro").returncode == 0
+    r = run_qpod("exec", "ls", "/hostetc/hostname", cwd=bound_repo)
+    assert r.returncode == 0, r.stderr
+    assert _container_id(bound_repo) != first
+
+
+def test_container_removed_or_stopped_behind_qpods_back(bound_repo: Path) -> None:
+    assert run_qpod("exec", "true", cwd=bound_repo).returncode == 0
+    name = json.loads(run_qpod("status", "--json", cwd=bound_repo).stdout)["container"]
+    env = {**os.environ, "QPOD_OFF": "1"}
+    subprocess.run(["podman", "stop", "-t", "0", name], check=True, capture_output=True, env=env)
+    assert run_qpod("exec", "echo", "again", cwd=bound_repo).stdout == "again\n"
+    subprocess.run(["podman", "rm", "-f", "-t", "0", name], check=True, capture_output=True, env=env)
+    r = run_qpod("exec", "echo", "recreated", cwd=bound_repo)
+    assert r.returncode == 0 and r.stdout == "recreated\n", r.stderr
+
+
+def test_stop_and_ps(bound_repo: Path) -> None:
+    assert run_qpod("exec", "true", cwd=bound_repo).returncode == 0
+    assert "running" in run_qpod("ps").stdout
+    r = run_qpod("stop", "bb")
+    assert r.returncode == 0 and "stopped qpod-bb-" in r.stdout
+    assert run_qpod("stop").returncode == 2
+
+
+def test_unpullable_image_is_one_line_125(qpod_home: Path, make_repo) -> None:
+    root = make_repo("r")
+    assert run_qpod("env", "add", "gone", "--image", "127.0.0.1:5999/team/nope:1").returncode == 0
+    assert run_qpod("init", "gone", cwd=root).returncode == 0
+    r = run_qpod("exec", "true", cwd=root)
+    assert r.returncode == 125
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) <= 2 and lines[-1].startswith("qpod: cannot pull image 127.0.0.1:5999/team/nope:1: ")
+    assert "podman login 127.0.0.1:5999" in lines[-1]
+
+
+def test_podman_missing_is_one_line_125(bound_repo: Path, tmp_path: Path) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for tool in ("sh", "git"):
+        os.symlink(f"/usr/bin/{tool}" if tool == "git" else "/bin/sh", bindir / tool)
+    r = run_qpod("exec", "true", cwd=bound_repo, env={"PATH": str(bindir)})
+    assert r.returncode == 125
+    assert r.stderr.strip() == "qpod: podman is not installed (apt-get install podman runc)"
+
+
+def test_api_socket_started_on_demand(bound_repo: Path, tmp_path: Path) -> None:
+    sock = tmp_path / "api" / "podman.sock"
+    r = run_qpod("ps", "--json", env={"QPOD_PODMAN_SOCKET": str(sock)})
+    assert r.returncode == 0, r.stderr
+    assert sock.exists()
+    subprocess.run(["pkill", "-f", f"podman system service.*{sock}"])
+
+
+def test_outside_bound_repo_runs_on_host_untouched(qpod_home: Path, tmp_path: Path) -> None:
+    r = run_qpod("exec", "cat", "/proc/self/cgroup", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout == Path("/proc/self/cgroup").read_text()
+    r = run_qpod("exec", "sh", "-c", "exit 7", cwd=tmp_path)
+    assert r.returncode == 7
+    assert list(cmdlog.read()) == []  # host runs are not redirected commands
+
+
+def test_tty_and_ctrl_c_in_a_real_terminal(bound_repo: Path) -> None:
+    env = {k: os.environ[k] for k in ("QPOD_CONFIG_DIR", "QPOD_STATE_DIR", "PATH")}
+    t = Tmux("bash --norc --noprofile", env=env, cwd=str(bound_repo))
+    try:
+        # wait for each prompt before typing: podman -t reads type-ahead into the container
+        t.type("PS1='P''S> '")
+        t.wait_count("PS> ", 1)
+        qpod = f"{sys.executable} -m qpod_engine.cli"
+        # markers are split by quotes so that the typed command line itself never matches
+        t.type(f"{qpod} exec sh -c 'tty; test -t 0 && echo STDIN\"-\"TTY; test -t 1 && echo STDOUT\"-\"TTY'")
+        s = t.wait_count("PS> ", 2)
+        assert "/dev/pts/" in s and "STDIN-TTY" in s and "STDOUT-TTY" in s
+        t.type(f"{qpod} exec sh -c 'echo LONG\"-\"RUNNING; sleep 100'")
+        t.wait_for("LONG-RUNNING")
+        time.sleep(0.5)
+        t.send("C-c")
+        t.wait_count("PS> ", 3, timeout=20)
+        # as natively, the command died of SIGINT and the shell sees 130
+        t.type('echo status"="$?')
+        t.wait_for("status=130", timeout=20)
+        t.wait_count("PS> ", 4)
+        # piped output: no TTY for stdout, the command still sees the terminal on stdin
+        t.type(f"{qpod} exec sh -c 'test -t 1 || echo NO\"-\"TTY-OUT; test -t 0 && echo IN\"-\"TTY' | cat")
+        s = t.wait_count("PS> ", 5)
+        assert "NO-TTY-OUT" in s and "IN-TTY" in s
+    finally:
+        t.kill()

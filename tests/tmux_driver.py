@@ -1,0 +1,60 @@
+"""Drive a real terminal: a program in a detached tmux session, keys in, screen out."""
+
+import shlex
+import subprocess
+import time
+import uuid
+
+
+class Tmux:
+    def __init__(self, command: str, env: dict[str, str] | None = None, width: int = 160, height: int = 48,
+                 cwd: str | None = None) -> None:
+        self.name = "qpodtest-" + uuid.uuid4().hex[:8]
+        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
+        shell_cmd = f"env {exports} {command}" if exports else command
+        args = ["tmux", "new-session", "-d", "-s", self.name, "-x", str(width), "-y", str(height)]
+        if cwd:
+            args += ["-c", cwd]
+        subprocess.run([*args, shell_cmd], check=True)
+        subprocess.run(["tmux", "set-option", "-t", self.name, "remain-on-exit", "on"], check=True)
+
+    def send(self, *keys: str) -> None:
+        subprocess.run(["tmux", "send-keys", "-t", self.name, *keys], check=True)
+
+    def type(self, text: str) -> None:
+        """Type literally, then Enter."""
+        subprocess.run(["tmux", "send-keys", "-t", self.name, "-l", text], check=True)
+        self.send("Enter")
+
+    def screen(self) -> str:
+        return subprocess.run(["tmux", "capture-pane", "-p", "-J", "-S", "-200", "-t", self.name], check=True,
+                              capture_output=True, text=True).stdout
+
+    def wait_for(self, text: str, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            s = self.screen()
+            if text in s:
+                return s
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not on screen after {timeout}s:\n{s}")
+            time.sleep(0.1)
+
+    def wait_count(self, text: str, count: int, timeout: float = 30) -> str:
+        """Wait until ``text`` is on screen ``count`` times (e.g. the n-th shell prompt)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            s = self.screen()
+            if s.count(text) >= count:
+                return s
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not {count} times on screen after {timeout}s:\n{s}")
+            time.sleep(0.1)
+
+    def dead(self) -> bool:
+        out = subprocess.run(["tmux", "display-message", "-p", "-t", self.name, "#{pane_dead}"],
+                             capture_output=True, text=True).stdout.strip()
+        return out == "1"
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
