@@ -4,8 +4,8 @@ import json
 from pathlib import Path
 
 import yaml
-
 from conftest import git, run_qpod
+
 from qpod_engine import paths
 
 

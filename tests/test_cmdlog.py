@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from conftest import run_qpod
+
 from qpod_engine import cmdlog
 
 

@@ -4,8 +4,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import run_qpod
+
 from qpod_engine import config, paths
 from qpod_engine.errors import ConfigError
 

@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import run_qpod
-from qpod_engine import cmdlog
 from tmux_driver import Tmux
+
+from qpod_engine import cmdlog
 
 pytestmark = pytest.mark.podman
 
