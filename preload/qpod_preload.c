@@ -35,28 +35,42 @@ extern char **environ;
 
 /* ---------------------------------------------------------------------------------------------
  * Values captured at load time (the process may clear its environment later, e.g. `env -i`).
- * Packed into one buffer so that loading touches as few pages as possible.
+ * The constructor only keeps pointers to the original "NAME=value" strings (unsetenv and
+ * clearenv edit the pointer array, never these strings) and calls nothing: every page a
+ * constructor touches is paid by every process, which is what the benchmark measures. The
+ * pointers are checked again when used (a setproctitle() may have overwritten the strings).
  */
-enum { Q_PRELOAD, Q_RULES, Q_SHELL, Q_CONFIG_DIR, Q_STATE_DIR, NQ };
-static const char *const q_names[NQ] = {"QPOD_PRELOAD=", "QPOD_RULES=", "QPOD_SHELL=",
-                                        "QPOD_CONFIG_DIR=", "QPOD_STATE_DIR="};
-static char cap_buf[3 * PATH_MAX + 8192];
-static size_t cap_used;
-static const char *cap_q[NQ];      /* "NAME=value" entries to put back */
-static const char *cap_ldp;        /* the whole "LD_PRELOAD=..." entry */
-static const char *our_entry;      /* our element of that list (may contain $LIB) */
-static size_t our_entry_len;
-static const char *rules_path;
+enum { C_LDP, C_PRELOAD, C_RULES, C_SHELL, C_CONFIG_DIR, C_STATE_DIR, NCAP };
+#define NQ NCAP /* the QPOD_ ones: C_PRELOAD .. C_STATE_DIR */
+static const char *const cap_names[NCAP] = {"LD_PRELOAD=", "QPOD_PRELOAD=", "QPOD_RULES=", "QPOD_SHELL=",
+                                            "QPOD_CONFIG_DIR=", "QPOD_STATE_DIR="};
+static const char *cap_raw[NCAP];
 
-static const char *cap_save(const char *s, size_t n)
+static inline int starts(const char *s, const char *p)
 {
-    if (cap_used + n + 1 > sizeof(cap_buf))
-        return NULL;
-    char *d = cap_buf + cap_used;
-    memcpy(d, s, n);
-    d[n] = 0;
-    cap_used += n + 1;
-    return d;
+    while (*p)
+        if (*s++ != *p++)
+            return 0;
+    return 1;
+}
+
+__attribute__((constructor)) static void qp_init(void)
+{
+    char **e = environ;
+    if (!e)
+        return;
+    for (; *e; e++) {
+        const char *s = *e;
+        if (s[0] == 'L' && starts(s, "LD_PRELOAD=")) {
+            cap_raw[C_LDP] = s;
+        } else if (s[0] == 'Q' && starts(s, "QPOD_")) {
+            for (int i = C_PRELOAD; i < NCAP; i++)
+                if (starts(s + 5, cap_names[i] + 5)) {
+                    cap_raw[i] = s;
+                    break;
+                }
+        }
+    }
 }
 
 static int has_prefix(const char *s, const char *p, size_t n) { return strncmp(s, p, n) == 0; }
@@ -78,54 +92,46 @@ static int is_our_lib(const char *e, size_t n)
     return bl == sizeof(LIB_NAME) - 1 && memcmp(b, LIB_NAME, bl) == 0;
 }
 
-/* Calls f(element, len) for each element of an LD_PRELOAD list (glibc splits on ':' and ' '). */
-static int preload_list_has_ours(const char *v)
+/* Our element of an LD_PRELOAD list (glibc splits on ':' and ' '), or NULL. */
+static const char *find_ours(const char *v, size_t *len)
 {
     while (*v) {
         size_t n = strcspn(v, ": ");
-        if (n && is_our_lib(v, n))
-            return 1;
+        if (n && is_our_lib(v, n)) {
+            *len = n;
+            return v;
+        }
         v += n;
         if (*v)
             v++;
     }
-    return 0;
+    return NULL;
 }
 
-__attribute__((constructor)) static void qp_init(void)
+struct captured {
+    const char *q[NCAP];  /* "NAME=value" entries to put back (index C_LDP unused) */
+    const char *ldp;      /* the whole "LD_PRELOAD=..." entry */
+    const char *our;      /* our element of it (may contain $LIB) */
+    size_t our_len;
+    const char *rules;    /* rules file path */
+};
+
+static void get_captured(struct captured *c)
 {
-    if (!environ)
-        return;
-    for (char **e = environ; *e; e++) {
-        const char *s = *e;
-        if (s[0] == 'L' && has_prefix(s, "LD_PRELOAD=", 11)) {
-            cap_ldp = cap_save(s, strlen(s));
-        } else if (s[0] == 'Q' && has_prefix(s, "QPOD_", 5)) {
-            for (int i = 0; i < NQ; i++) {
-                size_t nl = strlen(q_names[i]);
-                if (has_prefix(s, q_names[i], nl)) {
-                    cap_q[i] = cap_save(s, strlen(s));
-                    break;
-                }
-            }
-        }
+    memset(c, 0, sizeof(*c));
+    for (int i = 0; i < NCAP; i++) {
+        const char *s = __atomic_load_n(&cap_raw[i], __ATOMIC_RELAXED);
+        if (s && has_prefix(s, cap_names[i], strlen(cap_names[i])))
+            c->q[i] = s;
     }
-    if (cap_q[Q_RULES] && cap_q[Q_RULES][sizeof("QPOD_RULES=") - 1] == '/')
-        rules_path = cap_q[Q_RULES] + sizeof("QPOD_RULES=") - 1;
-    if (cap_ldp) {
-        const char *v = cap_ldp + 11;
-        while (*v) {
-            size_t n = strcspn(v, ": ");
-            if (n && is_our_lib(v, n)) {
-                our_entry = v;
-                our_entry_len = n;
-                break;
-            }
-            v += n;
-            if (*v)
-                v++;
-        }
+    if (c->q[C_LDP]) {
+        c->our = find_ours(c->q[C_LDP] + 11, &c->our_len);
+        if (c->our)
+            c->ldp = c->q[C_LDP];
     }
+    c->q[C_LDP] = NULL;
+    if (c->q[C_RULES] && c->q[C_RULES][11] == '/')
+        c->rules = c->q[C_RULES] + 11;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -503,7 +509,7 @@ static int decide_private(int fd, const struct dec_in *in, struct dec_out *out)
 
 /* Decides from the rules file. Returns 0 with out filled, -1 when there are no usable rules
  * (missing, unreadable, too big, wrong version): everything runs on the host. */
-static int decide(const struct dec_in *in, struct dec_out *out)
+static int decide(const char *rules_path, const struct dec_in *in, struct dec_out *out)
 {
     struct stat st;
     if (stat(rules_path, &st) < 0 || st.st_size >= RULES_MAX)
@@ -555,7 +561,7 @@ struct env_scan {
     int off;               /* QPOD_OFF=1: hands off */
     long ldp_idx;          /* index of LD_PRELOAD, -1 when absent */
     int ldp_ours;
-    int has_q[NQ];
+    int has_q[NCAP];
     const char *host_root;
     size_t n;
 };
@@ -570,15 +576,16 @@ static void scan_env(char *const *envp, struct env_scan *s)
         const char *e = envp[i];
         if (e[0] == 'L' && has_prefix(e, "LD_PRELOAD=", 11)) {
             s->ldp_idx = (long)i;
-            s->ldp_ours = preload_list_has_ours(e + 11);
+            size_t l;
+            s->ldp_ours = find_ours(e + 11, &l) != NULL;
         } else if (e[0] == 'Q' && has_prefix(e, "QPOD_", 5)) {
             if (strcmp(e + 5, "OFF=1") == 0)
                 s->off = 1;
             else if (has_prefix(e + 5, "HOST_ROOT=", 10))
                 s->host_root = e + 15;
             else
-                for (int q = 0; q < NQ; q++)
-                    if (has_prefix(e, q_names[q], strlen(q_names[q])))
+                for (int q = C_PRELOAD; q < NCAP; q++)
+                    if (has_prefix(e, cap_names[q], strlen(cap_names[q])))
                         s->has_q[q] = 1;
         }
     }
@@ -592,16 +599,17 @@ struct env_build {
 
 /* The environment the launched program gets: envp itself, or a copy with the qpod variables
  * that were dropped put back (LD_PRELOAD: ours first, the others in their order). */
-static char *const *build_env(char *const *envp, const struct env_scan *s, struct env_build *b)
+static char *const *build_env(char *const *envp, const struct env_scan *s, const struct captured *c,
+                              struct env_build *b)
 {
-    int add_ldp = cap_ldp && our_entry && s->ldp_idx < 0;
-    int fix_ldp = our_entry && s->ldp_idx >= 0 && !s->ldp_ours;
+    int add_ldp = c->ldp && s->ldp_idx < 0;
+    int fix_ldp = c->our && s->ldp_idx >= 0 && !s->ldp_ours;
     int missing = 0;
-    for (int q = 0; q < NQ; q++)
-        missing += cap_q[q] && !s->has_q[q];
+    for (int q = 0; q < NCAP; q++)
+        missing += c->q[q] && !s->has_q[q];
     if (!add_ldp && !fix_ldp && !missing)
         return envp;
-    char **out = scratch_get(&b->s_arr, (s->n + NQ + 2) * sizeof(char *), b->stack, sizeof(b->stack));
+    char **out = scratch_get(&b->s_arr, (s->n + NCAP + 2) * sizeof(char *), b->stack, sizeof(b->stack));
     if (!out)
         return envp;
     size_t k = 0;
@@ -609,21 +617,21 @@ static char *const *build_env(char *const *envp, const struct env_scan *s, struc
         out[k++] = envp[i];
     if (fix_ldp) {
         const char *old = envp[s->ldp_idx] + 11;
-        size_t need = 11 + our_entry_len + 1 + strlen(old) + 1;
+        size_t need = 11 + c->our_len + 1 + strlen(old) + 1;
         char *v = scratch_get(&b->s_ldp, need, b->ldp, sizeof(b->ldp));
         if (v) {
             memcpy(v, "LD_PRELOAD=", 11);
-            memcpy(v + 11, our_entry, our_entry_len);
-            v[11 + our_entry_len] = *old ? ':' : 0;
-            memcpy(v + 12 + our_entry_len, old, strlen(old) + 1);
+            memcpy(v + 11, c->our, c->our_len);
+            v[11 + c->our_len] = *old ? ':' : 0;
+            memcpy(v + 12 + c->our_len, old, strlen(old) + 1);
             out[s->ldp_idx] = v;
         }
     }
     if (add_ldp)
-        out[k++] = (char *)cap_ldp;
-    for (int q = 0; q < NQ; q++)
-        if (cap_q[q] && !s->has_q[q])
-            out[k++] = (char *)cap_q[q];
+        out[k++] = (char *)c->ldp;
+    for (int q = 0; q < NCAP; q++)
+        if (c->q[q] && !s->has_q[q])
+            out[k++] = (char *)c->q[q];
     out[k] = NULL;
     return out;
 }
@@ -704,15 +712,17 @@ static int plan_launch(const struct launch *l, struct plan *p)
     p->eb.s_arr.map = p->eb.s_ldp.map = p->s_argv.map = NULL;
     if (s.off)
         return 0;
-    if (rules_path && spawn_cwd(l->fa, p->cwd, sizeof(p->cwd)) == 0 &&
+    struct captured c;
+    get_captured(&c);
+    if (c.rules && spawn_cwd(l->fa, p->cwd, sizeof(p->cwd)) == 0 &&
         resolve(l, p->cwd, p->resolved, sizeof(p->resolved)) == 0) {
         struct dec_in in = {p->resolved, p->cwd, NULL, 0, s.host_root};
         in.name = base_name(p->resolved, strlen(p->resolved), &in.name_len);
         /* a program that cannot run stays with the real call, which fails as it always would */
-        p->redirect = decide(&in, &p->dec) == 0 && p->dec.redirect &&
+        p->redirect = decide(c.rules, &in, &p->dec) == 0 && p->dec.redirect &&
                       (l->kind == K_SEARCH && !strchr(l->file, '/') ? 1 : runnable(p->resolved));
     }
-    p->envp = build_env(l->envp, &s, &p->eb);
+    p->envp = build_env(l->envp, &s, &c, &p->eb);
     if (!p->redirect)
         return 0;
     /* <launcher fields...> --shim <resolved path> <cwd> -- <original argv...> */
@@ -965,8 +975,10 @@ EXPORT int pidfd_spawnp(int *pidfd, const char *file, const posix_spawn_file_act
     struct env_scan s;                                                                           \
     struct env_build b;                                                                          \
     b.s_arr.map = b.s_ldp.map = NULL;                                                            \
+    struct captured c;                                                                           \
+    get_captured(&c);                                                                            \
     scan_env(environ, &s);                                                                       \
-    char **env = s.off ? environ : (char **)build_env(environ, &s, &b);                          \
+    char **env = s.off ? environ : (char **)build_env(environ, &s, &c, &b);                      \
     char **old = environ;                                                                        \
     environ = env;                                                                               \
     errno = saved;                                                                               \

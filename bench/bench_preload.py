@@ -1,0 +1,113 @@
+"""What the preload library costs a program launch that stays on the host.
+
+A small C spawner does ``posix_spawn`` + ``waitpid`` of ``/bin/true`` in a loop, run with no
+preloaded library, with an empty one (the floor: what the dynamic loader charges for any
+LD_PRELOAD) and with qpod's, each from a directory outside any watched root and from inside one
+(``/bin/true`` is not on the root's list, so the library reads the rules and decides "host").
+The spawner is itself preloaded, so its spawn goes through the hook; the children load the
+library too. Runs of the six set-ups alternate, so drift hits them all alike; the medians of
+the per-run means are compared side by side.
+
+    python bench/bench_preload.py [--rounds 12] [--spawns 300]
+"""
+
+import argparse
+import importlib.util
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+SPAWNER_C = r"""
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <time.h>
+extern char **environ;
+int main(int argc, char **argv) {
+    int n = atoi(argv[1]);
+    char *args[] = {argv[2], NULL};
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (int i = 0; i < n; i++) {
+        pid_t pid;
+        int st;
+        if (posix_spawn(&pid, argv[2], NULL, NULL, args, environ) != 0 || waitpid(pid, &st, 0) < 0 || st != 0)
+            return 1;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    printf("%.3f\n", ((b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec)) / 1e3 / n);
+    return 0;
+}
+"""
+
+
+def _build_module():  # preload/build.py, without importing the package
+    spec = importlib.util.spec_from_file_location("qpod_preload_build", ROOT / "preload" / "build.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--spawns", type=int, default=300, help="spawns per run")
+    args = ap.parse_args()
+    build = _build_module()
+    with tempfile.TemporaryDirectory(prefix="qpod-bench-") as tmp:
+        t = Path(tmp)
+        qpod_lib = build.compile_library(t / "qpod" / build.LIB_NAME)  # the current source
+        empty_lib = build.compile_empty(t / "empty" / "libempty.so")
+        spawner = t / "spawner"
+        (t / "spawner.c").write_text(SPAWNER_C)
+        subprocess.run([*build.cc(), "-O2", "-o", str(spawner), str(t / "spawner.c")], check=True)
+        watched, outside = t / "repo", t / "elsewhere"
+        watched.mkdir()
+        outside.mkdir()
+        rules = t / "rules"
+        rules.write_text(f"qpod-rules\t1\nlauncher\t{sys.executable}\t-S\t/nonexistent/launch.py\n"
+                         f"root\t{t / 'other'}\tmake\nroot\t{watched}\tmake\twaf\tgdb\n")
+        base = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_")}
+        libs = {
+            "none": {},
+            "empty": {"LD_PRELOAD": str(empty_lib)},
+            "qpod": {"LD_PRELOAD": str(qpod_lib), "QPOD_PRELOAD": str(qpod_lib), "QPOD_RULES": str(rules),
+                     "QPOD_SHELL": "1"},
+        }
+        setups = [(where, cwd, lib) for where, cwd in (("outside", outside), ("inside", watched)) for lib in libs]
+        means: dict[tuple[str, str], list[float]] = {(w, lib): [] for w, _, lib in setups}
+        for _ in range(args.rounds):
+            for where, cwd, lib in setups:
+                out = subprocess.run([str(spawner), str(args.spawns), "/bin/true"], cwd=cwd, env={**base, **libs[lib]},
+                                     capture_output=True, text=True, check=True)
+                if out.stderr:
+                    raise SystemExit(f"unexpected output from the spawner ({lib}, {where}): {out.stderr}")
+                means[(where, lib)].append(float(out.stdout))
+
+    total = args.rounds * args.spawns * len(setups)
+    print(f"posix_spawn + waitpid of /bin/true: {args.rounds} alternating runs of {args.spawns} spawns per set-up "
+          f"({total} spawns); median of the run means, microseconds per spawn\n")
+    print(f"{'where':<9}{'no lib':>10}{'empty lib':>11}{'qpod lib':>10}   {'empty/none':>10}{'qpod/empty':>11}"
+          f"{'qpod/none':>10}")
+    ratios = {}
+    for where in ("outside", "inside"):
+        m = {lib: statistics.median(means[(where, lib)]) for lib in libs}
+        ratios[where] = m["qpod"] / m["empty"]
+        print(f"{where:<9}{m['none']:>10.1f}{m['empty']:>11.1f}{m['qpod']:>10.1f}   {m['empty'] / m['none']:>10.3f}"
+              f"{ratios[where]:>11.3f}{m['qpod'] / m['none']:>10.3f}")
+    print("\noutside: any cwd not under a watched root; inside: cwd in a watched root, the command stays on the host")
+    print(f"targets: qpod/empty <= 1.03 outside ({'met' if ratios['outside'] <= 1.03 else 'MISSED'}), "
+          f"<= 1.06 inside ({'met' if ratios['inside'] <= 1.06 else 'MISSED'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
