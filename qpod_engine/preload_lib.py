@@ -36,16 +36,16 @@ def _elf_ident(path: Path) -> bytes | None:
     return head[4:6] + head[18:20]
 
 
-def preload_entry() -> str:
+def preload_entry(lib_dir: Path = LIB_DIR) -> str:
     """The LD_PRELOAD element for the library: ``<lib dir>/$LIB/libqpod_preload.so`` when the
     build laid out a copy where this machine's loader expands ``$LIB`` (32-bit programs then
     find the empty 32-bit stub instead of warning), else the library's own path."""
-    lib = library_path()
+    lib = lib_dir / LIB_NAME
     ident = _elf_ident(lib)
     if ident is not None:
-        for cand in sorted(LIB_DIR.glob(f"*/**/{LIB_NAME}")):
+        for cand in sorted(lib_dir.glob(f"*/**/{LIB_NAME}")):
             if _elf_ident(cand) == ident:
-                return f"{LIB_DIR}/$LIB/{LIB_NAME}"
+                return f"{lib_dir}/$LIB/{LIB_NAME}"
     return str(lib)
 
 

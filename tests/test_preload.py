@@ -1,0 +1,538 @@
+"""The preload library: every hooked entry point routes exactly the right launches.
+
+Most tests point the rules' launcher line at a recording stub (a legitimate test of the
+library's routing and its argv/env contract); the last ones use the real launcher and podman.
+The library is compiled from the current source into a temp dir, with the same layout
+``pip install .`` makes.
+"""
+
+import importlib.util
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from conftest import REPO_ROOT, podman_available, remove_containers_of, run_qpod
+
+from qpod_engine import preload_lib
+
+HOST_PATH = "/usr/bin:/bin"
+EXEC_ENTRIES = ["execve", "execv", "execvp", "execvpe", "execl", "execle", "execlp", "execveat", "execveat-dirfd",
+                "execveat-empty", "fexecve", "vfork", "execve-noenv"]
+SPAWN_ENTRIES = ["posix_spawn", "posix_spawnp", "pidfd_spawn", "pidfd_spawnp"]
+SHELL_ENTRIES = ["system", "popen", "system-unset"]
+ENTRIES = EXEC_ENTRIES + SPAWN_ENTRIES + SHELL_ENTRIES
+CHDIR_ENTRIES = ["posix_spawn-chdir", "posix_spawnp-fchdir"]  # the cwd comes from the file actions
+
+
+def _build_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("qpod_preload_build", REPO_ROOT / "preload" / "build.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@dataclass
+class Built:
+    lib: Path
+    entry: str  # what goes into LD_PRELOAD
+    driver: Path
+    cc: list[str]
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler")
+    d = tmp_path_factory.mktemp("preload")
+    build = _build_module()
+    lib = build.build(d / "_lib")
+    driver = d / "driver"
+    subprocess.run([*build.cc(), "-O1", "-Wall", "-o", str(driver), str(REPO_ROOT / "preload/tests/driver.c"),
+                    "-lpthread", "-ldl"], check=True)
+    return Built(lib, preload_lib.preload_entry(d / "_lib"), driver, build.cc())
+
+
+class Sandbox:
+    """A watched repository, a directory outside it, a rules file and a recording launcher."""
+
+    def __init__(self, base: Path, built: Built) -> None:
+        self.base, self.built = base, built
+        self.repo, self.outside = base / "repo", base / "elsewhere"
+        for d, who in ((self.repo, "repo"), (self.outside, "outside")):
+            d.mkdir()
+            (d / "Makefile").write_text(f"all:\n\t@echo make-on-host-{who}\n")
+        self.rules_file = base / "rules"
+        self.record = base / "launches.jsonl"
+        self.stub = base / "stub_launcher.py"
+        self.stub.write_text(textwrap.dedent(f"""\
+            import json, os, sys
+            keep = ("LD_PRELOAD", "QPOD_", "PATH", "OTHER")
+            env = {{k: v for k, v in os.environ.items() if k.startswith(keep)}}
+            with open({str(self.record)!r}, "a") as f:
+                f.write(json.dumps({{"argv": sys.argv[1:], "env": env, "cwd": os.getcwd()}}) + "\\n")
+            print("STUB-LAUNCHED")
+            """))
+        self.write_rules([(str(self.repo), ["make", "waf", "gdb"])])
+
+    def launcher(self) -> list[str]:
+        return [sys.executable, "-S", str(self.stub)]
+
+    def write_rules(self, roots: list[tuple[str, list[str]]], launcher: list[str] | None = None,
+                    header: str = "qpod-rules\t1") -> None:
+        lines = [header, "\t".join(["launcher", *(launcher or self.launcher())])]
+        lines += ["\t".join(["root", root, *names]) for root, names in roots]
+        tmp = self.rules_file.with_name(f".rules.{uuid.uuid4().hex}")
+        tmp.write_text("\n".join(lines) + "\n")
+        os.replace(tmp, self.rules_file)  # as the engine writes it
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {"PATH": HOST_PATH, "HOME": str(self.base), "LANG": "C", "LD_PRELOAD": self.built.entry,
+                "QPOD_PRELOAD": str(self.built.lib), "QPOD_RULES": str(self.rules_file), "QPOD_SHELL": "1", **extra}
+
+    def run(self, args: list[str], cwd: Path, env: dict[str, str] | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(args, cwd=cwd, env=env or self.env(), capture_output=True, text=True, timeout=timeout)
+
+    def driver(self, entry: str, *argv: str, cwd: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+        return self.run([str(self.built.driver), entry, *argv], cwd, self.env(**extra))
+
+    def sh(self, script: str, cwd: Path, shell: str = "bash", **extra: str) -> subprocess.CompletedProcess[str]:
+        return self.run([shell, "-c", script], cwd, self.env(**extra))
+
+    def launches(self) -> list[dict]:
+        if not self.record.exists():
+            return []
+        recs = [json.loads(x) for x in self.record.read_text().splitlines()]
+        self.record.unlink()
+        return recs
+
+
+@pytest.fixture
+def sb(tmp_path: Path, built: Built) -> Sandbox:
+    return Sandbox(tmp_path, built)
+
+
+MAKE = shutil.which("make", path=HOST_PATH)
+
+
+def _skip_missing(r: subprocess.CompletedProcess[str], entry: str) -> None:
+    if r.returncode == 77:
+        pytest.skip(f"{entry} is not in this glibc")
+
+
+# ---- every entry point -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_make_in_watched_repo_goes_to_the_launcher(sb: Sandbox, entry: str) -> None:
+    r = sb.driver(entry, "make", "-s", "all", cwd=sb.repo)
+    _skip_missing(r, entry)
+    assert r.returncode == 0, r.stderr
+    assert "STUB-LAUNCHED" in r.stdout and "make-on-host" not in r.stdout
+    (rec,) = sb.launches()
+    assert rec["argv"] == ["--shim", MAKE, str(sb.repo), "--", "make", "-s", "all"]
+    # the launcher sees the qpod variables, put back where the caller dropped them
+    assert rec["env"]["LD_PRELOAD"] == sb.built.entry
+    assert rec["env"]["QPOD_RULES"] == str(sb.rules_file)
+    assert rec["env"]["QPOD_PRELOAD"] == str(sb.built.lib)
+    assert r.stderr == ""
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_make_outside_runs_on_the_host(sb: Sandbox, entry: str) -> None:
+    r = sb.driver(entry, "make", "-s", cwd=sb.outside)
+    _skip_missing(r, entry)
+    assert (r.returncode, r.stdout.strip(), r.stderr) == (0, "make-on-host-outside", "")
+    assert sb.launches() == []
+
+
+@pytest.mark.parametrize("entry", CHDIR_ENTRIES)
+def test_spawn_file_actions_chdir_decides_the_cwd(sb: Sandbox, entry: str) -> None:
+    r = sb.driver(entry, "make", "-s", cwd=sb.outside, DRIVER_CHDIR=str(sb.repo))
+    assert "STUB-LAUNCHED" in r.stdout, r.stderr
+    assert sb.launches()[0]["argv"][:4] == ["--shim", MAKE, str(sb.repo), "--"]
+    # relative, through "..": the same normalised directory
+    sb.driver(entry, "make", "-s", cwd=sb.outside, DRIVER_CHDIR="../repo/.")
+    assert sb.launches()[0]["argv"][2] == str(sb.repo)
+    # and the reverse: started in the repository, running elsewhere
+    r = sb.driver(entry, "make", "-s", cwd=sb.repo, DRIVER_CHDIR=str(sb.outside))
+    assert r.stdout.strip() == "make-on-host-outside" and sb.launches() == []
+
+
+# ---- what is routed ----------------------------------------------------------------------------
+
+
+def test_program_inside_the_repo_is_routed_whatever_its_name(sb: Sandbox) -> None:
+    tool = sb.repo / "tools" / "prog"
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\necho prog-on-host\n")
+    tool.chmod(0o755)
+    r = sb.sh("./tools/prog a 'b c'", cwd=sb.repo)
+    assert "STUB-LAUNCHED" in r.stdout
+    assert sb.launches()[0]["argv"] == ["--shim", str(tool), str(sb.repo), "--", "./tools/prog", "a", "b c"]
+    # from anywhere, by its path: the program's own repository decides, the cwd is kept
+    r = sb.sh(f"{tool} x", cwd=sb.outside)
+    assert "STUB-LAUNCHED" in r.stdout
+    assert sb.launches()[0]["argv"] == ["--shim", str(tool), str(sb.outside), "--", str(tool), "x"]
+    r = sb.sh("../repo/tools/../tools/prog", cwd=sb.outside)
+    assert sb.launches()[0]["argv"][1] == str(tool)
+
+
+def test_host_commands_in_the_repo_never_reach_the_launcher(sb: Sandbox) -> None:
+    r = sb.sh("ls >/dev/null && cat Makefile | head -1 && true && printf ok", cwd=sb.repo)
+    assert (r.returncode, r.stdout.splitlines()[-1], r.stderr) == (0, "ok", "")
+    assert sb.launches() == []
+
+
+def test_argv0_and_arguments_are_kept_apart_from_the_path(sb: Sandbox) -> None:
+    r = sb.sh("exec -a fancy-make make '' 'two words' \"\\$HOME\"", cwd=sb.repo)
+    assert "STUB-LAUNCHED" in r.stdout
+    assert sb.launches()[0]["argv"] == ["--shim", MAKE, str(sb.repo), "--", "fancy-make", "", "two words", "$HOME"]
+
+
+def test_env_i_and_other_preloads(sb: Sandbox, built: Built) -> None:
+    other, other2 = sb.base / "libother.so", sb.base / "libother2.so"
+    _build_module().compile_empty(other)
+    shutil.copy(other, other2)
+    r = sb.sh("env -i PATH=/usr/bin:/bin make -s", cwd=sb.repo)
+    assert "STUB-LAUNCHED" in r.stdout, r.stderr
+    env = sb.launches()[0]["env"]
+    assert env["LD_PRELOAD"] == built.entry and env["QPOD_RULES"] == str(sb.rules_file)
+    # a program that set its own LD_PRELOAD: ours goes first, the others keep their order
+    r = sb.sh(f"env -i PATH=/usr/bin:/bin LD_PRELOAD='{other} {other2}' OTHER=1 make -s", cwd=sb.repo)
+    assert "STUB-LAUNCHED" in r.stdout
+    env = sb.launches()[0]["env"]
+    assert env["LD_PRELOAD"] == f"{built.entry}:{other} {other2}" and env["OTHER"] == "1"
+    # both libraries preloaded from the start: left exactly as they are
+    r = sb.sh("make -s", cwd=sb.repo, LD_PRELOAD=f"{other}:{built.entry}")
+    assert sb.launches()[0]["env"]["LD_PRELOAD"] == f"{other}:{built.entry}"
+    # host programs get them back too, so their children are still seen
+    r = sb.sh("env -i PATH=/usr/bin:/bin /usr/bin/env", cwd=sb.outside)
+    assert f"LD_PRELOAD={built.entry}" in r.stdout.splitlines()
+    assert f"QPOD_RULES={sb.rules_file}" in r.stdout.splitlines()
+
+
+def test_qpod_off_passes_through_untouched(sb: Sandbox) -> None:
+    r = sb.sh("env -i QPOD_OFF=1 PATH=/usr/bin:/bin /usr/bin/env", cwd=sb.repo)
+    assert sorted(r.stdout.split()) == ["PATH=/usr/bin:/bin", "QPOD_OFF=1"]
+    r = sb.sh("make -s", cwd=sb.repo, QPOD_OFF="1")
+    assert r.stdout.strip() == "make-on-host-repo" and sb.launches() == []
+
+
+def test_launches_sent_back_to_the_host_are_not_redirected_again(sb: Sandbox) -> None:
+    inner = sb.repo / "sub"
+    inner.mkdir()
+    (inner / "Makefile").write_text("all:\n\t@echo make-on-host-inner\n")
+    r = sb.sh("make -s", cwd=sb.repo, QPOD_HOST_ROOT=str(sb.repo))
+    assert r.stdout.strip() == "make-on-host-repo" and sb.launches() == []
+    r = sb.sh("make -s", cwd=sb.repo, QPOD_HOST_ROOT=str(sb.outside))
+    assert "STUB-LAUNCHED" in r.stdout and len(sb.launches()) == 1
+    # nested repository bound on its own: a host run of the outer one does not cover it
+    sb.write_rules([(str(sb.repo), ["make"]), (str(inner), ["make"])])
+    r = sb.sh("make -s", cwd=inner, QPOD_HOST_ROOT=str(sb.repo))
+    assert "STUB-LAUNCHED" in r.stdout
+    assert sb.launches()[0]["argv"][2] == str(inner)
+
+
+def test_innermost_root_wins(sb: Sandbox) -> None:
+    inner = sb.repo / "vendor" / "lib"
+    inner.mkdir(parents=True)
+    (inner / "Makefile").write_text("all:\n\t@echo make-on-host-inner\n")
+    prog = inner / "tool"
+    prog.write_text("#!/bin/sh\necho tool-on-host\n")
+    prog.chmod(0o755)
+    sb.write_rules([(str(inner), ["gdb"]), (str(sb.repo), ["make"])])
+    assert sb.sh("make -s", cwd=inner).stdout.strip() == "make-on-host-inner"  # not on the inner list
+    assert "STUB-LAUNCHED" in sb.sh("make -s", cwd=sb.repo / "vendor").stdout
+    sb.launches()
+    assert "STUB-LAUNCHED" in sb.sh(str(prog), cwd=sb.outside).stdout
+    assert sb.launches()[0]["argv"][1] == str(prog)
+    # the root "/" watches everything (policy.is_within treats it so)
+    sb.write_rules([("/", ["make"])])
+    assert "STUB-LAUNCHED" in sb.sh("make -s", cwd=sb.outside).stdout
+
+
+# ---- failures look native ----------------------------------------------------------------------
+
+
+def test_missing_and_non_executable_commands_fail_as_usual(sb: Sandbox) -> None:
+    sb.write_rules([(str(sb.repo), ["make", "qpod-no-such-tool"])])
+    r = sb.sh("qpod-no-such-tool; echo status=$?", cwd=sb.repo)
+    assert "command not found" in r.stderr and "status=127" in r.stdout
+    for entry in ("execvp", "execlp", "execve"):
+        r = sb.driver(entry, "qpod-no-such-tool", cwd=sb.repo)
+        assert r.returncode == 127 and "errno 2 " in r.stderr, (entry, r.stderr)
+    r = sb.driver("posix_spawnp", "qpod-no-such-tool", cwd=sb.repo)  # the error is the return value
+    assert r.returncode == 127 and "posix_spawnp returned: errno 2 " in r.stderr
+    noexec = sb.repo / "script"
+    noexec.write_text("#!/bin/sh\necho ran\n")
+    r = sb.sh("./script; echo status=$?", cwd=sb.repo)
+    assert "Permission denied" in r.stderr and "status=126" in r.stdout
+    r = sb.driver("execve", "./script", cwd=sb.repo)
+    assert "errno 13 " in r.stderr
+    r = sb.driver("posix_spawn", str(sb.repo), cwd=sb.repo)  # a directory
+    assert "errno 13 " in r.stderr
+    assert sb.launches() == []
+
+
+def test_launcher_that_cannot_start_says_so(sb: Sandbox) -> None:
+    sb.write_rules([(str(sb.repo), ["make"])], launcher=["/nonexistent/python3", "-S", "/x/launch.py"])
+    r = sb.sh("make; echo status=$?", cwd=sb.repo)
+    assert "qpod: cannot start the launcher /nonexistent/python3 for " + MAKE in r.stderr
+    assert "status=127" in r.stdout
+    r = sb.driver("posix_spawn", "make", cwd=sb.repo)
+    assert "qpod: cannot start the launcher" in r.stderr and r.returncode == 127
+
+
+@pytest.mark.parametrize("rules", ["missing", "wrong-version", "no-launcher", "garbage"])
+def test_without_usable_rules_everything_runs_on_the_host_silently(sb: Sandbox, rules: str) -> None:
+    if rules == "missing":
+        sb.rules_file.unlink()
+    elif rules == "wrong-version":
+        sb.write_rules([(str(sb.repo), ["make"])], header="qpod-rules\t2")
+    elif rules == "no-launcher":
+        sb.rules_file.write_text(f"qpod-rules\t1\nroot\t{sb.repo}\tmake\n")
+    else:
+        sb.rules_file.write_bytes(os.urandom(5000))
+    for entry in ("execve", "posix_spawnp", "system"):
+        r = sb.driver(entry, "make", "-s", cwd=sb.repo)
+        assert (r.returncode, r.stdout.strip(), r.stderr) == (0, "make-on-host-repo", "")
+    assert sb.launches() == []
+
+
+def test_rules_changes_reach_a_long_lived_process(sb: Sandbox) -> None:
+    """The cache follows the file (inode, size, mtime); Python's subprocess uses vfork, so the
+    cache is filled in the vfork child, in the parent's memory."""
+    script = textwrap.dedent(f"""\
+        import os, subprocess, sys, uuid
+        def rules(roots):
+            tmp = {str(sb.base)!r} + "/.r" + uuid.uuid4().hex
+            with open(tmp, "w") as f:
+                f.write("qpod-rules\\t1\\nlauncher\\t" + "\\t".join({sb.launcher()!r}) + "\\n" + roots)
+            os.replace(tmp, {str(sb.rules_file)!r})
+        out = []
+        for roots in ["root\\t{sb.repo}\\tmake\\n", "", "root\\t{sb.repo}\\tmake\\n", "root\\t{sb.repo}\\n"]:
+            rules(roots)
+            out.append(subprocess.run(["make", "-s"], capture_output=True, text=True).stdout.strip())
+        print(" ".join(out))
+        """)
+    r = sb.run([sys.executable, "-c", script], sb.repo)
+    assert r.stdout.split() == ["STUB-LAUNCHED", "make-on-host-repo", "STUB-LAUNCHED", "make-on-host-repo"], r.stderr
+
+
+def test_threads_spawning_while_the_rules_change(sb: Sandbox) -> None:
+    """8 threads x 40 posix_spawnp while another process keeps replacing the rules file."""
+    stop = sb.base / "stop"
+    flip = textwrap.dedent(f"""\
+        import os, time
+        a = "qpod-rules\\t1\\nlauncher\\t/bin/true\\nroot\\t{sb.repo}\\ttrue\\n"
+        b = "qpod-rules\\t1\\nlauncher\\t/bin/true\\n" + "root\\t/x\\tmake\\n" * 300
+        i = 0
+        while not os.path.exists({str(stop)!r}) and i < 100000:
+            tmp = {str(sb.base)!r} + "/.flip"
+            with open(tmp, "w") as f:
+                f.write(a if i % 2 else b)
+            os.replace(tmp, {str(sb.rules_file)!r})
+            i += 1
+        """)
+    flipper = subprocess.Popen([sys.executable, "-c", flip])
+    try:
+        r = sb.driver("threads", "true", cwd=sb.repo)
+    finally:
+        stop.touch()
+        flipper.wait(timeout=60)
+    assert (r.returncode, r.stdout.strip(), r.stderr) == (0, "threads: 0 failures", "")
+
+
+# ---- programs the loader does not preload into -------------------------------------------------
+
+
+def _static_programs(sb: Sandbox) -> list[Path]:
+    progs = []
+    src = sb.base / "hello.c"
+    src.write_text('#include <stdio.h>\nint main(void) { puts("static-ok"); return 0; }\n')
+    if subprocess.run([*sb.built.cc, "-static", "-O1", "-o", str(sb.base / "hello-static"), str(src)]).returncode == 0:
+        progs.append(sb.base / "hello-static")
+    # a 32-bit static program needs no 32-bit libc: raw system calls
+    asm = sb.base / "hello32.c"
+    asm.write_text(textwrap.dedent("""\
+        static const char msg[] = "static-ok\\n";
+        void _start(void) {
+            __asm__ volatile("int $0x80" :: "a"(4), "b"(1), "c"(msg), "d"(sizeof(msg) - 1));
+            __asm__ volatile("int $0x80" :: "a"(1), "b"(0));
+        }
+        """))
+    out = sb.base / "hello-32"
+    if subprocess.run([*sb.built.cc, "-m32", "-static", "-nostdlib", "-fno-pic", "-no-pie", "-O1", "-o", str(out),
+                       str(asm)], capture_output=True).returncode == 0:
+        progs.append(out)
+    return progs
+
+
+def test_static_and_32bit_programs_run_normally(sb: Sandbox) -> None:
+    progs = _static_programs(sb)
+    assert progs, "could not build a static test program"
+    for prog in progs:
+        for cwd in (sb.repo, sb.outside):
+            r = sb.sh(f"{prog}; echo status=$?", cwd=cwd)
+            assert (r.stdout.split(), r.stderr) == (["static-ok", "status=0"], ""), prog
+    if os.path.exists("/lib/ld-linux.so.2"):
+        # a dynamic 32-bit program finds the empty 32-bit stub through $LIB: no loader warning
+        src = sb.base / "dyn32.c"
+        src.write_text("int main(void) { return 0; }\n")
+        out = sb.base / "dyn32"
+        if subprocess.run([*sb.built.cc, "-m32", "-o", str(out), str(src)], capture_output=True).returncode == 0:
+            r = sb.sh(f"{out}; echo status=$?", cwd=sb.outside)
+            assert (r.stdout.strip(), r.stderr) == ("status=0", "")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+def test_setuid_program_runs_normally(built: Built) -> None:
+    # a directory an unprivileged user can reach (pytest's tmp dirs are private to root)
+    d = Path("/tmp") / f"qpod-suid-{uuid.uuid4().hex[:8]}"
+    d.mkdir(mode=0o755)
+    try:
+        prog = d / "id"
+        shutil.copy("/usr/bin/id", prog)
+        prog.chmod(0o4755 | stat.S_IXUSR)
+        env = {"PATH": HOST_PATH, "LD_PRELOAD": built.entry, "QPOD_PRELOAD": str(built.lib)}
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(prog), "-u"],
+                           env=env, capture_output=True, text=True, timeout=30)
+        assert (r.returncode, r.stdout.strip(), r.stderr) == (0, "0", "")  # euid root: the setuid bit worked
+    finally:
+        shutil.rmtree(d)
+
+
+# ---- one source of truth: the C decision, shim_root() and the policy agree ------------------------
+
+
+def test_c_decision_agrees_with_the_policy(sb: Sandbox, tmp_path: Path) -> None:
+    from qpod_engine import snapshot
+    from qpod_engine.policy import Target, decide
+
+    a = tmp_path / "a"
+    b = a / "third_party" / "b"
+    c = tmp_path / "c"
+    bindir = tmp_path / "hostbin"
+    for d in (a / "src", b / "src", c, bindir):
+        d.mkdir(parents=True, exist_ok=True)
+    for d, names in ((bindir, ["make", "waf", "gdb", "true"]), (a / "src", ["gen"]), (b, ["tool"]), (c, ["run"])):
+        for n in names:
+            (d / n).write_text("#!/bin/sh\necho host-$0\n")
+            (d / n).chmod(0o755)
+    snap = {
+        "repos": [{"root": str(a), "environment": "e1", "branches": []},
+                  {"root": str(b), "environment": "e2", "branches": []},
+                  {"root": str(c), "environment": None, "branches": [("release/*", "e1")]}],
+        "envs": {"e1": {"commands": ["make", "gdb"]}, "e2": {"commands": ["waf"]}},
+    }
+    text = snapshot.rules_text(snap).split("\n", 2)[2]  # the engine's own root lines
+    sb.rules_file.write_text(f"qpod-rules\t1\nlauncher\t{chr(9).join(sb.launcher())}\n{text}")
+    rules = preload_lib.read_rules(sb.rules_file)
+    assert rules is not None and len(rules.roots) == 3
+    # C knows no branches: c is routed on any branch, the launcher says "host" off release/*
+    targets = [Target(str(a), "e1", ("make", "gdb"), ""), Target(str(b), "e2", ("waf",), ""),
+               Target(str(c), None, (), "bound only for branches release/*")]
+    programs = [bindir / n for n in ("make", "waf", "gdb", "true")] + [a / "src/gen", b / "tool", c / "run"]
+    cwds = [a, a / "src", b, b / "src", c, tmp_path]
+    for cwd in cwds:
+        for prog in programs:
+            r = sb.driver("execve", str(prog), cwd=cwd)
+            redirected = "STUB-LAUNCHED" in r.stdout
+            assert redirected == (preload_lib.shim_root(str(prog), str(cwd), rules.roots) is not None), (prog, cwd)
+            d = decide(str(prog), [str(prog)], str(cwd), targets)
+            if d.in_container:
+                assert redirected, (prog, cwd, d.reason)
+            if not redirected:
+                assert not d.in_container and f"host-{prog}" in r.stdout
+    sb.launches()
+
+
+# ---- the installed library and the doctor ------------------------------------------------------
+
+
+def test_installed_library_and_doctor_checks(qpod_home: Path) -> None:
+    lib = preload_lib.library_path()
+    if not lib.is_file():
+        pytest.skip("qpod is not installed with its library (pip install -e .)")
+    from qpod_engine import snapshot
+
+    problems = preload_lib.check()
+    assert any("rules file" in p and "missing" in p for p in problems), problems
+    snapshot.load()
+    assert preload_lib.check() == []
+    rules = Path(os.environ["QPOD_STATE_DIR"]) / "rules"
+    os.utime(rules, ns=(1, 1))
+    assert any("older than the snapshot" in p for p in preload_lib.check())
+
+
+def test_installed_library_exports_every_hook() -> None:
+    lib = preload_lib.library_path()
+    if not lib.is_file():
+        pytest.skip("qpod is not installed with its library (pip install -e .)")
+    import ctypes
+
+    handle = ctypes.CDLL(str(lib))
+    assert [n for n in preload_lib.HOOKS if not hasattr(handle, n)] == []
+
+
+# ---- the real launcher and podman --------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def debian11_image() -> str:
+    if not podman_available():
+        pytest.skip("podman is not installed")
+    from qpod_engine.images import build_debian11_image
+
+    return build_debian11_image()
+
+
+@pytest.fixture
+def debian_repo(qpod_home: Path, make_repo: Callable[..., Path], debian11_image: str) -> Iterator[Path]:
+    root = make_repo("old-" + uuid.uuid4().hex[:6], {
+        "Makefile": "all:\n\t@echo make-ran-on-debian-$$(cut -d. -f1 /etc/debian_version)\n",
+    })
+    assert run_qpod("env", "add", "deb11", "--image", debian11_image).returncode == 0
+    r = run_qpod("init", "deb11", cwd=root)
+    assert r.returncode == 0, r.stderr
+    yield root
+    remove_containers_of(str(root))
+
+
+@pytest.mark.podman
+@pytest.mark.demo
+def test_every_entry_point_lands_in_the_container(debian_repo: Path, built: Built, tmp_path: Path) -> None:
+    from qpod_engine import snapshot
+
+    snapshot.load()  # the engine's rules: the real launcher
+    rules = os.path.join(os.environ["QPOD_STATE_DIR"], "rules")
+    outside = tmp_path / "unbound"
+    outside.mkdir()
+    (outside / "Makefile").write_text("all:\n\t@echo make-ran-on-debian-$$(cut -d. -f1 /etc/debian_version)\n")
+    host = subprocess.run(["cut", "-d.", "-f1", "/etc/debian_version"], capture_output=True, text=True).stdout.strip()
+    env = {**os.environ, "PATH": HOST_PATH, "LD_PRELOAD": built.entry, "QPOD_PRELOAD": str(built.lib),
+           "QPOD_RULES": rules}
+    for entry in ENTRIES + CHDIR_ENTRIES:
+        for cwd, want in ((debian_repo, "11"), (outside, host)):
+            chdir = {"DRIVER_CHDIR": str(cwd)} if entry in CHDIR_ENTRIES else {}
+            r = subprocess.run([str(built.driver), entry, "make", "-s"], cwd=tmp_path if chdir else cwd,
+                               env={**env, **chdir}, capture_output=True, text=True, timeout=120)
+            if r.returncode == 77:
+                continue
+            assert (r.returncode, r.stdout.strip()) == (0, f"make-ran-on-debian-{want}"), (entry, cwd, r.stderr)
+            assert "cannot be preloaded" not in r.stderr and "qpod:" not in r.stderr
+    log = [json.loads(x) for x in run_qpod("log", "--json").stdout.splitlines()]
+    assert len(log) == len([e for e in ENTRIES + CHDIR_ENTRIES if not e.startswith("pidfd")])
+    assert all(rec["argv"] == ["make", "-s"] and rec["status"] == 0 for rec in log)
