@@ -11,6 +11,7 @@ LABEL = "qpod"
 LABEL_ENV = "qpod.env"
 LABEL_REPO = "qpod.repo"
 LABEL_HASH = "qpod.hash"
+LABEL_ROOT_ID = "qpod.root-id"  # the repository directory the container mounted (dev:inode)
 # Never passed into a container, whatever an environment's lists say: the host side of qpod.
 ALWAYS_DENIED = ("LD_PRELOAD", "QPOD_*")
 
@@ -97,9 +98,20 @@ def forget_facts(name: str) -> None:
         pass
 
 
-def warm_facts(name: str, want_hash: str) -> dict[str, Any] | None:
-    """The cached facts when the container is still running with the wanted config."""
+def root_id(root: str) -> str:
+    """Identity of the repository directory: a repository deleted and cloned again at the same
+    path is a new directory, and a container still mounting the old one must be recreated."""
+    try:
+        st = os.stat(root)
+    except OSError:
+        return ""
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+def warm_facts(name: str, want_hash: str, root: str) -> dict[str, Any] | None:
+    """The cached facts when the container is still running with the wanted config and mount."""
     facts = read_facts(name)
-    if facts and facts.get("hash") == want_hash and proc_start_time(facts.get("pid", 0)) == facts.get("pid_start"):
+    if (facts and facts.get("hash") == want_hash and facts.get("root_id") == root_id(root)
+            and proc_start_time(facts.get("pid", 0)) == facts.get("pid_start")):
         return facts
     return None

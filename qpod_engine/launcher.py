@@ -333,7 +333,7 @@ def environment_of(snap: dict[str, Any], name: str) -> dict[str, Any]:
 def ensure_facts(snap: dict[str, Any], env: dict[str, Any], root: str) -> dict[str, Any]:
     """Facts of the running warm container; podman-py is asked only when the cache is stale."""
     name, want = snapshot.container_of(snap, env, root)
-    facts = naming.warm_facts(name, want)
+    facts = naming.warm_facts(name, want, root)
     if facts is None:
         from .podman_backend import ensure_container
 

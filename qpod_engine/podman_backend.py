@@ -72,6 +72,7 @@ def ensure_service(idle_seconds: int = 600) -> str:
         subprocess.Popen(
             [exe, "system", "service", f"--time={idle_seconds}", f"unix://{path}"],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env, start_new_session=True,
+            cwd="/",  # conmon inherits it: a deleted repository as cwd breaks every later container
         )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -155,6 +156,7 @@ def container_spec(env: dict[str, Any], root: str, settings: dict[str, Any]) -> 
             naming.LABEL_ENV: env["name"],
             naming.LABEL_REPO: root,
             naming.LABEL_HASH: naming.container_hash(env, root),
+            naming.LABEL_ROOT_ID: naming.root_id(root),
         },
         "mounts": mounts,
         # host pid namespace: the launcher signals the command directly (podman exec without
@@ -278,6 +280,7 @@ class ContainerFacts:
     pid: int
     pid_start: str
     hash: str
+    root_id: str
 
     def alive(self) -> bool:
         return naming.proc_start_time(self.pid) == self.pid_start
@@ -296,8 +299,12 @@ def ensure_container(env: dict[str, Any], root: str, settings: dict[str, Any]) -
             ctr = cl.containers.get(name)
         except perr.NotFound:
             ctr = None
-        if ctr is not None and ctr.labels.get(naming.LABEL_HASH) != want_hash:
-            ctr.remove(force=True)  # config changed: the old container no longer matches it
+        rid = naming.root_id(root)
+        if ctr is not None and (ctr.labels.get(naming.LABEL_HASH) != want_hash
+                                or ctr.labels.get(naming.LABEL_ROOT_ID) != rid):
+            # config changed, or the repository was re-created at this path: the old
+            # container no longer matches (its bind mount would show a deleted directory)
+            ctr.remove(force=True)
             ctr = None
         if ctr is None:
             if not cl.images.exists(env["image"]):
@@ -318,7 +325,7 @@ def ensure_container(env: dict[str, Any], root: str, settings: dict[str, Any]) -
         raise QpodError(f"cannot start container {name}: {' '.join(str(err.explanation or err).split())}",
                         EXIT_QPOD) from None
     pid = int(ctr.attrs.get("State", {}).get("Pid") or 0)
-    facts = ContainerFacts(name, ctr.id, pid, naming.proc_start_time(pid) or "", want_hash)
+    facts = ContainerFacts(name, ctr.id, pid, naming.proc_start_time(pid) or "", want_hash, rid)
     naming.write_facts(facts.__dict__)
     return facts
 
