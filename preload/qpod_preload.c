@@ -45,6 +45,7 @@ enum { C_LDP, C_PRELOAD, C_RULES, C_SHELL, C_CONFIG_DIR, C_STATE_DIR, NCAP };
 static const char *const cap_names[NCAP] = {"LD_PRELOAD=", "QPOD_PRELOAD=", "QPOD_RULES=", "QPOD_SHELL=",
                                             "QPOD_CONFIG_DIR=", "QPOD_STATE_DIR="};
 static const char *cap_raw[NCAP];
+static char **self_argv; /* this process's argv: is it the launcher? */
 
 static inline int starts(const char *s, const char *p)
 {
@@ -54,8 +55,12 @@ static inline int starts(const char *s, const char *p)
     return 1;
 }
 
-__attribute__((constructor)) static void qp_init(void)
+/* glibc calls constructors with (argc, argv, envp) */
+__attribute__((constructor)) static void qp_init(int argc, char **argv, char **envp)
 {
+    (void)argc;
+    (void)envp;
+    self_argv = argv;
     char **e = environ;
     if (!e)
         return;
@@ -701,6 +706,22 @@ static int resolve(const struct launch *l, const char *cwd, char *out, size_t ca
     return -1;
 }
 
+/* True in the launcher itself when it runs `path` on the host: its own argv is
+ * <launcher fields> --shim <path> ... . Whatever QPOD_HOST_ROOT says, that exec must not come
+ * back to the launcher (it would loop forever). */
+static int launcher_runs_it(const struct dec_out *d, const char *path)
+{
+    char **a = self_argv;
+    if (!a)
+        return 0;
+    const char *f = d->launcher;
+    for (int i = 0; i < d->nfields; i++, f += strlen(f) + 1)
+        if (!a[i] || strcmp(a[i], f) != 0)
+            return 0;
+    return a[d->nfields] && strcmp(a[d->nfields], "--shim") == 0 && a[d->nfields + 1] &&
+           strcmp(a[d->nfields + 1], path) == 0;
+}
+
 static int plan_launch(const struct launch *l, struct plan *p)
 {
     struct env_scan s;
@@ -720,7 +741,8 @@ static int plan_launch(const struct launch *l, struct plan *p)
         in.name = base_name(p->resolved, strlen(p->resolved), &in.name_len);
         /* a program that cannot run stays with the real call, which fails as it always would */
         p->redirect = decide(c.rules, &in, &p->dec) == 0 && p->dec.redirect &&
-                      (l->kind == K_SEARCH && !strchr(l->file, '/') ? 1 : runnable(p->resolved));
+                      (l->kind == K_SEARCH && !strchr(l->file, '/') ? 1 : runnable(p->resolved)) &&
+                      !launcher_runs_it(&p->dec, p->resolved);
     }
     p->envp = build_env(l->envp, &s, &c, &p->eb);
     if (!p->redirect)

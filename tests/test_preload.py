@@ -81,6 +81,9 @@ class Sandbox:
             env = {{k: v for k, v in os.environ.items() if k.startswith(keep)}}
             with open({str(self.record)!r}, "a") as f:
                 f.write(json.dumps({{"argv": sys.argv[1:], "env": env, "cwd": os.getcwd()}}) + "\\n")
+            if "STUB_HOST_ROOT" in os.environ:  # like the launcher deciding "host"
+                path, argv = sys.argv[2], sys.argv[5:]
+                os.execve(path, argv, {{**os.environ, "QPOD_HOST_ROOT": os.environ["STUB_HOST_ROOT"]}})
             print("STUB-LAUNCHED")
             """))
         self.write_rules([(str(self.repo), ["make", "waf", "gdb"])])
@@ -243,6 +246,21 @@ def test_launches_sent_back_to_the_host_are_not_redirected_again(sb: Sandbox) ->
     r = sb.sh("make -s", cwd=inner, QPOD_HOST_ROOT=str(sb.repo))
     assert "STUB-LAUNCHED" in r.stdout
     assert sb.launches()[0]["argv"][2] == str(inner)
+
+
+def test_the_launchers_own_host_exec_never_loops(sb: Sandbox) -> None:
+    """Even when the launcher names another root in QPOD_HOST_ROOT than the one the library
+    matched, its exec of the program itself is not redirected again."""
+    r = sb.run(["bash", "-c", "make -s"], sb.repo, sb.env(STUB_HOST_ROOT="/somewhere/else"), timeout=30)
+    assert (r.returncode, r.stdout.strip(), r.stderr) == (0, "make-on-host-repo", "")
+    assert len(sb.launches()) == 1
+    # the program's children are judged again (their launch is not the launcher's own)
+    sb.write_rules([(str(sb.repo), ["make", "sh"])])
+    (sb.repo / "Makefile").write_text("all:\n\t@sh -c 'echo child'\n")
+    r = sb.run(["bash", "-c", "make -s"], sb.repo, sb.env(STUB_HOST_ROOT=str(sb.repo)), timeout=30)
+    assert r.stdout.strip() == "child" and len(sb.launches()) == 1
+    r = sb.run(["bash", "-c", "make -s"], sb.repo, sb.env(STUB_HOST_ROOT="/elsewhere"), timeout=30)
+    assert r.stdout.strip() == "child" and len(sb.launches()) == 2
 
 
 def test_innermost_root_wins(sb: Sandbox) -> None:
