@@ -1,0 +1,599 @@
+"""The engine's public facade for front ends that are not the CLI (the TUI).
+
+Every method wraps existing engine functions: the same validation as ``qpod init``,
+``qpod env add`` and ``qpod env rm``, the same compiled snapshot. Methods may block on
+podman or the disk: a UI calls them from worker threads. Never imports a UI toolkit.
+
+``LogIndex`` is the one new piece of logic: byte offsets of every command-log record, so a
+viewer can show 100,000 records while holding only the few it draws.
+"""
+
+import bisect
+import functools
+import os
+import re
+import threading
+import time
+from array import array
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import bindings, cmdlog, config, gitinfo, paths, snapshot
+from .config import Environment, Settings
+from .containers import container_name
+from .errors import ConfigError, QpodError
+
+
+class FieldError(QpodError):
+    """A validation failure that belongs to one input field of a form."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(message, status=2)
+        self.field = field_name
+        self.message = message
+
+
+@dataclass(frozen=True)
+class RepoRow:
+    """A bound repository as it stands now."""
+
+    root: str
+    exists: bool
+    branch: str | None
+    environment: str | None  # in force on the current branch, None when no rule applies
+    why: str
+    default_environment: str | None
+    branches: dict[str, str]  # glob -> environment, in file order
+    container: str | None
+    container_state: str  # podman's state, "none" when not created, "unknown" when podman was not asked
+
+    def to_dict(self) -> dict[str, Any]:
+        """The shape ``qpod repos --json`` prints."""
+        return {"repository": self.root, "exists": self.exists, "branch": self.branch,
+                "environment": self.environment, "why": self.why, "default_environment": self.default_environment,
+                "branches": dict(self.branches), "container": self.container,
+                "container_state": self.container_state}
+
+
+@dataclass(frozen=True)
+class EnvRow:
+    """An environment file: its settings (None when the file is broken) and who uses it."""
+
+    name: str
+    image: str
+    repositories: list[str]
+    error: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # Environment fields, as in the snapshot
+
+
+@dataclass(frozen=True)
+class ContainerRow:
+    name: str
+    id: str
+    environment: str
+    repository: str
+    image: str
+    state: str
+    started: float | None  # epoch seconds
+
+
+def uptime(started: float | None, now: float) -> str:
+    """``3d4h``, ``2h5m``, ``4m10s``, or ``-`` for a container that is not running."""
+    if not started:
+        return "-"
+    s = max(0, int(now - started))
+    if s >= 86400:
+        return f"{s // 86400}d{s % 86400 // 3600}h"
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60}m"
+    return f"{s // 60}m{s % 60}s"
+
+
+# --- environment form ---------------------------------------------------------------------
+
+FORM_FIELDS = ("name", "image", "mounts", "env", "passthrough", "deny", "commands", "workdir_root", "run_as",
+               "cap_add", "seccomp", "ulimits", "podman_options")
+_WORD_LISTS = ("passthrough", "deny", "commands", "cap_add")  # names: no spaces possible, split on them too
+
+
+def _split(text: str, words: bool) -> list[str]:
+    parts = re.split(r"[,\s]+" if words else r"[,\n]+", text)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def form_to_data(form: dict[str, str]) -> dict[str, Any]:
+    """Form text -> the mapping an environment file holds. Raises FieldError for text that
+    cannot even be read as a mapping (``NAME=VALUE`` lines, YAML)."""
+    data: dict[str, Any] = {"image": form.get("image", "").strip()}
+    if form.get("mounts", "").strip():
+        data["mounts"] = _split(form["mounts"], words=False)
+    for key in _WORD_LISTS:
+        if key in form:  # an empty list is meaningful here (e.g. pass no variables through)
+            data[key] = _split(form[key], words=True)
+    pairs: dict[str, str] = {}
+    for line in form.get("env", "").splitlines():
+        if line.strip():
+            name, sep, value = line.strip().partition("=")
+            if not sep:
+                raise FieldError("env", f"'{line.strip()}': expected NAME=VALUE")
+            pairs[name.strip()] = value
+    if pairs:
+        data["env"] = pairs
+    limits: dict[str, str] = {}
+    for item in _split(form.get("ulimits", ""), words=True):
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise FieldError("ulimits", f"'{item}': expected NAME=SOFT[:HARD], e.g. nofile=1024:4096")
+        limits[name] = value
+    if limits:
+        data["ulimits"] = limits
+    for key in ("workdir_root", "seccomp"):
+        if form.get(key, "").strip():
+            data[key] = form[key].strip()
+    data["run_as"] = form.get("run_as") or "user"
+    options = form.get("podman_options", "").strip()
+    if options:
+        import yaml
+
+        try:
+            data["podman_options"] = yaml.safe_load(options)
+        except yaml.YAMLError as err:
+            raise FieldError("podman_options", f"invalid YAML: {getattr(err, 'problem', None) or err}") from None
+    return data
+
+
+def field_of(detail: str) -> str:
+    """The form field a validation message is about (its first quoted field name)."""
+    if detail.startswith("environment name"):
+        return "name"
+    if detail.startswith("mount "):
+        return "mounts"
+    for quoted in re.findall(r"'([a-z_]+)'", detail):
+        if quoted in FORM_FIELDS:
+            return quoted
+    return "image"
+
+
+def environment_to_form(env: Environment) -> dict[str, str]:
+    """The inverse of ``form_to_data``, for editing."""
+    import yaml
+
+    return {
+        "name": env.name, "image": env.image, "mounts": "\n".join(env.mounts),
+        "env": "\n".join(f"{k}={v}" for k, v in env.env.items()),
+        "passthrough": " ".join(env.passthrough), "deny": " ".join(env.deny), "commands": " ".join(env.commands),
+        "workdir_root": env.workdir_root or "", "run_as": env.run_as, "cap_add": " ".join(env.cap_add),
+        "seccomp": env.seccomp or "", "ulimits": " ".join(f"{k}={v}" for k, v in env.ulimits.items()),
+        "podman_options": yaml.safe_dump(env.podman_options, sort_keys=False).strip() if env.podman_options else "",
+    }
+
+
+# --- the command log ----------------------------------------------------------------------
+
+class _Segment:
+    """One log file, held open (so rotation cannot pull it away) with its records' offsets."""
+
+    __slots__ = ("fd", "ino", "starts", "end")
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self.ino = os.fstat(self.fd).st_ino
+        self.starts = array("q")
+        self.end = 0  # offset just past the last complete line
+
+    def scan_new(self) -> int:
+        """Index the complete lines appended since the last call; returns how many."""
+        before = len(self.starts)
+        pos = self.end
+        while True:
+            chunk = os.pread(self.fd, LogIndex.CHUNK, pos)
+            if not chunk:
+                break
+            at = 0
+            while (nl := chunk.find(b"\n", at)) >= 0:
+                if nl > at:  # skip empty lines
+                    self.starts.append(pos + at)
+                at = nl + 1
+            if at == 0:  # no complete line in a whole chunk: a record longer than CHUNK
+                if len(chunk) < LogIndex.CHUNK:
+                    break
+                self._scan_long_line(pos)
+                pos = self.end
+                continue
+            pos += at
+            self.end = pos
+        return len(self.starts) - before
+
+    def _scan_long_line(self, pos: int) -> None:
+        offset = pos
+        while chunk := os.pread(self.fd, LogIndex.CHUNK, offset):
+            nl = chunk.find(b"\n")
+            if nl >= 0:
+                self.starts.append(pos)
+                self.end = offset + nl + 1
+                return
+            offset += len(chunk)
+
+    def line(self, i: int) -> bytes:
+        start = self.starts[i]
+        stop = self.starts[i + 1] if i + 1 < len(self.starts) else self.end
+        return os.pread(self.fd, stop - start, start).rstrip(b"\n")
+
+    def lines(self, lo: int, hi: int) -> list[bytes]:
+        """Records lo..hi-1 in one read (the caller keeps the span small)."""
+        start = self.starts[lo]
+        stop = self.starts[hi] if hi < len(self.starts) else self.end
+        block = os.pread(self.fd, stop - start, start)
+        return [ln for ln in block.split(b"\n") if ln][: hi - lo]
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class LogIndex:
+    """Every record of the command log (``commands.log.N`` ... ``commands.log``), oldest first,
+    addressed by number. ``refresh`` indexes what was appended or rotated in; ``record`` reads
+    and parses one record (cached); ``scan`` lists the records a ``cmdlog.Filter`` keeps.
+
+    Memory: 8 bytes per record plus a small cache of parsed records, whatever the log's size.
+    """
+
+    CHUNK = 1 << 20
+    BLOCK = 4 << 20  # bytes parsed at a time when filtering
+
+    def __init__(self, log: str | None = None) -> None:
+        self.log = log or paths.log_file()
+        self._segments: list[_Segment] = []
+        self._bases: list[int] = []  # global number of each segment's first record
+        self._count = 0
+        self._lock = threading.Lock()
+        self.record = functools.lru_cache(maxsize=4096)(self._read_record)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def refresh(self) -> tuple[int, bool]:
+        """(records added, reset): reset means numbering restarted (the log was truncated or
+        replaced under us) and every number the caller holds is void."""
+        with self._lock:
+            reset = self._check_truncated()
+            before = self._count
+            if not self._segments:
+                for f in cmdlog.files(self.log):
+                    self._add_segment(f)
+            else:
+                last = self._segments[-1]
+                last.scan_new()
+                try:
+                    ino = os.stat(self.log).st_ino
+                except FileNotFoundError:
+                    ino = None
+                if ino is not None and ino != last.ino:  # rotated: finish the old file, then open the new one
+                    last.scan_new()
+                    self._add_segment(self.log)
+            self._count = sum(len(s.starts) for s in self._segments)
+            return self._count - before, reset
+
+    def _add_segment(self, path: str) -> None:
+        try:
+            seg = _Segment(path)
+        except FileNotFoundError:  # rotated away between listing and opening
+            return
+        seg.scan_new()
+        self._bases.append(sum(len(s.starts) for s in self._segments))
+        self._segments.append(seg)
+
+    def _check_truncated(self) -> bool:
+        for seg in self._segments:
+            if os.fstat(seg.fd).st_size < seg.end:
+                self._close()
+                return True
+        return False
+
+    def _close(self) -> None:
+        for seg in self._segments:
+            seg.close()
+        self._segments, self._bases, self._count = [], [], 0
+        self.record.cache_clear()
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _locate(self, i: int) -> tuple[_Segment, int]:
+        k = bisect.bisect_right(self._bases, i) - 1
+        return self._segments[k], i - self._bases[k]
+
+    def _read_record(self, i: int) -> dict[str, Any] | None:
+        with self._lock:
+            seg, j = self._locate(i)
+            line = seg.line(j)
+        return cmdlog.parse_line(line)
+
+    def scan(self, flt: cmdlog.Filter, start: int = 0, stop: int | None = None,
+             cancelled: Callable[[], bool] = lambda: False) -> array:
+        """Numbers of the records in ``[start, stop)`` that ``flt`` keeps (empty when cancelled)."""
+        stop = len(self) if stop is None else stop
+        keep = array("q")
+        exact, folded = _needles(flt)
+        for k, seg in enumerate(list(self._segments)):
+            base = self._bases[k]
+            lo, hi = max(start - base, 0), min(stop - base, len(seg.starts))
+            while lo < hi:
+                if cancelled():
+                    return array("q")
+                span = _span(seg, lo, hi, self.BLOCK)
+                for n, line in enumerate(seg.lines(lo, lo + span), base + lo):
+                    if exact and not all(nd in line for nd in exact):
+                        continue  # cheap byte tests first: most records fail them
+                    if folded:
+                        low = line.lower()
+                        if not all(nd in low for nd in folded):
+                            continue
+                    rec = cmdlog.parse_line(line)
+                    if rec is not None and flt.match(rec):
+                        keep.append(n)
+                lo += span
+        return keep
+
+
+def _span(seg: _Segment, lo: int, hi: int, max_bytes: int) -> int:
+    """How many records from ``lo`` fit in ``max_bytes`` (at least one)."""
+    limit = seg.starts[lo] + max_bytes
+    j = bisect.bisect_right(seg.starts, limit, lo, hi)
+    return max(1, j - lo - 1) if j < hi else hi - lo
+
+
+def _needles(flt: cmdlog.Filter) -> tuple[list[bytes], list[bytes]]:
+    """Byte strings a matching record's raw line must contain (exactly, and case-folded), where
+    that is sure: plain ASCII without quotes or backslashes (JSON escapes those); text is cut at
+    spaces because argv words are separate JSON strings."""
+    def plain(value: str) -> bool:
+        return value.isascii() and not re.search(r'["\\\x00-\x1f]', value)
+
+    exact = [v.rstrip("/").encode() for v in (flt.repo, flt.env) if v and plain(v)]
+    folded = [w.lower().encode() for w in (flt.text or "").split() if plain(w)]
+    return exact, folded
+
+
+# --- the facade ---------------------------------------------------------------------------
+
+class Engine:
+    """What the TUI may ask of the engine. Config and state locations come from the usual
+    environment variables (QPOD_CONFIG_DIR, QPOD_STATE_DIR)."""
+
+    def now(self) -> float:
+        return time.time()
+
+    def settings(self) -> Settings:
+        return config.load_settings()
+
+    def keymap(self) -> dict[str, str]:
+        """Key overrides from ``settings.yaml`` (``keymap: {binding_id: key}``)."""
+        return dict(self.settings().keymap)
+
+    def config_dir(self) -> str:
+        return paths.config_dir()
+
+    def default_bind_path(self) -> str:
+        from .launcher import cwd_or_pwd
+
+        return cwd_or_pwd()
+
+    # --- repositories
+
+    def container_states(self) -> dict[str, str]:
+        """Container name -> state. Raises QpodError when podman cannot be asked."""
+        from .podman_backend import list_containers
+
+        return {c["name"]: c["state"] for c in list_containers()}
+
+    def repositories(self, states: dict[str, str] | None = None) -> list[RepoRow]:
+        """Every bound repository; container states from ``states`` ("unknown" when None)."""
+        snap = snapshot.load()
+        rows = []
+        for t, repo in zip(snapshot.targets(snap), snap["repos"], strict=True):
+            exists = gitinfo.exists(t.root)
+            name = container_name(t.environment, t.root) if t.environment else None
+            rows.append(RepoRow(
+                root=t.root, exists=exists,
+                branch=gitinfo.current_branch(t.root) if exists else None,
+                environment=t.environment,
+                why=t.why if exists else "repository path is missing (moved or deleted?)",
+                default_environment=repo["environment"], branches=dict(repo["branches"]), container=name,
+                container_state=states.get(name or "", "none") if states is not None else "unknown",
+            ))
+        return rows
+
+    def bind(self, path: str, env: str, branch: str | None = None) -> str:
+        """Bind the repository around ``path`` as ``qpod init`` does; returns its root.
+        FieldError names the field at fault: "path", "environment" or "branch"."""
+        branch = (branch or "").strip() or None
+        self._check_environment(env)
+        try:
+            root = gitinfo.discover_root(os.path.abspath(os.path.expanduser(path.strip() or ".")))
+        except QpodError as err:
+            raise FieldError("path", str(err)) from None
+        self._update(lambda b: bindings.bind(b, root, env, branch))
+        return root
+
+    def set_environment(self, root: str, env: str) -> None:
+        """The repository's environment for any branch (its branch rules stay)."""
+        self._check_environment(env)
+        self._update(lambda b: bindings.bind(b, root, env, None))
+
+    def add_branch_rule(self, root: str, glob: str, env: str) -> None:
+        if not glob.strip():
+            raise FieldError("branch", "a branch rule needs a glob, e.g. release/2018.*")
+        self._check_environment(env)
+        self._update(lambda b: bindings.bind(b, root, env, glob.strip()))
+
+    def remove_branch_rule(self, root: str, glob: str) -> None:
+        """As ``qpod unbind --branch``: the last rule of a repository without its own
+        environment takes the binding with it."""
+        self._update(lambda b: bindings.unbind(b, root, glob))
+
+    def unbind(self, root: str) -> None:
+        self._update(lambda b: bindings.unbind(b, root, None))
+
+    def _check_environment(self, env: str) -> None:
+        if env not in config.environment_names():
+            raise FieldError("environment", config.unknown_environment_message(env))
+        try:
+            config.load_environment(env)  # refuse to bind to a broken environment file
+        except QpodError as err:
+            raise FieldError("environment", str(err)) from None
+
+    def _update(self, change: Callable[[dict[str, bindings.Binding]], Any]) -> None:
+        binds = bindings.load_bindings()
+        change(binds)
+        bindings.save_bindings(binds)
+        snapshot.compile_config()
+
+    # --- environments
+
+    def environment_names(self) -> list[str]:
+        return config.environment_names()
+
+    def environments(self) -> list[EnvRow]:
+        snap = snapshot.load()
+        users: dict[str, list[str]] = {}
+        for repo in snap["repos"]:
+            for name in dict.fromkeys([repo["environment"], *(e for _, e in repo["branches"])]):
+                if name:
+                    users.setdefault(name, []).append(repo["root"])
+        rows = []
+        for name, env in sorted(snap["envs"].items()):
+            if "error" in env:
+                rows.append(EnvRow(name, "", users.get(name, []), error=env["error"]))
+            else:
+                settings = {k: v for k, v in env.items() if k != "hash"}
+                rows.append(EnvRow(name, env["image"], users.get(name, []), settings=settings))
+        return rows
+
+    def load_environment(self, name: str) -> Environment:
+        return config.load_environment(name)
+
+    def image_present(self, ref: str) -> bool:
+        """Raises QpodError when podman cannot be asked."""
+        from .podman_backend import image_present
+
+        return image_present(ref)
+
+    def environment_from_form(self, form: dict[str, str]) -> Environment:
+        """Validate the form as an environment file is validated; FieldError names the field."""
+        name = form.get("name", "").strip()
+        data = form_to_data(form)
+        try:
+            return config.environment_from_dict(name, data, "form")
+        except ConfigError as err:
+            raise FieldError(field_of(err.detail), err.detail) from None
+
+    def environment_form(self, env: Environment | None = None) -> dict[str, str]:
+        """Form fields for ``env``, or the defaults of a new environment."""
+        return environment_to_form(env or Environment(name="", image=""))
+
+    def save_environment(self, env: Environment, create: bool) -> str:
+        """Write the environment file (``create`` refuses to overwrite one) and recompile."""
+        path = paths.environment_file(env.name)
+        if create and os.path.exists(path):
+            raise FieldError("name", f"environment '{env.name}' exists ({path})")
+        written = config.save_environment(env)
+        snapshot.compile_config()
+        return str(written)
+
+    def bound_to(self, name: str) -> list[str]:
+        return [b.root for b in bindings.load_bindings().values() if name in b.referenced_environments()]
+
+    def delete_environment(self, name: str) -> None:
+        """Remove an environment file; refused while a repository uses it (as ``qpod env rm``)."""
+        path = paths.environment_file(name)
+        if not os.path.exists(path):
+            raise QpodError(config.unknown_environment_message(name), 2)
+        bound = self.bound_to(name)
+        if bound:
+            raise QpodError(f"environment '{name}' is used by {', '.join(bound)}; unbind first", 2)
+        try:
+            os.unlink(path)
+        except OSError as err:
+            raise QpodError(f"{path}: cannot remove: {err.strerror}") from None
+        snapshot.compile_config()
+
+    def pull_image(self, ref: str, progress: Callable[[str, int, int], None] | None = None) -> None:
+        from .podman_backend import pull_image
+
+        pull_image(ref, progress)
+
+    # --- containers
+
+    def containers(self) -> list[ContainerRow]:
+        """qpod's containers. Raises QpodError when podman cannot be asked."""
+        from .podman_backend import list_containers
+
+        return [ContainerRow(**c) for c in list_containers()]
+
+    def stop_container(self, name: str) -> None:
+        from .podman_backend import stop_containers
+
+        stop_containers([name])
+
+    def restart_container(self, name: str) -> None:
+        from .podman_backend import restart_container
+
+        restart_container(name)
+
+    def container_logs(self, name: str, tail: int = 200) -> str:
+        from .podman_backend import container_logs
+
+        return container_logs(name, tail)
+
+    def shell_command(self, name: str) -> tuple[list[str], dict[str, str]]:
+        """argv and environment of an interactive shell in a container: qpod switched off in
+        it (QPOD_OFF, no LD_PRELOAD) so the shell's own commands are not redirected again."""
+        from .podman_backend import podman_binary
+
+        env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+        env["QPOD_OFF"] = "1"
+        return [podman_binary(), "exec", "-it", name, "/bin/sh"], env
+
+    # --- the command log
+
+    def log_path(self) -> str:
+        return paths.log_file()
+
+    def open_log(self) -> LogIndex:
+        return LogIndex(self.log_path())
+
+    def log_filter(self, text: str = "", repo: str | None = None, env: str | None = None,
+                   failed: bool = False) -> cmdlog.Filter:
+        return cmdlog.Filter(repo=repo or None, env=env or None, failed=failed, text=text.strip() or None)
+
+    # --- path completion (for the bind dialog)
+
+    def complete_path(self, text: str, limit: int = 50) -> list[str]:
+        """Directories whose path starts with ``text`` (``~`` kept as typed), each ending in '/'."""
+        expanded = os.path.expanduser(text)
+        head, tail = os.path.split(expanded)
+        try:
+            names = sorted(n for n in os.listdir(head or ".") if n.startswith(tail)
+                           and (tail.startswith(".") or not n.startswith(".")))
+        except OSError:
+            return []
+        out = []
+        for n in names:
+            if os.path.isdir(os.path.join(head or ".", n)):
+                full = os.path.join(head, n) + "/"
+                if text.startswith("~") and expanded != text:
+                    full = text[: len(text) - len(tail)] + n + "/"
+                out.append(full)
+                if len(out) >= limit:
+                    break
+        return out
+
+
+def format_argv(argv: Sequence[str]) -> str:
+    """A command line as a shell would need it typed (for copying)."""
+    import shlex
+
+    return shlex.join(argv)
