@@ -1,13 +1,17 @@
 """The ``qpod`` command line. Every failure is one line on stderr and a non-zero status."""
 
-import argparse
 import json
 import os
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import argparse
+
+# argparse and pathlib are imported where used: ``qpod exec`` takes a fast path without them
+# (a build runs it thousands of times; see bench/bench_exec.py)
 
 from . import __version__, paths
 from .errors import EXIT_QPOD, QpodError
@@ -32,7 +36,9 @@ def _recompile() -> None:
 
 # --- environments ---------------------------------------------------------------------------
 
-def cmd_env_add(a: argparse.Namespace) -> int:
+def cmd_env_add(a: "argparse.Namespace") -> int:
+    from pathlib import Path
+
     from . import config
 
     path = Path(paths.environment_file(a.name))
@@ -78,7 +84,7 @@ def _bound_to(env_name: str) -> list[str]:
     return [b.root for b in load_bindings().values() if env_name in b.referenced_environments()]
 
 
-def cmd_env_list(a: argparse.Namespace) -> int:
+def cmd_env_list(a: "argparse.Namespace") -> int:
     from . import config
 
     envs = config.load_environments()
@@ -93,7 +99,7 @@ def cmd_env_list(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_env_show(a: argparse.Namespace) -> int:
+def cmd_env_show(a: "argparse.Namespace") -> int:
     from . import config
 
     env = config.load_environment(a.name)
@@ -110,7 +116,9 @@ def cmd_env_show(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_env_rm(a: argparse.Namespace) -> int:
+def cmd_env_rm(a: "argparse.Namespace") -> int:
+    from pathlib import Path
+
     from . import config
 
     path = Path(paths.environment_file(a.name))
@@ -136,7 +144,7 @@ def _cwd() -> str:
     return cwd_or_pwd()
 
 
-def cmd_init(a: argparse.Namespace) -> int:
+def cmd_init(a: "argparse.Namespace") -> int:
     from . import bindings, config, gitinfo
 
     if a.env not in config.environment_names():
@@ -152,7 +160,7 @@ def cmd_init(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_unbind(a: argparse.Namespace) -> int:
+def cmd_unbind(a: "argparse.Namespace") -> int:
     from . import bindings, gitinfo
 
     start = os.path.abspath(a.path or _cwd())
@@ -199,7 +207,7 @@ def _repo_rows(states: dict[str, str] | None) -> list[dict[str, Any]]:
     return rows
 
 
-def cmd_status(a: argparse.Namespace) -> int:
+def cmd_status(a: "argparse.Namespace") -> int:
     from . import gitinfo
 
     cwd = _cwd()
@@ -228,7 +236,7 @@ def cmd_status(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_repos(a: argparse.Namespace) -> int:
+def cmd_repos(a: "argparse.Namespace") -> int:
     rows = _repo_rows(_container_states() if not a.no_podman else None)
     if a.json:
         _out_json(rows)
@@ -244,7 +252,7 @@ def cmd_repos(a: argparse.Namespace) -> int:
 
 # --- routing and running --------------------------------------------------------------------
 
-def cmd_which(a: argparse.Namespace) -> int:
+def cmd_which(a: "argparse.Namespace") -> int:
     from . import snapshot
     from .launcher import find_program
     from .policy import decide
@@ -265,7 +273,7 @@ def cmd_which(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_exec(a: argparse.Namespace) -> int:
+def cmd_exec(a: "argparse.Namespace") -> int:
     from .launcher import find_program, launch
 
     argv = list(a.argv)
@@ -291,7 +299,7 @@ def _uptime(started: float | None) -> str:
         else f"{s // 60}m{s % 60}s"
 
 
-def cmd_ps(a: argparse.Namespace) -> int:
+def cmd_ps(a: "argparse.Namespace") -> int:
     from .podman_backend import list_containers
 
     rows = list_containers()
@@ -305,7 +313,7 @@ def cmd_ps(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_stop(a: argparse.Namespace) -> int:
+def cmd_stop(a: "argparse.Namespace") -> int:
     from .podman_backend import list_containers, stop_containers
 
     if not a.all and not a.env:
@@ -327,7 +335,7 @@ def _fmt_record(r: dict[str, Any]) -> str:
            f"{r.get('env', '-')}  {r.get('repo', '-')}  {argv}"
 
 
-def cmd_log(a: argparse.Namespace) -> int:
+def cmd_log(a: "argparse.Namespace") -> int:
     from collections import deque
 
     from . import cmdlog
@@ -349,7 +357,7 @@ def cmd_log(a: argparse.Namespace) -> int:
 
 # --- doctor, demo, tui ----------------------------------------------------------------------
 
-def cmd_doctor(a: argparse.Namespace) -> int:
+def cmd_doctor(a: "argparse.Namespace") -> int:
     from .doctor import run_checks
 
     problems = 0
@@ -359,13 +367,13 @@ def cmd_doctor(a: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def cmd_demo(a: argparse.Namespace) -> int:
+def cmd_demo(a: "argparse.Namespace") -> int:
     from .demo import run_demo
 
     return run_demo(a.dir)
 
 
-def cmd_plugin(a: argparse.Namespace) -> int:
+def cmd_plugin(a: "argparse.Namespace") -> int:
     """Sub-commands that live outside the engine (the TUI), found through entry points, so the
     engine never imports the UI."""
     from importlib.metadata import entry_points
@@ -376,7 +384,9 @@ def cmd_plugin(a: argparse.Namespace) -> int:
     return int(eps[0].load()(a.rest) or 0)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> "argparse.ArgumentParser":
+    import argparse
+
     p = argparse.ArgumentParser(prog="qpod", description="Run a repository's build and debug commands in its "
                                 "podman environment, transparently.")
     p.add_argument("--version", action="version", version=f"qpod {__version__}")
@@ -462,9 +472,37 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _exec_fast_path(argv: Sequence[str]) -> int | None:
+    """``qpod exec [--env NAME] [--] CMD...`` without argparse; None when anything else is asked."""
+    if not argv or argv[0] != "exec":
+        return None
+    rest, env = list(argv[1:]), None
+    if rest[:1] == ["--env"] and len(rest) > 1:
+        env, rest = rest[1], rest[2:]
+    elif rest[:1] and rest[0].startswith("--env="):
+        env, rest = rest[0][len("--env="):], rest[1:]
+    if rest[:1] == ["--"]:
+        rest = rest[1:]
+    elif rest[:1] and rest[0].startswith("-"):
+        return None  # --help and friends: let argparse answer
+    if not rest:
+        return None
+
+    class _Args:
+        pass
+
+    a = _Args()
+    a.argv, a.env = rest, env  # type: ignore[attr-defined]
+    return cmd_exec(a)  # type: ignore[arg-type]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        fast = _exec_fast_path(argv)
+        if fast is not None:
+            return fast
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except QpodError as err:
         print(f"qpod: {err}", file=sys.stderr)

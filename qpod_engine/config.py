@@ -222,7 +222,7 @@ class Settings:
     ulimits: dict[str, str] = field(default_factory=dict)  # defaults for every environment
     log_max_bytes: int = 20 * 1024 * 1024
     log_keep: int = 3
-    service_idle_seconds: int = 600
+    service_idle_seconds: int = 3600  # the API service started on demand exits after this idle time
     keymap: dict[str, str] = field(default_factory=dict)  # TUI binding id -> key
 
 

@@ -14,6 +14,10 @@ LABEL_HASH = "qpod.hash"
 LABEL_ROOT_ID = "qpod.root-id"  # the repository directory the container mounted (dev:inode)
 # Never passed into a container, whatever an environment's lists say: the host side of qpod.
 ALWAYS_DENIED = ("LD_PRELOAD", "QPOD_*")
+# qpod's runtime dir (pid FIFOs) as every container sees it
+RUNTIME_IN_CONTAINER = "/run/qpod"
+# bump when the way containers are created changes, so that old ones are recreated
+CONTAINER_LAYOUT = 2
 
 
 def container_name(env_name: str, root: str) -> str:
@@ -36,7 +40,7 @@ def container_hash(env: dict[str, Any], root: str) -> str:
     import hashlib
 
     rootless = os.geteuid() != 0
-    blob = json.dumps([env["hash"], root, rootless], sort_keys=True).encode()
+    blob = json.dumps([env["hash"], root, rootless, CONTAINER_LAYOUT], sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -65,6 +69,11 @@ def proc_start_time(pid: int) -> str | None:
     # the command name (field 2) may contain spaces and ')': split after the last ')'
     fields = data[data.rindex(b")") + 2:].split()
     return fields[19].decode()
+
+
+def runtime_dir() -> str:
+    """Host side of RUNTIME_IN_CONTAINER."""
+    return os.path.join(paths.state_dir(), "run")
 
 
 def _facts_file(name: str) -> str:

@@ -16,15 +16,16 @@ def run_checks() -> Iterator[Check]:
     if exe is None:
         return
     from . import podman_backend as pb
+    from . import service
 
     rt = pb.runtime_name("auto")
     yield (rt is None or shutil.which(rt) is not None, f"OCI runtime: {rt or 'podman default'}",
            "apt-get install runc (crun fails on cgroups-hybrid hosts)")
     try:
-        url = pb.ensure_service()
+        url = service.ensure_service()
         yield (True, f"podman API socket answers ({url})", "")
     except QpodError as err:
-        yield (False, f"podman API socket: {err}", "podman system service --time=0 unix://" + pb.socket_path())
+        yield (False, f"podman API socket: {err}", "podman system service --time=0 unix://" + service.socket_path())
         return
     yield _trivial_container(exe, rt)
     yield from _config_checks()

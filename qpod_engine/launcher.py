@@ -2,16 +2,16 @@
 native run (cwd, terminal, stdin, separate stdout/stderr, signals, exit status, file owner).
 
 Hot path (warm container): stdlib only — the compiled snapshot (JSON), the cached container
-facts, then one ``podman exec``. podman-py is imported only to (re)create a container.
+facts, then one ``podman --url SOCKET exec`` against the API service (cheaper than a local
+podman start). podman-py is imported only to (re)create a container.
 
 How signals reach the command: the container shares the host pid namespace, and the command
-is started through ``sh -c 'echo $$ >&3; exec "$@"'``, which reports its (host) pid on a
-pipe before becoming the command. The launcher forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT/
-SIGUSR1/SIGUSR2 to that pid (``podman exec`` without a TTY forwards nothing), and a forked
-watchdog kills it if the launcher itself dies.
+is started through ``sh -c 'echo $$ >"$0"; exec "$@"' FIFO ...``, which reports its (host)
+pid on a FIFO in qpod's runtime dir (mounted at /run/qpod) before becoming the command.
+The launcher forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 to that pid (``podman
+exec`` without a TTY forwards nothing), and a forked watchdog kills it if the launcher dies.
 """
 
-import fcntl
 import os
 import signal
 import sys
@@ -25,8 +25,8 @@ from .errors import EXIT_QPOD, QpodError
 from .policy import Decision, Target, decide
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-# report the pid on fd 3, close it, then become the command (argv[0] kept by "$@")
-WRAPPER = 'echo $$ >&3; exec 3>&-; exec "$@"'
+# report the pid on the FIFO named by $0, then become the command (argv[0] kept by "$@")
+WRAPPER = 'echo $$ >"$0"; exec "$@"'
 
 
 def find_program(name: str, path_env: str | None) -> str | None:
@@ -91,20 +91,22 @@ def name_matches(name: str, globs: Sequence[str]) -> bool:
 def _podman_exe() -> str:
     exe = find_program("podman", os.environ.get("PATH"))
     if not exe:
-        from .podman_backend import PODMAN_MISSING
+        from .service import PODMAN_MISSING
 
         raise QpodError(PODMAN_MISSING, EXIT_QPOD)
     return exe
 
 
 def container_argv(decision: Decision, env: dict[str, Any], facts: dict[str, Any], path: str,
-                   argv: Sequence[str], cwd: str, tty: bool, stdin: bool, env_names: Sequence[str]) -> list[str]:
-    """The ``podman exec`` command line for one command."""
+                   argv: Sequence[str], cwd: str, tty: bool, stdin: bool, env_names: Sequence[str],
+                   url: str, fifo: str) -> list[str]:
+    """The ``podman exec`` command line for one command (remote mode, against the API service:
+    the local podman start-up costs ~40 ms more per command)."""
     target = decision.target
     assert target is not None
     root = target.root
     workdir = naming.map_path(cwd, env, root) or naming.container_root(env, root)
-    args = [_podman_exe(), "exec", "--preserve-fds", "1", "--workdir", workdir]
+    args = [_podman_exe(), "--url", url, "exec", "--workdir", workdir]
     if stdin:
         args.append("-i")
     if tty:
@@ -123,7 +125,7 @@ def container_argv(decision: Decision, env: dict[str, Any], facts: dict[str, Any
         mapped = naming.map_path(path, env, root) or path
         if not cmd or cmd[0].startswith("/") or naming.map_path(cwd, env, root) is None:
             cmd[0:1] = [mapped]
-    return [*args, facts["name"], "/bin/sh", "-c", WRAPPER, "sh", *cmd]
+    return [*args, facts["name"], "/bin/sh", "-c", WRAPPER, fifo, *cmd]
 
 
 def invoking_user() -> tuple[int, int]:
@@ -134,13 +136,58 @@ def invoking_user() -> tuple[int, int]:
         return os.getuid(), os.getgid()
 
 
-def _high_fd(fd: int) -> int:
-    """Move ``fd`` above 9 so that dup2 onto fd 3 in the child is never a no-op."""
-    if fd > 9:
-        return fd
-    new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
-    os.close(fd)
-    return new
+class _PidChannel:
+    """A FIFO in the runtime dir (mounted in every container at RUNTIME_IN_CONTAINER) on which
+    the wrapper reports the command's pid. The launcher holds a write end too, so that reading
+    before the wrapper opens it blocks instead of seeing end-of-file."""
+
+    def __init__(self, mode: int) -> None:
+        d = naming.runtime_dir()
+        os.makedirs(d, exist_ok=True)
+        self.name = f"pid-{os.getpid()}-{time.monotonic_ns()}"
+        self.host_path = os.path.join(d, self.name)
+        os.mkfifo(self.host_path, 0o600)
+        os.chmod(self.host_path, mode)  # mkfifo applies the umask; the writer may be another uid
+        self.r = os.open(self.host_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        self.w = os.open(self.host_path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+
+    @property
+    def container_path(self) -> str:
+        return f"{naming.RUNTIME_IN_CONTAINER}/{self.name}"
+
+    def read_pid(self, child: int) -> int:
+        """The pid the wrapper wrote, or 0 when podman ended before the command started."""
+        import select
+
+        pidfd = os.pidfd_open(child)
+        data = b""
+        try:
+            while b"\n" not in data:
+                ready, _, _ = select.select([self.r, pidfd], [], [])
+                if self.r in ready:
+                    try:
+                        chunk = os.read(self.r, 64)
+                    except BlockingIOError:
+                        continue
+                    data += chunk
+                elif pidfd in ready:
+                    try:  # podman is gone; take what the wrapper may have written just before
+                        data += os.read(self.r, 64)
+                    except BlockingIOError:
+                        pass
+                    break
+        finally:
+            os.close(pidfd)
+        text = data.strip().decode(errors="replace")
+        return int(text) if text.isdigit() else 0
+
+    def close(self) -> None:
+        for fd in (self.r, self.w):
+            os.close(fd)
+        try:
+            os.unlink(self.host_path)
+        except OSError:
+            pass
 
 
 class _Forwarder:
@@ -208,7 +255,7 @@ def _watchdog(pid: int, pid_start: str | None) -> int:
 
 
 def run_in_container(decision: Decision, env: dict[str, Any], facts: dict[str, Any], path: str,
-                     argv: Sequence[str], cwd: str) -> tuple[int, int | None]:
+                     argv: Sequence[str], cwd: str, settings: dict[str, Any]) -> tuple[int, int | None]:
     """Run the command; returns (exit status, signal to re-raise or None)."""
     tty = os.isatty(0) and os.isatty(1)
     stdin_ok = True
@@ -217,16 +264,18 @@ def run_in_container(decision: Decision, env: dict[str, Any], facts: dict[str, A
             stdin_ok = os.tcgetpgrp(0) == os.getpgrp()
         except OSError:
             stdin_ok = False
+    from .service import ensure_service
+
+    url = ensure_service(settings.get("service_idle_seconds", 3600))
     values = pass_env(env)
     podman_env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_")}
     podman_env.update(values)
     podman_env["QPOD_OFF"] = "1"  # tells the preload library to leave podman alone
-    args = container_argv(decision, env, facts, path, argv, cwd, tty, stdin_ok, sorted(values))
-    r, w = os.pipe()
-    r, w = _high_fd(r), _high_fd(w)
-    actions = [(os.POSIX_SPAWN_DUP2, w, 3), (os.POSIX_SPAWN_CLOSE, r)]
-    if not stdin_ok:
-        actions.append((os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0))
+    # the command may run as another uid (rootful --user): it must be able to write the FIFO
+    channel = _PidChannel(0o622 if os.geteuid() == 0 else 0o600)
+    args = container_argv(decision, env, facts, path, argv, cwd, tty, stdin_ok, sorted(values), url,
+                          channel.container_path)
+    actions = [] if stdin_ok else [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
     fwd = _Forwarder()
     fwd.install()
     # when stdin is not a terminal, podman goes in its own process group: a terminal's Ctrl-C
@@ -237,22 +286,12 @@ def run_in_container(decision: Decision, env: dict[str, Any], facts: dict[str, A
         child = os.posix_spawn(args[0], args, podman_env, file_actions=actions, **spawn_kw)
     except OSError as err:
         fwd.restore()
+        channel.close()
         raise QpodError(f"cannot run podman: {err.strerror}", EXIT_QPOD) from None
+    try:
+        cpid = channel.read_pid(child)
     finally:
-        os.close(w)
-    data = b""
-    while True:
-        try:
-            chunk = os.read(r, 64)
-        except InterruptedError:
-            continue
-        if not chunk:
-            break
-        data += chunk
-        if b"\n" in data:
-            break
-    os.close(r)
-    cpid = int(data.strip() or 0) if data.strip().isdigit() else 0
+        channel.close()
     watch = None
     cpid_start = naming.proc_start_time(cpid) if cpid else None
     if cpid:
@@ -356,7 +395,7 @@ def launch(path: str, argv: Sequence[str], cwd: str, explicit: bool = False, env
     assert target is not None and target.environment is not None
     env = environment_of(snap, target.environment)
     facts = ensure_facts(snap, env, target.root)
-    code, resignal = run_in_container(decision, env, facts, path, argv, cwd)
+    code, resignal = run_in_container(decision, env, facts, path, argv, cwd, snap["settings"])
     settings = snap["settings"]
     record = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0)) + f".{int(t0 % 1 * 1000):03d}+00:00",

@@ -8,79 +8,14 @@ when its cached container facts are stale, the CLI and the TUI always.
 import os
 import resource
 import shutil
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from . import containers as naming
-from . import paths
 from .errors import EXIT_QPOD, QpodError
-
-PODMAN_MISSING = "podman is not installed (apt-get install podman runc)"
-
-
-def podman_binary() -> str:
-    exe = shutil.which("podman")
-    if not exe:
-        raise QpodError(PODMAN_MISSING, EXIT_QPOD)
-    return exe
-
-
-def is_rootless() -> bool:
-    return os.geteuid() != 0
-
-
-def socket_path() -> str:
-    """The API socket: ``$QPOD_PODMAN_SOCKET``, else podman's own default for root or the user."""
-    if os.environ.get("QPOD_PODMAN_SOCKET"):
-        return os.environ["QPOD_PODMAN_SOCKET"]
-    if not is_rootless():
-        return "/run/podman/podman.sock"
-    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
-    return os.path.join(runtime, "podman", "podman.sock")
-
-
-def _socket_answers(path: str) -> bool:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(1.0)
-    try:
-        s.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
-def ensure_service(idle_seconds: int = 600) -> str:
-    """Start ``podman system service`` on the socket when nothing answers there (as a user
-    would expect: no systemd unit needed). Returns the socket URL."""
-    path = socket_path()
-    if _socket_answers(path):
-        return f"unix://{path}"
-    exe = podman_binary()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    log = os.path.join(paths.state_dir(), "podman-service.log")
-    os.makedirs(paths.state_dir(), exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-    env["QPOD_OFF"] = "1"
-    with open(log, "ab") as out:
-        subprocess.Popen(
-            [exe, "system", "service", f"--time={idle_seconds}", f"unix://{path}"],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env, start_new_session=True,
-            cwd="/",  # conmon inherits it: a deleted repository as cwd breaks every later container
-        )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if _socket_answers(path):
-            return f"unix://{path}"
-        time.sleep(0.02)
-    raise QpodError(f"podman API service did not come up on {path} (see {log})", EXIT_QPOD)
-
+from .service import ensure_service, is_rootless
 
 _client = None
 
@@ -136,7 +71,10 @@ def container_spec(env: dict[str, Any], root: str, settings: dict[str, Any]) -> 
 
     name = naming.container_name(env["name"], root)
     workdir = naming.container_root(env, root)
-    mounts = [{"type": "bind", "source": root, "target": workdir, "read_only": False}]
+    os.makedirs(naming.runtime_dir(), exist_ok=True)
+    mounts = [{"type": "bind", "source": root, "target": workdir, "read_only": False},
+              {"type": "bind", "source": naming.runtime_dir(), "target": naming.RUNTIME_IN_CONTAINER,
+               "read_only": False}]
     gd = git_dir(root)
     if gd:  # a linked worktree keeps its objects in the main repository's git dir
         cd = common_dir(gd)

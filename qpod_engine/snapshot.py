@@ -70,6 +70,7 @@ def compile_config() -> dict[str, Any]:
             envs[name] = {"error": str(err)}
     snap = {
         "version": SNAPSHOT_VERSION,
+        "layout": naming.CONTAINER_LAYOUT,  # precomputed container hashes depend on it
         "sources": sources,
         "settings": asdict(settings),
         "repos": [
@@ -118,7 +119,8 @@ def load() -> dict[str, Any]:
     try:
         with open(paths.snapshot_file(), encoding="utf-8") as f:
             snap = json.load(f)
-        if snap.get("version") == SNAPSHOT_VERSION and snap.get("sources") == _sources():
+        if (snap.get("version") == SNAPSHOT_VERSION and snap.get("layout") == naming.CONTAINER_LAYOUT
+                and snap.get("sources") == _sources()):
             return snap
     except (OSError, ValueError):
         pass
