@@ -29,17 +29,18 @@ def _warn(msg: str) -> None:
     sys.stderr.write(f"qpod-shell: warning: {msg}\n")
 
 
-def _refresh_rules() -> None:
-    """Recompile the snapshot and rules if a config file changed; on a config error the last
-    good rules stay in force (or none: then everything runs on the host)."""
+def _refresh_rules() -> str | None:
+    """Recompile the snapshot and rules if a config file changed. Returns the problem, if any:
+    the last good rules then stay in force (or none: everything runs on the host)."""
     from . import snapshot
 
     try:
         snapshot.load()
     except QpodError as err:
-        _warn(f"{err} (the previous rules stay in force)")
-    except Exception as err:  # the shell must start whatever the config holds
-        _warn(f"cannot compile the rules: {err}")
+        return str(err)
+    except Exception as err:  # the shell must start whatever the config or the disk holds
+        return f"cannot compile the rules: {err}"
+    return None
 
 
 def qpod_env(environ: dict[str, str]) -> dict[str, str]:
@@ -73,9 +74,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not lib.is_file():
         sys.stderr.write(f"qpod-shell: the preload library {lib} is missing; reinstall qpod (pip install .)\n")
         return EXIT_QPOD
-    _refresh_rules()
-    if preload_lib.read_rules() is None:  # said once here; the library itself never prints
-        _warn(f"no usable rules file at {paths.rules_file()}: every command runs on the host")
+    problem = _refresh_rules()
+    # said once, here: the library itself never prints about its rules
+    if preload_lib.read_rules() is None:
+        _warn(f"no usable rules file at {paths.rules_file()}" + (f" ({problem})" if problem else "")
+              + ": every command runs on the host")
+    elif problem:
+        _warn(f"{problem}; the previous rules stay in force")
 
     env = qpod_env(dict(os.environ))
     pkg = os.path.dirname(os.path.abspath(preload_lib.__file__))

@@ -1,0 +1,232 @@
+"""qpod-shell: the user's shell in qpod mode. First its own behaviour (no podman needed), then a
+real terminal (tmux) with bash, zsh and dash, a repository bound to the Debian 11 environment,
+and commands typed as a person would."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import podman_available, remove_containers_of, run_qpod
+from tmux_driver import Tmux
+
+from qpod_engine import preload_lib
+
+PKG_DIR = str(Path(preload_lib.__file__).resolve().parent)
+needs_lib = pytest.mark.skipif(not preload_lib.library_path().is_file(),
+                               reason="qpod is not installed with its library (pip install -e .)")
+
+
+def qpod_shell(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+               timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_SHELL")}
+    full.update(env or {})
+    return subprocess.run([sys.executable, "-m", "qpod_engine.shell", *args], cwd=cwd, env=full,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+# ---- qpod-shell itself -------------------------------------------------------------------------
+
+
+@needs_lib
+@pytest.mark.parametrize("shell", ["/bin/bash", "/usr/bin/zsh", "/bin/dash"])
+def test_qpod_shell_starts_the_shell_in_qpod_mode(qpod_home: Path, shell: str) -> None:
+    if not os.path.exists(shell):
+        pytest.skip(f"{shell} is not installed")
+    r = qpod_shell("-c", 'echo "$QPOD_SHELL|$LD_PRELOAD|$QPOD_PRELOAD|$QPOD_RULES"; exit 3',
+                   env={"SHELL": shell, "ZDOTDIR": str(qpod_home)})
+    assert r.returncode == 3  # the shell's own status
+    assert r.stderr == f"launching {shell} in qpod mode (using qpod in {PKG_DIR})\n"
+    state = os.environ["QPOD_STATE_DIR"]
+    assert r.stdout.strip() == f"1|{preload_lib.preload_entry()}|{preload_lib.library_path()}|{state}/rules"
+    assert (Path(state) / "rules").read_text().startswith("qpod-rules\t1\n")  # compiled at start
+    # --shell wins over $SHELL
+    r = qpod_shell("--shell", "dash", "-c", "echo $0", env={"SHELL": "/bin/bash"})
+    dash = shutil.which("dash")
+    assert r.stdout.strip() == dash and f"launching {dash} in qpod mode" in r.stderr
+
+
+@needs_lib
+def test_nested_qpod_shell_loads_the_library_once(qpod_home: Path, tmp_path: Path) -> None:
+    other = tmp_path / "libother.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(other), "-x", "c", "/dev/null"], check=True)
+    inner = f"{sys.executable} -m qpod_engine.shell -c 'echo \"$LD_PRELOAD\"'"
+    r = qpod_shell("--shell", "/bin/bash", "-c", inner, env={"LD_PRELOAD": str(other)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"{preload_lib.preload_entry()}:{other}"
+    assert r.stderr.count("launching /bin/bash in qpod mode") == 2
+
+
+@needs_lib
+def test_unusable_rules_warn_once_and_everything_runs_on_the_host(tmp_path: Path, make_repo: Callable[..., Path],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    monkeypatch.setenv("QPOD_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("QPOD_STATE_DIR", str(blocker / "state"))  # cannot be created
+    repo = make_repo("r", {"Makefile": "all:\n\t@echo host-make\n"})
+    r = qpod_shell("--shell", "/bin/bash", "-c", "make -s; ls >/dev/null; make -s; true", cwd=repo)
+    assert r.returncode == 0
+    assert r.stdout.split() == ["host-make", "host-make"]
+    warnings = [line for line in r.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "every command runs on the host" in warnings[0], r.stderr
+    assert r.stderr.count("\n") == 2  # the warning and the launching line, nothing per command
+
+
+def test_qpod_shell_reports_a_missing_shell(qpod_home: Path) -> None:
+    r = qpod_shell("--shell", "/nonexistent/shell", "-c", "true")
+    assert r.returncode == 125 and "shell not found" in r.stderr
+
+
+# ---- a real terminal, a real container ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def debian11_image() -> str:
+    if not podman_available():
+        pytest.skip("podman is not installed")
+    from qpod_engine.images import build_debian11_image
+
+    return build_debian11_image()
+
+
+OLD_C = r"""
+#include <stdio.h>
+int main(void) {
+    char v[64] = "?";
+    FILE *f = fopen("/etc/debian_version", "r");
+    if (f) { fscanf(f, "%63s", v); fclose(f); }
+    printf("prog-runs-on-debian-%c%c\n", v[0], v[1] == '.' ? ' ' : v[1]);
+    return 0;
+}
+"""
+MAKEFILE = """\
+prog: prog.c
+\tgcc -O1 -o prog prog.c
+long:
+\t@echo long-started; sleep 37.25; echo long-finished
+where:
+\t@echo make-runs-on-debian-$$(cut -d. -f1 /etc/debian_version)
+"""
+
+
+@pytest.fixture
+def bound_deb11(qpod_home: Path, make_repo: Callable[..., Path], debian11_image: str) -> Iterator[Path]:
+    root = make_repo("legacy-" + uuid.uuid4().hex[:6], {"prog.c": OLD_C, "Makefile": MAKEFILE})
+    assert run_qpod("env", "add", "deb11", "--image", debian11_image).returncode == 0
+    r = run_qpod("init", "deb11", cwd=root)
+    assert r.returncode == 0, r.stderr
+    yield root
+    remove_containers_of(str(root))
+
+
+def _host_debian() -> str:
+    return Path("/etc/debian_version").read_text().split(".")[0]
+
+
+def _sleepers() -> list[str]:
+    out = subprocess.run(["pgrep", "-f", "sleep 37.25"], capture_output=True, text=True).stdout
+    return out.split()
+
+
+class Session:
+    """qpod-shell in tmux; each command is followed by a marker the shell computes, so the
+    screen holds it only once the command finished (the typed line shows the formula)."""
+
+    def __init__(self, tmux: Tmux) -> None:
+        self.tmux, self.n = tmux, 0
+
+    def run(self, command: str, timeout: float = 120) -> str:
+        self.n += 1
+        self.tmux.type(f'{command}; echo "DONE-$((1000+{self.n}))-$?"')
+        screen = self.tmux.wait_for(f"DONE-{1000 + self.n}-", timeout)
+        start = screen.rfind(f"DONE-$((1000+{self.n}))")
+        return screen[start:]
+
+    def status(self, out: str) -> int:
+        m = re.search(rf"DONE-{1000 + self.n}-(\d+)", out)
+        assert m, out
+        return int(m.group(1))
+
+
+@needs_lib
+@pytest.mark.podman
+@pytest.mark.demo
+@pytest.mark.parametrize("shell", ["/bin/bash", "/usr/bin/zsh", "/bin/dash"])
+def test_qpod_shell_in_a_terminal(bound_deb11: Path, tmp_path: Path, shell: str) -> None:
+    if not os.path.exists(shell):
+        pytest.skip(f"{shell} is not installed")
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed")
+    unbound = tmp_path / "unbound"
+    unbound.mkdir()
+    (unbound / "Makefile").write_text(MAKEFILE)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".zshrc").write_text("")  # no zsh first-run wizard
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "SHELL": shell, "TERM": "xterm", "LANG": "C.UTF-8",
+           "ZDOTDIR": str(home), "ENV": "", "QPOD_CONFIG_DIR": os.environ["QPOD_CONFIG_DIR"],
+           "QPOD_STATE_DIR": os.environ["QPOD_STATE_DIR"]}
+    tmux = Tmux(f"{sys.executable} -m qpod_engine.shell", env=env, cwd=str(tmp_path))
+    try:
+        tmux.wait_for(f"launching {shell} in qpod mode (using qpod in {PKG_DIR})")
+        s = Session(tmux)
+        assert "1" in s.run("echo qpod=$QPOD_SHELL")
+        s.run(f"cd {bound_deb11}")
+        # make builds in the container, with its gcc 10
+        out = s.run("make", timeout=300)
+        assert s.status(out) == 0 and "gcc -O1 -o prog prog.c" in out, out
+        comment = subprocess.run(["readelf", "-p", ".comment", str(bound_deb11 / "prog")], capture_output=True,
+                                 text=True).stdout
+        assert "GCC: (Debian 10." in comment, comment
+        # a program of the repository runs in the container too
+        out = s.run("./prog")
+        assert "prog-runs-on-debian-11" in out and s.status(out) == 0
+        # ls and cat are the host's
+        out = s.run("ls prog.c && cat /etc/debian_version | cut -d. -f1")
+        assert f"\n{_host_debian()}" in out and s.status(out) == 0
+        # a missing command: the shell's usual message and 127
+        out = s.run("qpod-no-such-command")
+        assert "not found" in out and s.status(out) == 127
+        # a clean environment is still redirected
+        out = s.run("env -i PATH=/usr/bin:/bin make -s where")
+        assert "make-runs-on-debian-11" in out and s.status(out) == 0
+        # Ctrl-C during a long make stops it, in the container
+        tmux.type("make -s long")
+        tmux.wait_for("long-started", 120)
+        deadline = time.monotonic() + 20
+        while not _sleepers() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _sleepers(), "the sleep never started"
+        tmux.send("C-c")
+        deadline = time.monotonic() + 20
+        while _sleepers() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _sleepers() == [], "the command kept running after Ctrl-C"
+        tmux.wait_for("Interrupt")  # make's own message; then type at the new prompt
+        time.sleep(1)
+        out = s.run("true")
+        assert "long-finished" not in tmux.screen()
+        # make in an unbound directory runs on the host
+        s.run(f"cd {unbound}")
+        out = s.run("make -s where")
+        assert f"make-runs-on-debian-{_host_debian()}" in out and s.status(out) == 0
+        # the log has the redirected commands, and only those
+        log = run_qpod("log", "--json").stdout.splitlines()
+        assert len(log) == 4, log  # make, ./prog, env -i make, make long
+        tmux.type("exit")
+        deadline = time.monotonic() + 20
+        while not tmux.dead() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert tmux.dead()
+        assert "cannot be preloaded" not in tmux.screen()
+    finally:
+        tmux.kill()
+        for pid in _sleepers():
+            subprocess.run(["kill", pid], capture_output=True)
