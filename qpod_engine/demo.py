@@ -4,8 +4,8 @@
 2. define the environment ``debian11``;
 3. create a sample "old branch": C code that gcc 10 builds under -Werror and the host's
    newer gcc rejects;
-4. show the host build failing, then ``make`` and the program run through qpod, and the
-   binary's .comment section naming gcc 10.
+4. show the host build failing, then ``make`` and the program run in ``qpod-shell`` (the
+   preload library sends them to the container), and the binary's .comment naming gcc 10.
 """
 
 import os
@@ -120,18 +120,19 @@ def run_demo(directory: str | None = None) -> int:
     print(f"    host make exit status: {host.returncode}")
     subprocess.run(["make", "-C", str(root), "clean"], capture_output=True)
 
-    _say("5/5 through qpod, the same 'make' runs in the Debian 11 container:")
-    print(f"    $ cd {root} && qpod exec make", flush=True)
-    status = _qpod("exec", "make", cwd=root)
+    _say("5/5 in qpod-shell (your shell, with every launch seen), the same commands run in the container:")
+    script = "make && ./legacy"
+    print(f"    $ cd {root} && qpod-shell -c '{script}'", flush=True)
+    status = subprocess.run([sys.executable, "-m", "qpod_engine.shell", "--shell", "/bin/sh", "-c", script],
+                            cwd=root).returncode
     if status != 0:
-        raise QpodError(f"demo: make in the container failed (exit {status})")
-    print("    $ qpod exec ./legacy", flush=True)
-    status = _qpod("exec", "./legacy", cwd=root)
+        raise QpodError(f"demo: the build in the container failed (exit {status})")
     binary = root / "legacy"
     st = binary.stat()
     print(f"    .comment of {binary}: {_comment_section(binary)}")
     print(f"    owner of the build output: uid {st.st_uid} (you are uid {os.getuid()})")
     print("    log of redirected commands (qpod log):", flush=True)
     _qpod("log", "-n", "2", "--repo", str(root), cwd=root)
-    _say(f"done in {time.monotonic() - t0:.0f} s. Try: cd {root} && qpod-shell, then make, ./legacy, gdb ./legacy")
+    _say(f"done in {time.monotonic() - t0:.0f} s. Try: cd {root} && qpod-shell, then make, ./legacy, "
+         "gdb ./legacy, qpod tui")
     return status
