@@ -1,0 +1,208 @@
+"""``qpod tui``: repositories, environments, containers and the command log in one dashboard.
+
+The app only talks to ``qpod_engine.api.Engine``; every call that may touch podman or the
+disk runs in a worker and comes back as a message. ``make_app(engine)`` builds the app, so
+tests and the screenshot script choose the engine (and with it the data).
+"""
+
+import argparse
+import asyncio
+import os
+from collections.abc import Iterable
+from dataclasses import replace
+from functools import partial
+from typing import ClassVar
+
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import Footer, TabbedContent, TabPane
+
+from qpod_engine.api import Engine
+from qpod_engine.errors import QpodError
+
+from .widgets.command_log import CommandLogView
+from .widgets.containers import ContainersView
+from .widgets.environments import EnvironmentsView
+from .widgets.log_table import LogTable
+from .widgets.repositories import RepositoriesView
+
+# (id, tab title, view class)
+VIEWS: tuple[tuple[str, str, type[Widget]], ...] = (
+    ("repositories", "1 Repositories", RepositoriesView),
+    ("environments", "2 Environments", EnvironmentsView),
+    ("containers", "3 Containers", ContainersView),
+    ("log", "4 Command log", CommandLogView),
+)
+
+
+class QpodApp(App[int]):
+    CSS_PATH = "app.tcss"
+    TITLE = "qpod"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("1", "show_view('repositories')", "Repos",
+                tooltip="Show the bound repositories", id="view.repositories"),
+        Binding("2", "show_view('environments')", "Envs", tooltip="Show the environments", id="view.environments"),
+        Binding("3", "show_view('containers')", "Containers", tooltip="Show qpod's containers", id="view.containers"),
+        Binding("4", "show_view('log')", "Log", tooltip="Show the command log", id="view.log"),
+        Binding("slash", "filter", "Filter", tooltip="Filter the list in view", id="app.filter"),
+        Binding("question_mark", "help", "Help", tooltip="Show every key", id="app.help"),
+        Binding("f5,ctrl+r", "reload", "Reload", show=False, tooltip="Reload the view's data", id="app.reload"),
+        Binding("q", "quit", "Quit", tooltip="Quit", id="app.quit"),
+    ]
+
+    def __init__(self, engine: Engine, view: str = "repositories", keymap: dict[str, str] | None = None,
+                 keymap_error: str | None = None, watch: bool = True) -> None:
+        super().__init__()
+        self.engine = engine
+        self.start_view = view
+        self.keymap = dict(keymap or {})
+        self.keymap_error = keymap_error
+        self.watch = watch
+        self.active_view = ""
+
+    def compose(self) -> ComposeResult:
+        with TabbedContent(id="views", initial=self.start_view):
+            for view_id, title, cls in VIEWS:
+                with TabPane(title, id=view_id):
+                    yield cls(id=f"{view_id}-view", classes="view")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        if self.keymap:
+            self.set_keymap(self.keymap)
+        if self.keymap_error:
+            self.notify(f"keymap ignored: {self.keymap_error}", severity="error", timeout=10)
+        for view_id, _title, _cls in VIEWS:
+            if view_id not in (self.start_view, "log"):  # the others load now, so switching is instant
+                self.view(view_id).load()  # type: ignore[attr-defined]
+        self._activate(self.start_view)
+        if self.watch:
+            self.watch_files()
+
+    def view(self, view_id: str) -> Widget:
+        return self.query_one(f"#{view_id}-view")
+
+    @property
+    def current_view(self) -> Widget:
+        return self.view(self.query_one(TabbedContent).active)
+
+    def _activate(self, view_id: str) -> None:
+        self.active_view = view_id
+        self.view(view_id).activated()  # type: ignore[attr-defined]
+
+    @on(TabbedContent.TabActivated)
+    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id and event.pane.id != self.active_view:  # a click on a tab, or keys 1-4
+            self._activate(event.pane.id)
+
+    # --- actions
+
+    def action_show_view(self, view_id: str) -> None:
+        tabs = self.query_one(TabbedContent)
+        if tabs.active != view_id:
+            tabs.active = view_id  # TabActivated activates it
+        else:
+            self._activate(view_id)
+
+    def action_filter(self) -> None:
+        self.current_view.action_filter()  # type: ignore[attr-defined]
+
+    def action_reload(self) -> None:
+        view = self.current_view
+        if isinstance(view, CommandLogView):
+            view.changed()
+        else:
+            view.load()  # type: ignore[attr-defined]
+
+    def action_help(self) -> None:
+        from .screens.help import HelpScreen
+
+        self.push_screen(HelpScreen(self.help_sections()))
+
+    def key_of(self, binding: Binding) -> str:
+        """The key(s) a binding answers to after the keymap."""
+        keys = self.keymap.get(binding.id or "", binding.key)
+        return ", ".join(self.get_key_display(replace(binding, key=k.strip())) for k in keys.split(","))
+
+    def help_sections(self) -> list[tuple[str, list[tuple[str, str, str]]]]:
+        sections = [("Everywhere", type(self).BINDINGS)]
+        sections += [(title[2:], cls.BINDINGS) for _id, title, cls in VIEWS]
+        sections += [("Command log table", LogTable.BINDINGS)]
+        out = []
+        for title, bindings in sections:
+            rows = [(self.key_of(b), b.tooltip or b.description, b.id or "")
+                    for b in bindings if isinstance(b, Binding) and b.id]
+            out.append((title, rows))
+        return out
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """A command palette entry per view and per action of each view."""
+        yield from super().get_system_commands(screen)
+        if screen is not self.screen_stack[0]:
+            return  # a dialog is open: its own keys apply
+        for view_id, title, cls in VIEWS:
+            name = title[2:]
+            yield SystemCommand(f"Show {name}", f"Switch to view {title[0]}", partial(self.action_show_view, view_id))
+            for b in cls.BINDINGS:
+                if isinstance(b, Binding) and b.id and b.show:
+                    yield SystemCommand(f"{name}: {b.tooltip or b.description}", f"key {self.key_of(b)}",
+                                        partial(self.run_view_action, view_id, b.action))
+
+    def run_view_action(self, view_id: str, action: str) -> None:
+        self.action_show_view(view_id)
+        self.call_after_refresh(getattr(self.view(view_id), f"action_{action}"))
+
+    # --- watching the log and the config
+
+    @work(exclusive=True, group="watch")
+    async def watch_files(self) -> None:
+        """New log records and hand edits of the config reach the views within a second."""
+        from watchfiles import awatch
+
+        log = self.engine.log_path()
+        config = self.engine.config_dir()
+        state = os.path.dirname(log)
+        await asyncio.to_thread(os.makedirs, state, exist_ok=True)
+        dirs = [state] + ([config] if await asyncio.to_thread(os.path.isdir, config) else [])
+
+        def wanted(_change: object, path: str) -> bool:
+            if path.startswith(log):
+                return not path.endswith(".lock")
+            return path.startswith(config + os.sep) and path.endswith(".yaml") \
+                and not os.path.basename(path).startswith(".")
+
+        try:
+            async for changes in awatch(*dirs, watch_filter=wanted, step=50):
+                paths = {p for _c, p in changes}
+                if any(p.startswith(log) for p in paths):
+                    self.view("log").changed()  # type: ignore[attr-defined]
+                if any(not p.startswith(log) for p in paths):
+                    self.view("repositories").load()  # type: ignore[attr-defined]
+                    self.view("environments").load()  # type: ignore[attr-defined]
+        except (OSError, RuntimeError) as err:  # e.g. out of inotify watches: poll instead
+            self.notify(f"watching files failed ({err}); polling the log every second", severity="warning")
+            self.set_interval(1.0, self.view("log").changed)  # type: ignore[attr-defined]
+
+
+def make_app(engine: Engine, view: str = "repositories", watch: bool = True) -> QpodApp:
+    """The app for ``engine``, with the user's key map from settings.yaml."""
+    keymap: dict[str, str] = {}
+    error = None
+    try:
+        keymap = engine.keymap()
+    except QpodError as err:
+        error = str(err)
+    return QpodApp(engine, view=view, keymap=keymap, keymap_error=error, watch=watch)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="qpod tui", description="The qpod dashboard.")
+    parser.add_argument("--view", choices=[v for v, _t, _c in VIEWS], default="repositories",
+                        help="the view to open first")
+    args = parser.parse_args(argv)
+    app = make_app(Engine(), view=args.view)
+    app.run()
+    return app.return_code or 0

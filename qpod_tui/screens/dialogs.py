@@ -1,0 +1,125 @@
+"""Small modal dialogs: confirm, pick one of a list, pick an environment, show text."""
+
+from typing import ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Label, OptionList, TextArea
+from textual.widgets.option_list import Option
+
+from qpod_engine.api import Engine
+from qpod_engine.errors import QpodError
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """Yes or no for a destructive action (``y``/``n``, Esc is no)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "Yes", id="confirm.yes"),
+        Binding("n,escape", "answer(False)", "No", id="confirm.no"),
+    ]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.question, classes="question")
+            with Horizontal(classes="buttons"):
+                yield Button("Yes (y)", variant="error", id="yes")
+                yield Button("No (n)", variant="primary", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+
+class PickScreen(ModalScreen[str | None]):
+    """Choose one option (label, value); Esc cancels."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", id="pick.cancel")]
+
+    def __init__(self, title: str, options: list[tuple[str, str]], current: str | None = None) -> None:
+        super().__init__()
+        self.title_text, self.options, self.current = title, options, current
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.title_text, classes="title")
+            yield OptionList(*[Option(label, id=value) for label, value in self.options])
+            yield Label("Enter chooses, Esc cancels", classes="hint")
+
+    def on_mount(self) -> None:
+        self.fill(self.options)
+
+    def fill(self, options: list[tuple[str, str]]) -> None:
+        ol = self.query_one(OptionList)
+        ol.clear_options()
+        ol.add_options([Option(label, id=value) for label, value in options])
+        values = [v for _, v in options]
+        if self.current in values:
+            ol.highlighted = values.index(self.current)
+        elif values:
+            ol.highlighted = 0
+        ol.focus()
+
+    @on(OptionList.OptionSelected)
+    def _selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class PickEnvironmentScreen(PickScreen):
+    """Choose an environment; the names are read from the config in a worker."""
+
+    def __init__(self, engine: Engine, title: str, current: str | None = None) -> None:
+        super().__init__(title, [], current)
+        self.engine = engine
+
+    def on_mount(self) -> None:
+        self._load()
+
+    @work(thread=True, exclusive=True)
+    def _load(self) -> None:
+        try:
+            names = self.engine.environment_names()
+        except QpodError as err:
+            self.app.call_from_thread(self.notify, str(err), severity="error")
+            return
+        self.app.call_from_thread(self.fill, [(n, n) for n in names])
+
+
+class TextScreen(ModalScreen[None]):
+    """Read-only text (a record in full, a container's output); Esc closes."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q", "close", "Close", id="text.close"),
+    ]
+
+    def __init__(self, title: str, text: str) -> None:
+        super().__init__()
+        self.title_text, self.text = title, text
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog wide"):
+            yield Label(self.title_text, classes="title")
+            yield TextArea(self.text, read_only=True, soft_wrap=True, show_line_numbers=False)
+            yield Label("Esc closes", classes="hint")
+
+    def set_text(self, text: str) -> None:
+        self.query_one(TextArea).load_text(text)
+
+    def action_close(self) -> None:
+        self.dismiss(None)

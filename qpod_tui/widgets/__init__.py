@@ -1,0 +1,1 @@
+"""The four views and the widgets they are made of."""

@@ -1,0 +1,268 @@
+"""View 4: the log of redirected commands, newest at the bottom, following new records.
+
+The records stay on disk: a LogIndex holds their offsets, a filter is a scan in a worker that
+yields record numbers, and the table draws only what is on screen. ``changed()`` is called when
+the log file changes (watchfiles, see the app): the index picks up what was appended.
+"""
+
+from array import array
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.timer import Timer
+from textual.widgets import Checkbox, Input, Select, Static
+from textual.worker import get_current_worker
+
+from qpod_engine.api import Engine, LogIndex, format_argv
+from qpod_engine.cmdlog import Filter
+from qpod_engine.errors import QpodError
+
+from .log_table import LogTable
+
+FILTER_DELAY = 0.15  # seconds of typing quiet before a filter scan starts
+
+
+class CommandLogView(Vertical):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("s", "toggle_follow", "Follow", tooltip="Follow new records (toggle)", id="log.follow"),
+        Binding("f", "toggle_failed", "Failed only", tooltip="Show failed commands only (toggle)", id="log.failed"),
+        Binding("c", "copy", "Copy command", tooltip="Copy the command line to the clipboard", id="log.copy"),
+        Binding("escape", "clear_filter", "Clear filter", show=False,
+                tooltip="Clear the log filter", id="log.clear_filter"),
+    ]
+
+    class Appended(Message):
+        """Records [start, stop) of the index were scanned with filter ``generation``."""
+
+        def __init__(self, generation: int, start: int, stop: int, matches: Sequence[int] | None,
+                     reset: bool) -> None:
+            super().__init__()
+            self.generation, self.start, self.stop, self.matches, self.reset = (
+                generation, start, stop, matches, reset)
+
+    class Filtered(Message):
+        def __init__(self, generation: int, stop: int, matches: Sequence[int]) -> None:
+            super().__init__()
+            self.generation, self.stop, self.matches = generation, stop, matches
+
+    class Choices(Message):
+        def __init__(self, repos: list[str], envs: list[str]) -> None:
+            super().__init__()
+            self.repos, self.envs = repos, envs
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.index: LogIndex | None = None
+        self.flt: Filter | None = None  # None: every record
+        self.generation = 0  # bumped by every filter change; older scan results are dropped
+        self.rows: Sequence[int] = range(0)
+        self.scanned = 0  # index records the rows account for
+        self.scanning = False
+        self._filter_timer: Timer | None = None
+
+    @property
+    def engine(self) -> Engine:
+        return self.app.engine  # type: ignore[attr-defined]
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="log-filters"):
+            yield Input(placeholder="/ filter: text in command, repository, environment, cwd", id="log-text",
+                        compact=True)
+            yield Select([], prompt="any repository", id="log-repo", compact=True)
+            yield Select([], prompt="any environment", id="log-env", compact=True)
+            yield Checkbox("failed only", id="log-failed", compact=True)
+        yield LogTable(id="log-table")
+        yield Static("", id="log-status")
+
+    @property
+    def table(self) -> LogTable:
+        return self.query_one(LogTable)
+
+    def activated(self) -> None:
+        self.table.focus()
+        if self.index is None:
+            self.index = self.engine.open_log()
+        self.changed()
+        self._load_choices()
+
+    # --- reading the log
+
+    def changed(self) -> None:
+        """The log file changed (or the view opened): index and show what is new."""
+        if self.index is not None and not self.scanning:
+            self._refresh_index(self.index, self.generation, self.flt, self.scanned)
+
+    @work(thread=True, exclusive=True, group="log-refresh")
+    def _refresh_index(self, index: LogIndex, generation: int, flt: Filter | None, start: int) -> None:
+        added, reset = index.refresh()
+        if reset:
+            start = 0
+        stop = len(index)
+        if not added and not reset and start == stop:
+            return
+        matches = index.scan(flt, start, stop) if flt is not None else None
+        self.post_message(self.Appended(generation, start, stop, matches, reset))
+
+    @on(Appended)
+    def _appended(self, msg: Appended) -> None:
+        if msg.generation != self.generation:
+            return  # scanned with a filter no longer in force
+        if msg.reset:
+            self.rows, self.scanned = range(0), 0
+        if msg.start != self.scanned:
+            self.changed()  # a gap: scan again from where the rows end
+            return
+        if msg.matches is None:
+            self.rows = range(msg.stop)
+        else:
+            rows = self.rows if isinstance(self.rows, array) else array("q", self.rows)
+            rows.extend(msg.matches)
+            self.rows = rows
+        self.scanned = msg.stop
+        self._show()
+
+    def _show(self) -> None:
+        assert self.index is not None
+        self.table.set_rows(self.index, self.rows)
+        self._status()
+
+    def _status(self) -> None:
+        total = len(self.index) if self.index is not None else 0
+        shown = f"{len(self.rows):,} of {total:,} records" if self.flt is not None else f"{total:,} records"
+        follow = "following (s pauses)" if self.table.follow else "paused (s follows)"
+        busy = " · filtering…" if self.scanning else ""
+        self.query_one("#log-status", Static).update(f"{shown} · {follow}{busy}")
+
+    # --- filtering
+
+    def current_filter(self) -> Filter | None:
+        text = self.query_one("#log-text", Input).value
+        repo = self.query_one("#log-repo", Select).value
+        env = self.query_one("#log-env", Select).value
+        failed = self.query_one("#log-failed", Checkbox).value
+        flt = self.engine.log_filter(text, repo if isinstance(repo, str) else None,
+                                     env if isinstance(env, str) else None, failed)
+        return flt if (flt.text or flt.repo or flt.env or flt.failed) else None
+
+    @on(Input.Changed, "#log-text")
+    def _text_changed(self) -> None:
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
+        self._filter_timer = self.set_timer(FILTER_DELAY, self.apply_filter)
+
+    @on(Input.Submitted, "#log-text")
+    def _text_submitted(self) -> None:
+        self.table.focus()
+
+    @on(Select.Changed)
+    @on(Checkbox.Changed)
+    def _choice_changed(self) -> None:
+        self.apply_filter()
+
+    def apply_filter(self) -> None:
+        self.flt = self.current_filter()
+        self.generation += 1
+        if self.index is None:
+            return
+        if self.flt is None:
+            self.scanning = False
+            self.rows, self.scanned = range(len(self.index)), len(self.index)
+            self._show()
+            self.changed()
+            return
+        self.scanning = True
+        self._status()
+        self._scan(self.index, self.flt, self.generation)
+
+    @work(thread=True, exclusive=True, group="log-filter")
+    def _scan(self, index: LogIndex, flt: Filter, generation: int) -> None:
+        worker = get_current_worker()
+        stop = len(index)
+        matches = index.scan(flt, 0, stop, cancelled=lambda: worker.is_cancelled)
+        if not worker.is_cancelled:
+            self.post_message(self.Filtered(generation, stop, matches))
+
+    @on(Filtered)
+    def _filtered(self, msg: Filtered) -> None:
+        if msg.generation != self.generation:
+            return
+        self.scanning = False
+        self.rows, self.scanned = msg.matches, msg.stop
+        self._show()
+        self.changed()  # records appended while scanning
+
+    def action_filter(self) -> None:
+        self.query_one("#log-text", Input).focus()
+
+    def action_clear_filter(self) -> None:
+        self.query_one("#log-text", Input).value = ""
+        self.query_one("#log-repo", Select).clear()
+        self.query_one("#log-env", Select).clear()
+        self.query_one("#log-failed", Checkbox).value = False
+        self.apply_filter()
+        self.table.focus()
+
+    def action_toggle_failed(self) -> None:
+        box = self.query_one("#log-failed", Checkbox)
+        box.value = not box.value
+
+    @work(thread=True, exclusive=True, group="log-choices")
+    def _load_choices(self) -> None:
+        try:
+            repos = [r.root for r in self.engine.repositories()]
+            envs = self.engine.environment_names()
+        except QpodError:
+            return  # the filter still works by text
+        self.post_message(self.Choices(repos, envs))
+
+    @on(Choices)
+    def _choices(self, msg: Choices) -> None:
+        for select_id, values in (("#log-repo", msg.repos), ("#log-env", msg.envs)):
+            select = self.query_one(select_id, Select)
+            keep = select.value
+            select.set_options([(v, v) for v in values])
+            if isinstance(keep, str) and keep in values:
+                select.value = keep
+
+    # --- follow, open, copy
+
+    def action_toggle_follow(self) -> None:
+        self.table.follow = not self.table.follow
+
+    @on(LogTable.FollowChanged)
+    def _follow_changed(self) -> None:
+        if self.index is not None:
+            self._status()
+
+    def record_under_cursor(self) -> dict[str, Any] | None:
+        number = self.table.current
+        return self.index.record(number) if self.index is not None and number is not None else None
+
+    @on(LogTable.Opened)
+    def _open(self, msg: LogTable.Opened) -> None:
+        from ..screens.record import RecordScreen
+
+        assert self.index is not None
+        rec = self.index.record(msg.number)
+        if rec is not None:
+            self.app.push_screen(RecordScreen(rec, self.copy))
+
+    def action_copy(self) -> None:
+        rec = self.record_under_cursor()
+        if rec is None:
+            self.notify("No record selected", severity="warning")
+            return
+        self.copy(rec)
+
+    def copy(self, rec: dict[str, Any]) -> None:
+        line = format_argv([str(a) for a in rec.get("argv") or []])
+        self.app.copy_to_clipboard(line)
+        self.notify(f"copied: {line}")
+
+
+CopyFn = Callable[[dict[str, Any]], None]

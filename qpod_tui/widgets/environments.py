@@ -1,0 +1,187 @@
+"""View 2: environments, the repositories bound to them, and whether their image is here."""
+
+from typing import Any, ClassVar
+
+from rich.markup import escape
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.message import Message
+from textual.widgets import DataTable, Static
+
+from qpod_engine.api import EnvRow
+from qpod_engine.errors import QpodError
+
+from .table_view import TableView
+
+
+class EnvironmentsView(TableView):
+    COLUMNS = ("Name", "Image", "Repos", "Image here")
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("n", "new", "New", tooltip="Create an environment", id="envs.new"),
+        Binding("e", "edit", "Edit", tooltip="Edit the environment", id="envs.edit"),
+        Binding("d", "delete", "Delete", tooltip="Delete the environment (refused while bound)", id="envs.delete"),
+        Binding("p", "pull", "Pull image", tooltip="Pull the environment's image", id="envs.pull"),
+    ]
+
+    class Loaded(Message):
+        def __init__(self, rows: list[EnvRow] | None, error: str | None = None) -> None:
+            super().__init__()
+            self.rows, self.error = rows, error
+
+    class ImagesChecked(Message):
+        def __init__(self, present: dict[str, bool | None]) -> None:
+            super().__init__()
+            self.present = present
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.envs: dict[str, EnvRow] = {}
+        self.images: dict[str, bool | None] | None = None  # None until podman was asked
+
+    def compose(self) -> ComposeResult:
+        yield from super().compose()
+        yield Static("", id="env-detail", classes="detail-pane")
+
+    def load(self) -> None:
+        self._load_rows()
+
+    @work(thread=True, exclusive=True, group="load")
+    def _load_rows(self) -> None:
+        try:
+            rows = self.engine.environments()
+        except QpodError as err:
+            self.post_message(self.Loaded(None, str(err)))
+            return
+        self.post_message(self.Loaded(rows))
+        present: dict[str, bool | None] = {}
+        for ref in dict.fromkeys(r.image for r in rows if r.image):
+            try:
+                present[ref] = self.engine.image_present(ref)
+            except QpodError:
+                present = {}  # podman unavailable: "unknown" for every image, not just this one
+                break
+        self.post_message(self.ImagesChecked(present))
+
+    @on(Loaded)
+    def _loaded(self, msg: Loaded) -> None:
+        if msg.rows is None:
+            self.show_message(f"[red]Cannot read the environments:[/] {escape(msg.error or '')}")
+            return
+        self.show_message(None if msg.rows else "No environments yet: press [b]n[/] to create one.")
+        self.envs = {r.name: r for r in msg.rows}
+        self._refill()
+
+    @on(ImagesChecked)
+    def _checked(self, msg: ImagesChecked) -> None:
+        self.images = msg.present
+        self._refill()
+
+    def _refill(self) -> None:
+        self.set_rows([(r.name, self._cells(r)) for r in self.envs.values()])
+
+    def _cells(self, r: EnvRow) -> tuple[Text | str, ...]:
+        if r.error:
+            return r.name, Text("broken file", style="red"), str(len(r.repositories)), "-"
+        here = self.presence(r.image)
+        style = {"yes": "green", "no": "yellow"}.get(here, "dim")
+        return r.name, r.image, str(len(r.repositories)), Text(here, style=style)
+
+    def presence(self, ref: str) -> str:
+        """yes, no, checking (podman not asked yet) or unknown (podman unavailable)."""
+        if self.images is None:
+            return "checking"
+        here = self.images.get(ref)
+        return "unknown" if here is None else "yes" if here else "no"
+
+    @property
+    def selected(self) -> EnvRow | None:
+        key = self.selected_key
+        return self.envs.get(key) if key else None
+
+    def selection_changed(self) -> None:
+        r = self.selected
+        self.query_one("#env-detail", Static).update(detail_text(r, self.presence(r.image)) if r else "")
+
+    # --- actions
+
+    def action_new(self) -> None:
+        from ..screens.env_form import EnvFormScreen
+
+        self.app.push_screen(EnvFormScreen(self.engine, None), self._saved)
+
+    def action_edit(self) -> None:
+        from ..screens.env_form import EnvFormScreen
+
+        r = self.selected
+        if r is None:
+            self.notify("No environment selected", severity="warning")
+            return
+        self.app.push_screen(EnvFormScreen(self.engine, r.name), self._saved)
+
+    def _saved(self, message: str | None) -> None:
+        if message:
+            self.notify(message)
+            self.load()
+
+    @on(DataTable.RowSelected)
+    def _enter(self) -> None:
+        self.action_edit()
+
+    def action_delete(self) -> None:
+        r = self.selected
+        if r is None:
+            return
+        if r.repositories:  # the engine refuses too; saying it here saves a confirm
+            self.notify(f"environment '{r.name}' is used by {', '.join(r.repositories)}; unbind first",
+                        severity="error", timeout=8)
+            return
+        self.confirm(f"Delete environment {r.name}?\nIts file is removed.",
+                     lambda: self.call_engine(lambda: self.engine.delete_environment(r.name),
+                                              f"environment {r.name} deleted"))
+
+    def action_pull(self) -> None:
+        from ..screens.pull import PullScreen
+
+        r = self.selected
+        if r is None or not r.image:
+            self.notify("No environment with an image selected", severity="warning")
+            return
+        self.app.push_screen(PullScreen(self.engine, r.image), lambda _: self.load())
+
+
+def _list(values: list[str]) -> str:
+    return ", ".join(values) if values else "-"
+
+
+def detail_text(r: EnvRow, image_here: str) -> Text:
+    """The detail pane: every setting of the environment and who uses it."""
+    if r.error:
+        return Text.assemble((f"{r.name}\n", "bold"), (r.error, "red"))
+    s = r.settings
+    options = [f"{k}={v}" for k, v in s.get("podman_options", {}).items()]
+    if s.get("cap_add"):
+        options.append("cap_add=" + ",".join(s["cap_add"]))
+    if s.get("seccomp"):
+        options.append(f"seccomp={s['seccomp']}")
+    options += [f"ulimit {k}={v}" for k, v in s.get("ulimits", {}).items()]
+    here = {"unknown": "unknown (podman unavailable)", "no": "no (p pulls it)"}.get(image_here, image_here)
+    rows = [
+        ("image", f"{r.image}  — present locally: {here}"),
+        ("repositories", _list(r.repositories)),
+        ("mounts", _list(s.get("mounts", []))),
+        ("env", _list([f"{k}={v}" for k, v in s.get("env", {}).items()])),
+        ("passthrough", _list(s.get("passthrough", []))),
+        ("deny", _list(s.get("deny", []))),
+        ("commands", _list(s.get("commands", []))),
+        ("workdir root", s.get("workdir_root") or "same path as on the host"),
+        ("run as", s.get("run_as", "user")),
+        ("podman options", _list(options)),
+    ]
+    text = Text(f"{r.name}\n", style="bold")
+    for key, value in rows:
+        text.append(f"{key:>15}  ", style="dim")
+        text.append(f"{value}\n")
+    text.rstrip()
+    return text

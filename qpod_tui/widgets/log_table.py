@@ -1,0 +1,221 @@
+"""A virtual table over the command log: it draws only the rows on screen, reading each record
+from the ``LogIndex`` when drawn, so 100,000 records cost 8 bytes each and scrolling is O(height).
+
+Follow mode keeps the newest record in view; scrolling up (keys, wheel, scrollbar) pauses it.
+"""
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from rich.segment import Segment
+from rich.style import Style
+from textual import events
+from textual.binding import Binding, BindingType
+from textual.geometry import Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.scrollbar import ScrollTo, ScrollUp
+from textual.strip import Strip
+
+from qpod_engine.api import LogIndex
+
+TIME_W, STATUS_W, DURATION_W = 19, 6, 9
+
+
+def _fit(text: str, width: int, left: bool = False) -> str:
+    """Pad or cut to ``width`` cells; ``left`` cuts the start (paths: the end is what matters)."""
+    if width <= 0:
+        return ""
+    if len(text) <= width:
+        return text.ljust(width)
+    return ("…" + text[len(text) - width + 1:]) if left else (text[: width - 1] + "…")
+
+
+def column_widths(width: int) -> tuple[int, int, int]:
+    """(environment, repository, command) widths for a table ``width`` cells wide."""
+    rest = max(0, width - TIME_W - STATUS_W - DURATION_W - 4)
+    env_w = min(22, max(8, rest // 5))
+    repo_w = min(40, max(8, rest // 3))
+    return env_w, repo_w, max(0, rest - env_w - repo_w)
+
+
+def record_cells(rec: dict[str, Any] | None, width: int) -> list[tuple[str, str]]:
+    """(text, role) per column: role picks the style (status ok/failed)."""
+    env_w, repo_w, cmd_w = column_widths(width)
+    if rec is None:
+        return [(_fit("(unreadable record)", width), "dim")]
+    status = rec.get("status")
+    when = str(rec.get("time", ""))[:19].replace("T", " ")
+    try:
+        duration = f"{float(rec.get('duration') or 0):.2f}s"
+    except (TypeError, ValueError):
+        duration = "?"
+    return [
+        (_fit(when, TIME_W) + " ", "dim"),
+        (f"{status if status is not None else '?':>{STATUS_W - 1}} ", "ok" if status == 0 else "failed"),
+        (f"{duration:>{DURATION_W - 1}} ", ""),
+        (_fit(str(rec.get("env") or "-"), env_w) + " ", ""),
+        (_fit(str(rec.get("repo") or "-"), repo_w, left=True) + " ", ""),
+        (_fit(" ".join(str(a) for a in rec.get("argv") or []), cmd_w), ""),
+    ]
+
+
+def header_cells(width: int) -> str:
+    env_w, repo_w, cmd_w = column_widths(width)
+    return (_fit("Time (UTC)", TIME_W) + " " + f"{'Exit':>{STATUS_W - 1}} " + f"{'Took':>{DURATION_W - 1}} "
+            + _fit("Environment", env_w) + " " + _fit("Repository", repo_w) + " " + _fit("Command", cmd_w))
+
+
+class LogTable(ScrollView, can_focus=True):
+    """Rows are record numbers of a LogIndex (all of them, or those a filter kept)."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "logtable--header", "logtable--cursor", "logtable--ok", "logtable--failed", "logtable--dim",
+    }
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up,k", "cursor_up", "Up", show=False, id="log.up"),
+        Binding("down,j", "cursor_down", "Down", show=False, id="log.down"),
+        Binding("pageup", "page_up", "Page up", show=False, id="log.page_up"),
+        Binding("pagedown", "page_down", "Page down", show=False, id="log.page_down"),
+        Binding("home,g", "first", "First", show=False, id="log.first"),
+        Binding("end,G", "last", "Last", show=False, id="log.last"),
+        Binding("enter", "open", "Open", tooltip="Open the record in full", id="log.open"),
+    ]
+
+    follow: reactive[bool] = reactive(True)
+    cursor: reactive[int] = reactive(0)
+
+    class Opened(Message):
+        """Enter on a row: ``number`` is the record's number in the LogIndex."""
+
+        def __init__(self, number: int) -> None:
+            super().__init__()
+            self.number = number
+
+    class FollowChanged(Message):
+        def __init__(self, follow: bool) -> None:
+            super().__init__()
+            self.follow = follow
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.index: LogIndex | None = None
+        self.rows: Sequence[int] = range(0)
+
+    # --- data
+
+    def set_rows(self, index: LogIndex, rows: Sequence[int]) -> None:
+        """Show ``rows`` (record numbers, oldest first). Follow mode moves to the newest."""
+        self.index, self.rows = index, rows
+        self.virtual_size = Size(self.size.width, len(rows) + 1)  # +1: the header line
+        if self.follow:
+            self.cursor = max(0, len(rows) - 1)
+            self.call_after_refresh(self._to_last)  # the new virtual size takes effect on refresh
+        else:
+            self.cursor = min(self.cursor, max(0, len(rows) - 1))
+        self.refresh()
+
+    @property
+    def current(self) -> int | None:
+        """Record number under the cursor."""
+        return self.rows[self.cursor] if 0 <= self.cursor < len(self.rows) else None
+
+    # --- drawing
+
+    @property
+    def page(self) -> int:
+        return max(1, self.size.height - 1)
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        if y == 0:
+            style = self.rich_style + self.get_component_rich_style("logtable--header")
+            return Strip([Segment(header_cells(width), style)], width).crop_extend(0, width, style)
+        row = int(self.scroll_offset.y) + y - 1
+        base = self.rich_style
+        if row >= len(self.rows) or self.index is None:
+            return Strip.blank(width, base)
+        rec = self.index.record(self.rows[row])
+        cursor = row == self.cursor
+        cursor_style = self.get_component_rich_style("logtable--cursor") if cursor else None
+        segments = []
+        for text, role in record_cells(rec, width):
+            style = base + self.get_component_rich_style(f"logtable--{role}") if role else base
+            if cursor_style is not None:
+                style = style + Style(bgcolor=cursor_style.bgcolor, bold=cursor_style.bold)
+            segments.append(Segment(text, style))
+        fill = base + cursor_style if cursor_style is not None else base
+        return Strip(segments).crop_extend(0, width, fill)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.virtual_size = Size(event.size.width, len(self.rows) + 1)
+
+    # --- cursor and scrolling
+
+    def watch_cursor(self, old: int, new: int) -> None:
+        self._scroll_to_cursor()
+        self.refresh()
+
+    def _scroll_to_cursor(self) -> None:
+        top = int(self.scroll_offset.y)
+        if self.cursor < top:
+            self.scroll_to(y=self.cursor, animate=False, immediate=True)
+        elif self.cursor >= top + self.page:
+            self.scroll_to(y=self.cursor - self.page + 1, animate=False, immediate=True)
+
+    def _to_last(self) -> None:
+        self.cursor = max(0, len(self.rows) - 1)
+        self.scroll_end(animate=False, immediate=True, x_axis=False)
+
+    def watch_follow(self, follow: bool) -> None:
+        if follow:
+            self._to_last()
+        self.post_message(self.FollowChanged(follow))
+
+    def _pause_follow(self) -> None:
+        self.follow = False
+
+    def action_cursor_up(self) -> None:
+        self._pause_follow()
+        self.cursor = max(0, self.cursor - 1)
+
+    def action_cursor_down(self) -> None:
+        self.cursor = min(max(0, len(self.rows) - 1), self.cursor + 1)
+
+    def action_page_up(self) -> None:
+        self._pause_follow()
+        self.cursor = max(0, self.cursor - self.page)
+
+    def action_page_down(self) -> None:
+        self.cursor = min(max(0, len(self.rows) - 1), self.cursor + self.page)
+
+    def action_first(self) -> None:
+        self._pause_follow()
+        self.cursor = 0
+
+    def action_last(self) -> None:
+        self.cursor = max(0, len(self.rows) - 1)
+
+    def action_open(self) -> None:
+        if self.current is not None:
+            self.post_message(self.Opened(self.current))
+
+    def _on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
+        self._pause_follow()  # then ScrollView scrolls as usual
+
+    def _on_scroll_up(self, event: ScrollUp) -> None:
+        self._pause_follow()
+
+    def _on_scroll_to(self, event: ScrollTo) -> None:
+        if event.y is not None and event.y < self.scroll_offset.y:
+            self._pause_follow()
+
+    def on_click(self, event: events.Click) -> None:
+        row = int(self.scroll_offset.y) + event.y - 1
+        if 0 <= row < len(self.rows):
+            if row < len(self.rows) - 1:
+                self._pause_follow()
+            self.cursor = row
+            if event.chain == 2:
+                self.action_open()

@@ -1,0 +1,170 @@
+"""View 1: bound repositories, their branch, the environment in force and its container."""
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.message import Message
+from textual.widgets import Static
+
+from qpod_engine.api import RepoRow
+from qpod_engine.errors import QpodError
+
+from .table_view import TableView
+
+STATE_STYLE = {"running": "green", "exited": "yellow", "stopped": "yellow", "none": "dim", "unknown": "dim"}
+
+
+def state_text(state: str) -> Text:
+    return Text(state, style=STATE_STYLE.get(state, "red"))
+
+
+class RepositoriesView(TableView):
+    COLUMNS = ("Repository", "Branch", "Environment", "Branch rules", "Container")
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("b", "bind", "Bind", tooltip="Bind a repository to an environment", id="repos.bind"),
+        Binding("e", "change_environment", "Environment",
+                tooltip="Change the repository's environment (any branch)", id="repos.environment"),
+        Binding("a", "add_rule", "Add rule",
+                tooltip="Add a branch rule (branch glob -> environment)", id="repos.add_rule"),
+        Binding("x", "remove_rule", "Remove rule", tooltip="Remove a branch rule", id="repos.remove_rule"),
+        Binding("u", "unbind", "Unbind", tooltip="Unbind the repository", id="repos.unbind"),
+    ]
+
+    class Loaded(Message):
+        def __init__(self, rows: list[RepoRow] | None, error: str | None = None) -> None:
+            super().__init__()
+            self.rows, self.error = rows, error
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.repos: dict[str, RepoRow] = {}
+
+    def compose(self) -> ComposeResult:
+        yield from super().compose()
+        yield Static("", id="repo-detail", classes="detail-line")
+
+    def load(self) -> None:
+        self._load_rows()
+
+    @work(thread=True, exclusive=True, group="load")
+    def _load_rows(self) -> None:
+        # config first (fast, disk only), then again with podman's container states
+        try:
+            self.post_message(self.Loaded(self.engine.repositories()))
+        except QpodError as err:
+            self.post_message(self.Loaded(None, str(err)))
+            return
+        try:
+            states = self.engine.container_states()
+        except QpodError:
+            return  # podman unavailable: states stay "unknown", the Containers view says why
+        try:
+            self.post_message(self.Loaded(self.engine.repositories(states)))
+        except QpodError as err:
+            self.post_message(self.Loaded(None, str(err)))
+
+    @on(Loaded)
+    def _loaded(self, msg: Loaded) -> None:
+        if msg.rows is None:
+            self.show_message(f"[red]Cannot read the bindings:[/] {msg.error}")
+            return
+        self.show_message(None if msg.rows else "No bound repositories yet: press [b]b[/] to bind one.")
+        self.repos = {r.root: r for r in msg.rows}
+        self.set_rows([(r.root, self._cells(r)) for r in msg.rows])
+
+    @staticmethod
+    def _cells(r: RepoRow) -> tuple[Text | str, ...]:
+        path = Text(r.root) if r.exists else Text.assemble(r.root, (" (missing)", "red"))
+        env = Text(r.environment) if r.environment else Text("none", style="dim")
+        rules = ", ".join(f"{g} → {e}" for g, e in r.branches.items()) or "-"
+        return path, r.branch or "-", env, rules, state_text(r.container_state)
+
+    @property
+    def selected(self) -> RepoRow | None:
+        key = self.selected_key
+        return self.repos.get(key) if key else None
+
+    def selection_changed(self) -> None:
+        r = self.selected
+        text = ""
+        if r:
+            default = r.default_environment or "none"
+            text = f"[b]{r.root}[/]  environment {r.environment or 'none'} ({r.why}); any branch: {default}"
+            if r.container:
+                text += f"; container {r.container}"
+        self.query_one("#repo-detail", Static).update(Text.from_markup(text) if text else "")
+
+    # --- actions
+
+    def action_bind(self) -> None:
+        from ..screens.bind import BindScreen
+
+        self.app.push_screen(BindScreen(self.engine), self._bound)
+
+    def _bound(self, root: str | None) -> None:
+        if root:
+            self.notify(f"bound {root}")
+            self.load()
+
+    def _need_selection(self) -> RepoRow | None:
+        r = self.selected
+        if r is None:
+            self.notify("No repository selected", severity="warning")
+        return r
+
+    def action_change_environment(self) -> None:
+        from ..screens.dialogs import PickEnvironmentScreen
+
+        r = self._need_selection()
+        if r is None:
+            return
+
+        def chosen(env: str | None) -> None:
+            if env:
+                self.call_engine(lambda: self.engine.set_environment(r.root, env),
+                                 f"{r.root}: environment {env} for any branch")
+
+        self.app.push_screen(PickEnvironmentScreen(self.engine, f"Environment of {r.root}",
+                                                   r.default_environment), chosen)
+
+    def action_add_rule(self) -> None:
+        from ..screens.bind import BranchRuleScreen
+
+        r = self._need_selection()
+        if r is not None:
+            self.app.push_screen(BranchRuleScreen(self.engine, r.root, r.branch), self._bound_rule)
+
+    def _bound_rule(self, done: str | None) -> None:
+        if done:
+            self.notify(done)
+            self.load()
+
+    def action_remove_rule(self) -> None:
+        from ..screens.dialogs import PickScreen
+
+        r = self._need_selection()
+        if r is None:
+            return
+        if not r.branches:
+            self.notify(f"{r.root} has no branch rules", severity="warning")
+            return
+
+        def chosen(glob: str | None) -> None:
+            if glob is None:
+                return
+            last = len(r.branches) == 1 and not r.default_environment
+            note = " (its last rule: the repository is unbound)" if last else ""
+            self.call_engine(lambda: self.engine.remove_branch_rule(r.root, glob),
+                             f"removed branch rule {glob} of {r.root}{note}")
+
+        options = [(f"{g} → {e}", g) for g, e in r.branches.items()]
+        self.app.push_screen(PickScreen(f"Remove a branch rule of {r.root}", options), chosen)
+
+    def action_unbind(self) -> None:
+        r = self._need_selection()
+        if r is not None:
+            self.confirm(f"Unbind {r.root}?\nIts commands will run on the host again.",
+                         lambda: self.call_engine(lambda: self.engine.unbind(r.root), f"unbound {r.root}"))

@@ -1,0 +1,474 @@
+"""qpod tui, driven with Pilot: each action against real config files, real git repositories
+and a real command log. Podman is not asked here (its tests are in test_tui_podman.py): the
+engine below only refuses podman calls, everything else is the real engine."""
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import run_qpod
+from textual import events
+from textual.widgets import Input, Select
+
+from qpod_engine import bindings, cmdlog, paths
+from qpod_engine.api import Engine
+from qpod_engine.errors import QpodError
+from qpod_tui.app import QpodApp, make_app
+from qpod_tui.demo import DemoEngine
+from qpod_tui.screens.bind import BindScreen
+from qpod_tui.screens.dialogs import ConfirmScreen, PickScreen
+from qpod_tui.screens.env_form import EnvFormScreen
+from qpod_tui.screens.help import HelpScreen
+from qpod_tui.screens.record import RecordScreen
+from qpod_tui.widgets.command_log import CommandLogView
+from qpod_tui.widgets.log_table import LogTable
+
+SIZE = (140, 40)
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # Textual runs on asyncio
+
+
+class NoPodmanEngine(Engine):
+    """The real engine minus podman: these tests are about config and log handling."""
+
+    def container_states(self) -> dict[str, str]:
+        raise QpodError("podman not asked in this test")
+
+    def containers(self):  # type: ignore[no-untyped-def]
+        raise QpodError("podman not asked in this test")
+
+    def image_present(self, ref: str) -> bool:
+        raise QpodError("podman not asked in this test")
+
+
+async def settle(pilot, timeout: float = 10.0) -> None:
+    """Wait until no worker (but the file watcher) runs and their messages are handled."""
+    deadline = time.monotonic() + timeout
+    quiet = 0
+    while quiet < 3:
+        await pilot.pause(0.02)
+        busy = [w for w in pilot.app.workers if w.group != "watch" and not w.is_finished]
+        quiet = 0 if busy else quiet + 1
+        if time.monotonic() > deadline:
+            raise AssertionError(f"workers still running: {busy}")
+
+
+async def until(pilot, cond: Callable[[], bool], timeout: float = 5.0) -> float:
+    """Wait for ``cond``; returns the seconds it took."""
+    start = time.monotonic()
+    while not cond():
+        if time.monotonic() - start > timeout:
+            raise AssertionError("condition not met in time")
+        await pilot.pause(0.02)
+    return time.monotonic() - start
+
+
+def env_add(name: str, image: str = "localhost/qpod-busybox:latest") -> None:
+    r = run_qpod("env", "add", name, "--image", image)
+    assert r.returncode == 0, r.stderr
+
+
+def table_keys(app: QpodApp, view: str) -> list[str]:
+    table = app.view(view).table  # type: ignore[attr-defined]
+    return [row.value for row in table.rows]
+
+
+@pytest.fixture
+def engine(qpod_home) -> NoPodmanEngine:
+    return NoPodmanEngine()
+
+
+# --- repositories ---------------------------------------------------------------------------
+
+async def test_bind_through_the_dialog_writes_what_qpod_init_writes(engine, make_repo, tmp_path, monkeypatch):
+    env_add("old")
+    env_add("new")
+    root = str(make_repo("proj"))
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("b")
+        assert isinstance(app.screen, BindScreen)
+        await settle(pilot)
+        app.screen.query_one("#field-path", Input).value = root + "/"
+        app.screen.query_one("#field-environment", Select).value = "new"
+        app.screen.query_one("#field-branch", Input).focus()
+        await pilot.press(*"release/*", "enter")
+        await settle(pilot)
+        assert not isinstance(app.screen, BindScreen)
+        assert table_keys(app, "repositories") == [os.path.realpath(root)]
+    ui_written = Path(paths.repositories_file()).read_text()
+
+    # the same binding through the CLI, in another config dir: the same file
+    monkeypatch.setenv("QPOD_CONFIG_DIR", str(tmp_path / "cli-config"))
+    env_add("new")
+    r = run_qpod("init", "new", "--branch", "release/*", cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert Path(paths.repositories_file()).read_text() == ui_written
+
+
+async def test_bind_errors_appear_beside_their_field(engine, make_repo, tmp_path):
+    env_add("good")
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("b")
+        await settle(pilot)
+        screen = app.screen
+        screen.query_one("#field-path", Input).value = str(tmp_path / "not-a-repo")
+        await pilot.click("#submit")
+        assert "choose an environment" in str(screen.query_one("#error-environment").render())
+        screen.query_one("#field-environment", Select).value = "good"
+        await pilot.press("ctrl+s")  # a second click this soon would hit the button's press animation
+        await settle(pilot)
+        error = screen.query_one("#error-path")
+        assert error.display and "not inside a git repository" in str(error.render())
+        assert app.screen is screen  # the dialog stays open for a correction
+    assert bindings.load_bindings() == {}
+
+
+async def test_path_completion(engine, tmp_path):
+    (tmp_path / "projects" / "mmsx-2018").mkdir(parents=True)
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("b")
+        await settle(pilot)
+        box = app.screen.query_one("#field-path", Input)
+        box.value = ""
+        box.focus()
+        await pilot.press(*f"{tmp_path}/projects/mm")
+        await until(pilot, lambda: box._suggestion.endswith("mmsx-2018/"))
+        await pilot.press("tab")
+        assert box.value == f"{tmp_path}/projects/mmsx-2018/"
+
+
+async def test_change_environment_branch_rules_and_unbind(engine, make_repo):
+    env_add("old")
+    env_add("new")
+    root = os.path.realpath(make_repo("proj"))
+    assert run_qpod("init", "old", cwd=root).returncode == 0
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        # change the environment
+        await pilot.press("e")
+        await settle(pilot)
+        assert isinstance(app.screen, PickScreen)
+        await pilot.press("down", "enter")  # old -> new (sorted: new, old; current highlighted)
+        await settle(pilot)
+        assert bindings.load_bindings()[root].environment in ("new",)
+        # add a branch rule
+        await pilot.press("a")
+        await settle(pilot)
+        app.screen.query_one("#field-branch", Input).value = "release/*"
+        app.screen.query_one("#field-environment", Select).value = "old"
+        await pilot.click("#submit")
+        await settle(pilot)
+        assert bindings.load_bindings()[root].branches == {"release/*": "old"}
+        assert "release/* → old" in str(app.view("repositories").table.get_row_at(0)[3])
+        # remove it
+        await pilot.press("x")
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert bindings.load_bindings()[root].branches == {}
+        # unbind: "no" keeps it, "yes" removes it
+        await pilot.press("u")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        await settle(pilot)
+        assert root in bindings.load_bindings()
+        await pilot.press("u", "y")
+        await settle(pilot)
+        assert bindings.load_bindings() == {}
+        assert table_keys(app, "repositories") == []
+
+
+# --- environments ---------------------------------------------------------------------------
+
+async def test_new_environment_with_an_invalid_field(engine):
+    app = make_app(engine, view="environments")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("n")
+        form = app.screen
+        assert isinstance(form, EnvFormScreen)
+        form.query_one("#field-name", Input).value = "centos7"
+        form.query_one("#field-image", Input).value = "docker.io/library/centos:7"
+        form.query_one("#field-commands", Input).value = "make /usr/bin/gdb"
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        error = form.query_one("#error-commands")
+        assert error.display and "must be a bare command name" in str(error.render())
+        assert app.focused is form.query_one("#field-commands")
+        assert not os.path.exists(paths.environment_file("centos7"))
+        form.query_one("#field-commands", Input).value = "make gdb"
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert not isinstance(app.screen, EnvFormScreen)
+        assert table_keys(app, "environments") == ["centos7"]
+    assert engine.load_environment("centos7").commands == ["make", "gdb"]
+
+
+async def test_edit_environment_with_an_invalid_field_keeps_the_file(engine):
+    env_add("bb")
+    before = Path(paths.environment_file("bb")).read_text()
+    app = make_app(engine, view="environments")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("e")
+        await settle(pilot)
+        form = app.screen
+        assert form.query_one("#field-image", Input).value == "localhost/qpod-busybox:latest"
+        assert form.query_one("#field-name", Input).disabled
+        form.query_one("#field-mounts").load_text("/opt/tools:/opt/tools:ro\nrelative:/x")
+        form.query_one("#field-ulimits", Input).value = "nofile=many"
+        await pilot.click("#submit")
+        await settle(pilot)
+        # the first error the engine finds is shown beside its field
+        assert "host path must be absolute" in str(form.query_one("#error-mounts").render())
+        assert Path(paths.environment_file("bb")).read_text() == before
+        form.query_one("#field-mounts").load_text("/opt/tools:/opt/tools:ro")
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert form.query_one("#error-mounts").display is False
+        assert "'ulimits': 'nofile' must be SOFT[:HARD]" in str(form.query_one("#error-ulimits").render())
+        form.query_one("#field-ulimits", Input).value = "nofile=1024:4096"
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert not isinstance(app.screen, EnvFormScreen)
+    env = engine.load_environment("bb")
+    assert env.mounts == ["/opt/tools:/opt/tools:ro"] and env.ulimits == {"nofile": "1024:4096"}
+
+
+async def test_delete_environment_confirms_and_is_refused_while_bound(engine, make_repo):
+    env_add("used")
+    env_add("spare")
+    assert run_qpod("init", "used", cwd=make_repo("proj")).returncode == 0
+    app = make_app(engine, view="environments")
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await settle(pilot)
+        assert table_keys(app, "environments") == ["spare", "used"]
+        await pilot.press("down", "d")  # "used"
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert any("is used by" in n.message for n in app._notifications)
+        await pilot.press("up", "d")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await settle(pilot)
+        assert table_keys(app, "environments") == ["used"]
+    assert engine.environment_names() == ["used"]
+
+
+async def test_pull_shows_progress_and_finishes(qpod_home, tmp_path):
+    """The progress dialog (the pull itself is podman's: test_tui_podman pulls for real)."""
+    engine = DemoEngine(str(tmp_path / "demo"))
+    app = make_app(engine, view="environments", watch=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("p")
+        await settle(pilot)
+        assert str(app.screen.query_one("#pull-status").render()).endswith("is here")
+        assert app.screen.query_one("#pull-bar").percentage == 1.0
+
+
+# --- the command log ------------------------------------------------------------------------
+
+def append_records(n: int, start: int = 0, repos: tuple[str, ...] = ("/src/repo0", "/src/repo1", "/src/repo2")) -> None:
+    for i in range(start, start + n):
+        repo = repos[i % len(repos)]
+        cmdlog.append({"time": f"2026-01-01T00:00:{i % 60:02d}.000+00:00", "repo": repo,
+                       "env": f"env{i % 2}", "argv": ["make", f"target{i}"], "status": 2 if i % 5 == 0 else 0,
+                       "duration": 0.5, "cwd": repo, "reason": "r", "container": "c"})
+
+
+def log_view(app: QpodApp) -> CommandLogView:
+    return app.view("log")  # type: ignore[return-value]
+
+
+async def test_filter_the_log(engine, make_repo):
+    env_add("env0")
+    env_add("env1")
+    repos = tuple(os.path.realpath(make_repo(f"repo{i}")) for i in range(3))
+    for i, root in enumerate(repos):
+        assert run_qpod("init", f"env{i % 2}", cwd=root).returncode == 0
+    append_records(100, repos=repos)
+    app = make_app(engine, view="log")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        view = log_view(app)
+        assert len(view.table.rows) == 100
+        await pilot.press("slash")
+        assert app.focused is view.query_one("#log-text")
+        await pilot.press(*"target1")  # target1, target10..19
+        await until(pilot, lambda: len(view.table.rows) == 11)
+        await pilot.press("enter")  # back to the table
+        assert isinstance(app.focused, LogTable)
+        await pilot.press("f")  # failed only (every 5th): target10, target15
+        await until(pilot, lambda: len(view.table.rows) == 2)
+        assert [view.index.record(n)["argv"][1] for n in view.table.rows] == ["target10", "target15"]
+        assert "2 of 100 records" in str(view.query_one("#log-status").render())
+        await pilot.press("escape")  # clears every filter
+        await until(pilot, lambda: len(view.table.rows) == 100)
+        view.query_one("#log-env", Select).value = "env1"
+        view.query_one("#log-repo", Select).value = repos[1]
+        await until(pilot, lambda: len(view.table.rows) == 17)  # i odd and i % 3 == 1
+        assert all(view.index.record(n)["env"] == "env1" for n in view.table.rows)
+
+
+async def test_new_records_appear_within_a_second(engine):
+    append_records(5)
+    app = make_app(engine, view="log")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        view = log_view(app)
+        await asyncio.sleep(0.3)  # let the watcher start
+        append_records(1, start=5)
+        took = await until(pilot, lambda: len(view.table.rows) == 6, timeout=3)
+        assert took < 1.0
+        assert view.table.cursor == 5  # following: the newest record is selected
+        # with a filter in force, only matching new records are added
+        view.query_one("#log-failed").value = True
+        await until(pilot, lambda: len(view.table.rows) == 2)  # target0, target5
+        append_records(5, start=6)  # target10 fails
+        await until(pilot, lambda: len(view.table.rows) == 3, timeout=3)
+
+
+async def test_scrolling_up_pauses_follow(engine):
+    append_records(300)
+    app = make_app(engine, view="log")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        table = log_view(app).table
+        assert table.follow and table.cursor == 299
+        assert table.scroll_offset.y == table.max_scroll_y > 0
+        await pilot.press("pageup")
+        assert not table.follow
+        cursor = table.cursor
+        append_records(3, start=300)
+        await until(pilot, lambda: len(table.rows) == 303, timeout=3)
+        assert table.cursor == cursor  # paused: the view stays where the user is
+        assert "paused" in str(log_view(app).query_one("#log-status").render())
+        await pilot.press("s")
+        await pilot.pause()
+        assert table.follow and table.cursor == 302
+        await pilot.pause(0.1)
+        assert table.scroll_offset.y == table.max_scroll_y
+        # the mouse wheel pauses it too
+        table.post_message(events.MouseScrollUp(table, 5, 5, 0, -1, 0, False, False, False))
+        await pilot.pause()
+        assert not table.follow
+
+
+async def test_open_a_record_and_copy_its_command_line(engine):
+    cmdlog.append({"time": "2026-01-01T00:00:00.000+00:00", "repo": "/src/r", "env": "e", "cwd": "/src/r/sub",
+                   "argv": ["make", "CFLAGS=-O2 -g", "all"], "status": 2, "reason": "'make' is a command of 'e'",
+                   "container": "qpod-e-r-1234", "duration": 1.5})
+    app = make_app(engine, view="log")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("c")
+        assert app.clipboard == "make 'CFLAGS=-O2 -g' all"
+        await pilot.press("enter")
+        assert isinstance(app.screen, RecordScreen)
+        text = str(app.screen.query_one("#record-text").render())
+        for part in ("/src/r/sub", "'make' is a command of 'e'", "qpod-e-r-1234", "make 'CFLAGS=-O2 -g' all"):
+            assert part in text
+        app.copy_to_clipboard("")
+        await pilot.press("c")
+        assert app.clipboard == "make 'CFLAGS=-O2 -g' all"
+        await pilot.press("escape")
+        assert not isinstance(app.screen, RecordScreen)
+
+
+# --- the whole app --------------------------------------------------------------------------
+
+async def test_views_keys_help_and_quit(engine):
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        for key, view in (("2", "environments"), ("3", "containers"), ("4", "log"), ("1", "repositories")):
+            await pilot.press(key)
+            await settle(pilot)
+            assert app.active_view == view
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        await pilot.press("q")
+    assert app.return_code == 0
+
+
+async def test_every_binding_has_an_id_and_a_palette_entry(engine):
+    from qpod_tui.app import VIEWS
+
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        for _id, title, cls in VIEWS:
+            assert f"Show {title[2:]}" in titles
+            for b in cls.BINDINGS:
+                assert b.id, b
+                if b.show:
+                    assert f"{title[2:]}: {b.tooltip}" in titles
+        # a palette entry runs its action on its view
+        [bind] = [c for c in app.get_system_commands(app.screen) if "Bind a repository" in c.title]
+        bind.callback()
+        await settle(pilot)
+        assert isinstance(app.screen, BindScreen)
+    # every Binding of every class in qpod_tui has an id (so settings.yaml can remap it)
+    import importlib
+    import inspect
+    import pkgutil
+
+    import qpod_tui
+
+    for mod in pkgutil.walk_packages(qpod_tui.__path__, "qpod_tui."):
+        for _name, cls in inspect.getmembers(importlib.import_module(mod.name), inspect.isclass):
+            if cls.__module__ == mod.name:
+                for b in cls.__dict__.get("BINDINGS", []):
+                    assert b.id, f"{cls.__name__}: {b}"
+
+
+async def test_keymap_from_settings(engine):
+    os.makedirs(paths.config_dir(), exist_ok=True)
+    with open(paths.settings_file(), "w") as f:
+        f.write("keymap:\n  repos.bind: ctrl+b\n  view.log: l\n")
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("b")
+        assert not isinstance(app.screen, BindScreen)
+        await pilot.press("ctrl+b")
+        assert isinstance(app.screen, BindScreen)
+        await pilot.press("escape", "l")
+        await settle(pilot)
+        assert app.active_view == "log"
+        assert ("ctrl+b", "Bind a repository to an environment", "repos.bind") in [
+            (k.replace("^", "ctrl+").lower(), d, i) for _t, rows in app.help_sections() for k, d, i in rows]
+
+
+async def test_podman_unavailable_only_the_containers_view_says_so(tmp_path):
+    engine = DemoEngine(str(tmp_path), podman=False)
+    app = make_app(engine, watch=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert len(table_keys(app, "repositories")) == 12
+        await pilot.press("3")
+        await settle(pilot)
+        message = str(app.view("containers").query_one(".view-message").render())
+        assert "podman is unavailable" in message
+        await pilot.press("2")
+        await settle(pilot)
+        assert len(table_keys(app, "environments")) == 4
+        await pilot.press("4")
+        await settle(pilot)
+        assert len(log_view(app).table.rows) == 60

@@ -1,0 +1,86 @@
+"""Snapshots of every view and dialog with deterministic data (qpod_tui.demo.DemoEngine).
+Update after an intended change with: pytest tests/test_tui_snapshots.py --snapshot-update"""
+
+import time
+
+import pytest
+
+from qpod_tui.app import make_app
+from qpod_tui.demo import DemoEngine
+
+SIZE = (120, 34)
+
+
+async def settle(pilot, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    quiet = 0
+    while quiet < 3:
+        await pilot.pause(0.02)
+        busy = [w for w in pilot.app.workers if w.group != "watch" and not w.is_finished]
+        quiet = 0 if busy else quiet + 1
+        if time.monotonic() > deadline:
+            raise AssertionError(f"workers still running: {busy}")
+
+
+def keys(*presses: str):
+    """A run_before that presses keys, waiting for the workers each one starts."""
+    async def run(pilot) -> None:
+        await settle(pilot)
+        for key in presses:
+            await pilot.press(key)
+            await settle(pilot)
+    return run
+
+
+@pytest.fixture
+def app_for(tmp_path):
+    def make(view: str = "repositories", **kwargs):
+        return make_app(DemoEngine(str(tmp_path), **kwargs), view=view, watch=False)
+    return make
+
+
+def test_repositories_view(snap_compare, app_for):
+    assert snap_compare(app_for(), terminal_size=SIZE, run_before=keys("down", "down"))
+
+
+def test_environments_view(snap_compare, app_for):
+    assert snap_compare(app_for("environments"), terminal_size=SIZE, run_before=keys())
+
+
+def test_containers_view(snap_compare, app_for):
+    assert snap_compare(app_for("containers"), terminal_size=SIZE, run_before=keys())
+
+
+def test_containers_view_without_podman(snap_compare, app_for):
+    assert snap_compare(app_for("containers", podman=False), terminal_size=SIZE, run_before=keys())
+
+
+def test_command_log_view(snap_compare, app_for):
+    assert snap_compare(app_for("log"), terminal_size=SIZE, run_before=keys())
+
+
+def test_command_log_filtered(snap_compare, app_for):
+    assert snap_compare(app_for("log"), terminal_size=SIZE,
+                        run_before=keys("slash", *"gdb", "enter", "f", "up"))
+
+
+def test_command_log_record(snap_compare, app_for):
+    assert snap_compare(app_for("log"), terminal_size=SIZE, run_before=keys("up", "enter"))
+
+
+def test_environment_form_with_error(snap_compare, app_for):
+    async def run(pilot) -> None:
+        await keys("e")(pilot)
+        pilot.app.screen.query_one("#field-commands").value = "make /usr/bin/gdb"
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+
+    assert snap_compare(app_for("environments"), terminal_size=(120, 44), run_before=run)
+
+
+def test_bind_dialog(snap_compare, app_for):
+    assert snap_compare(app_for(), terminal_size=SIZE, run_before=keys("b"))
+
+
+def test_help(snap_compare, app_for):
+    assert snap_compare(app_for(), terminal_size=(120, 60), run_before=keys("question_mark"))
