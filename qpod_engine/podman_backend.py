@@ -147,7 +147,9 @@ def pull_image(ref: str, progress: Callable[[str, int, int], None] | None = None
     repo, tag = _split_tag(ref)
     try:
         last_error = None
-        for event in cl.images.pull(repo, tag=tag, stream=True, decode=True):
+        # tls_verify=None leaves the parameter out, so registries.conf decides (podman-py
+        # would send tlsVerify=true and override an 'insecure = true' registry)
+        for event in cl.images.pull(repo, tag=tag, stream=True, decode=True, tls_verify=None):
             if not isinstance(event, dict):
                 continue
             if event.get("error"):
