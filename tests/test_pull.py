@@ -32,7 +32,8 @@ def _free_port() -> int:
 def _start_registry(tmp: Path, auth: bool) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     conf = tmp / f"registry-{port}.yml"
-    text = f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp}/data-{port}\nhttp:\n  addr: 127.0.0.1:{port}\n"
+    text = (f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp}/data-{port}\n"
+            f"http:\n  addr: 127.0.0.1:{port}\n")
     if auth:
         (tmp / "htpasswd").write_text(f"dev:{crypt.crypt('secret', crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")
         text += f"auth:\n  htpasswd:\n    realm: qpod-test\n    path: {tmp}/htpasswd\n"
