@@ -1,0 +1,120 @@
+"""qpod tui against real podman: a real bound repository, its real warm container, a real log record.
+One Pilot test of the container actions, and one end-to-end run of ``qpod tui`` in tmux."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import REPO_ROOT, podman_available, run_qpod
+from tmux_driver import Tmux
+
+from qpod_engine.api import Engine
+from qpod_engine.containers import container_name
+from qpod_tui.app import make_app
+from qpod_tui.screens.dialogs import ConfirmScreen, TextScreen
+from qpod_tui.screens.pull import PullScreen
+
+pytestmark = [pytest.mark.podman, pytest.mark.skipif(not podman_available(), reason="podman is not installed")]
+SIZE = (160, 40)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def podman_state(name: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    return subprocess.run(["podman", "inspect", "-f", "{{.State.Status}}", name], capture_output=True, text=True,
+                          env={**env, "QPOD_OFF": "1"}).stdout.strip()
+
+
+@pytest.fixture
+def warm(bound_repo):
+    """The bound repository after one redirected command: its container runs, the log has a record."""
+    r = run_qpod("exec", "true", cwd=bound_repo)
+    assert r.returncode == 0, r.stderr
+    name = container_name("bb", os.path.realpath(bound_repo))
+    assert podman_state(name) == "running"
+    return os.path.realpath(bound_repo), name
+
+
+async def wait(pilot, cond, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await pilot.pause(0.1)
+
+
+@pytest.mark.anyio
+async def test_stop_restart_and_output_of_a_real_container(warm):
+    root, name = warm
+    app = make_app(Engine(), view="containers", watch=False)
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.view("containers")
+        await wait(pilot, lambda: name in view.containers)
+        assert view.containers[name].repository == root and view.containers[name].state == "running"
+        view.table.move_cursor(row=view.table.get_row_index(name))
+        await pilot.press("s")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await wait(pilot, lambda: podman_state(name) in ("exited", "stopped"))
+        await wait(pilot, lambda: view.containers[name].state in ("exited", "stopped"))
+
+        view.table.move_cursor(row=view.table.get_row_index(name))
+        await pilot.press("r", "y")
+        await wait(pilot, lambda: podman_state(name) == "running")
+        await wait(pilot, lambda: view.containers[name].state == "running")
+
+        await pilot.press("o")
+        await wait(pilot, lambda: isinstance(app.screen, TextScreen))
+        await pilot.press("escape")
+
+        # the repositories view shows the same container state, from podman
+        await pilot.press("1")
+        repos = app.view("repositories")
+        await wait(pilot, lambda: root in repos.repos and repos.repos[root].container_state == "running")
+
+
+@pytest.mark.anyio
+async def test_pull_failure_is_reported_in_the_dialog(qpod_home):
+    engine = Engine()
+    app = make_app(engine, view="environments", watch=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await app.push_screen(PullScreen(engine, "localhost/qpod-no-such-image:never"))
+        status = app.screen.query_one("#pull-status")
+        await wait(pilot, lambda: "cannot pull image localhost/qpod-no-such-image:never" in str(status.render()))
+        assert not app.screen.ok
+
+
+def test_qpod_tui_end_to_end_in_tmux(warm, qpod_home):
+    """``qpod tui`` as a user starts it: the bound repository, its running container and the
+    command log; a command run meanwhile appears in the log view; q quits."""
+    root, name = warm
+    env = {"QPOD_CONFIG_DIR": os.environ["QPOD_CONFIG_DIR"], "QPOD_STATE_DIR": os.environ["QPOD_STATE_DIR"],
+           "TERM": "xterm-256color", "PYTHONPATH": str(REPO_ROOT)}
+    tui = Tmux(f"{sys.executable} -m qpod_engine.cli tui", env=env, width=200, height=45, cwd=root)
+    try:
+        screen = tui.wait_for(root, timeout=30)
+        assert "Repositories" in screen
+        tui.wait_for("running")  # the container state, once podman answered
+        tui.send("3")
+        screen = tui.wait_for(name)
+        assert "bb" in screen
+        tui.send("4")
+        tui.wait_for("true")  # the record of 'qpod exec true'
+        assert run_qpod("exec", "false", cwd=root).returncode == 1
+        start = time.monotonic()
+        screen = tui.wait_for("false", timeout=10)
+        assert time.monotonic() - start < 1.0
+        line = next(ln for ln in screen.splitlines() if ln.rstrip().endswith("false"))
+        assert " 1 " in line and "bb" in line
+        tui.send("q")
+        deadline = time.monotonic() + 10
+        while not tui.dead():
+            assert time.monotonic() < deadline, tui.screen()
+            time.sleep(0.1)
+    finally:
+        tui.kill()
