@@ -113,6 +113,16 @@ def shim_root(path: str, cwd: str, roots: Iterable[tuple[str, Sequence[str]]]) -
     return None
 
 
+def redirected_root(path: str, cwd: str, roots: Iterable[str]) -> str | None:
+    """For the launcher, given a launch the library did redirect: the root it matched, which is
+    what ``QPOD_HOST_ROOT`` must name when the launch is sent back to the host (the innermost
+    root holding the program, else the innermost root holding the cwd)."""
+    pairs = [(r, ()) for r in roots]
+    home = _innermost(path, pairs) if path.startswith("/") else None
+    here = home or _innermost(cwd, pairs)
+    return here[0] if here else None
+
+
 def check() -> list[str]:
     """Problems for ``qpod doctor``: the library is missing or does not load, the rules file is
     missing, unreadable or older than the snapshot, or names a launcher that is gone."""

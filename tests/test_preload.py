@@ -479,6 +479,12 @@ def test_c_decision_agrees_with_the_policy(sb: Sandbox, tmp_path: Path) -> None:
                 assert redirected, (prog, cwd, d.reason)
             if not redirected:
                 assert not d.in_container and f"host-{prog}" in r.stdout
+                continue
+            # the root the launcher names when it sends this launch back is the one the library matched
+            back = preload_lib.redirected_root(str(prog), str(cwd), [root for root, _ in rules.roots])
+            assert back is not None
+            r = sb.driver("execve", str(prog), cwd=cwd, QPOD_HOST_ROOT=back)
+            assert f"host-{prog}" in r.stdout, (prog, cwd, back)
     sb.launches()
 
 
