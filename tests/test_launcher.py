@@ -252,3 +252,29 @@ def test_tty_and_ctrl_c_in_a_real_terminal(bound_repo: Path) -> None:
         assert "NO-TTY-OUT" in s and "IN-TTY" in s
     finally:
         t.kill()
+
+
+def test_exec_env_override_in_unbound_repository(bound_repo: Path, make_repo) -> None:
+    other = make_repo("unbound-" + bound_repo.name)
+    try:
+        r = run_qpod("exec", "--env", "bb", "sh", "-c", "echo $container; pwd", cwd=other)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines() == ["podman", str(other)]
+        r = run_qpod("exec", "--env", "nope", "true", cwd=other)
+        assert r.returncode == 125 and "unknown environment 'nope' (known: bb)" in r.stderr
+    finally:
+        from conftest import remove_containers_of
+
+        remove_containers_of(str(other))
+
+
+def test_log_follow_shows_new_records(bound_repo: Path) -> None:
+    p = qpod_popen("log", "-f", "--json", cwd=bound_repo, stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)  # the follower is open before the command runs
+        assert run_qpod("exec", "sh", "-c", "exit 6", cwd=bound_repo).returncode == 6
+        rec = json.loads(p.stdout.readline())
+        assert rec["argv"] == ["sh", "-c", "exit 6"] and rec["status"] == 6
+    finally:
+        p.terminate()
+        p.wait(timeout=10)
