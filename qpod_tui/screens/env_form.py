@@ -60,10 +60,9 @@ class EnvFormScreen(FieldForm):
             name = self.query_one("#field-name", Input)
             name.value = self.env_name
             name.disabled = True
-            self._load()
+            self._load()  # fill() focuses the first field once the values are in
         else:
             self.fill(self.engine.environment_form(None))
-        self.query_one("#field-image" if self.env_name else "#field-name").focus()
 
     def _load(self) -> None:
         self.run_worker(self._read_environment, thread=True, exclusive=True, group="read")
@@ -88,6 +87,7 @@ class EnvFormScreen(FieldForm):
                 widget.value = value or "user"
             else:
                 widget.value = value  # type: ignore[attr-defined]
+        self.query_one("#field-image" if self.env_name else "#field-name").focus()
 
     def values(self) -> dict[str, str]:
         out = {}
