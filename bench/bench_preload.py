@@ -49,6 +49,27 @@ int main(int argc, char **argv) {
 """
 
 
+# the hook alone: execve of a missing file fails in the kernel at once, so the loop measures the
+# decision (stat of the rules, getcwd, the cached rules) on top of a bare system call
+DECIDE_C = r"""
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+extern char **environ;
+int main(void) {
+    char *args[] = {"make", NULL};
+    struct timespec a, b;
+    int n = 100000;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (int i = 0; i < n; i++)
+        execve("/nonexistent/make", args, environ);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    printf("%.3f\n", ((b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec)) / 1e3 / n);
+    return 0;
+}
+"""
+
+
 def _build_module():  # preload/build.py, without importing the package
     spec = importlib.util.spec_from_file_location("qpod_preload_build", ROOT / "preload" / "build.py")
     assert spec and spec.loader
@@ -72,6 +93,9 @@ def main() -> int:
         spawner = t / "spawner"
         (t / "spawner.c").write_text(SPAWNER_C)
         subprocess.run([*build.cc(), "-O2", "-o", str(spawner), str(t / "spawner.c")], check=True)
+        decider = t / "decider"
+        (t / "decider.c").write_text(DECIDE_C)
+        subprocess.run([*build.cc(), "-O2", "-o", str(decider), str(t / "decider.c")], check=True)
         watched, outside = t / "repo", t / "elsewhere"
         watched.mkdir()
         outside.mkdir()
@@ -95,6 +119,13 @@ def main() -> int:
                 if out.stderr:
                     raise SystemExit(f"unexpected output from the spawner ({lib}, {where}): {out.stderr}")
                 means[(where, lib)].append(float(out.stdout))
+        decide_us = {}
+        qpod_env = {**base, **libs["qpod"]}
+        no_rules = {**qpod_env, "QPOD_RULES": "/nonexistent"}
+        for what, env in (("no library", base), ("qpod, no rules", no_rules), ("qpod, rules", qpod_env)):
+            runs = [float(subprocess.run([str(decider)], cwd=watched, env=env, capture_output=True, text=True,
+                                         check=True).stdout) for _ in range(3)]
+            decide_us[what] = min(runs)
 
     total = args.rounds * args.spawns * len(setups)
     print(f"posix_spawn + waitpid of /bin/true: {args.rounds} alternating runs of {args.spawns} spawns per set-up "
@@ -108,6 +139,8 @@ def main() -> int:
         print(f"{where:<9}{m['none']:>10.1f}{m['empty']:>11.1f}{m['qpod']:>10.1f}   {m['empty'] / m['none']:>10.3f}"
               f"{ratios[where]:>11.3f}{m['qpod'] / m['none']:>10.3f}   {m['empty2']:>17.1f}"
               f"{m['qpod'] / m['empty2']:>10.3f}")
+    print("\nthe decision alone (execve of a missing file in a watched repo, microseconds per call): "
+          + ", ".join(f"{k} {v:.2f}" for k, v in decide_us.items()))
     print("\noutside: any cwd not under a watched root; inside: cwd in a watched root, the command stays on the host")
     print("empty lib: cc -O2 -fPIC -shared; empty, qpod flags: linked as qpod's library is (two load segments)")
     print(f"targets: qpod/empty <= 1.03 outside ({'met' if ratios['outside'] <= 1.03 else 'MISSED'}), "
