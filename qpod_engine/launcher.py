@@ -387,10 +387,14 @@ def launch(path: str, argv: Sequence[str], cwd: str, explicit: bool = False, env
     t0 = time.time()
     snap, decision = _resolve(path, argv, cwd, explicit, env_name)
     if not decision.in_container:
-        if shim and decision.target is not None:
-            # the shim must not send this launch (or its children in this repository) back here
-            return _host_exec(path, argv, {"QPOD_HOST_ROOT": decision.target.root})
-        return _host_exec(path if shim else None, argv)
+        if shim:
+            # the library must not send this launch (or its children under the same root) back
+            # here: name the root it matched, by its own rule (program's root, else cwd's root)
+            from .preload_lib import redirected_root
+
+            root = redirected_root(path, cwd, [repo["root"] for repo in snap["repos"]])
+            return _host_exec(path, argv, {"QPOD_HOST_ROOT": root} if root else None)
+        return _host_exec(None, argv)
     target = decision.target
     assert target is not None and target.environment is not None
     env = environment_of(snap, target.environment)

@@ -10,7 +10,13 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "setup.sh: run as root (it installs Debian packages)" >&2
   exit 1
 fi
-apt-get update -q
+# a mirror in the middle of a sync fails 'update' for one index now and then: retry, and let
+# the install below be the judge of whether what we need is there
+for attempt in 1 2 3; do
+  apt-get update -q && break
+  echo "setup.sh: apt-get update failed (attempt $attempt), retrying" >&2
+  sleep 5
+done
 # podman runtime: runc (crun fails on cgroups-hybrid hosts); uidmap/slirp4netns for rootless;
 # debootstrap builds the Debian 11 image; busybox-static the tiny test image; docker-registry a
 # loopback registry for pull tests; tmux/zsh/dash drive qpod-shell as a person would.
