@@ -248,7 +248,7 @@ class LogIndex:
         self._bases: list[int] = []  # global number of each segment's first record
         self._count = 0
         self._lock = threading.Lock()
-        self.record = functools.lru_cache(maxsize=4096)(self._read_record)
+        self.record = functools.lru_cache(maxsize=1024)(self._read_record)  # a few screens' worth
 
     def __len__(self) -> int:
         return self._count
@@ -551,7 +551,7 @@ class Engine:
     def shell_command(self, name: str) -> tuple[list[str], dict[str, str]]:
         """argv and environment of an interactive shell in a container: qpod switched off in
         it (QPOD_OFF, no LD_PRELOAD) so the shell's own commands are not redirected again."""
-        from .podman_backend import podman_binary
+        from .service import podman_binary
 
         env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
         env["QPOD_OFF"] = "1"

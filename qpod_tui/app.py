@@ -7,6 +7,7 @@ tests and the screenshot script choose the engine (and with it the data).
 
 import argparse
 import asyncio
+import gc
 import os
 from collections.abc import Iterable
 from dataclasses import replace
@@ -54,13 +55,14 @@ class QpodApp(App[int]):
     ]
 
     def __init__(self, engine: Engine, view: str = "repositories", keymap: dict[str, str] | None = None,
-                 keymap_error: str | None = None, watch: bool = True) -> None:
+                 keymap_error: str | None = None, watch: bool = True, freeze_gc: bool = False) -> None:
         super().__init__()
         self.engine = engine
         self.start_view = view
         self.keymap = dict(keymap or {})
         self.keymap_error = keymap_error
         self.watch = watch
+        self.freeze_gc = freeze_gc
         self.active_view = ""
 
     def compose(self) -> ComposeResult:
@@ -81,6 +83,12 @@ class QpodApp(App[int]):
         self._activate(self.start_view)
         if self.watch:
             self.watch_files()
+        if self.freeze_gc:
+            # ~100,000 objects of imported modules live as long as the app: a full collection
+            # walking them all stalls a frame for 50-100 ms; frozen, they are never walked again
+            # (now, and once the workers' lazy imports, podman-py and pygit2, are done)
+            gc.freeze()
+            self.set_timer(1.0, gc.freeze)
 
     def view(self, view_id: str) -> Widget:
         return self.query_one(f"#{view_id}-view")
@@ -187,7 +195,7 @@ class QpodApp(App[int]):
             self.set_interval(1.0, self.view("log").changed)  # type: ignore[attr-defined]
 
 
-def make_app(engine: Engine, view: str = "repositories", watch: bool = True) -> QpodApp:
+def make_app(engine: Engine, view: str = "repositories", watch: bool = True, freeze_gc: bool = False) -> QpodApp:
     """The app for ``engine``, with the user's key map from settings.yaml."""
     keymap: dict[str, str] = {}
     error = None
@@ -195,7 +203,7 @@ def make_app(engine: Engine, view: str = "repositories", watch: bool = True) -> 
         keymap = engine.keymap()
     except QpodError as err:
         error = str(err)
-    return QpodApp(engine, view=view, keymap=keymap, keymap_error=error, watch=watch)
+    return QpodApp(engine, view=view, keymap=keymap, keymap_error=error, watch=watch, freeze_gc=freeze_gc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,6 +211,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--view", choices=[v for v, _t, _c in VIEWS], default="repositories",
                         help="the view to open first")
     args = parser.parse_args(argv)
-    app = make_app(Engine(), view=args.view)
+    app = make_app(Engine(), view=args.view, freeze_gc=True)
     app.run()
     return app.return_code or 0
