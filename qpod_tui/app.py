@@ -19,11 +19,12 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer, TabbedContent, TabPane
+from textual.widgets import Footer, TabbedContent, TabPane, Tabs
 
 from qpod_engine.api import Engine
 from qpod_engine.errors import QpodError
 
+from .screens.help import HelpScreen
 from .widgets.command_log import CommandLogView
 from .widgets.containers import ContainersView
 from .widgets.environments import EnvironmentsView
@@ -73,6 +74,7 @@ class QpodApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.query_one(Tabs).can_focus = False  # keys 1-4 switch views; focus stays in the view
         if self.keymap:
             self.set_keymap(self.keymap)
         if self.keymap_error:
@@ -126,8 +128,6 @@ class QpodApp(App[int]):
             view.load()  # type: ignore[attr-defined]
 
     def action_help(self) -> None:
-        from .screens.help import HelpScreen
-
         self.push_screen(HelpScreen(self.help_sections()))
 
     def key_of(self, binding: Binding) -> str:
@@ -154,10 +154,16 @@ class QpodApp(App[int]):
         for view_id, title, cls in VIEWS:
             name = title[2:]
             yield SystemCommand(f"Show {name}", f"Switch to view {title[0]}", partial(self.action_show_view, view_id))
-            for b in cls.BINDINGS:
+            extra = [b for b in LogTable.BINDINGS if b.show] if view_id == "log" else []  # type: ignore[union-attr]
+            for b in [*cls.BINDINGS, *extra]:
                 if isinstance(b, Binding) and b.id and b.show:
                     yield SystemCommand(f"{name}: {b.tooltip or b.description}", f"key {self.key_of(b)}",
                                         partial(self.run_view_action, view_id, b.action))
+        mine = {b.id: b for b in type(self).BINDINGS if isinstance(b, Binding)}
+        for binding_id, action in (("app.filter", self.action_filter), ("app.reload", self.action_reload),
+                                   ("app.help", self.action_help)):
+            b = mine[binding_id]
+            yield SystemCommand(b.tooltip, f"key {self.key_of(b)}", action)
 
     def run_view_action(self, view_id: str, action: str) -> None:
         self.action_show_view(view_id)

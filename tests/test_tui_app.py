@@ -419,6 +419,7 @@ async def test_every_binding_has_an_id_and_a_palette_entry(engine):
                 assert b.id, b
                 if b.show:
                     assert f"{title[2:]}: {b.tooltip}" in titles
+        assert "Command log: Open the record in full" in titles
         # a palette entry runs its action on its view
         [bind] = [c for c in app.get_system_commands(app.screen) if "Bind a repository" in c.title]
         bind.callback()

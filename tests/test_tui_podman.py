@@ -103,6 +103,14 @@ def test_qpod_tui_end_to_end_in_tmux(warm, qpod_home):
         tui.send("3")
         screen = tui.wait_for(name)
         assert "bb" in screen
+        # a shell in the container: the TUI steps aside, the shell runs in this terminal, exit comes back
+        tui.send("e")
+        tui.wait_for(f"shell in {name}")
+        marker = os.path.join(root, "shell-was-here")
+        tui.type(f"test -e /run/.containerenv && echo in-container > {marker}; exit")
+        tui.wait_for("Uptime", timeout=10)  # back in the containers view
+        with open(marker) as f:
+            assert f.read() == "in-container\n"
         tui.send("4")
         tui.wait_for("true")  # the record of 'qpod exec true'
         assert run_qpod("exec", "false", cwd=root).returncode == 1

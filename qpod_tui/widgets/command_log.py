@@ -6,7 +6,7 @@ the log file changes (watchfiles, see the app): the index picks up what was appe
 """
 
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from textual import on, work
@@ -22,6 +22,7 @@ from qpod_engine.api import Engine, LogIndex, format_argv
 from qpod_engine.cmdlog import Filter
 from qpod_engine.errors import QpodError
 
+from ..screens.record import RecordScreen
 from .log_table import LogTable
 
 FILTER_DELAY = 0.15  # seconds of typing quiet before a filter scan starts
@@ -199,6 +200,9 @@ class CommandLogView(Vertical):
     def action_filter(self) -> None:
         self.query_one("#log-text", Input).focus()
 
+    def action_open(self) -> None:
+        self.table.action_open()
+
     def action_clear_filter(self) -> None:
         self.query_one("#log-text", Input).value = ""
         self.query_one("#log-repo", Select).clear()
@@ -245,8 +249,6 @@ class CommandLogView(Vertical):
 
     @on(LogTable.Opened)
     def _open(self, msg: LogTable.Opened) -> None:
-        from ..screens.record import RecordScreen
-
         assert self.index is not None
         rec = self.index.record(msg.number)
         if rec is not None:
@@ -264,5 +266,3 @@ class CommandLogView(Vertical):
         self.app.copy_to_clipboard(line)
         self.notify(f"copied: {line}")
 
-
-CopyFn = Callable[[dict[str, Any]], None]

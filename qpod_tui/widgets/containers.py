@@ -12,6 +12,7 @@ from textual.widgets import DataTable
 from qpod_engine.api import ContainerRow, uptime
 from qpod_engine.errors import QpodError
 
+from ..screens.dialogs import TextScreen
 from .repositories import state_text
 from .table_view import TableView
 
@@ -134,6 +135,4 @@ class ContainersView(TableView):
 
     @on(Output)
     def _show_output(self, msg: Output) -> None:
-        from ..screens.dialogs import TextScreen
-
         self.app.push_screen(TextScreen(f"Recent output of {msg.name}", msg.text))

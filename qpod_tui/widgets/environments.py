@@ -13,6 +13,8 @@ from textual.widgets import DataTable, Static
 from qpod_engine.api import EnvRow
 from qpod_engine.errors import QpodError
 
+from ..screens.env_form import EnvFormScreen
+from ..screens.pull import PullScreen
 from .table_view import TableView
 
 
@@ -107,13 +109,9 @@ class EnvironmentsView(TableView):
     # --- actions
 
     def action_new(self) -> None:
-        from ..screens.env_form import EnvFormScreen
-
         self.app.push_screen(EnvFormScreen(self.engine, None), self._saved)
 
     def action_edit(self) -> None:
-        from ..screens.env_form import EnvFormScreen
-
         r = self.selected
         if r is None:
             self.notify("No environment selected", severity="warning")
@@ -142,8 +140,6 @@ class EnvironmentsView(TableView):
                                               f"environment {r.name} deleted"))
 
     def action_pull(self) -> None:
-        from ..screens.pull import PullScreen
-
         r = self.selected
         if r is None or not r.image:
             self.notify("No environment with an image selected", severity="warning")

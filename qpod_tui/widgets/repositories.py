@@ -12,6 +12,8 @@ from textual.widgets import Static
 from qpod_engine.api import RepoRow
 from qpod_engine.errors import QpodError
 
+from ..screens.bind import BindScreen, BranchRuleScreen
+from ..screens.dialogs import PickEnvironmentScreen, PickScreen
 from .table_view import TableView
 
 STATE_STYLE = {"running": "green", "exited": "yellow", "stopped": "yellow", "none": "dim", "unknown": "dim"}
@@ -100,8 +102,6 @@ class RepositoriesView(TableView):
     # --- actions
 
     def action_bind(self) -> None:
-        from ..screens.bind import BindScreen
-
         self.app.push_screen(BindScreen(self.engine), self._bound)
 
     def _bound(self, root: str | None) -> None:
@@ -116,8 +116,6 @@ class RepositoriesView(TableView):
         return r
 
     def action_change_environment(self) -> None:
-        from ..screens.dialogs import PickEnvironmentScreen
-
         r = self._need_selection()
         if r is None:
             return
@@ -131,8 +129,6 @@ class RepositoriesView(TableView):
                                                    r.default_environment), chosen)
 
     def action_add_rule(self) -> None:
-        from ..screens.bind import BranchRuleScreen
-
         r = self._need_selection()
         if r is not None:
             self.app.push_screen(BranchRuleScreen(self.engine, r.root, r.branch), self._bound_rule)
@@ -143,8 +139,6 @@ class RepositoriesView(TableView):
             self.load()
 
     def action_remove_rule(self) -> None:
-        from ..screens.dialogs import PickScreen
-
         r = self._need_selection()
         if r is None:
             return

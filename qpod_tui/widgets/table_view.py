@@ -14,6 +14,8 @@ from textual.widgets import DataTable, Input, Static
 from qpod_engine.api import Engine
 from qpod_engine.errors import QpodError
 
+from ..screens.dialogs import ConfirmScreen
+
 Cell = str | Text
 
 
@@ -149,6 +151,4 @@ class TableView(Vertical):
         self.load()
 
     def confirm(self, question: str, then: Callable[[], None]) -> None:
-        from ..screens.dialogs import ConfirmScreen
-
         self.app.push_screen(ConfirmScreen(question), lambda yes: then() if yes else None)
