@@ -131,7 +131,7 @@ class LogTable(ScrollView, can_focus=True):
         width = self.size.width
         if y == 0:
             style = self.rich_style + self.get_component_rich_style("logtable--header")
-            return Strip([Segment(header_cells(width), style)], width).crop_extend(0, width, style)
+            return Strip([Segment(header_cells(width), style)]).crop_extend(0, width, style)
         row = int(self.scroll_offset.y) + y - 1
         base = self.rich_style
         if row >= len(self.rows) or self.index is None:
