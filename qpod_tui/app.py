@@ -213,9 +213,13 @@ def make_app(engine: Engine, view: str = "repositories", watch: bool = True, fre
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry of ``qpod tui [--view VIEW]`` (argv: what follows ``tui``)."""
     parser = argparse.ArgumentParser(prog="qpod tui", description="The qpod dashboard.")
     parser.add_argument("--view", choices=[v for v, _t, _c in VIEWS], default="repositories",
                         help="the view to open first")
+    argv = list(argv or [])
+    if argv[:1] == ["--"]:  # "qpod tui -- --view log": the CLI passes its separator through
+        argv = argv[1:]
     args = parser.parse_args(argv)
     app = make_app(Engine(), view=args.view, freeze_gc=True)
     app.run()

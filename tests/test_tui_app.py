@@ -116,6 +116,7 @@ async def test_bind_through_the_dialog_writes_what_qpod_init_writes(engine, make
 
 async def test_bind_errors_appear_beside_their_field(engine, make_repo, tmp_path):
     env_add("good")
+    env_add("other")  # (with one environment only, it is chosen already)
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)

@@ -137,6 +137,8 @@ class FieldForm(ModalScreen[str | None]):
         select.set_options([(n, n) for n in names])
         if current in names:
             select.value = current
+        elif len(names) == 1:
+            select.value = names[0]  # the only choice
         elif not names:
             self.field_error("environment", "no environments yet: create one in the Environments view (2)")
 
