@@ -474,3 +474,28 @@ async def test_podman_unavailable_only_the_containers_view_says_so(tmp_path):
         await pilot.press("4")
         await settle(pilot)
         assert len(log_view(app).table.rows) == 60
+
+
+async def test_broken_config_is_reported_and_the_rest_works(engine):
+    append_records(3)
+    os.makedirs(paths.config_dir(), exist_ok=True)
+    Path(paths.repositories_file()).write_text("repositories:\n  relative/path:\n    environment: x\n")
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        message = str(app.view("repositories").query_one(".view-message").render())
+        assert "repositories.yaml:2" in message and "must be an absolute path" in message
+        await pilot.press("4")
+        await settle(pilot)
+        assert len(log_view(app).table.rows) == 3
+
+
+async def test_a_broken_keymap_is_reported(engine):
+    os.makedirs(paths.config_dir(), exist_ok=True)
+    Path(paths.settings_file()).write_text("keymap: [not, a, mapping]\n")
+    app = make_app(engine)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await settle(pilot)
+        assert any("keymap ignored" in n.message and "settings.yaml:1" in n.message for n in app._notifications)
+        await pilot.press("b")  # the default keys still work
+        assert isinstance(app.screen, BindScreen)
