@@ -120,7 +120,7 @@ def tmux_first_paint(marker: str) -> float | None:
         return None
     name = f"qpod-bench-{os.getpid()}"
     env = " ".join(f"{k}={os.environ[k]}" for k in ("QPOD_CONFIG_DIR", "QPOD_STATE_DIR"))
-    cmd = f"env {env} TERM=xterm-256color {sys.executable} -m qpod_engine.cli tui"
+    cmd = f"env {env} TERM=xterm-256color COLUMNS=160 LINES=45 {sys.executable} -m qpod_engine.cli tui"
     start = time.perf_counter()
     subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "160", "-y", "45", cmd], check=True)
     try:

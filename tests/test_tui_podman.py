@@ -94,7 +94,10 @@ def test_qpod_tui_end_to_end_in_tmux(warm, qpod_home):
     command log; a command run meanwhile appears in the log view; q quits."""
     root, name = warm
     env = {"QPOD_CONFIG_DIR": os.environ["QPOD_CONFIG_DIR"], "QPOD_STATE_DIR": os.environ["QPOD_STATE_DIR"],
-           "TERM": "xterm-256color", "PYTHONPATH": str(REPO_ROOT)}
+           "TERM": "xterm-256color", "PYTHONPATH": str(REPO_ROOT),
+           # a tmux server started from pytest carries COLUMNS=80/LINES=24 into every pane, and
+           # the terminal size is read from them first
+           "COLUMNS": "200", "LINES": "45"}
     tui = Tmux(f"{sys.executable} -m qpod_engine.cli tui", env=env, width=200, height=45, cwd=root)
     try:
         screen = tui.wait_for(root, timeout=30)
