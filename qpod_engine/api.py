@@ -506,13 +506,13 @@ class Engine:
     def bound_to(self, name: str) -> list[str]:
         return [b.root for b in bindings.load_bindings().values() if name in b.referenced_environments()]
 
-    def delete_environment(self, name: str) -> None:
-        """Remove an environment file; refused while a repository uses it (as ``qpod env rm``)."""
+    def delete_environment(self, name: str, force: bool = False) -> None:
+        """Remove an environment file; refused while a repository uses it unless ``force``."""
         path = paths.environment_file(name)
         if not os.path.exists(path):
             raise QpodError(config.unknown_environment_message(name), 2)
         bound = self.bound_to(name)
-        if bound:
+        if bound and not force:
             raise QpodError(f"environment '{name}' is used by {', '.join(bound)}; unbind first", 2)
         try:
             os.unlink(path)

@@ -27,11 +27,17 @@ def _table(rows: list[list[str]], headers: list[str]) -> None:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
 
 
-def _recompile() -> None:
-    """Keep the launcher's snapshot and the preload rules in step with what was just written."""
-    from . import snapshot
+def _engine() -> Any:
+    """The engine facade the TUI uses too (imported here: ``qpod exec`` must not pay for it)."""
+    from .api import Engine
 
-    snapshot.compile_config()
+    return Engine()
+
+
+def _uptime(started: float | None) -> str:
+    from .api import uptime
+
+    return uptime(started, time.time())
 
 
 # --- environments ---------------------------------------------------------------------------
@@ -66,8 +72,7 @@ def cmd_env_add(a: "argparse.Namespace") -> int:
     if a.run_as:
         data["run_as"] = a.run_as
     env = config.environment_from_dict(a.name, data, "command line")
-    written = config.save_environment(env)
-    _recompile()
+    written = _engine().save_environment(env, create=False)
     print(f"environment '{a.name}' saved to {written}")
     return 0
 
@@ -78,17 +83,11 @@ def _env_dict(env: Any) -> dict[str, Any]:
     return asdict(env)
 
 
-def _bound_to(env_name: str) -> list[str]:
-    from .bindings import load_bindings
-
-    return [b.root for b in load_bindings().values() if env_name in b.referenced_environments()]
-
-
 def cmd_env_list(a: "argparse.Namespace") -> int:
     from . import config
 
     envs = config.load_environments()
-    rows = [{**_env_dict(e), "repositories": _bound_to(n)} for n, e in envs.items()]
+    rows = [{**_env_dict(e), "repositories": _engine().bound_to(n)} for n, e in envs.items()]
     if a.json:
         _out_json(rows)
     elif not rows:
@@ -103,7 +102,7 @@ def cmd_env_show(a: "argparse.Namespace") -> int:
     from . import config
 
     env = config.load_environment(a.name)
-    data = {**_env_dict(env), "file": str(paths.environment_file(a.name)), "repositories": _bound_to(a.name)}
+    data = {**_env_dict(env), "file": str(paths.environment_file(a.name)), "repositories": _engine().bound_to(a.name)}
     if a.json:
         _out_json(data)
     else:
@@ -117,21 +116,12 @@ def cmd_env_show(a: "argparse.Namespace") -> int:
 
 
 def cmd_env_rm(a: "argparse.Namespace") -> int:
-    from pathlib import Path
-
-    from . import config
-
-    path = Path(paths.environment_file(a.name))
-    if not path.exists():
-        raise QpodError(config.unknown_environment_message(a.name), 2)
-    bound = _bound_to(a.name)
-    if bound and not a.force:
-        raise QpodError(f"environment '{a.name}' is used by {', '.join(bound)}; unbind first or use --force", 2)
     try:
-        path.unlink()
-    except OSError as err:
-        raise QpodError(f"{path}: cannot remove: {err.strerror}") from None
-    _recompile()
+        _engine().delete_environment(a.name, force=a.force)
+    except QpodError as err:
+        if "unbind first" in str(err):
+            err.args = (f"{err}, or use --force",)
+        raise
     print(f"environment '{a.name}' removed")
     return 0
 
@@ -145,16 +135,7 @@ def _cwd() -> str:
 
 
 def cmd_init(a: "argparse.Namespace") -> int:
-    from . import bindings, config, gitinfo
-
-    if a.env not in config.environment_names():
-        raise QpodError(config.unknown_environment_message(a.env), 2)
-    config.load_environment(a.env)  # refuse to bind to a broken environment file
-    root = gitinfo.discover_root(os.path.abspath(a.path or _cwd()))
-    binds = bindings.load_bindings()
-    bindings.bind(binds, root, a.env, a.branch)
-    bindings.save_bindings(binds)
-    _recompile()
+    root = _engine().bind(a.path or _cwd(), a.env, a.branch)
     scope = f" on branches matching '{a.branch}'" if a.branch else ""
     print(f"bound {root} to environment '{a.env}'{scope}")
     return 0
@@ -167,9 +148,10 @@ def cmd_unbind(a: "argparse.Namespace") -> int:
     binds = bindings.load_bindings()
     b = bindings.find_binding(binds, os.path.realpath(start)) or bindings.find_binding(binds, start)
     root = b.root if b else gitinfo.discover_root(start)
-    bindings.unbind(binds, root, a.branch)
-    bindings.save_bindings(binds)
-    _recompile()
+    if a.branch:
+        _engine().remove_branch_rule(root, a.branch)
+    else:
+        _engine().unbind(root)
     print(f"unbound {root}" + (f" (branch rule '{a.branch}')" if a.branch else ""))
     return 0
 
@@ -177,34 +159,13 @@ def cmd_unbind(a: "argparse.Namespace") -> int:
 def _container_states() -> dict[str, str]:
     """Container name -> state, or {} when podman cannot be asked (status still works)."""
     try:
-        from .podman_backend import list_containers
-
-        return {c["name"]: c["state"] for c in list_containers()}
+        return _engine().container_states()
     except QpodError:
         return {}
 
 
 def _repo_rows(states: dict[str, str] | None) -> list[dict[str, Any]]:
-    from . import gitinfo, snapshot
-    from .containers import container_name
-
-    snap = snapshot.load()
-    rows = []
-    for t, repo in zip(snapshot.targets(snap), snap["repos"], strict=True):
-        exists = os.path.isdir(t.root)
-        name = container_name(t.environment, t.root) if t.environment else None
-        rows.append({
-            "repository": t.root,
-            "exists": exists,
-            "branch": gitinfo.current_branch(t.root) if exists else None,
-            "environment": t.environment,
-            "why": t.why if exists else "repository path is missing (moved or deleted?)",
-            "default_environment": repo["environment"],
-            "branches": dict(repo["branches"]),
-            "container": name,
-            "container_state": (states or {}).get(name or "", "none") if states is not None else "unknown",
-        })
-    return rows
+    return [r.to_dict() for r in _engine().repositories(states)]
 
 
 def cmd_status(a: "argparse.Namespace") -> int:
@@ -290,14 +251,6 @@ def cmd_exec(a: "argparse.Namespace") -> int:
 
 
 # --- containers -----------------------------------------------------------------------------
-
-def _uptime(started: float | None) -> str:
-    if not started:
-        return "-"
-    s = int(time.time() - started)
-    return f"{s // 86400}d{s % 86400 // 3600}h" if s >= 86400 else f"{s // 3600}h{s % 3600 // 60}m" if s >= 3600 \
-        else f"{s // 60}m{s % 60}s"
-
 
 def cmd_ps(a: "argparse.Namespace") -> int:
     from .podman_backend import list_containers
@@ -472,6 +425,13 @@ def build_parser() -> "argparse.ArgumentParser":
     return p
 
 
+class _Namespace:
+    """Parsed arguments for the paths that skip argparse."""
+
+    def __init__(self, **kw: Any) -> None:
+        self.__dict__.update(kw)
+
+
 def _exec_fast_path(argv: Sequence[str]) -> int | None:
     """``qpod exec [--env NAME] [--] CMD...`` without argparse; None when anything else is asked."""
     if not argv or argv[0] != "exec":
@@ -487,21 +447,17 @@ def _exec_fast_path(argv: Sequence[str]) -> int | None:
         return None  # --help and friends: let argparse answer
     if not rest:
         return None
-
-    class _Args:
-        pass
-
-    a = _Args()
-    a.argv, a.env = rest, env  # type: ignore[attr-defined]
-    return cmd_exec(a)  # type: ignore[arg-type]
+    return cmd_exec(_Namespace(argv=rest, env=env))  # type: ignore[arg-type]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         fast = _exec_fast_path(argv)
         if fast is not None:
             return fast
+        if argv[:1] == ["tui"]:  # every option after 'tui' is the TUI's own
+            return cmd_plugin(_Namespace(plugin="tui", rest=argv[1:]))
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except QpodError as err:

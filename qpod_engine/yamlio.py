@@ -81,6 +81,18 @@ def dump_text(data: Any) -> str:
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask would race with other threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write via a temp file in the same directory and rename: readers see old or new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,9 +105,9 @@ def write_atomic(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        if path.exists():
-            # keep the user's permission bits on the file they own
-            os.chmod(tmp, path.stat().st_mode & 0o7777)
+        # keep the permission bits of the file being replaced; a new file follows the umask
+        # (mkstemp alone would make it 0600)
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
         os.replace(tmp, path)
     except OSError as err:
         with contextlib.suppress(OSError):

@@ -10,8 +10,11 @@ class Tmux:
     def __init__(self, command: str, env: dict[str, str] | None = None, width: int = 160, height: int = 48,
                  cwd: str | None = None) -> None:
         self.name = "qpodtest-" + uuid.uuid4().hex[:8]
-        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
-        shell_cmd = f"env {exports} {command}" if exports else command
+        # a tmux server started from pytest hands every pane COLUMNS=80 LINES=24, which Textual
+        # and others read before the terminal size: say the real size
+        env = {"COLUMNS": str(width), "LINES": str(height), **(env or {})}
+        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        shell_cmd = f"env {exports} {command}"
         args = ["tmux", "new-session", "-d", "-s", self.name, "-x", str(width), "-y", str(height)]
         if cwd:
             args += ["-c", cwd]
