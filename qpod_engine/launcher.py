@@ -340,22 +340,16 @@ def _resolve(path: str, argv: Sequence[str], cwd: str, explicit: bool,
             raise QpodError(unknown_environment_message(env_name), EXIT_QPOD)
         here = next((t for t in sorted(targets, key=lambda t: -len(t.root))
                      if cwd == t.root or cwd.startswith(t.root + "/")), None)
-        root = here.root if here else _git_root(cwd)
+        if here:
+            root = here.root
+        else:
+            from .gitinfo import discover_root
+
+            root = discover_root(cwd)
         env = snap["envs"][env_name]
         t = Target(root, env_name, tuple(env.get("commands", ())), "--env on the command line")
         return snap, Decision("container", f"qpod exec --env {env_name}", t)
     return snap, decide(path, argv, cwd, targets, explicit=explicit)
-
-
-def _git_root(cwd: str) -> str:
-    d = cwd
-    while True:
-        if os.path.exists(os.path.join(d, ".git")):
-            return d
-        parent = os.path.dirname(d)
-        if parent == d:
-            raise QpodError(f"{cwd}: not inside a git repository (qpod exec --env needs one)", 2)
-        d = parent
 
 
 def environment_of(snap: dict[str, Any], name: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import pytest
 from conftest import run_qpod
 from textual import events
 from textual.widgets import Input, Select
+from tui_pilot import settle
 
 from qpod_engine import bindings, cmdlog, paths
 from qpod_engine.api import Engine
@@ -46,18 +47,6 @@ class NoPodmanEngine(Engine):
 
     def image_present(self, ref: str) -> bool:
         raise QpodError("podman not asked in this test")
-
-
-async def settle(pilot, timeout: float = 10.0) -> None:
-    """Wait until no worker (but the file watcher) runs and their messages are handled."""
-    deadline = time.monotonic() + timeout
-    quiet = 0
-    while quiet < 3:
-        await pilot.pause(0.02)
-        busy = [w for w in pilot.app.workers if w.group != "watch" and not w.is_finished]
-        quiet = 0 if busy else quiet + 1
-        if time.monotonic() > deadline:
-            raise AssertionError(f"workers still running: {busy}")
 
 
 async def until(pilot, cond: Callable[[], bool], timeout: float = 5.0) -> float:

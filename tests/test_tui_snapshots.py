@@ -1,25 +1,14 @@
 """Snapshots of every view and dialog with deterministic data (qpod_tui.demo.DemoEngine).
 Update after an intended change with: pytest tests/test_tui_snapshots.py --snapshot-update"""
 
-import time
 
 import pytest
+from tui_pilot import settle
 
 from qpod_tui.app import make_app
 from qpod_tui.demo import DemoEngine
 
 SIZE = (120, 34)
-
-
-async def settle(pilot, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    quiet = 0
-    while quiet < 3:
-        await pilot.pause(0.02)
-        busy = [w for w in pilot.app.workers if w.group != "watch" and not w.is_finished]
-        quiet = 0 if busy else quiet + 1
-        if time.monotonic() > deadline:
-            raise AssertionError(f"workers still running: {busy}")
 
 
 def keys(*presses: str):
