@@ -10,6 +10,7 @@ from conftest import remove_containers_of, run_qpod
 pytestmark = [pytest.mark.podman, pytest.mark.demo]
 
 
+@pytest.mark.timeout(1500)  # on a fresh machine the demo builds the Debian 11 image first
 def test_demo_builds_with_gcc10_in_container(qpod_home: Path, tmp_path: Path) -> None:
     repo = tmp_path / "legacy"
     try:
