@@ -24,6 +24,8 @@ from . import containers as naming
 from .errors import EXIT_QPOD, QpodError
 from .policy import Decision, Target, decide
 
+# how long a podman that has not started the command may keep the user waiting after a signal
+GIVE_UP_SECONDS = 3.0
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 # report the pid on the FIFO named by $0, then become the command (argv[0] kept by "$@")
 WRAPPER = 'echo $$ >"$0"; exec "$@"'
@@ -155,15 +157,21 @@ class _PidChannel:
     def container_path(self) -> str:
         return f"{naming.RUNTIME_IN_CONTAINER}/{self.name}"
 
-    def read_pid(self, child: int) -> int:
-        """The pid the wrapper wrote, or 0 when podman ended before the command started."""
+    def read_pid(self, child: int, fwd: "_Forwarder") -> int:
+        """The pid the wrapper wrote, or 0 when podman ended before the command started. A
+        podman that hangs before starting the command (service stuck) is given up on a few
+        seconds after the user's Ctrl-C or kill: the shell gets its prompt back."""
         import select
 
         pidfd = os.pidfd_open(child)
         data = b""
         try:
             while b"\n" not in data:
-                ready, _, _ = select.select([self.r, pidfd], [], [])
+                ready, _, _ = select.select([self.r, pidfd], [], [], 0.5)
+                if not ready:
+                    if fwd.pending and time.monotonic() - fwd.first_pending > GIVE_UP_SECONDS:
+                        os.kill(child, signal.SIGKILL)
+                    continue
                 if self.r in ready:
                     try:
                         chunk = os.read(self.r, 64)
@@ -196,6 +204,7 @@ class _Forwarder:
     def __init__(self) -> None:
         self.pid = 0
         self.pending: list[int] = []
+        self.first_pending = 0.0  # monotonic time of the first signal held back
         self.last: int | None = None
         self._old: dict[int, Any] = {}
 
@@ -212,6 +221,7 @@ class _Forwarder:
         if self.pid:
             self._send(sig)
         else:
+            self.first_pending = self.first_pending or time.monotonic()
             self.pending.append(sig)
 
     def _send(self, sig: int) -> None:
@@ -289,7 +299,7 @@ def run_in_container(decision: Decision, env: dict[str, Any], facts: dict[str, A
         channel.close()
         raise QpodError(f"cannot run podman: {err.strerror}", EXIT_QPOD) from None
     try:
-        cpid = channel.read_pid(child)
+        cpid = channel.read_pid(child, fwd)
     finally:
         channel.close()
     watch = None
@@ -319,7 +329,9 @@ def run_in_container(decision: Decision, env: dict[str, Any], facts: dict[str, A
         code = 128 - code
     if podman_died and fwd.last is not None:
         code = 128 + fwd.last
-    if not cpid and code != 0:
+    if not cpid and fwd.pending:
+        code = 128 + fwd.pending[-1]  # interrupted before the command started
+    elif not cpid and code != 0:
         code = code if code in (126, 127) else EXIT_QPOD
     resignal = None
     if fwd.last is not None and code == 128 + fwd.last:

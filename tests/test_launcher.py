@@ -278,3 +278,42 @@ def test_log_follow_shows_new_records(bound_repo: Path) -> None:
     finally:
         p.terminate()
         p.wait(timeout=10)
+
+
+def test_hung_podman_service_gives_the_prompt_back_on_ctrl_c(bound_repo: Path, tmp_path: Path) -> None:
+    import socket
+    import threading
+
+    assert run_qpod("exec", "true", cwd=bound_repo).returncode == 0  # warm container
+    sock_path = str(tmp_path / "hung.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(sock_path)
+    srv.listen(8)
+    held = []
+    stop = threading.Event()
+
+    def accept_and_say_nothing() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                continue
+
+    t = threading.Thread(target=accept_and_say_nothing, daemon=True)
+    t.start()
+    try:
+        env = {**os.environ, "QPOD_PODMAN_SOCKET": sock_path}
+        p = qpod_popen("exec", "true", cwd=bound_repo, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(2)
+        assert p.poll() is None  # stuck on the silent service
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=20)
+        assert p.returncode == -signal.SIGINT and time.monotonic() - t0 < 10
+    finally:
+        stop.set()
+        t.join()
+        for c in held:
+            c.close()
+        srv.close()
