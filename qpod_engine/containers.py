@@ -76,6 +76,22 @@ def runtime_dir() -> str:
     return os.path.join(paths.state_dir(), "run")
 
 
+def sweep_runtime_dir() -> None:
+    """Remove pid FIFOs left by launchers that were killed (their pid is in the name)."""
+    d = runtime_dir()
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return
+    for n in names:
+        parts = n.split("-")
+        if len(parts) == 3 and parts[0] == "pid" and parts[1].isdigit() and not os.path.exists(f"/proc/{parts[1]}"):
+            try:
+                os.unlink(os.path.join(d, n))
+            except OSError:
+                pass
+
+
 def _facts_file(name: str) -> str:
     return os.path.join(paths.containers_cache_dir(), f"{name}.json")
 

@@ -232,6 +232,7 @@ def ensure_container(env: dict[str, Any], root: str, settings: dict[str, Any]) -
     from podman import errors as perr
 
     cl = client()
+    naming.sweep_runtime_dir()  # the cold path is a good moment to tidy up
     name = naming.container_name(env["name"], root)
     want_hash = naming.container_hash(env, root)
     try:

@@ -317,3 +317,17 @@ def test_hung_podman_service_gives_the_prompt_back_on_ctrl_c(bound_repo: Path, t
         for c in held:
             c.close()
         srv.close()
+
+
+def test_killed_launcher_fifo_is_swept_on_next_container_start(bound_repo: Path) -> None:
+    from qpod_engine.containers import runtime_dir
+
+    assert run_qpod("exec", "true", cwd=bound_repo).returncode == 0
+    assert [n for n in os.listdir(runtime_dir()) if n.startswith("pid-")] == []  # removed once read
+    # what a launcher killed between creating its FIFO and reading the pid leaves behind
+    stale = Path(runtime_dir()) / "pid-999999999-1"
+    os.mkfifo(stale)
+    name = json.loads(run_qpod("status", "--json", cwd=bound_repo).stdout)["container"]
+    subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True, env={**os.environ, "QPOD_OFF": "1"})
+    assert run_qpod("exec", "true", cwd=bound_repo).returncode == 0
+    assert not stale.exists()
