@@ -551,11 +551,9 @@ class Engine:
     def shell_command(self, name: str) -> tuple[list[str], dict[str, str]]:
         """argv and environment of an interactive shell in a container: qpod switched off in
         it (QPOD_OFF, no LD_PRELOAD) so the shell's own commands are not redirected again."""
-        from .service import podman_binary
+        from .service import podman_binary, podman_env
 
-        env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-        env["QPOD_OFF"] = "1"
-        return [podman_binary(), "exec", "-it", name, "/bin/sh"], env
+        return [podman_binary(), "exec", "-it", name, "/bin/sh"], podman_env()
 
     # --- the command log
 

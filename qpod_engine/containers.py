@@ -106,14 +106,9 @@ def read_facts(name: str) -> dict[str, Any] | None:
 
 def write_facts(facts: dict[str, Any]) -> None:
 
-    import tempfile
+    from .fileio import write_atomic
 
-    d = paths.containers_cache_dir()
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".facts.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(facts, f)
-    os.replace(tmp, _facts_file(facts["name"]))
+    write_atomic(_facts_file(facts["name"]), json.dumps(facts))
 
 
 def forget_facts(name: str) -> None:

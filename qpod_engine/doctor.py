@@ -6,12 +6,13 @@ import subprocess
 from collections.abc import Iterator
 
 from .errors import QpodError
+from .paths import find_program
 
 Check = tuple[bool, str, str]  # (ok, what was checked, how to fix)
 
 
 def run_checks() -> Iterator[Check]:
-    exe = shutil.which("podman")
+    exe = find_program("podman")
     yield (exe is not None, f"podman installed ({exe or 'not found'})", "apt-get install podman runc")
     if exe is None:
         return
@@ -35,9 +36,9 @@ def run_checks() -> Iterator[Check]:
 def _trivial_container(exe: str, runtime: str | None) -> Check:
     """Start a throwaway container with qpod's runtime and limits, from any local image."""
     from .podman_backend import default_ulimits
+    from .service import podman_env
 
-    env = {**os.environ, "QPOD_OFF": "1"}
-    env.pop("LD_PRELOAD", None)
+    env = podman_env()
     images = subprocess.run([exe, "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True,
                             text=True, env=env, timeout=60).stdout.split()
     images = [i for i in images if not i.startswith("<none>")]

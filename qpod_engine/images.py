@@ -60,10 +60,9 @@ Progress = Callable[[str], None] | None
 
 
 def _podman() -> str:
-    path = shutil.which("podman")
-    if not path:
-        raise QpodError("podman not found on PATH (install it: apt-get install podman runc)")
-    return path
+    from .service import podman_binary
+
+    return podman_binary()
 
 
 def image_exists(ref: str) -> bool:

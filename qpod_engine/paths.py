@@ -56,3 +56,16 @@ def log_file() -> str:
 def containers_cache_dir() -> str:
     """Per-container facts (id, pid, config hash) so a warm launch needs no podman query."""
     return os.path.join(state_dir(), "containers")
+
+
+def find_program(name: str, path_env: str | None = None) -> str | None:
+    """PATH search as execvp does it (first executable regular file); a name with '/' is
+    taken as is."""
+    if "/" in name:
+        return os.path.abspath(name)
+    search = os.environ.get("PATH") if path_env is None else path_env
+    for d in (search or os.defpath).split(os.pathsep):
+        cand = os.path.join(d or ".", name)
+        if os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return os.path.abspath(cand)
+    return None

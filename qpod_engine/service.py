@@ -2,12 +2,12 @@
 
 Stdlib only and tiny: the launcher checks the socket on every command (~0.1 ms) and runs
 ``podman --url`` against it, which skips the local podman start-up (~40 ms per command).
+(``_socket`` rather than ``socket``, and subprocess imported only to start the service: the
+launcher imports this module on every command.)
 """
 
+import _socket
 import os
-import shutil
-import socket
-import subprocess
 import time
 
 from . import paths
@@ -18,10 +18,21 @@ DEFAULT_IDLE_SECONDS = 3600
 
 
 def podman_binary() -> str:
-    exe = shutil.which("podman")
+    exe = paths.find_program("podman")
     if not exe:
         raise QpodError(PODMAN_MISSING, EXIT_QPOD)
     return exe
+
+
+def podman_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment qpod runs podman with: the caller's, minus the preload library and
+    qpod's own variables, plus QPOD_OFF=1 so that a preload library still loaded in this
+    process leaves podman and its children alone."""
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_")}
+    if extra:
+        env.update(extra)
+    env["QPOD_OFF"] = "1"
+    return env
 
 
 def is_rootless() -> bool:
@@ -39,7 +50,7 @@ def socket_path() -> str:
 
 
 def answers(path: str) -> bool:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     s.settimeout(1.0)
     try:
         s.connect(path)
@@ -56,12 +67,16 @@ def ensure_service(idle_seconds: int = DEFAULT_IDLE_SECONDS) -> str:
     path = socket_path()
     if answers(path):
         return f"unix://{path}"
+    import subprocess
+
     exe = podman_binary()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     log = os.path.join(paths.state_dir(), "podman-service.log")
-    os.makedirs(paths.state_dir(), exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-    env["QPOD_OFF"] = "1"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.makedirs(paths.state_dir(), exist_ok=True)
+    except OSError as err:
+        raise QpodError(f"cannot start the podman API service: {err.filename}: {err.strerror}", EXIT_QPOD) from None
+    env = podman_env()
     with open(log, "ab") as out:
         subprocess.Popen(
             [exe, "system", "service", f"--time={idle_seconds}", f"unix://{path}"],

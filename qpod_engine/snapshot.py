@@ -39,13 +39,13 @@ def _sources() -> dict[str, list[int] | None]:
 
 
 def _write(path: str, text: str) -> None:
-    import tempfile
+    from .errors import QpodError
+    from .fileio import write_atomic
 
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path))
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        write_atomic(path, text)
+    except OSError as err:
+        raise QpodError(f"{path}: cannot write qpod's state: {err.strerror or err}", 125) from None
 
 
 def compile_config() -> dict[str, Any]:
@@ -73,17 +73,20 @@ def compile_config() -> dict[str, Any]:
         "layout": naming.CONTAINER_LAYOUT,  # precomputed container hashes depend on it
         "sources": sources,
         "settings": asdict(settings),
+        # routing compares real paths (getcwd() never shows a symlink): a root typed by hand
+        # through a symlink must still match
         "repos": [
-            {"root": b.root, "environment": b.environment, "branches": list(b.branches.items())}
+            {"root": os.path.realpath(b.root), "environment": b.environment,
+             "branches": list(b.branches.items()), "envs": b.referenced_environments()}
             for b in binds.values()
         ],
         "envs": envs,
     }
     # container names and config hashes need hashlib: computed here, not on every launch
     snap["containers"] = {
-        f"{env_name}\t{b.root}": [naming.container_name(env_name, b.root),
-                                   naming.container_hash(envs[env_name], b.root)]
-        for b in binds.values() for env_name in b.referenced_environments()
+        f"{env_name}\t{repo['root']}": [naming.container_name(env_name, repo["root"]),
+                                         naming.container_hash(envs[env_name], repo["root"])]
+        for repo in snap["repos"] for env_name in repo.pop("envs")
         if env_name in envs and "error" not in envs[env_name]
     }
     _write(paths.snapshot_file(), json.dumps(snap))

@@ -1,8 +1,6 @@
 """YAML read with line numbers (so errors say file:line) and atomic write (a failed write loses nothing)."""
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -81,35 +79,13 @@ def dump_text(data: Any) -> str:
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
 
-def _umask() -> int:
-    """The process umask, read without changing it (os.umask would race with other threads)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
-
-
 def write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory and rename: readers see old or new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a user's config file atomically (see fileio.write_atomic); errors are one line."""
+    from .fileio import write_atomic as _write
+
+    if path.exists() and not os.access(path, os.W_OK):
+        raise QpodError(f"{path}: cannot write: Permission denied")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        _write(str(path), text, durable=True)
     except OSError as err:
-        raise QpodError(f"{path}: cannot write: {err.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        # keep the permission bits of the file being replaced; a new file follows the umask
-        # (mkstemp alone would make it 0600)
-        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except OSError as err:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise QpodError(f"{path}: cannot write: {err.strerror}") from None
+        raise QpodError(f"{path}: cannot write: {err.strerror or err}") from None
