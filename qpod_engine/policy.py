@@ -6,7 +6,7 @@ it does not know the branch); the launcher then calls ``decide`` for the final w
 """
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from .gitinfo import is_within
 
@@ -46,12 +46,27 @@ class Decision:
         return self.where == "container"
 
 
-def _innermost(path: str, targets: Sequence[Target]) -> Target | None:
+def innermost_root(path: str, roots: Iterable[str]) -> str | None:
+    """The innermost of ``roots`` that holds ``path`` (nested repositories: the inner one)."""
     best = None
-    for t in targets:
-        if is_within(path, t.root) and (best is None or len(t.root) > len(best.root)):
-            best = t
+    for root in roots:
+        if is_within(path, root) and (best is None or len(root) > len(best)):
+            best = root
     return best
+
+
+def redirected_root(path: str, cwd: str, roots: Iterable[str]) -> str | None:
+    """The root the preload library matched for a launch it redirected: the innermost root
+    holding the program, else the innermost root holding the cwd. A launcher that sends the
+    launch back to the host names it in QPOD_HOST_ROOT, or the library redirects again."""
+    roots = list(roots)
+    home = innermost_root(path, roots) if path.startswith("/") else None
+    return home or innermost_root(cwd, roots)
+
+
+def _innermost(path: str, targets: Sequence[Target]) -> Target | None:
+    root = innermost_root(path, [t.root for t in targets])
+    return next(t for t in targets if t.root == root) if root is not None else None
 
 
 def decide(path: str, argv: Sequence[str], cwd: str, targets: Sequence[Target],

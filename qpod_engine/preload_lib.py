@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import paths
+from .policy import innermost_root
 
 LIB_NAME = "libqpod_preload.so"
 LIB_DIR = Path(__file__).resolve().parent / "_lib"
@@ -86,41 +87,19 @@ def read_rules(path: str | Path | None = None) -> Rules | None:
     return rules
 
 
-def _within(path: str, root: str) -> bool:
-    return path.startswith("/") if root == "/" else path == root or path.startswith(root + "/")
-
-
-def _innermost(path: str, roots: Iterable[tuple[str, Sequence[str]]]) -> tuple[str, Sequence[str]] | None:
-    best = None
-    for root, names in roots:
-        if _within(path, root) and (best is None or len(root) > len(best[0])):
-            best = (root, names)
-    return best
-
-
 def shim_root(path: str, cwd: str, roots: Iterable[tuple[str, Sequence[str]]]) -> str | None:
     """The root the library matches for a launch (None: it does not redirect, whatever
     ``$QPOD_HOST_ROOT`` says): the innermost root holding the program, else the innermost root
     holding the cwd when the program's name is on its list. A launcher that sends a launch back
     to the host must set ``QPOD_HOST_ROOT`` to exactly this root, or the library redirects again."""
-    roots = list(roots)
-    home = _innermost(path, roots) if path.startswith("/") else None
+    names = dict(roots)
+    home = innermost_root(path, names) if path.startswith("/") else None
     if home is not None:
-        return home[0]
-    here = _innermost(cwd, roots)
-    if here is not None and os.path.basename(path) in here[1]:
-        return here[0]
+        return home
+    here = innermost_root(cwd, names)
+    if here is not None and os.path.basename(path) in names[here]:
+        return here
     return None
-
-
-def redirected_root(path: str, cwd: str, roots: Iterable[str]) -> str | None:
-    """For the launcher, given a launch the library did redirect: the root it matched, which is
-    what ``QPOD_HOST_ROOT`` must name when the launch is sent back to the host (the innermost
-    root holding the program, else the innermost root holding the cwd)."""
-    pairs = [(r, ()) for r in roots]
-    home = _innermost(path, pairs) if path.startswith("/") else None
-    here = home or _innermost(cwd, pairs)
-    return here[0] if here else None
 
 
 def check() -> list[str]:

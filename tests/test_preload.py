@@ -23,7 +23,7 @@ from types import ModuleType
 import pytest
 from conftest import REPO_ROOT, podman_available, remove_containers_of, run_qpod
 
-from qpod_engine import preload_lib
+from qpod_engine import policy, preload_lib
 
 HOST_PATH = "/usr/bin:/bin"
 EXEC_ENTRIES = ["execve", "execv", "execvp", "execvpe", "execl", "execle", "execlp", "execveat", "execveat-dirfd",
@@ -481,7 +481,7 @@ def test_c_decision_agrees_with_the_policy(sb: Sandbox, tmp_path: Path) -> None:
                 assert not d.in_container and f"host-{prog}" in r.stdout
                 continue
             # the root the launcher names when it sends this launch back is the one the library matched
-            back = preload_lib.redirected_root(str(prog), str(cwd), [root for root, _ in rules.roots])
+            back = policy.redirected_root(str(prog), str(cwd), [root for root, _ in rules.roots])
             assert back is not None
             r = sb.driver("execve", str(prog), cwd=cwd, QPOD_HOST_ROOT=back)
             assert f"host-{prog}" in r.stdout, (prog, cwd, back)
