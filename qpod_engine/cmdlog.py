@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import paths
+from .gitinfo import is_within
 
 FIELDS = ("time", "repo", "branch", "env", "container", "cwd", "argv", "reason", "status", "duration")
 
@@ -31,8 +32,11 @@ def append(record: dict[str, Any], max_bytes: int = 20 * 1024 * 1024, keep: int 
                 _rotate(log, keep)
         except FileNotFoundError:
             pass
-        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(log, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line  # a record cut short earlier (disk full) must not swallow this one
             view = memoryview(line)
             while view:  # a short write (disk full, signal) must not leave half a record silently
                 n = os.write(fd, view)
@@ -93,8 +97,10 @@ class Filter:
         self.repo, self.env, self.failed, self.text = repo, env, failed, text
 
     def match(self, rec: dict[str, Any]) -> bool:
-        if self.repo and not (rec.get("repo") or "").startswith(self.repo.rstrip("/")):
-            return False
+        if self.repo:
+            repo, want = rec.get("repo") or "", self.repo.rstrip("/") or "/"
+            if not (is_within(repo, want) or is_within(want, repo)):  # /src/app is not /src/app2
+                return False
         if self.env and rec.get("env") != self.env:
             return False
         if self.failed and rec.get("status") == 0:

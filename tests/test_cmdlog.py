@@ -77,3 +77,19 @@ def test_qpod_log_filters(qpod_home: Path) -> None:
     assert [json.loads(x)["argv"][1] for x in out] == ["2"]
     out = run_qpod("log", "--json", "--repo", "/r/b").stdout.splitlines()
     assert [json.loads(x)["argv"][1] for x in out] == ["1"]
+
+
+def test_a_torn_record_does_not_swallow_the_next(tmp_path: Path) -> None:
+    log = str(tmp_path / "commands.log")
+    cmdlog.append({"i": 1}, log=log)
+    with open(log, "ab") as f:
+        f.write(b'{"i": 2, "argv": ["ma')  # what a full disk leaves behind
+    cmdlog.append({"i": 3}, log=log)
+    assert [r["i"] for r in cmdlog.read(log)] == [1, 3]
+
+
+def test_repo_filter_is_a_path_not_a_prefix() -> None:
+    flt = cmdlog.Filter(repo="/src/app")
+    assert flt.match({"repo": "/src/app"}) and flt.match({"repo": "/src/app/"[:-1]})
+    assert not flt.match({"repo": "/src/app2"})
+    assert cmdlog.Filter(repo="/src/app/sub").match({"repo": "/src/app"})  # asked from inside the repository
