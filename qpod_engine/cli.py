@@ -129,9 +129,9 @@ def cmd_env_rm(a: "argparse.Namespace") -> int:
 # --- bindings -------------------------------------------------------------------------------
 
 def _cwd() -> str:
-    from .launcher import cwd_or_pwd
-
-    return cwd_or_pwd()
+    """The physical cwd: bindings hold real paths and the preload library routes on getcwd(),
+    so a symlinked checkout must route here exactly as it does there."""
+    return os.getcwd()
 
 
 def cmd_init(a: "argparse.Namespace") -> int:
@@ -215,13 +215,13 @@ def cmd_repos(a: "argparse.Namespace") -> int:
 
 def cmd_which(a: "argparse.Namespace") -> int:
     from . import snapshot
-    from .launcher import find_program
+    from .paths import find_program
     from .policy import decide
 
     if not a.argv:
         raise QpodError("usage: qpod which [--] CMD [ARGS...]", 2)
     cwd = _cwd()
-    path = find_program(a.argv[0], os.environ.get("PATH")) or a.argv[0]
+    path = find_program(a.argv[0]) or a.argv[0]
     d = decide(path, a.argv, cwd, snapshot.targets(snapshot.load()))
     data = {"where": d.where, "reason": d.reason, "path": path, "cwd": cwd,
             "repository": d.target.root if d.target else None,
@@ -235,14 +235,15 @@ def cmd_which(a: "argparse.Namespace") -> int:
 
 
 def cmd_exec(a: "argparse.Namespace") -> int:
-    from .launcher import find_program, launch
+    from .launcher import launch
+    from .paths import find_program
 
     argv = list(a.argv)
     if argv and argv[0] == "--":
         argv = argv[1:]
     if not argv:
         raise QpodError("usage: qpod exec [--env NAME] [--] CMD [ARGS...]", 2)
-    path = find_program(argv[0], os.environ.get("PATH")) or argv[0]
+    path = find_program(argv[0]) or argv[0]
     try:
         return launch(path, argv, _cwd(), explicit=True, env_name=a.env)
     except QpodError as err:
@@ -467,6 +468,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as err:  # noqa: BLE001 - one line and a status, never a traceback
+        from .errors import unexpected
+
+        print(f"qpod: {unexpected(err)}", file=sys.stderr)
+        return EXIT_QPOD
 
 
 if __name__ == "__main__":

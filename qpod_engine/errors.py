@@ -12,6 +12,19 @@ class QpodError(Exception):
         self.status = status
 
 
+def unexpected(err: BaseException) -> str:
+    """The one line for a failure nobody anticipated (QPOD_DEBUG=1 shows the traceback)."""
+    import os
+
+    if os.environ.get("QPOD_DEBUG"):
+        import traceback
+
+        traceback.print_exception(err)
+    where = f": {err.filename}" if isinstance(err, OSError) and err.filename else ""
+    detail = err.strerror if isinstance(err, OSError) and err.strerror else str(err) or type(err).__name__
+    return f"unexpected error{where}: {detail} (QPOD_DEBUG=1 shows where)"
+
+
 class ConfigError(QpodError):
     """Invalid configuration: the message names the file and, where known, the line."""
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from . import cmdlog, snapshot
+from . import cmdlog, service, snapshot
 from . import containers as naming
 from .errors import EXIT_QPOD, QpodError
 from .policy import Decision, Target, decide
@@ -27,19 +27,6 @@ from .policy import Decision, Target, decide
 # how long a podman that has not started the command may keep the user waiting after a signal
 GIVE_UP_SECONDS = 3.0
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-# report the pid on the FIFO named by $0, then become the command (argv[0] kept by "$@")
-WRAPPER = 'echo $$ >"$0"; exec "$@"'
-
-
-def find_program(name: str, path_env: str | None) -> str | None:
-    """PATH search as execvp does it (first executable regular file)."""
-    if "/" in name:
-        return os.path.abspath(name)
-    for d in (path_env or os.defpath).split(os.pathsep):
-        cand = os.path.join(d or ".", name)
-        if os.path.isfile(cand) and os.access(cand, os.X_OK):
-            return os.path.abspath(cand)
-    return None
 
 
 def _host_exec(path: str | None, argv: Sequence[str], extra_env: dict[str, str] | None = None) -> int:
@@ -47,6 +34,10 @@ def _host_exec(path: str | None, argv: Sequence[str], extra_env: dict[str, str] 
     env = dict(os.environ)
     if extra_env:
         env.update(extra_env)
+    # Python starts with SIGPIPE and SIGXFSZ ignored, and an exec keeps that: give the program
+    # the defaults it would have had (else 'yes | head -1' never ends)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
     try:
         if path:
             os.execve(path, list(argv), env)
@@ -90,15 +81,6 @@ def name_matches(name: str, globs: Sequence[str]) -> bool:
     return False
 
 
-def _podman_exe() -> str:
-    exe = find_program("podman", os.environ.get("PATH"))
-    if not exe:
-        from .service import PODMAN_MISSING
-
-        raise QpodError(PODMAN_MISSING, EXIT_QPOD)
-    return exe
-
-
 def container_argv(decision: Decision, env: dict[str, Any], facts: dict[str, Any], path: str,
                    argv: Sequence[str], cwd: str, tty: bool, stdin: bool, env_names: Sequence[str],
                    url: str, fifo: str) -> list[str]:
@@ -107,8 +89,13 @@ def container_argv(decision: Decision, env: dict[str, Any], facts: dict[str, Any
     target = decision.target
     assert target is not None
     root = target.root
-    workdir = naming.map_path(cwd, env, root) or naming.container_root(env, root)
-    args = [_podman_exe(), "--url", url, "exec", "--workdir", workdir]
+    workdir = naming.map_path(cwd, env, root)
+    if workdir is None:
+        # natively the program would run here; silently using another directory would make
+        # its relative arguments name other files
+        raise QpodError(f"{cwd}: not visible in the container of environment '{env['name']}' (run it from "
+                        f"inside {root} or a mounted directory)", EXIT_QPOD)
+    args = [service.podman_binary(), "--url", url, "exec", "--workdir", workdir]
     if stdin:
         args.append("-i")
     if tty:
@@ -123,11 +110,20 @@ def container_argv(decision: Decision, env: dict[str, Any], facts: dict[str, Any
         args += ["--env", name]  # value taken from podman's own environment: not visible in ps
     cmd = list(argv)
     if path.startswith("/") and (path == root or path.startswith(root + "/")):
-        # a program of the repository: run the container's view of that same file
-        mapped = naming.map_path(path, env, root) or path
-        if not cmd or cmd[0].startswith("/") or naming.map_path(cwd, env, root) is None:
-            cmd[0:1] = [mapped]
-    return [*args, facts["name"], "/bin/sh", "-c", WRAPPER, fifo, *cmd]
+        # a program of the repository: run the container's view of that same file. Only a
+        # name relative to the (mapped) cwd, like ./prog, can stay as typed: a bare name found
+        # through the host's PATH is not on the container's PATH
+        if not cmd or cmd[0].startswith("/") or "/" not in cmd[0]:
+            cmd[0:1] = [naming.map_path(path, env, root) or path]
+    return [*args, facts["name"], "/bin/sh", "-c", wrapper_script(), fifo, *cmd]
+
+
+def wrapper_script() -> str:
+    """Report the pid on the FIFO named by $0, take the user's umask (podman's is 0022: build
+    outputs in a group-shared tree would lose group write), then become the command."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 'echo $$ >"$0"; umask ' + f"{mask:04o}" + '; exec "$@"'
 
 
 def invoking_user() -> tuple[int, int]:
@@ -208,9 +204,25 @@ class _Forwarder:
         self.last: int | None = None
         self._old: dict[int, Any] = {}
 
-    def install(self) -> None:
+    def install(self, job_control: bool) -> None:
+        """``job_control``: Ctrl-Z suspends the command too (without a TTY; with one, the
+        terminal is raw and Ctrl-Z goes to the container's own terminal)."""
         for sig in FORWARDED:
             self._old[sig] = signal.signal(sig, self._handle)
+        if job_control:
+            self._old[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, self._suspend)
+
+    def _suspend(self, _sig: int, _frame: Any) -> None:
+        """Stop the command, then this launcher (so the shell sees the job stopped); when the
+        shell continues the job (fg, bg), continue the command."""
+        if self.pid:
+            self._send(signal.SIGSTOP)
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)
+        # resumed here by SIGCONT
+        signal.signal(signal.SIGTSTP, self._suspend)
+        if self.pid:
+            self._send(signal.SIGCONT)
 
     def restore(self) -> None:
         for sig, old in self._old.items():
@@ -264,38 +276,46 @@ def _watchdog(pid: int, pid_start: str | None) -> int:
     return w
 
 
-def run_in_container(decision: Decision, env: dict[str, Any], facts: dict[str, Any], path: str,
-                     argv: Sequence[str], cwd: str, settings: dict[str, Any]) -> tuple[int, int | None]:
-    """Run the command; returns (exit status, signal to re-raise or None)."""
-    tty = os.isatty(0) and os.isatty(1)
-    stdin_ok = True
-    if os.isatty(0) and not tty:
-        try:  # a background job (make &) must not read the terminal: it would stop on SIGTTIN
-            stdin_ok = os.tcgetpgrp(0) == os.getpgrp()
-        except OSError:
-            stdin_ok = False
-    from .service import ensure_service
+def _terminal_state() -> tuple[bool, bool, bool]:
+    """(tty, read_stdin, foreground) for this launch.
 
-    url = ensure_service(settings.get("service_idle_seconds", 3600))
+    tty: stdin and stdout are terminals and this is the terminal's foreground job (a background
+    job must not put the terminal in raw mode: it would stop on SIGTTOU);
+    read_stdin: False for a background job whose stdin is the terminal (SIGTTIN), natively the
+    job would stop only if it read, here podman would read at once;
+    foreground: podman must stay in the launcher's process group to read the terminal."""
+    if not os.isatty(0):
+        return False, True, False
+    try:
+        fg = os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:
+        fg = False
+    return fg and os.isatty(1), fg, fg
+
+
+def run_in_container(decision: Decision, env: dict[str, Any], facts: dict[str, Any], path: str,
+                     argv: Sequence[str], cwd: str, settings: dict[str, Any],
+                     fwd: "_Forwarder") -> tuple[int, int | None]:
+    """Run the command; returns (exit status, signal to re-raise or None). ``fwd`` is installed
+    by the caller and stays installed until the log record is written."""
+    tty, stdin_ok, foreground = _terminal_state()
+    url = service.ensure_service(settings.get("service_idle_seconds", 3600))
     values = pass_env(env)
-    podman_env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_")}
-    podman_env.update(values)
-    podman_env["QPOD_OFF"] = "1"  # tells the preload library to leave podman alone
+    podman_env = service.podman_env(values)
     # the command may run as another uid (rootful --user): it must be able to write the FIFO
     channel = _PidChannel(0o622 if os.geteuid() == 0 else 0o600)
     args = container_argv(decision, env, facts, path, argv, cwd, tty, stdin_ok, sorted(values), url,
                           channel.container_path)
     actions = [] if stdin_ok else [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)]
-    fwd = _Forwarder()
-    fwd.install()
-    # when stdin is not a terminal, podman goes in its own process group: a terminal's Ctrl-C
-    # then reaches only the launcher, which forwards it (podman would die of it and lose the
-    # status). Reading a terminal from another process group would stop podman (SIGTTIN).
-    spawn_kw = {} if os.isatty(0) else {"setpgroup": 0}
+    # Unless podman must read the terminal, it goes in its own process group: a terminal's
+    # Ctrl-C then reaches only the launcher, which forwards it (podman would die of it and lose
+    # the status). Python ignores SIGPIPE/SIGXFSZ; podman gets the defaults back.
+    spawn_kw: dict[str, Any] = {"setsigdef": (signal.SIGPIPE, signal.SIGXFSZ)}
+    if not foreground:
+        spawn_kw["setpgroup"] = 0
     try:
         child = os.posix_spawn(args[0], args, podman_env, file_actions=actions, **spawn_kw)
     except OSError as err:
-        fwd.restore()
         channel.close()
         raise QpodError(f"cannot run podman: {err.strerror}", EXIT_QPOD) from None
     try:
@@ -323,7 +343,6 @@ def run_in_container(decision: Decision, env: dict[str, Any], facts: dict[str, A
     if watch is not None:
         os.write(watch, b"x")
         os.close(watch)
-    fwd.restore()
     code = os.waitstatus_to_exitcode(status)
     if code < 0:
         code = 128 - code
@@ -396,7 +415,7 @@ def launch(path: str, argv: Sequence[str], cwd: str, explicit: bool = False, env
         if shim:
             # the library must not send this launch (or its children under the same root) back
             # here: name the root it matched, by its own rule (program's root, else cwd's root)
-            from .preload_lib import redirected_root
+            from .policy import redirected_root
 
             root = redirected_root(path, cwd, [repo["root"] for repo in snap["repos"]])
             return _host_exec(path, argv, {"QPOD_HOST_ROOT": root} if root else None)
@@ -405,8 +424,23 @@ def launch(path: str, argv: Sequence[str], cwd: str, explicit: bool = False, env
     assert target is not None and target.environment is not None
     env = environment_of(snap, target.environment)
     facts = ensure_facts(snap, env, target.root)
-    code, resignal = run_in_container(decision, env, facts, path, argv, cwd, snap["settings"])
     settings = snap["settings"]
+    fwd = _Forwarder()
+    fwd.install(job_control=not _terminal_state()[0])
+    try:
+        code, resignal = run_in_container(decision, env, facts, path, argv, cwd, settings, fwd)
+        _log(t0, decision, env, facts, path, argv, cwd, code, settings)
+    finally:
+        fwd.restore()  # only now: a signal while the record is written must not lose it
+    if resignal is not None:
+        _reraise(resignal)
+    return code
+
+
+def _log(t0: float, decision: Decision, env: dict[str, Any], facts: dict[str, Any], path: str,
+         argv: Sequence[str], cwd: str, code: int, settings: dict[str, Any]) -> None:
+    target = decision.target
+    assert target is not None
     record = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0)) + f".{int(t0 % 1 * 1000):03d}+00:00",
         "repo": target.root, "branch": target.branch, "env": env["name"], "container": facts["name"],
@@ -417,9 +451,6 @@ def launch(path: str, argv: Sequence[str], cwd: str, explicit: bool = False, env
         cmdlog.append(record, settings["log_max_bytes"], settings["log_keep"])
     except OSError as err:
         sys.stderr.write(f"qpod: cannot write the command log: {err.strerror}\n")
-    if resignal is not None:
-        _reraise(resignal)
-    return code
 
 
 def _reraise(sig: int) -> None:
@@ -456,3 +487,8 @@ def shim_main(args: Sequence[str]) -> int:
         return EXIT_QPOD
     except KeyboardInterrupt:
         return 130
+    except Exception as err:  # noqa: BLE001 - a redirected command fails in one line, never a traceback
+        from .errors import unexpected
+
+        sys.stderr.write(f"qpod: {unexpected(err)}\n")
+        return EXIT_QPOD

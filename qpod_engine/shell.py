@@ -6,6 +6,7 @@ import argparse
 import os
 import pwd
 import shutil
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -87,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.stderr.write(f"launching {shell} in qpod mode (using qpod in {pkg})\n")
     sys.stderr.flush()
     cmd = [shell] if args.command is None else [shell, "-c", args.command]
+    # Python ignores SIGPIPE and SIGXFSZ and an exec keeps that: the shell and everything it
+    # starts must have the defaults (else 'yes | head -1' would never end)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
     try:
         os.execve(shell, cmd, env)
     except OSError as err:
