@@ -8,19 +8,20 @@ branches, uses.
           release/2018.*: mmsx-2018.3-centos7
 """
 
-import fnmatch
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from pathlib import Path
-
-    from . import yamlio
+from __future__ import annotations
 
 from . import paths
 from .errors import ConfigError, QpodError
 
-# yamlio (PyYAML) is imported inside the functions that read or write the file: the launcher
-# imports this module on its hot path only for Binding.environment_for.
+# typing is imported for type checkers only, and yamlio (PyYAML) and fnmatch inside the
+# functions that need them: the launcher imports this module on every command, only for
+# Binding.environment_for
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
+
+    from . import yamlio
 
 
 class Binding:
@@ -40,9 +41,11 @@ class Binding:
 
     def environment_for(self, branch: str | None) -> tuple[str | None, str]:
         """(environment or None, why) for the given checked-out branch."""
-        if branch is not None:
+        if branch is not None and self.branches:
+            from fnmatch import fnmatchcase
+
             for glob, env in self.branches.items():
-                if fnmatch.fnmatchcase(branch, glob):
+                if fnmatchcase(branch, glob):
                     return env, f"branch '{branch}' matches rule '{glob}'"
         if self.environment:
             return self.environment, "repository binding"
@@ -63,7 +66,7 @@ class Binding:
         return data
 
 
-def _parse(data: Any, file: str, lines: "yamlio.Lines") -> dict[str, Binding]:
+def _parse(data: Any, file: str, lines: yamlio.Lines) -> dict[str, Binding]:
     if data is None:
         return {}
     if not isinstance(data, dict) or set(data) - {"repositories"}:
@@ -115,7 +118,7 @@ def load_bindings() -> dict[str, Binding]:
     return _parse(data, str(path), lines)
 
 
-def save_bindings(bindings: dict[str, Binding]) -> "Path":
+def save_bindings(bindings: dict[str, Binding]) -> Path:
     from pathlib import Path
 
     from . import yamlio

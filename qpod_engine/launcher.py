@@ -12,17 +12,24 @@ The launcher forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 to that pid 
 exec`` without a TTY forwards nothing), and a forked watchdog kills it if the launcher dies.
 """
 
+from __future__ import annotations
+
 import os
 import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from . import cmdlog, service, snapshot
 from . import containers as naming
 from .errors import EXIT_QPOD, QpodError
 from .policy import Decision, Target, decide
+
+# typing is imported for type checkers only: the launcher's hot path imports this module
+# and ``import typing`` costs ~2 ms a command
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # how long a podman that has not started the command may keep the user waiting after a signal
 GIVE_UP_SECONDS = 3.0
@@ -153,7 +160,7 @@ class _PidChannel:
     def container_path(self) -> str:
         return f"{naming.RUNTIME_IN_CONTAINER}/{self.name}"
 
-    def read_pid(self, child: int, fwd: "_Forwarder") -> int:
+    def read_pid(self, child: int, fwd: _Forwarder) -> int:
         """The pid the wrapper wrote, or 0 when podman ended before the command started. A
         podman that hangs before starting the command (service stuck) is given up on a few
         seconds after the user's Ctrl-C or kill: the shell gets its prompt back."""
@@ -295,7 +302,7 @@ def _terminal_state() -> tuple[bool, bool, bool]:
 
 def run_in_container(decision: Decision, env: dict[str, Any], facts: dict[str, Any], path: str,
                      argv: Sequence[str], cwd: str, settings: dict[str, Any],
-                     fwd: "_Forwarder") -> tuple[int, int | None]:
+                     fwd: _Forwarder) -> tuple[int, int | None]:
     """Run the command; returns (exit status, signal to re-raise or None). ``fwd`` is installed
     by the caller and stays installed until the log record is written."""
     tty, stdin_ok, foreground = _terminal_state()
@@ -363,7 +370,7 @@ def run_in_container(decision: Decision, env: dict[str, Any], facts: dict[str, A
 def _resolve(path: str, argv: Sequence[str], cwd: str, explicit: bool,
              env_name: str | None) -> tuple[dict[str, Any], Decision]:
     snap = snapshot.load()
-    targets = snapshot.targets(snap)
+    targets = snapshot.targets(snap, near=(path, cwd))
     if env_name:
         if env_name not in snap["envs"]:
             from .config import unknown_environment_message

@@ -5,15 +5,23 @@ changes (checked by mtime and size, so hand edits are picked up too).
 This module imports only the stdlib at load time; compiling imports the YAML side lazily.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import sys
-from typing import Any
+from collections.abc import Sequence
 
 from . import containers as naming
 from . import paths
 from .bindings import Binding
 from .policy import Target
+
+# typing is imported for type checkers only: the launcher's hot path imports this module
+# and ``import typing`` costs ~2 ms a command
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 SNAPSHOT_VERSION = 2  # bump when the snapshot layout changes: old ones are recompiled
 RULES_VERSION = 1
@@ -130,12 +138,15 @@ def load() -> dict[str, Any]:
     return compile_config()
 
 
-def targets(snap: dict[str, Any]) -> list[Target]:
-    """The bound repositories with the environment in force on their current branch."""
-    from .gitinfo import current_branch
+def targets(snap: dict[str, Any], near: Sequence[str] | None = None) -> list[Target]:
+    """The bound repositories with the environment in force on their current branch; with
+    ``near``, only those holding one of these paths (the launcher reads no other HEAD)."""
+    from .gitinfo import current_branch, is_within
 
     out = []
     for repo in snap["repos"]:
+        if near is not None and not any(is_within(p, repo["root"]) for p in near):
+            continue
         branch = current_branch(repo["root"]) if repo["branches"] else None
         binding = Binding(repo["root"], repo["environment"], dict(repo["branches"]))
         env_name, why = binding.environment_for(branch)
