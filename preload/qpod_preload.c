@@ -27,7 +27,9 @@
 extern char **environ;
 
 #define LIB_NAME "libqpod_preload.so"
-#define RULES_MAX (64 * 1024)   /* bigger rules files are ignored (everything on the host) */
+/* bigger rules files are ignored (everything on the host; qpod doctor and qpod-shell say so).
+ * 1 MiB is several thousand repositories; the cache is bss, so untouched pages cost nothing. */
+#define RULES_MAX (1024 * 1024)
 #define LAUNCHER_MAX 4096       /* the launcher fields, NUL-separated */
 #define LAUNCHER_FIELDS 32
 #define STACK_PTRS 256          /* argv/envp arrays up to this size live on the stack */

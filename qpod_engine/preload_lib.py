@@ -62,6 +62,9 @@ def preload_list(existing: str | None) -> str:
     return ":".join([preload_entry(), *others])
 
 
+RULES_MAX = 1024 * 1024  # the library's RULES_MAX (preload/qpod_preload.c)
+
+
 @dataclass
 class Rules:
     launcher: list[str] = field(default_factory=list)
@@ -75,7 +78,7 @@ def read_rules(path: str | Path | None = None) -> Rules | None:
     except (OSError, UnicodeDecodeError):
         return None
     lines = text.split("\n")
-    if lines[0] != RULES_HEADER:
+    if lines[0] != RULES_HEADER or len(text.encode()) >= RULES_MAX:  # the library ignores it too
         return None
     rules = Rules()
     for line in lines[1:]:
@@ -131,6 +134,12 @@ def check() -> list[str]:
 
 def _rules_problems() -> list[str]:
     rules_file = Path(paths.rules_file())
+    try:
+        if rules_file.stat().st_size >= RULES_MAX:
+            return [f"rules file {rules_file} is over {RULES_MAX // 1024} KiB, more than the library reads: "
+                    "every command runs on the host (unbind repositories you no longer build)"]
+    except OSError:
+        pass
     rules = read_rules(rules_file)
     if rules is None:
         what = "is not a version-1 rules file" if rules_file.is_file() else "is missing"

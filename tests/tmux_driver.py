@@ -34,13 +34,16 @@ class Tmux:
                               capture_output=True, text=True).stdout
 
     def wait_for(self, text: str, timeout: float = 30) -> str:
+        return self.wait_for_any((text,), timeout)
+
+    def wait_for_any(self, texts: tuple[str, ...], timeout: float = 30) -> str:
         deadline = time.monotonic() + timeout
         while True:
             s = self.screen()
-            if text in s:
+            if any(t in s for t in texts):
                 return s
             if time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} not on screen after {timeout}s:\n{s}")
+                raise AssertionError(f"none of {texts!r} on screen after {timeout}s:\n{s}")
             time.sleep(0.1)
 
     def wait_count(self, text: str, count: int, timeout: float = 30) -> str:
