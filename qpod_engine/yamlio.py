@@ -50,8 +50,51 @@ def _to_python(node: yaml.Node, path: tuple, lines: Lines, file: str) -> Any:
     return yaml.load(yaml.serialize(node), Loader=_Loader)
 
 
+MAX_DEPTH = 64  # qpod's files nest three or four levels; libyaml's composer recurses in C (a segfault at ~10,000)
+
+
+def _check_events(text: str, file: str) -> None:
+    """Refuse an alias (``*name``): qpod's files never need one, and a few hundred bytes of
+    nested aliases expand to billions of nodes (a "billion laughs" bomb would hang every qpod
+    command and qpod-shell start). Anchors alone are harmless and allowed. Refuse nesting
+    deeper than MAX_DEPTH too: composing it would crash the process."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.AliasEvent):
+            raise ConfigError(file, f"YAML aliases are not supported (*{event.anchor}): write the value out",
+                              event.start_mark.line + 1)
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ConfigError(file, f"invalid YAML: nested deeper than {MAX_DEPTH} levels",
+                                  event.start_mark.line + 1)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def loads(text: str, file: str) -> tuple[Any, Lines]:
+    """Parse YAML ``text`` (from ``file``, named in errors): a syntax error, an alias or a
+    document nested absurdly deep becomes a ConfigError naming file and line."""
+    lines = Lines()
+    try:
+        _check_events(text, file)
+        node = yaml.compose(text, Loader=_Loader)
+        if node is None:
+            return None, lines
+        return _to_python(node, (), lines, file), lines
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line = mark.line + 1 if mark else None
+        raise ConfigError(file, f"invalid YAML: {err.problem or err.context}", line) from None
+    except yaml.YAMLError as err:
+        raise ConfigError(file, f"invalid YAML: {err}") from None
+    except RecursionError:
+        raise ConfigError(file, "invalid YAML: nested too deeply") from None
+
+
 def load(path: Path) -> tuple[Any, Lines]:
-    """Parse ``path``; a syntax error becomes a ConfigError naming file and line."""
+    """Parse ``path`` (see ``loads``); FileNotFoundError passes through, other read errors
+    become a ConfigError."""
     file = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -61,18 +104,7 @@ def load(path: Path) -> tuple[Any, Lines]:
         raise ConfigError(file, f"cannot read: {err.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(file, "not UTF-8 text") from None
-    lines = Lines()
-    try:
-        node = yaml.compose(text, Loader=_Loader)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        line = mark.line + 1 if mark else None
-        raise ConfigError(file, f"invalid YAML: {err.problem or err.context}", line) from None
-    except yaml.YAMLError as err:
-        raise ConfigError(file, f"invalid YAML: {err}") from None
-    if node is None:
-        return None, lines
-    return _to_python(node, (), lines, file), lines
+    return loads(text, file)
 
 
 def dump_text(data: Any) -> str:
