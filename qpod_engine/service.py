@@ -4,6 +4,12 @@ Stdlib only and tiny: the launcher checks the socket on every command (~0.1 ms) 
 ``podman --url`` against it, which skips the local podman start-up (~40 ms per command).
 (``_socket`` rather than ``socket``, and subprocess imported only to start the service: the
 launcher imports this module on every command.)
+
+Where the socket is comes from podman itself (``podman info``: root ``/run/podman``, a user
+``$XDG_RUNTIME_DIR/podman``, or without a login session podman's own fallback such as
+``/tmp/podman-run-UID/podman``), asked once and cached in the state dir under a key of what
+podman's answer depends on. One service per socket, whoever starts it: starters take a lock
+file beside the socket and the first one's service is the one everybody uses.
 """
 
 import _socket
@@ -15,6 +21,8 @@ from .errors import EXIT_QPOD, QpodError
 
 PODMAN_MISSING = "podman is not installed (apt-get install podman runc)"
 DEFAULT_IDLE_SECONDS = 3600
+START_TIMEOUT = 30.0  # a loaded 2-core machine can take seconds to start podman
+CACHE_NAME = "podman-socket"
 
 
 def podman_binary() -> str:
@@ -39,14 +47,88 @@ def is_rootless() -> bool:
     return os.geteuid() != 0
 
 
+def _run_user_dir_usable(uid: int) -> bool:
+    """podman's test for /run/user/UID when XDG_RUNTIME_DIR is unset: ours, with rwx for us."""
+    try:
+        st = os.stat(f"/run/user/{uid}")
+    except OSError:
+        return False
+    return st.st_uid == os.geteuid() and st.st_mode & 0o700 == 0o700
+
+
+def resolution_key() -> str:
+    """Everything podman's socket path depends on (pkg/util SocketPath/GetRuntimeDir): root or
+    not, the uid, XDG_RUNTIME_DIR, whether /run/user/UID is usable, TMPDIR and HOME."""
+    if not is_rootless():
+        return "v1 root"
+    uid = os.getuid()
+    env = os.environ
+    return (f"v1 uid={uid} xdg={env.get('XDG_RUNTIME_DIR', '')} run_user={int(_run_user_dir_usable(uid))}"
+            f" tmp={env.get('TMPDIR', '')} home={env.get('HOME', '')}")
+
+
+def _cache_file() -> str:
+    return os.path.join(paths.state_dir(), CACHE_NAME)
+
+
+def _read_cache(key: str) -> str | None:
+    try:
+        with open(_cache_file(), encoding="utf-8") as f:
+            cached_key, _, path = f.read().partition("\n")
+    except (OSError, ValueError):
+        return None
+    path = path.strip()
+    return path if cached_key == key and path.startswith("/") else None
+
+
+def _write_cache(key: str, path: str) -> None:
+    """Best effort: an unwritable state dir only means asking podman again next time."""
+    target = _cache_file()
+    tmp = f"{target}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(f"{key}\n{path}\n")
+        os.replace(tmp, target)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def ask_podman_socket() -> str:
+    """``podman info --format {{.Host.RemoteSocket.Path}}``: podman's own answer, uncached."""
+    import subprocess
+
+    try:
+        proc = subprocess.run([podman_binary(), "info", "--format", "{{.Host.RemoteSocket.Path}}"],
+                              capture_output=True, text=True, env=podman_env(), stdin=subprocess.DEVNULL,
+                              timeout=120)
+    except subprocess.TimeoutExpired:
+        raise QpodError("cannot find the podman API socket: podman info took over 120 s", EXIT_QPOD) from None
+    except OSError as err:
+        raise QpodError(f"cannot find the podman API socket: cannot run podman: {err.strerror}", EXIT_QPOD) from None
+    path = proc.stdout.strip()
+    if proc.returncode != 0 or not path.startswith("/"):
+        lines = [x.strip() for x in proc.stderr.splitlines() if x.strip() and "level=warning" not in x]
+        why = lines[-1] if lines else f"exit {proc.returncode}, no socket path"
+        raise QpodError(f"cannot find the podman API socket: podman info failed: {why} (qpod doctor)", EXIT_QPOD)
+    return path
+
+
 def socket_path() -> str:
-    """The API socket: ``$QPOD_PODMAN_SOCKET``, else podman's own default for root or the user."""
+    """The API socket: ``$QPOD_PODMAN_SOCKET``, else podman's own answer (cached: the launcher
+    calls this on every command, and asking podman costs ~0.25 s)."""
     if os.environ.get("QPOD_PODMAN_SOCKET"):
         return os.environ["QPOD_PODMAN_SOCKET"]
-    if not is_rootless():
-        return "/run/podman/podman.sock"
-    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
-    return os.path.join(runtime, "podman", "podman.sock")
+    key = resolution_key()
+    path = _read_cache(key)
+    if path is None:
+        path = ask_podman_socket()
+        _write_cache(key, path)
+    return path
 
 
 def answers(path: str) -> bool:
@@ -61,31 +143,140 @@ def answers(path: str) -> bool:
         s.close()
 
 
-def ensure_service(idle_seconds: int = DEFAULT_IDLE_SECONDS) -> str:
+def lock_path(socket: str) -> str:
+    """The starters' lock: beside the socket, so every qpod (any config or state dir) of this
+    podman instance shares it."""
+    return socket + ".qpod-lock"
+
+
+def ensure_service(idle_seconds: int = DEFAULT_IDLE_SECONDS, timeout: float = START_TIMEOUT) -> str:
     """Start ``podman system service`` on the socket when nothing answers there (as a user
     would expect: no systemd unit needed). Returns the socket URL."""
     path = socket_path()
     if answers(path):
         return f"unix://{path}"
+    _start_service(path, idle_seconds, timeout)
+    return f"unix://{path}"
+
+
+def _cannot(err: OSError) -> QpodError:
+    return QpodError(f"cannot start the podman API service: {err.filename}: {err.strerror}", EXIT_QPOD)
+
+
+def _start_service(path: str, idle_seconds: int, timeout: float) -> None:
+    import fcntl
+
+    deadline = time.monotonic() + timeout
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        os.makedirs(paths.state_dir(), mode=0o700, exist_ok=True)
+        fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as err:
+        raise _cannot(err) from None
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise QpodError(f"podman API service on {path}: another qpod has been starting it for "
+                                    f"over {timeout:.0f} s (lock {lock_path(path)})", EXIT_QPOD) from None
+                time.sleep(0.02)
+        if answers(path):  # whoever held the lock started it
+            return
+        previous = _recorded_service(fd, path)
+        if previous is not None and _wait_answer(path, previous, deadline):
+            return  # started by a qpod that died before it answered; it answers now
+        if previous is not None:
+            _stop(previous)  # stuck: one service per socket, never two
+        pid = _spawn(path, idle_seconds)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{pid}\n".encode(), 0)
+        if not _wait_answer(path, pid, deadline):
+            _stop(pid)  # no orphan: a service that never answered is not left behind
+            log = os.path.join(paths.state_dir(), "podman-service.log")
+            alive = "did not answer" if _is_service(pid, path) else "exited"
+            raise QpodError(f"podman API service {alive} on {path} within {timeout:.0f} s (see {log})", EXIT_QPOD)
+    finally:
+        os.close(fd)
+
+
+def _spawn(path: str, idle_seconds: int) -> int:
     import subprocess
 
     exe = podman_binary()
     log = os.path.join(paths.state_dir(), "podman-service.log")
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        os.makedirs(paths.state_dir(), exist_ok=True)
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                [exe, "system", "service", f"--time={idle_seconds}", f"unix://{path}"],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=podman_env(), start_new_session=True,
+                cwd="/",  # conmon inherits it: a deleted repository as cwd breaks every later container
+            )
     except OSError as err:
-        raise QpodError(f"cannot start the podman API service: {err.filename}: {err.strerror}", EXIT_QPOD) from None
-    env = podman_env()
-    with open(log, "ab") as out:
-        subprocess.Popen(
-            [exe, "system", "service", f"--time={idle_seconds}", f"unix://{path}"],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env, start_new_session=True,
-            cwd="/",  # conmon inherits it: a deleted repository as cwd breaks every later container
-        )
-    deadline = time.monotonic() + 10
+        raise _cannot(err) from None
+    return proc.pid
+
+
+def _recorded_service(fd: int, path: str) -> int | None:
+    """The pid the last starter wrote in the lock file, if that process is still this socket's service."""
+    try:
+        pid = int(os.pread(fd, 32, 0).decode().strip() or "0")
+    except (OSError, ValueError):
+        return None
+    return pid if pid > 0 and _is_service(pid, path) else None
+
+
+def _is_service(pid: int, path: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != b"Z" and b"service" in argv and f"unix://{path}".encode() in argv
+
+
+def _wait_answer(path: str, pid: int, deadline: float) -> bool:
     while time.monotonic() < deadline:
         if answers(path):
-            return f"unix://{path}"
+            return True
+        _reap(pid)
+        if not _is_service(pid, path):
+            return answers(path)
         time.sleep(0.02)
-    raise QpodError(f"podman API service did not come up on {path} (see {log})", EXIT_QPOD)
+    return answers(path)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _stop(pid: int) -> None:
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        end = time.monotonic() + 5.0
+        while time.monotonic() < end:
+            _reap(pid)
+            if _gone(pid):
+                return
+            time.sleep(0.05)
+
+
+def _gone(pid: int) -> bool:
+    """Exited (a zombie counts: it serves nothing)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return True
