@@ -6,8 +6,10 @@ every image is built here from Debian packages and brought in with
 
 - ``BUSYBOX_REF``: busybox-static with its applets linked in (a few MB,
   built in about a second) for fast tests.
-- ``DEBIAN11_REF``: Debian 11 (bullseye) made by debootstrap, with make,
-  gcc 10, libc6-dev and gdb: the "old OS" an old branch builds in.
+- ``DEBIAN11_REF``: Debian 11 (bullseye) with make, gcc 10, libc6-dev and gdb:
+  the "old OS" an old branch builds in. Made by mmdebstrap, as a normal user too
+  (``--mode=unshare``: no root needed, the image goes to that user's own podman
+  storage); as root without mmdebstrap, by debootstrap and chroot.
 
 Both builders reuse an existing image unless ``force`` is set, and hold a
 per-image lock file so two processes asking at once build it only once.
@@ -106,10 +108,26 @@ def _import_dir(root: Path, ref: str, changes: Sequence[str], tar_opts: Sequence
         raise QpodError(f"{what}: podman import failed (exit {imp.returncode}): {_last_line(imp.stderr)}")
     if tar_rc != 0:
         raise QpodError(f"{what}: tar of {root} failed (exit {tar_rc}): {_last_line(tar_msg)}")
+    _drop_replaced(old_id, ref)
+
+
+def _import_tarball(tarball: Path, ref: str, changes: Sequence[str], what: str) -> None:
+    """``podman import --change ... TARBALL ref`` into the caller's own storage (rootless too)."""
+    old_id = image_id(ref)
+    cmd = [_podman(), "import"]
+    for change in changes:
+        cmd += ["--change", change]
+    imp = subprocess.run([*cmd, str(tarball), ref], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if imp.returncode != 0:
+        raise QpodError(f"{what}: podman import failed (exit {imp.returncode}): {_last_line(imp.stderr)}")
+    _drop_replaced(old_id, ref)
+
+
+def _drop_replaced(old_id: str | None, ref: str) -> None:
+    """A forced rebuild leaves the old image untagged; drop it unless a container still uses it."""
     new_id = image_id(ref)
     if old_id and new_id and old_id != new_id:
-        # A forced rebuild leaves the old image untagged; drop it unless a container still uses it.
-        subprocess.run([podman, "image", "rm", old_id], capture_output=True)
+        subprocess.run([_podman(), "image", "rm", old_id], capture_output=True)
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -402,6 +420,24 @@ def _write_resolv_conf(root: Path) -> None:
     target.write_text(content)
 
 
+DEBIAN11_BUILDERS = ("auto", "mmdebstrap", "debootstrap")
+
+
+def debian11_builder(builder: str = "auto") -> str:
+    """Which tool builds the Debian 11 root here: mmdebstrap (any user) where installed, else
+    debootstrap (root only). Raises QpodError saying what to install."""
+    if builder not in DEBIAN11_BUILDERS:
+        raise QpodError(f"unknown Debian 11 builder '{builder}' (one of {', '.join(DEBIAN11_BUILDERS)})")
+    root = os.geteuid() == 0
+    if builder in ("auto", "mmdebstrap") and shutil.which("mmdebstrap"):
+        return "mmdebstrap"
+    if builder in ("auto", "debootstrap") and root and shutil.which("debootstrap"):
+        return "debootstrap"
+    if builder == "debootstrap":
+        raise QpodError("debootstrap needs root and debootstrap; as a user: sudo apt-get install mmdebstrap")
+    raise QpodError("needs mmdebstrap: sudo apt-get install mmdebstrap uidmap (or sudo bash scripts/setup.sh)")
+
+
 def build_debian11_image(
     ref: str = DEBIAN11_REF,
     progress: Progress = None,
@@ -409,13 +445,15 @@ def build_debian11_image(
     cache_dir: Path | None = None,
     *,
     mirror: str = DEBIAN_MIRROR,
+    builder: str = "auto",
 ) -> str:
     """Build (or reuse) a Debian 11 image with make, gcc 10, libc6-dev and gdb; return ``ref``.
 
-    Needs root (debootstrap, chroot), debootstrap, tar, podman and Debian's mirror. Takes about a
-    minute. ``progress`` gets stage messages and every line debootstrap and apt print.
-    ``cache_dir`` keeps the downloaded .deb files between builds (None: download everything).
-    Raises QpodError naming the step that failed and the last line it printed.
+    mmdebstrap builds it as whoever calls (a normal user: ``--mode=unshare``, into that user's own
+    podman storage; about 30 s); without mmdebstrap, root uses debootstrap and chroot (about a
+    minute). ``progress`` gets stage messages and every line the builder prints. ``cache_dir``
+    keeps debootstrap's downloaded .deb files between builds (None: download everything).
+    Raises QpodError naming the step that failed and the line that says why.
     """
     what = f"building {ref}"
     if not force and image_exists(ref):
@@ -423,74 +461,120 @@ def build_debian11_image(
     with _image_lock(ref):
         if not force and image_exists(ref):
             return ref
-        if os.geteuid() != 0:
-            raise QpodError(f"{what}: needs root (debootstrap and chroot)")
-        _require_tools(what, "debootstrap", "chroot", "tar", "umount")
-
-        # /var/tmp rather than /tmp: ~430 MB that must allow exec and device nodes, and /tmp is often a
-        # small tmpfs mounted noexec/nodev.
-        base = os.environ.get("TMPDIR") or ("/var/tmp" if os.path.isdir("/var/tmp") else None)
-        work = Path(tempfile.mkdtemp(prefix="qpod-debian11-", dir=base))
-        root = work / "root"
-        deb_cache: Path | None = None
         try:
-            cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(DEBIAN11_INCLUDE)}"]
-            if cache_dir is not None:
-                deb_cache = Path(cache_dir).resolve() / "debootstrap"
-                deb_cache.mkdir(parents=True, exist_ok=True)
-                cmd.append(f"--cache-dir={deb_cache}")
-            cmd += [DEBIAN11_SUITE, str(root), mirror]
-            _say(progress, f"debootstrap {DEBIAN11_SUITE} from {mirror}")
-            try:
-                _run_step("debootstrap", cmd, progress)
-            except _StepFailed as err:
-                # debootstrap's last line is usually "See .../debootstrap.log"; the E: line says what broke,
-                # and the log is about to be deleted with the root, so keep a copy.
-                errors = [line for line in err.tail if line.startswith("E:")]
-                log = root / "debootstrap" / "debootstrap.log"
-                kept = work.parent / "qpod-debian11-debootstrap.log"
-                note = ""
-                with contextlib.suppress(OSError):
-                    shutil.copyfile(log, kept)
-                    note = f" (log: {kept})"
-                line = errors[-1] if errors else (err.tail[-1] if err.tail else "no output")
-                raise QpodError(f"{what}: debootstrap failed (exit {err.rc}): {line}{note}") from None
-
-            _write_resolv_conf(root)
-            archives = root / "var/cache/apt/archives"
-            if cache_dir is not None:
-                _copy_debs(Path(cache_dir) / "apt", archives)  # apt checks their hashes, stale ones are refetched
-            env = _chroot_env()
-            chroot = ["chroot", str(root)]
-            try:
-                _say(progress, "apt-get update (in the chroot)")
-                _run_step("apt-get update", [*chroot, "apt-get", "update"], progress, env=env)
-                _say(progress, f"apt-get install {' '.join(DEBIAN11_APT_PACKAGES)} (in the chroot)")
-                # Use-Pty=0: with no /dev/pts in the chroot, dpkg's pty log prints a misleading "E: Can not write log".
-                install = ["apt-get", "install", "-y", "--no-install-recommends", "-o", "Dpkg::Use-Pty=0"]
-                install += DEBIAN11_APT_PACKAGES
-                _run_step(f"apt-get install {' '.join(DEBIAN11_APT_PACKAGES)}", [*chroot, *install], progress, env=env)
-                if cache_dir is not None:
-                    _copy_debs(archives, Path(cache_dir).resolve() / "apt", skip=deb_cache)
-                _run_step("apt-get clean", [*chroot, "apt-get", "clean"], progress, env=env)
-            except QpodError as err:
-                raise QpodError(f"{what}: {err}") from None
-
-            # Host-specific files: podman supplies its own resolv.conf and hostname at run time.
-            for name in ("etc/resolv.conf", "etc/hostname"):
-                with contextlib.suppress(FileNotFoundError):
-                    (root / name).unlink()
-            lists = root / "var/lib/apt/lists"
-            for entry in lists.iterdir() if lists.is_dir() else ():
-                if entry.is_file():
-                    entry.unlink()
-
-            leftover = _mounts_under(root)
-            if leftover:
-                raise QpodError(f"{what}: refusing to import, still mounted: {leftover[0]}")
-            _say(progress, f"importing {ref}")
-            _import_dir(root, ref, ['CMD ["/bin/bash"]', f"ENV PATH={_IMAGE_PATH}"], [], what)
-            _say(progress, f"built {ref}")
-        finally:
-            _remove_tree(work)
+            tool = debian11_builder(builder)
+        except QpodError as err:
+            raise QpodError(f"{what}: {err}") from None
+        if tool == "mmdebstrap":
+            _debian11_mmdebstrap(ref, progress, mirror, what)
+        else:
+            _debian11_debootstrap(ref, progress, cache_dir, mirror, what)
     return ref
+
+
+def _work_dir(prefix: str) -> Path:
+    # /var/tmp rather than /tmp: ~430 MB that must allow exec and device nodes, and /tmp is often a
+    # small tmpfs mounted noexec/nodev.
+    base = os.environ.get("TMPDIR") or ("/var/tmp" if os.path.isdir("/var/tmp") else None)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+
+
+def _debian11_mmdebstrap(ref: str, progress: Progress, mirror: str, what: str) -> None:
+    """mmdebstrap writes the root as a tarball (apt resolves gdb too), podman imports it."""
+    from .service import podman_env
+
+    _require_tools(what, "mmdebstrap")
+    mode = "root" if os.geteuid() == 0 else "unshare"
+    if mode == "unshare":
+        _require_tools(f"{what} as a normal user", "newuidmap", "newgidmap")
+    work = _work_dir("qpod-debian11-")
+    tarball = work / "root.tar"
+    packages = ",".join(DEBIAN11_INCLUDE + DEBIAN11_APT_PACKAGES)
+    cmd = ["mmdebstrap", f"--mode={mode}", "--variant=minbase", f"--include={packages}",
+           # host-specific files: podman supplies its own resolv.conf and hostname at run time
+           '--customize-hook=rm -f "$1/etc/resolv.conf" "$1/etc/hostname"',
+           DEBIAN11_SUITE, str(tarball), mirror]
+    try:
+        _say(progress, f"mmdebstrap --mode={mode} {DEBIAN11_SUITE} from {mirror} (make, gcc 10, libc6-dev, gdb)")
+        env = podman_env()  # the caller's environment minus qpod's preload library
+        try:
+            _run_step("mmdebstrap", cmd, progress, env=env)
+        except _StepFailed as err:
+            errors = [line for line in err.tail if line.startswith("E:")]
+            line = errors[0] if errors else (err.tail[-1] if err.tail else "no output")
+            raise QpodError(f"{what}: mmdebstrap failed (exit {err.rc}): {line}") from None
+        _say(progress, f"importing {ref} ({tarball.stat().st_size // 2**20} MiB)")
+        _import_tarball(tarball, ref, ['CMD ["/bin/bash"]', f"ENV PATH={_IMAGE_PATH}"], what)
+        _say(progress, f"built {ref}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _debian11_debootstrap(ref: str, progress: Progress, cache_dir: Path | None, mirror: str, what: str) -> None:
+    """As root: debootstrap into a directory, apt-get install gdb in a chroot, tar | podman import."""
+    if os.geteuid() != 0:
+        raise QpodError(f"{what}: needs root (debootstrap and chroot)")
+    _require_tools(what, "debootstrap", "chroot", "tar", "umount")
+    work = _work_dir("qpod-debian11-")
+    root = work / "root"
+    deb_cache: Path | None = None
+    try:
+        cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(DEBIAN11_INCLUDE)}"]
+        if cache_dir is not None:
+            deb_cache = Path(cache_dir).resolve() / "debootstrap"
+            deb_cache.mkdir(parents=True, exist_ok=True)
+            cmd.append(f"--cache-dir={deb_cache}")
+        cmd += [DEBIAN11_SUITE, str(root), mirror]
+        _say(progress, f"debootstrap {DEBIAN11_SUITE} from {mirror}")
+        try:
+            _run_step("debootstrap", cmd, progress)
+        except _StepFailed as err:
+            # debootstrap's last line is usually "See .../debootstrap.log"; the E: line says what broke,
+            # and the log is about to be deleted with the root, so keep a copy.
+            errors = [line for line in err.tail if line.startswith("E:")]
+            log = root / "debootstrap" / "debootstrap.log"
+            kept = work.parent / "qpod-debian11-debootstrap.log"
+            note = ""
+            with contextlib.suppress(OSError):
+                shutil.copyfile(log, kept)
+                note = f" (log: {kept})"
+            line = errors[-1] if errors else (err.tail[-1] if err.tail else "no output")
+            raise QpodError(f"{what}: debootstrap failed (exit {err.rc}): {line}{note}") from None
+
+        _write_resolv_conf(root)
+        archives = root / "var/cache/apt/archives"
+        if cache_dir is not None:
+            _copy_debs(Path(cache_dir) / "apt", archives)  # apt checks their hashes, stale ones are refetched
+        env = _chroot_env()
+        chroot = ["chroot", str(root)]
+        try:
+            _say(progress, "apt-get update (in the chroot)")
+            _run_step("apt-get update", [*chroot, "apt-get", "update"], progress, env=env)
+            _say(progress, f"apt-get install {' '.join(DEBIAN11_APT_PACKAGES)} (in the chroot)")
+            # Use-Pty=0: with no /dev/pts in the chroot, dpkg's pty log prints a misleading "E: Can not write log".
+            install = ["apt-get", "install", "-y", "--no-install-recommends", "-o", "Dpkg::Use-Pty=0"]
+            install += DEBIAN11_APT_PACKAGES
+            _run_step(f"apt-get install {' '.join(DEBIAN11_APT_PACKAGES)}", [*chroot, *install], progress, env=env)
+            if cache_dir is not None:
+                _copy_debs(archives, Path(cache_dir).resolve() / "apt", skip=deb_cache)
+            _run_step("apt-get clean", [*chroot, "apt-get", "clean"], progress, env=env)
+        except QpodError as err:
+            raise QpodError(f"{what}: {err}") from None
+
+        # Host-specific files: podman supplies its own resolv.conf and hostname at run time.
+        for name in ("etc/resolv.conf", "etc/hostname"):
+            with contextlib.suppress(FileNotFoundError):
+                (root / name).unlink()
+        lists = root / "var/lib/apt/lists"
+        for entry in lists.iterdir() if lists.is_dir() else ():
+            if entry.is_file():
+                entry.unlink()
+
+        leftover = _mounts_under(root)
+        if leftover:
+            raise QpodError(f"{what}: refusing to import, still mounted: {leftover[0]}")
+        _say(progress, f"importing {ref}")
+        _import_dir(root, ref, ['CMD ["/bin/bash"]', f"ENV PATH={_IMAGE_PATH}"], [], what)
+        _say(progress, f"built {ref}")
+    finally:
+        _remove_tree(work)
