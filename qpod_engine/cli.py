@@ -327,6 +327,13 @@ def cmd_demo(a: "argparse.Namespace") -> int:
     return run_demo(a.dir)
 
 
+def cmd_completion(a: "argparse.Namespace") -> int:
+    from .completion import script
+
+    sys.stdout.write(script(a.shell))
+    return 0
+
+
 def cmd_plugin(a: "argparse.Namespace") -> int:
     """Sub-commands that live outside the engine (the TUI), found through entry points, so the
     engine never imports the UI."""
@@ -420,6 +427,9 @@ def build_parser() -> "argparse.ArgumentParser":
     dm = sub.add_parser("demo", help="build a Debian 11 environment and build a sample repository in it")
     dm.add_argument("--dir", help="where to create the sample repository (default: a temp dir)")
     dm.set_defaults(func=cmd_demo)
+    cp = sub.add_parser("completion", help="print shell completion code (bash: eval \"$(qpod completion bash)\")")
+    cp.add_argument("shell", choices=["bash", "zsh", "fish"])
+    cp.set_defaults(func=cmd_completion)
     tui = sub.add_parser("tui", help="the dashboard")
     tui.add_argument("rest", nargs=argparse.REMAINDER)
     tui.set_defaults(func=cmd_plugin, plugin="tui")
@@ -459,7 +469,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return fast
         if argv[:1] == ["tui"]:  # every option after 'tui' is the TUI's own
             return cmd_plugin(_Namespace(plugin="tui", rest=argv[1:]))
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        if "_ARGCOMPLETE" in os.environ:  # shell completion (qpod completion bash): answers and exits
+            from .completion import autocomplete
+
+            autocomplete(parser)
+        args = parser.parse_args(argv)
         return int(args.func(args) or 0)
     except QpodError as err:
         print(f"qpod: {err}", file=sys.stderr)

@@ -65,6 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      "debug commands in bound repositories run in their containers.")
     parser.add_argument("--shell", metavar="PATH", help="the shell to start (default: $SHELL)")
     parser.add_argument("-c", dest="command", metavar="CMD", help="run one command non-interactively and exit")
+    if "_ARGCOMPLETE" in os.environ:  # shell completion (qpod completion bash): answers and exits
+        from .completion import autocomplete
+
+        autocomplete(parser)
     args = parser.parse_args(argv)
 
     shell = _user_shell(args.shell)
@@ -84,9 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _warn(f"{problem}; the previous rules stay in force")
 
     env = qpod_env(dict(os.environ))
-    pkg = os.path.dirname(os.path.abspath(preload_lib.__file__))
-    sys.stderr.write(f"launching {shell} in qpod mode (using qpod in {pkg})\n")
-    sys.stderr.flush()
+    if args.command is None:  # interactive only: scripts running 'qpod-shell -c' read its stderr
+        pkg = os.path.dirname(os.path.abspath(preload_lib.__file__))
+        sys.stderr.write(f"launching {shell} in qpod mode (using qpod in {pkg})\n")
+        sys.stderr.flush()
     cmd = [shell] if args.command is None else [shell, "-c", args.command]
     # Python ignores SIGPIPE and SIGXFSZ and an exec keeps that: the shell and everything it
     # starts must have the defaults (else 'yes | head -1' would never end)
