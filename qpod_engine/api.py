@@ -9,17 +9,18 @@ viewer can show 100,000 records while holding only the few it draws.
 """
 
 import bisect
+import contextlib
 import functools
 import os
 import re
 import threading
 import time
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import bindings, cmdlog, config, gitinfo, paths, snapshot
+from . import bindings, cmdlog, config, fileio, gitinfo, paths, snapshot
 from .config import Environment, Settings
 from .containers import container_name
 from .errors import ConfigError, QpodError
@@ -359,6 +360,21 @@ def _needles(flt: cmdlog.Filter) -> tuple[list[bytes], list[bytes]]:
 
 # --- the facade ---------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def config_lock() -> Iterator[None]:
+    """The lock every read-modify-write of the config takes (see paths.config_lock_file)."""
+    path = paths.config_lock_file()
+    lock = fileio.locked(path)
+    try:
+        lock.__enter__()
+    except OSError as err:
+        raise QpodError(f"{path}: cannot lock the config: {err.strerror or err}") from None
+    try:
+        yield
+    finally:
+        lock.__exit__()
+
+
 class Engine:
     """What the TUI may ask of the engine. Config and state locations come from the usual
     environment variables (QPOD_CONFIG_DIR, QPOD_STATE_DIR)."""
@@ -446,10 +462,14 @@ class Engine:
             raise FieldError("environment", str(err)) from None
 
     def _update(self, change: Callable[[dict[str, bindings.Binding]], Any]) -> None:
-        binds = bindings.load_bindings()
-        change(binds)
-        bindings.save_bindings(binds)
-        snapshot.compile_config()
+        """Read, change and write repositories.yaml, then compile, all under the config lock:
+        a concurrent ``qpod init`` reads what this one wrote (none is lost), and compiles
+        run in order (a late compile of stale bindings cannot overwrite a newer one)."""
+        with config_lock():
+            binds = bindings.load_bindings()
+            change(binds)
+            bindings.save_bindings(binds)
+            snapshot.compile_config()
 
     # --- environments
 
@@ -497,10 +517,11 @@ class Engine:
     def save_environment(self, env: Environment, create: bool) -> str:
         """Write the environment file (``create`` refuses to overwrite one) and recompile."""
         path = paths.environment_file(env.name)
-        if create and os.path.exists(path):
-            raise FieldError("name", f"environment '{env.name}' exists ({path})")
-        written = config.save_environment(env)
-        snapshot.compile_config()
+        with config_lock():
+            if create and os.path.exists(path):
+                raise FieldError("name", f"environment '{env.name}' exists ({path})")
+            written = config.save_environment(env)
+            snapshot.compile_config()
         return str(written)
 
     def bound_to(self, name: str) -> list[str]:
@@ -509,16 +530,17 @@ class Engine:
     def delete_environment(self, name: str, force: bool = False) -> None:
         """Remove an environment file; refused while a repository uses it unless ``force``."""
         path = paths.environment_file(name)
-        if not os.path.exists(path):
-            raise QpodError(config.unknown_environment_message(name), 2)
-        bound = self.bound_to(name)
-        if bound and not force:
-            raise QpodError(f"environment '{name}' is used by {', '.join(bound)}; unbind first", 2)
-        try:
-            os.unlink(path)
-        except OSError as err:
-            raise QpodError(f"{path}: cannot remove: {err.strerror}") from None
-        snapshot.compile_config()
+        with config_lock():  # a binding made meanwhile must not be left pointing at nothing
+            if not os.path.exists(path):
+                raise QpodError(config.unknown_environment_message(name), 2)
+            bound = self.bound_to(name)
+            if bound and not force:
+                raise QpodError(f"environment '{name}' is used by {', '.join(bound)}; unbind first", 2)
+            try:
+                os.unlink(path)
+            except OSError as err:
+                raise QpodError(f"{path}: cannot remove: {err.strerror}") from None
+            snapshot.compile_config()
 
     def pull_image(self, ref: str, progress: Callable[[str, int, int], None] | None = None) -> None:
         from .podman_backend import pull_image

@@ -39,6 +39,13 @@ def settings_file() -> str:
     return os.path.join(config_dir(), "settings.yaml")
 
 
+def config_lock_file() -> str:
+    """Locked (flock) around every read-modify-write of the config: 20 ``qpod init`` at once
+    must leave 20 bindings. Beside the files it guards (the config dir may be shared by
+    several state dirs); a dot file, so no ``*.yaml`` listing sees it."""
+    return os.path.join(config_dir(), ".qpod.lock")
+
+
 def snapshot_file() -> str:
     """The compiled config (JSON) the launcher reads instead of parsing YAML."""
     return os.path.join(state_dir(), "snapshot.json")
