@@ -284,26 +284,49 @@ def cmd_stop(a: "argparse.Namespace") -> int:
 # --- log ------------------------------------------------------------------------------------
 
 def _fmt_record(r: dict[str, Any]) -> str:
-    argv = " ".join(r.get("argv") or [])
-    return f"{r.get('time', '?')[:19]}  {r.get('status', '?'):>3}  {r.get('duration', 0):7.2f}s  " \
-           f"{r.get('env', '-')}  {r.get('repo', '-')}  {argv}"
+    """One line per record; every field escaped (argv and paths are not ours: an escape
+    sequence in them must not reach the terminal, a newline must not fake a line)."""
+    from .textsafe import visible
+
+    state = r.get("state")
+    status: Any = r.get("status")
+    if state == "running":
+        from .cmdlog import record_epoch
+
+        started = record_epoch(r)
+        status, took = "running", f"{max(0.0, time.time() - started):.2f}s" if started else "-"
+    elif state == "lost":
+        status, took = "lost", "-"
+    else:
+        took = f"{r['duration']:.2f}s" if r.get("duration") is not None else "-"
+    argv = " ".join(visible(a) for a in r.get("argv") or [])
+    return f"{visible((r.get('time') or '?')[:19])}  {'?' if status is None else status:>7}  {took:>9}  " \
+           f"{visible(r.get('env') or '-')}  {visible(r.get('repo') or '-')}  {argv}"
 
 
 def cmd_log(a: "argparse.Namespace") -> int:
-    from collections import deque
-
     from . import cmdlog
 
     flt = cmdlog.Filter(repo=os.path.abspath(a.repo) if a.repo else None, env=a.env, failed=a.failed)
     follower = cmdlog.Follower() if a.follow else None  # opened first: nothing slips between read and follow
-    recent = deque((r for r in cmdlog.read() if flt.match(r)), maxlen=a.n)
-    for r in recent:
+    stats = cmdlog.Stats()
+    for r in cmdlog.recent(a.n, flt, stats=stats):
         print(json.dumps(r) if a.json else _fmt_record(r), flush=True)
+    if stats.message():
+        print(f"qpod: {stats.message()}", file=sys.stderr, flush=True)
     if follower is not None:
+        skipped = 0
         try:
-            for r in follower.follow():
-                if flt.match(r):
-                    print(json.dumps(r) if a.json else _fmt_record(r), flush=True)
+            while True:
+                for r in follower.poll():
+                    if flt.match(r):
+                        r = cmdlog.shown(r)
+                        print(json.dumps(r) if a.json else _fmt_record(r), flush=True)
+                if follower.stats.malformed != skipped:
+                    print(f"qpod: {follower.stats.malformed - skipped} malformed record(s) skipped", file=sys.stderr,
+                          flush=True)
+                    skipped = follower.stats.malformed
+                time.sleep(0.2)
         except KeyboardInterrupt:
             return 0
     return 0
