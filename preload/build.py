@@ -3,6 +3,8 @@ benchmark; stdlib only, no build dependencies).
 
 Layout written into ``<pkg>/_lib``::
 
+    qpod-client                     the native-exec client (runs on the host)
+    agent/qpod-agent                the agent, static (PID 1 of every warm container)
     libqpod_preload.so              the library (QPOD_PRELOAD names this file)
     <$LIB>/libqpod_preload.so       the same, where the 64-bit loader expands "$LIB"
     <32-bit $LIB>/libqpod_preload.so  an empty 32-bit object (x86_64 only, best effort)
@@ -23,6 +25,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 LIB_NAME = "libqpod_preload.so"
+# the agent alone in its folder: the folder is what containers mount (read-only)
+AGENT_DIR = "agent"
+AGENT_NAME = "qpod-agent"
+CLIENT_NAME = "qpod-client"
 SOURCES = [HERE / "qpod_preload.c"]
 CFLAGS = ["-O2", "-g0", "-fPIC", "-shared", "-fvisibility=hidden", "-fno-stack-protector", "-Wall", "-Wextra"]
 # two load segments instead of four: fewer mappings and page faults in every process
@@ -80,8 +86,26 @@ def probe_dst_lib(lib: Path) -> str | None:
     return None
 
 
+def compile_program(out: Path, source: Path, static: bool = False) -> Path:
+    """Compile one program of the native-exec transport (the agent static: it runs inside any
+    image, whatever its C library)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    flags = ["-O2", "-g0", "-Wall", "-Wextra", "-Wl,--gc-sections", "-ffunction-sections", "-fdata-sections"]
+    cmd = [*cc(), *flags, *(["-static"] if static else []), "-o", str(tmp), str(source)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        hint = " (a static build needs the C library's static archive: apt-get install libc6-dev)" if static else ""
+        raise RuntimeError(f"compiling {source.name} failed{hint}:\n{' '.join(cmd)}\n{proc.stderr}")
+    os.replace(tmp, out)  # a running container may have the old one mapped: never write in place
+    return out
+
+
 def build(lib_dir: Path) -> Path:
-    """Build the library and its "$LIB" layout into ``lib_dir``; returns the library's path."""
+    """Build the library and its "$LIB" layout, the agent and the client into ``lib_dir``;
+    returns the library's path."""
+    compile_program(lib_dir / AGENT_DIR / AGENT_NAME, HERE / "agent.c", static=True)
+    compile_program(lib_dir / CLIENT_NAME, HERE / "client.c")
     lib = compile_library(lib_dir / LIB_NAME)
     for old in lib_dir.glob(f"*/**/{LIB_NAME}"):  # a layout from another machine's loader
         old.unlink()

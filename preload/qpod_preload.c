@@ -32,6 +32,7 @@ extern char **environ;
 #define RULES_MAX (1024 * 1024)
 #define LAUNCHER_MAX 4096       /* the launcher fields, NUL-separated */
 #define LAUNCHER_FIELDS 32
+#define CLIENT_MAX 1024
 #define STACK_PTRS 256          /* argv/envp arrays up to this size live on the stack */
 #define LDP_STACK 2048
 
@@ -376,6 +377,8 @@ struct dec_out {
     int redirect;
     int nfields;
     char launcher[LAUNCHER_MAX]; /* fields, each NUL-terminated */
+    char client[CLIENT_MAX];     /* the native-exec client, "" when the rules name none */
+    char root[PATH_MAX];         /* the root that decided (the client runs its spec) */
 };
 
 static int within(const char *path, const char *root, size_t rl)
@@ -401,7 +404,9 @@ static int parse_rules(const char *buf, size_t len, const struct dec_in *in, str
     const char *p = buf + sizeof(header) - 1, *end = buf + len;
     long home_len = -1, cwd_len = -1;
     int home_host = 0, cwd_host = 0, cwd_named = 0;
+    const char *home_root = NULL, *cwd_root = NULL;
     out->nfields = 0;
+    out->client[0] = 0;
     while (p < end) {
         const char *le = memchr(p, '\n', (size_t)(end - p));
         if (!le)
@@ -430,6 +435,12 @@ static int parse_rules(const char *buf, size_t len, const struct dec_in *in, str
                 f = fe;
             }
             out->nfields = nf > 0 && out->launcher[0] == '/' ? nf : 0;
+        } else if (kl == 6 && memcmp(p, "client", 6) == 0 && t < le) {
+            size_t cl = (size_t)(le - t - 1);
+            if (cl < CLIENT_MAX && t[1] == '/') {
+                memcpy(out->client, t + 1, cl);
+                out->client[cl] = 0;
+            }
         } else if (kl == 4 && memcmp(p, "root", 4) == 0 && t < le) {
             const char *r = t + 1;
             const char *re = memchr(r, '\t', (size_t)(le - r));
@@ -439,10 +450,12 @@ static int parse_rules(const char *buf, size_t len, const struct dec_in *in, str
             if (rl > 0 && rl < PATH_MAX && r[0] == '/') {
                 if (in->path && within(in->path, r, rl) && (long)rl > home_len) {
                     home_len = (long)rl;
+                    home_root = r;
                     home_host = same(in->host_root, r, rl);
                 }
                 if (within(in->cwd, r, rl) && (long)rl > cwd_len) {
                     cwd_len = (long)rl;
+                    cwd_root = r;
                     cwd_host = same(in->host_root, r, rl);
                     cwd_named = 0;
                     for (const char *f = re; f < le && !cwd_named;) {
@@ -464,6 +477,14 @@ static int parse_rules(const char *buf, size_t len, const struct dec_in *in, str
         out->redirect = !home_host;
     else
         out->redirect = cwd_len >= 0 && cwd_named && !cwd_host;
+    const char *won = home_len >= 0 ? home_root : cwd_root;
+    size_t wl = (size_t)(home_len >= 0 ? home_len : cwd_len);
+    if (out->redirect && won && wl < PATH_MAX) {
+        memcpy(out->root, won, wl);
+        out->root[wl] = 0;
+    } else {
+        out->root[0] = 0;
+    }
     if (out->nfields == 0)
         out->redirect = 0;
     return 0;
@@ -749,17 +770,23 @@ static int plan_launch(const struct launch *l, struct plan *p)
     p->envp = build_env(l->envp, &s, &c, &p->eb);
     if (!p->redirect)
         return 0;
-    /* <launcher fields...> --shim <resolved path> <cwd> -- <original argv...> */
+    /* [<client> --root <root>] <launcher fields...> --shim <resolved path> <cwd> -- <original argv...>
+     * (the client runs the command natively when the launcher prepared it, else execs the rest) */
     size_t argc = 0;
     while (l->argv && l->argv[argc])
         argc++;
-    size_t n = (size_t)p->dec.nfields + 5 + argc + 1;
+    size_t n = (size_t)p->dec.nfields + 8 + argc + 1;
     char **a = scratch_get(&p->s_argv, n * sizeof(char *), p->argv_stack, sizeof(p->argv_stack));
     if (!a) {
         p->redirect = 0;
         return 0;
     }
     size_t k = 0;
+    if (p->dec.client[0] && p->dec.root[0]) {
+        a[k++] = p->dec.client;
+        a[k++] = "--root";
+        a[k++] = p->dec.root;
+    }
     for (char *f = p->dec.launcher; k < (size_t)p->dec.nfields; f += strlen(f) + 1)
         a[k++] = f;
     a[k++] = "--shim";
@@ -782,7 +809,7 @@ static void plan_free(struct plan *p)
 static void launcher_failed(const struct plan *p, int err)
 {
     put_str("qpod: cannot start the launcher ");
-    put_str(p->dec.launcher);
+    put_str(p->argv[0]);
     put_str(" for ");
     put_str(p->resolved);
     put_str(" (errno ");
@@ -801,7 +828,7 @@ static int do_exec(const struct launch *l)
     int r, err;
     errno = saved;
     if (p.redirect) {
-        r = real_execve()(p.dec.launcher, p.argv, p.envp);
+        r = real_execve()(p.argv[0], p.argv, p.envp);
         err = errno;
         launcher_failed(&p, err);
     } else {
@@ -942,7 +969,7 @@ static int do_spawn(const struct launch *l, void *res, int search, int pidfd,
     int saved = errno;
     struct plan p;
     plan_launch(l, &p);
-    const char *exe = p.redirect ? p.dec.launcher : l->file;
+    const char *exe = p.redirect ? p.argv[0] : l->file;
     int r;
     errno = saved;
     if (pidfd) {

@@ -19,21 +19,38 @@ LABEL_ENV = "qpod.env"
 LABEL_REPO = "qpod.repo"
 LABEL_HASH = "qpod.hash"
 LABEL_ROOT_ID = "qpod.root-id"  # the repository directory the container mounted (dev:inode)
+LABEL_CONFIG = "qpod.config"  # which config (and state) owns the container: see config_id()
 # Never passed into a container, whatever an environment's lists say: the host side of qpod.
 ALWAYS_DENIED = ("LD_PRELOAD", "QPOD_*")
-# qpod's runtime dir (pid FIFOs) as every container sees it
-RUNTIME_IN_CONTAINER = "/run/qpod"
-# bump when the way containers are created changes, so that old ones are recreated
-CONTAINER_LAYOUT = 2
+# the agent's socket directory (host: agent_dir(name), 0700) and the agent itself, as every
+# container sees them
+AGENT_SOCKET_DIR = "/run/qpod"
+AGENT_SOCKET = AGENT_SOCKET_DIR + "/agent.sock"
+AGENT_PROGRAM_DIR = "/run/qpod-agent"
+# bump when the way containers are created (or the agent's protocol) changes, so that old ones
+# are recreated
+CONTAINER_LAYOUT = 3
+
+
+def config_id() -> str:
+    """Identity of the config this qpod runs with (its config and state dirs, and the user):
+    containers are labelled with it, and every command acts on its own containers only, so two
+    users or two configs on one podman never stop or replace each other's."""
+    import hashlib
+
+    blob = "\0".join([os.path.realpath(paths.config_dir()), os.path.realpath(paths.state_dir()),
+                       str(os.geteuid())])
+    return hashlib.sha1(blob.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
 def container_name(env_name: str, root: str) -> str:
-    """``qpod-ENV-REPO-HASH``: readable in ``podman ps``, unique per (environment, repository)."""
+    """``qpod-ENV-REPO-HASH``: readable in ``podman ps``, unique per (config, environment,
+    repository)."""
     import hashlib
     import re
 
     base = re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(root) or "root")[:40]
-    digest = hashlib.sha1(root.encode()).hexdigest()[:8]
+    digest = hashlib.sha1(f"{config_id()}\0{root}".encode("utf-8", "surrogateescape")).hexdigest()[:8]
     return f"qpod-{env_name}-{base}-{digest}"
 
 
@@ -51,17 +68,32 @@ def container_hash(env: dict[str, Any], root: str) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def map_path(path: str, env: dict[str, Any], root: str) -> str | None:
-    """Host path -> container path, for paths inside the repository or a mount; else None."""
-    inside = container_root(env, root)
-    if path == root or path.startswith(root.rstrip("/") + "/"):
-        return inside + path[len(root):] if inside != "/" else (path[len(root):] or "/")
+def path_maps(env: dict[str, Any], root: str) -> list[tuple[str, str]]:
+    """(host prefix, container prefix) pairs, first match wins: the repository, then the
+    environment's mounts in their order."""
+    out = [(root, container_root(env, root))]
     for spec in env.get("mounts", ()):
         host, target = spec.split(":")[:2]
-        host = os.path.expanduser(host)
+        out.append((os.path.expanduser(host), target))
+    return out
+
+
+def map_path(path: str, env: dict[str, Any], root: str) -> str | None:
+    """Host path -> container path, for paths inside the repository or a mount; else None.
+    (The client does the same from the launch spec's ``map`` lines.)"""
+    for host, inside in path_maps(env, root):
         if path == host or path.startswith(host.rstrip("/") + "/"):
-            return target + path[len(host):]
+            rest = path[len(host):] if host != "/" else path
+            return inside + rest if inside != "/" else (rest or "/")
     return None
+
+
+def invoking_user() -> tuple[int, int]:
+    """(uid, gid) of the person behind this process: SUDO_UID/SUDO_GID under sudo."""
+    try:
+        return int(os.environ["SUDO_UID"]), int(os.environ.get("SUDO_GID", os.environ["SUDO_UID"]))
+    except (KeyError, ValueError):
+        return os.getuid(), os.getgid()
 
 
 def proc_start_time(pid: int) -> str | None:
@@ -78,25 +110,38 @@ def proc_start_time(pid: int) -> str | None:
     return fields[19].decode()
 
 
-def runtime_dir() -> str:
-    """Host side of RUNTIME_IN_CONTAINER."""
-    return os.path.join(paths.state_dir(), "run")
+def agent_dir(name: str) -> str:
+    """Host side of AGENT_SOCKET_DIR for container ``name``: only its user can open it."""
+    return os.path.join(paths.state_dir(), "agents", name)
 
 
-def sweep_runtime_dir() -> None:
-    """Remove pid FIFOs left by launchers that were killed (their pid is in the name)."""
-    d = runtime_dir()
+def agent_program_dir() -> str:
+    """The folder holding the static agent (built by ``pip install``), mounted read-only."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "_lib", "agent")
+
+
+def agent_answers(name: str) -> bool:
+    """Whether the agent of container ``name`` accepts connections (reached through the
+    directory's descriptor: a deep state dir would not fit a socket address)."""
+    import _socket
+
     try:
-        names = os.listdir(d)
+        dfd = os.open(agent_dir(name), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
-        return
-    for n in names:
-        parts = n.split("-")
-        if len(parts) == 3 and parts[0] == "pid" and parts[1].isdigit() and not os.path.exists(f"/proc/{parts[1]}"):
-            try:
-                os.unlink(os.path.join(d, n))
-            except OSError:
-                pass
+        return False
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        s.connect(f"/proc/self/fd/{dfd}/agent.sock")
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+        os.close(dfd)
+
+
+def client_program() -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "_lib", "qpod-client")
 
 
 def _facts_file(name: str) -> str:

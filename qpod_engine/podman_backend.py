@@ -65,22 +65,48 @@ def default_ulimits() -> dict[str, str]:
     return {"nofile": f"{nofile}:{nofile}", "nproc": "8192:8192"}
 
 
-def container_spec(env: dict[str, Any], root: str, settings: dict[str, Any]) -> dict[str, Any]:
-    """podman-py ``containers.create`` keyword arguments for the warm container of ``env`` x ``root``."""
+def worktree_git_dirs(root: str) -> list[str]:
+    """The git dirs outside ``root`` a linked worktree needs (its own and the main repository's),
+    validated the way git links them: ``.git`` and ``commondir`` are files the repository's
+    code can rewrite, so a path read from them is mounted only when it is really this
+    worktree's entry (``<common>/worktrees/<id>``, whose ``gitdir`` names ``root/.git``).
+    Anything else is refused: a repository never chooses a host directory to mount."""
     from .gitinfo import common_dir, git_dir
+
+    gd = git_dir(root)
+    if gd is None or gd == os.path.join(root, ".git"):
+        return []
+    cd = common_dir(gd)
+    back = ""
+    try:
+        with open(os.path.join(gd, "gitdir"), encoding="utf-8", errors="replace") as f:
+            back = os.path.normpath(f.read().strip())
+    except OSError:
+        pass
+    rroot = os.path.realpath(root)
+    if (os.path.basename(os.path.dirname(gd)) != "worktrees" or os.path.realpath(cd) != os.path.realpath(
+            os.path.dirname(os.path.dirname(gd))) or os.path.realpath(back) != os.path.join(rroot, ".git")):
+        raise QpodError(f"{root}/.git names {gd} (common dir {cd}), which is not a git worktree entry of this "
+                        "repository: refusing to mount it (run 'git worktree repair' if it moved)", EXIT_QPOD)
+    return [d for d in dict.fromkeys([gd, cd]) if not d.startswith(root + "/")]
+
+
+def container_spec(env: dict[str, Any], root: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """podman-py ``containers.create`` keyword arguments for the warm container of ``env`` x ``root``:
+    the agent is its main process (static, mounted read-only), listening in a directory of the
+    user's state dir that only the user can open."""
+    from .fileio import private_dir
 
     name = naming.container_name(env["name"], root)
     workdir = naming.container_root(env, root)
-    os.makedirs(naming.runtime_dir(), exist_ok=True)
+    chash = naming.container_hash(env, root)
+    agent_dir = private_dir(naming.agent_dir(name))
     mounts = [{"type": "bind", "source": root, "target": workdir, "read_only": False},
-              {"type": "bind", "source": naming.runtime_dir(), "target": naming.RUNTIME_IN_CONTAINER,
-               "read_only": False}]
-    gd = git_dir(root)
-    if gd:  # a linked worktree keeps its objects in the main repository's git dir
-        cd = common_dir(gd)
-        for extra in dict.fromkeys([gd, cd]):
-            if not extra.startswith(root + "/"):
-                mounts.append({"type": "bind", "source": extra, "target": extra, "read_only": False})
+              {"type": "bind", "source": agent_dir, "target": naming.AGENT_SOCKET_DIR, "read_only": False},
+              {"type": "bind", "source": naming.agent_program_dir(), "target": naming.AGENT_PROGRAM_DIR,
+               "read_only": True}]
+    for extra in worktree_git_dirs(root):
+        mounts.append({"type": "bind", "source": extra, "target": extra, "read_only": False})
     for spec in env["mounts"]:
         host, target, ro = _parse_mount(spec)
         mounts.append({"type": "bind", "source": os.path.expanduser(host), "target": target, "read_only": ro})
@@ -88,18 +114,19 @@ def container_spec(env: dict[str, Any], root: str, settings: dict[str, Any]) -> 
     kwargs: dict[str, Any] = {
         "image": env["image"],
         "name": name,
-        "command": ["sleep", "2147483647"],
+        "entrypoint": [f"{naming.AGENT_PROGRAM_DIR}/qpod-agent"],
+        "command": ["--socket", naming.AGENT_SOCKET, "--hash", chash],
         "labels": {
             naming.LABEL: "1",
             naming.LABEL_ENV: env["name"],
             naming.LABEL_REPO: root,
-            naming.LABEL_HASH: naming.container_hash(env, root),
+            naming.LABEL_HASH: chash,
             naming.LABEL_ROOT_ID: naming.root_id(root),
+            naming.LABEL_CONFIG: naming.config_id(),
         },
         "mounts": mounts,
-        # host pid namespace: the launcher signals the command directly (podman exec without
-        # a TTY forwards no signals); host network, as toolbx and distrobox do for dev shells
-        "pid_mode": "host",
+        # the container's own pid namespace (the agent forwards signals inside it); host
+        # network, as toolbx and distrobox do for dev shells
         "network_mode": "host",
         "ulimits": [{"Name": k, "Soft": s, "Hard": h} for k, (s, h) in
                     ((k, _ulimit_pair(v)) for k, v in limits.items())],
@@ -113,7 +140,9 @@ def container_spec(env: dict[str, Any], root: str, settings: dict[str, Any]) -> 
     if env["seccomp"]:
         kwargs["seccomp_profile_path"] = env["seccomp"]
     if is_rootless() and env["run_as"] == "user":
-        kwargs["userns_mode"] = "keep-id"
+        kwargs["userns_mode"] = "keep-id"  # the agent runs as the user, so do the commands
+    else:
+        kwargs["user"] = "0:0"  # rootful: the agent switches to the invoking user per command
     kwargs.update(env["podman_options"])
     return kwargs
 
@@ -222,17 +251,15 @@ class ContainerFacts:
     hash: str
     root_id: str
 
-    def alive(self) -> bool:
-        return naming.proc_start_time(self.pid) == self.pid_start
-
 
 def ensure_container(env: dict[str, Any], root: str, settings: dict[str, Any]) -> ContainerFacts:
     """The running warm container of (env, root): reused, started, or (re)created when its
     config hash changed or it was removed behind qpod's back. Pulls the image if missing."""
     from podman import errors as perr
 
+    from .fileio import private_dir
+
     cl = client()
-    naming.sweep_runtime_dir()  # the cold path is a good moment to tidy up
     name = naming.container_name(env["name"], root)
     want_hash = naming.container_hash(env, root)
     try:
@@ -255,9 +282,12 @@ def ensure_container(env: dict[str, Any], root: str, settings: dict[str, Any]) -
             ctr = cl.containers.create(**container_spec(env, root, settings))
         ctr.reload()
         if ctr.status != "running":
+            # the agent's socket dir is a mount source: recreated if the state dir was removed
+            private_dir(naming.agent_dir(name))
             ctr.start()
             ctr.reload()
-        if ctr.status != "running":
+        if ctr.status != "running" or not _agent_up(ctr, name):
+            ctr.reload()
             raise QpodError(f"container {name} did not start (state {ctr.status}); "
                             f"see 'podman logs {name}'", EXIT_QPOD)
     except QpodError:
@@ -269,6 +299,22 @@ def ensure_container(env: dict[str, Any], root: str, settings: dict[str, Any]) -
     facts = ContainerFacts(name, ctr.id, pid, naming.proc_start_time(pid) or "", want_hash, rid)
     naming.write_facts(facts.__dict__)
     return facts
+
+
+def _agent_up(ctr: Any, name: str, timeout: float = 15.0) -> bool:
+    """Wait until the agent listens (it binds its socket a few ms after the container starts);
+    False when the container exits first."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if naming.agent_answers(name):
+            return True
+        ctr.reload()
+        if ctr.status != "running":
+            return False
+        time.sleep(0.01)
+    return False
 
 
 def list_containers() -> list[dict[str, Any]]:

@@ -108,7 +108,8 @@ def rules_text(snap: dict[str, Any]) -> str:
     from .config import DEFAULT_COMMANDS
 
     lines = [f"qpod-rules\t{RULES_VERSION}",
-             "\t".join(["launcher", sys.executable, "-S", LAUNCH_SCRIPT])]
+             "\t".join(["launcher", sys.executable, "-S", LAUNCH_SCRIPT]),
+             "\t".join(["client", naming.client_program()])]
     for repo in snap["repos"]:
         root = repo["root"]
         if "\t" in root or "\n" in root:

@@ -1,0 +1,613 @@
+/* qpod-agent: the main process of every warm container (built static, so it runs in any image,
+ * back to old glibc releases, and needs nothing from the image).
+ *
+ * It listens on a unix socket in a directory only the user can open (bind-mounted from the
+ * user's state dir). For each connection from a peer of its own uid it forks a session, which
+ * receives the caller's file descriptors, argv, environment, cwd, umask and signal state
+ * (qpod_proto.h), forks the command with them in its own process group (or, in
+ * terminal-owning mode, its own session on a fresh pty), and reports its start, stops and exit.
+ * The session delivers the signals the client forwards to the whole process group and kills
+ * the group when the client goes away. As PID 1 the agent reaps orphans and, when the
+ * container is stopped, ends every process in it.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "qpod_proto.h"
+
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#define MAX_SESSIONS 4096
+
+static const char *config_hash = "";
+static pid_t sessions[MAX_SESSIONS];
+
+static void die(const char *what)
+{
+    dprintf(2, "qpod-agent: %s: %s\n", what, strerror(errno));
+    exit(125);
+}
+
+static void noop(int sig) { (void)sig; }
+
+static int send_msg(int fd, uint32_t type, int32_t value, int attach)
+{
+    struct qp_msg m = {type, value};
+    struct iovec iov = {&m, sizeof(m)};
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } u;
+    struct msghdr mh = {0};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    if (attach >= 0) {
+        memset(&u, 0, sizeof(u));
+        mh.msg_control = u.buf;
+        mh.msg_controllen = sizeof(u.buf);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &attach, sizeof(int));
+    }
+    ssize_t n;
+    do
+        n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    return n == (ssize_t)sizeof(m) ? 0 : -1;
+}
+
+static int read_full(int fd, void *buf, size_t len)
+{
+    char *p = buf;
+    while (len) {
+        ssize_t n = read(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+struct request {
+    const char *hash, *cwd, *prog;
+    char **argv, **envp;
+    int *fds, *targets, nfds, ntargets;
+    gid_t *groups;
+    int ngroups, have_uid, have_gid;
+    uid_t uid;
+    gid_t gid;
+    mode_t umask;
+    int have_umask;
+    sigset_t blocked;
+    char ignored[NSIG];
+    int pty;
+    struct winsize ws;
+};
+
+static int parse_payload(char *buf, size_t len, struct request *r)
+{
+    size_t nargs = 0, nenv = 0, nt = 0, ng = 0;
+    for (size_t i = 0; i < len; i += strlen(buf + i) + 1) {
+        switch (buf[i]) {
+        case 'a': nargs++; break;
+        case 'e': nenv++; break;
+        case 'f': nt++; break;
+        case 'G': ng++; break;
+        }
+    }
+    r->argv = calloc(nargs + 1, sizeof(char *));
+    r->envp = calloc(nenv + 1, sizeof(char *));
+    r->targets = calloc(nt + 1, sizeof(int));
+    r->groups = calloc(ng + 1, sizeof(gid_t));
+    if (!r->argv || !r->envp || !r->targets || !r->groups)
+        return -1;
+    sigemptyset(&r->blocked);
+    size_t a = 0, e = 0;
+    for (size_t i = 0; i < len; i += strlen(buf + i) + 1) {
+        char *v = buf + i + 1;
+        long n = strtol(v, NULL, 10);
+        switch (buf[i]) {
+        case 'h': r->hash = v; break;
+        case 'c': r->cwd = v; break;
+        case 'p': r->prog = v; break;
+        case 'a': r->argv[a++] = v; break;
+        case 'e': r->envp[e++] = v; break;
+        case 'f': r->targets[r->ntargets++] = (int)n; break;
+        case 'u': r->uid = (uid_t)n, r->have_uid = 1; break;
+        case 'g': r->gid = (gid_t)n, r->have_gid = 1; break;
+        case 'G': r->groups[r->ngroups++] = (gid_t)n; break;
+        case 'm': r->umask = (mode_t)strtol(v, NULL, 8), r->have_umask = 1; break;
+        case 'i': if (n > 0 && n < NSIG) r->ignored[n] = 1; break;
+        case 'b': if (n > 0 && n < NSIG) sigaddset(&r->blocked, (int)n); break;
+        case 't':
+            r->pty = 1;
+            r->ws.ws_row = (unsigned short)n;
+            r->ws.ws_col = (unsigned short)(strchr(v, 'x') ? atoi(strchr(v, 'x') + 1) : 80);
+            break;
+        }
+    }
+    if (!r->prog || !r->cwd || a == 0 || r->ntargets != r->nfds)
+        return -1;
+    for (int i = 0; i < r->ntargets; i++)
+        if (r->targets[i] < 0 || r->targets[i] > 65535)
+            return -1;
+    return 0;
+}
+
+static int receive_request(int conn, struct request *r, char **payload)
+{
+    struct qp_req h;
+    struct iovec iov = {&h, sizeof(h)};
+    union {
+        struct cmsghdr c;
+        char buf[CMSG_SPACE(sizeof(int) * QP_MAX_FDS)];
+    } u;
+    struct msghdr mh = {0};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = u.buf;
+    mh.msg_controllen = sizeof(u.buf);
+    ssize_t n;
+    do
+        n = recvmsg(conn, &mh, MSG_CMSG_CLOEXEC | MSG_WAITALL);
+    while (n < 0 && errno == EINTR);
+    memset(r, 0, sizeof(*r));
+    r->fds = calloc(QP_MAX_FDS, sizeof(int));
+    if (!r->fds)
+        return -1;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+            int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            for (int i = 0; i < k && r->nfds < QP_MAX_FDS; i++)
+                memcpy(&r->fds[r->nfds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+        }
+    if (n != (ssize_t)sizeof(h) || h.magic != QP_MAGIC || h.version != QP_VERSION || h.nfds != (uint32_t)r->nfds ||
+        h.payload_len == 0 || h.payload_len > QP_MAX_PAYLOAD || (mh.msg_flags & MSG_CTRUNC))
+        return -1;
+    *payload = malloc(h.payload_len + 1);
+    if (!*payload || read_full(conn, *payload, h.payload_len) < 0)
+        return -1;
+    (*payload)[h.payload_len] = 0;
+    return parse_payload(*payload, h.payload_len, r);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+static const char *env_get(char **envp, const char *name)
+{
+    size_t l = strlen(name);
+    for (; *envp; envp++)
+        if (strncmp(*envp, name, l) == 0 && (*envp)[l] == '=')
+            return *envp + l + 1;
+    return NULL;
+}
+
+/* A file the kernel refused as ENOEXEC that a shell would run as a script: no NUL before the
+ * first newline in its first bytes (how shells tell scripts from binaries). */
+static int looks_like_script(const char *path)
+{
+    char buf[80];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof(buf));
+    close(fd);
+    if (n <= 0)
+        return n == 0;
+    for (ssize_t i = 0; i < n && buf[i] != '\n'; i++)
+        if (buf[i] == 0)
+            return 0;
+    return 1;
+}
+
+static void exec_one(const char *path, char **argv, char **envp)
+{
+    execve(path, argv, envp);
+    if (errno == ENOEXEC && looks_like_script(path)) {
+        size_t n = 0;
+        while (argv[n])
+            n++;
+        char **sh = calloc(n + 2, sizeof(char *));
+        if (!sh)
+            return;
+        sh[0] = "sh";
+        sh[1] = (char *)path;
+        for (size_t i = 1; i < n; i++)
+            sh[i + 1] = argv[i];
+        execve("/bin/sh", sh, envp);
+        errno = ENOEXEC;
+    }
+}
+
+/* execvpe's search, over the command's own PATH (or the image's, when it brought none). */
+static void exec_command(const char *prog, char **argv, char **envp)
+{
+    if (strchr(prog, '/')) {
+        exec_one(prog, argv, envp);
+        return;
+    }
+    const char *path = env_get(envp, "PATH");
+    if (!path)
+        path = getenv("PATH");
+    if (!path)
+        path = DEFAULT_PATH;
+    int saw_eacces = 0, err = ENOENT;
+    char buf[4096];
+    for (const char *p = path;; p++) {
+        const char *end = strchr(p, ':');
+        size_t dl = end ? (size_t)(end - p) : strlen(p);
+        if (dl + strlen(prog) + 2 < sizeof(buf)) {
+            if (dl == 0)
+                snprintf(buf, sizeof(buf), "%s", prog);
+            else
+                snprintf(buf, sizeof(buf), "%.*s/%s", (int)dl, p, prog);
+            exec_one(buf, argv, envp);
+            if (errno == EACCES)
+                saw_eacces = 1;
+            else if (errno != ENOENT && errno != ENOTDIR)
+                err = errno;
+        }
+        if (!end)
+            break;
+        p = end;
+    }
+    errno = saw_eacces && err == ENOENT ? EACCES : err;
+}
+
+static void child_fail(int pipe_w, int err)
+{
+    (void)!write(pipe_w, &err, sizeof(err));
+    _exit(127);
+}
+
+/* In the forked child: become the command. */
+static void become_command(struct request *r, int pipe_w, const char *slave)
+{
+    if (r->pty) {
+        setsid();
+        int s = open(slave, O_RDWR);
+        if (s < 0 || ioctl(s, TIOCSCTTY, 0) < 0)
+            child_fail(pipe_w, errno);
+        for (int t = 0; t < 3; t++)
+            dup2(s, t);
+        if (s > 2)
+            close(s);
+    } else {
+        setpgid(0, 0);
+    }
+    if (geteuid() == 0 && r->have_uid) {
+        if (setgroups((size_t)r->ngroups, r->groups) < 0 || (r->have_gid && setgid(r->gid) < 0) ||
+            setuid(r->uid) < 0)
+            child_fail(pipe_w, errno);
+    }
+    if (r->have_umask)
+        umask(r->umask);
+    if (chdir(r->cwd) < 0)
+        child_fail(pipe_w, errno | QP_CHDIR_FLAG);
+    /* the received descriptors land on the numbers the caller had them on: first out of the
+     * way of every target, then each onto its target (dup2 clears close-on-exec) */
+    int hi = 3;
+    for (int i = 0; i < r->nfds; i++)
+        if (r->targets[i] >= hi)
+            hi = r->targets[i] + 1;
+    if (pipe_w >= hi)
+        hi = pipe_w + 1;
+    for (int i = 0; i < r->nfds; i++) {
+        int moved = fcntl(r->fds[i], F_DUPFD_CLOEXEC, hi);
+        if (moved < 0)
+            child_fail(pipe_w, errno);
+        r->fds[i] = moved;
+    }
+    int np = fcntl(pipe_w, F_DUPFD_CLOEXEC, hi + r->nfds + 1); /* the error pipe too */
+    if (np >= 0)
+        pipe_w = np;
+    for (int i = 0; i < r->nfds; i++)
+        if (dup2(r->fds[i], r->targets[i]) < 0)
+            child_fail(pipe_w, errno);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    for (int s = 1; s < NSIG; s++) {
+        if (s == SIGKILL || s == SIGSTOP)
+            continue;
+        sa.sa_handler = r->ignored[s] ? SIG_IGN : SIG_DFL;
+        sigaction(s, &sa, NULL);
+    }
+    sigprocmask(SIG_SETMASK, &r->blocked, NULL);
+    exec_command(r->prog, r->argv, r->envp);
+    child_fail(pipe_w, errno);
+}
+
+static void report_status(int conn, int st)
+{
+    if (WIFEXITED(st))
+        send_msg(conn, QP_EXITED, WEXITSTATUS(st), -1);
+    else if (WIFSIGNALED(st))
+        send_msg(conn, QP_SIGNALED, WTERMSIG(st), -1);
+}
+
+static int session(int conn)
+{
+    struct request r;
+    char *payload = NULL;
+    if (receive_request(conn, &r, &payload) < 0) {
+        send_msg(conn, QP_REFUSED, EPROTO, -1);
+        return 125;
+    }
+    if (r.hash && *config_hash && strcmp(r.hash, config_hash) != 0) {
+        send_msg(conn, QP_STALE, 0, -1);
+        return 125;
+    }
+    char slave[128] = "";
+    int master = -1;
+    if (r.pty) {
+        master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+        if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0 || ptsname_r(master, slave, sizeof(slave)) ||
+            ioctl(master, TIOCSWINSZ, &r.ws) < 0) {
+            send_msg(conn, QP_EXEC_FAILED, errno ? errno : EIO, -1);
+            return 125;
+        }
+    }
+    int ep[2];
+    if (pipe2(ep, O_CLOEXEC) < 0) {
+        send_msg(conn, QP_EXEC_FAILED, errno, -1);
+        return 125;
+    }
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, NULL);
+    int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(ep[0]);
+        become_command(&r, ep[1], slave);
+    }
+    close(ep[1]);
+    for (int i = 0; i < r.nfds; i++) /* the command has them: holding them would hide EOF */
+        close(r.fds[i]);
+    if (pid < 0) {
+        send_msg(conn, QP_EXEC_FAILED, errno, -1);
+        return 125;
+    }
+    if (!r.pty)
+        setpgid(pid, pid); /* also here: signals may come before the child ran setpgid */
+    int err = 0;
+    ssize_t n;
+    do
+        n = read(ep[0], &err, sizeof(err));
+    while (n < 0 && errno == EINTR);
+    close(ep[0]);
+    if (n > 0) {
+        int st;
+        while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+            ;
+        send_msg(conn, QP_EXEC_FAILED, err, -1);
+        return 127;
+    }
+    if (master >= 0) {
+        send_msg(conn, QP_PTY, 0, master);
+        close(master);
+    }
+    send_msg(conn, QP_STARTED, pid, -1);
+    struct pollfd pf[2] = {{conn, POLLIN, 0}, {sfd, POLLIN, 0}};
+    int client_gone = 0;
+    for (;;) {
+        if (!client_gone && poll(pf, 2, -1) < 0 && errno != EINTR)
+            break;
+        if (!client_gone && pf[0].revents) {
+            struct qp_msg m;
+            if (read_full(conn, &m, sizeof(m)) < 0) {
+                /* the client is gone (killed, its terminal closed): nothing may outlive it */
+                kill(-pid, SIGKILL);
+                client_gone = 1;
+                pf[0].fd = -1;
+            } else if (m.type == QP_SIGNAL && m.value > 0 && m.value < NSIG) {
+                kill(-pid, m.value);
+            }
+        }
+        if (pf[1].revents || client_gone) {
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof(si)) > 0)
+                ;
+            int st;
+            pid_t w;
+            while ((w = waitpid(pid, &st, (client_gone ? 0 : WNOHANG) | WUNTRACED | WCONTINUED)) == pid) {
+                if (WIFSTOPPED(st)) {
+                    send_msg(conn, QP_STOPPED, WSTOPSIG(st), -1);
+                } else if (WIFCONTINUED(st)) {
+                    send_msg(conn, QP_CONTINUED, 0, -1);
+                } else {
+                    report_status(conn, st);
+                    return 0;
+                }
+                if (client_gone)
+                    kill(-pid, SIGKILL);
+            }
+            if (w < 0 && errno != EINTR)
+                return 0;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+static void remember(pid_t pid)
+{
+    for (int i = 0; i < MAX_SESSIONS; i++)
+        if (!sessions[i]) {
+            sessions[i] = pid;
+            return;
+        }
+}
+
+static void forget(pid_t pid)
+{
+    for (int i = 0; i < MAX_SESSIONS; i++)
+        if (sessions[i] == pid)
+            sessions[i] = 0;
+}
+
+static void reap(void)
+{
+    pid_t w;
+    while ((w = waitpid(-1, NULL, WNOHANG)) > 0)
+        forget(w);
+}
+
+/* The container is being stopped: end every command, gently first. As PID 1 of the
+ * container's own pid namespace kill(-1) reaches exactly its processes; sharing the host's
+ * (an environment may ask for it) only our sessions are signalled, never kill(-1). */
+static void shutdown_all(int sfd)
+{
+    int init = getpid() == 1;
+    for (int round = 0; round < 2; round++) {
+        int sig = round ? SIGKILL : SIGTERM;
+        if (init)
+            kill(-1, sig);
+        else
+            for (int i = 0; i < MAX_SESSIONS; i++)
+                if (sessions[i])
+                    kill(sessions[i], sig);
+        struct timespec end;
+        clock_gettime(CLOCK_MONOTONIC, &end);
+        end.tv_sec += 3;
+        for (;;) {
+            reap();
+            if (waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD)
+                return;
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            long ms = (end.tv_sec - now.tv_sec) * 1000 + (end.tv_nsec - now.tv_nsec) / 1000000;
+            if (ms <= 0)
+                break;
+            struct pollfd pf = {sfd, POLLIN, 0};
+            poll(&pf, 1, (int)(ms < 100 ? ms : 100));
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof(si)) > 0)
+                ;
+        }
+    }
+}
+
+int main(int argc, char **argv)
+{
+    const char *sock_path = NULL;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (strcmp(argv[i], "--socket") == 0)
+            sock_path = argv[i + 1];
+        else if (strcmp(argv[i], "--hash") == 0)
+            config_hash = argv[i + 1];
+    }
+    if (!sock_path) {
+        dprintf(2, "usage: qpod-agent --socket PATH [--hash HASH]\n");
+        return 2;
+    }
+    /* init drops signals it has no handler for: install real (empty) handlers, then take them
+     * through a signalfd */
+    sigset_t set;
+    sigemptyset(&set);
+    int sigs[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP};
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = noop;
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+        sigaddset(&set, sigs[i]);
+        sigaction(sigs[i], &sa, NULL);
+    }
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (sfd < 0)
+        die("signalfd");
+
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    if (strlen(sock_path) >= sizeof(addr.sun_path)) {
+        errno = ENAMETOOLONG;
+        die(sock_path);
+    }
+    strcpy(addr.sun_path, sock_path);
+    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (lfd < 0)
+        die("socket");
+    unlink(sock_path);
+    mode_t old = umask(077);
+    if (bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) < 0)
+        die(sock_path);
+    umask(old);
+    if (listen(lfd, 128) < 0)
+        die("listen");
+
+    struct pollfd pf[2] = {{lfd, POLLIN, 0}, {sfd, POLLIN, 0}};
+    for (;;) {
+        if (poll(pf, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            die("poll");
+        }
+        if (pf[1].revents) {
+            struct signalfd_siginfo si;
+            int stop = 0;
+            while (read(sfd, &si, sizeof(si)) == sizeof(si))
+                if (si.ssi_signo != SIGCHLD)
+                    stop = 1;
+            reap();
+            if (stop) {
+                close(lfd);
+                unlink(sock_path);
+                shutdown_all(sfd);
+                return 0;
+            }
+        }
+        if (pf[0].revents) {
+            int conn = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+            if (conn < 0)
+                continue;
+            struct ucred cred;
+            socklen_t cl = sizeof(cred);
+            if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0 || cred.uid != geteuid()) {
+                /* only the user who owns this container may run commands in it */
+                send_msg(conn, QP_REFUSED, EACCES, -1);
+                close(conn);
+                continue;
+            }
+            pid_t pid = fork();
+            if (pid == 0) {
+                close(lfd);
+                close(sfd);
+                sigprocmask(SIG_UNBLOCK, &set, NULL);
+                memset(&sa, 0, sizeof(sa));
+                sa.sa_handler = SIG_DFL;
+                for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+                    sigaction(sigs[i], &sa, NULL);
+                _exit(session(conn));
+            }
+            if (pid > 0)
+                remember(pid);
+            close(conn);
+        }
+    }
+}

@@ -1,0 +1,1076 @@
+/* qpod-client: runs one redirected command in its warm container through the container's agent,
+ * handing over the caller's own file descriptors, and stays as the command's stand-in on the
+ * host: it forwards signals, stops when the command stops (so the shell's job control works),
+ * writes the command log's start and end records, and exits with the command's status.
+ *
+ *   qpod-client --root ROOT LAUNCHER... --shim PATH CWD -- ARGV...
+ *       from the preload library: the launch spec the launcher wrote for ROOT is used when it
+ *       is current (config files, branch and container unchanged); anything else execs
+ *       LAUNCHER... --shim PATH CWD -- ARGV... (the Python launcher), which prepares the
+ *       container and comes back here with --spec.
+ *   qpod-client --spec FILE [--reason TEXT] [--tty|--no-tty] --shim PATH CWD -- ARGV...
+ *       from the launcher: the spec is used as it is; failures are final (status 125).
+ *
+ * The spec (written by qpod_engine/launchspec.py) is tab-separated lines, fields escaped
+ * (\\ \t \n).
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "qpod_proto.h"
+
+#define EXIT_QPOD 125
+#define MAX_LIST 256
+
+extern char **environ;
+
+/* ------------------------------------------------------------------------------------------
+ * Small helpers.
+ */
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+    char buf[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n > sizeof(buf) - 2)
+        n = (int)sizeof(buf) - 2;
+    buf[n++] = '\n';
+    (void)!write(2, buf, (size_t)n);
+}
+
+struct buf {
+    char *p;
+    size_t len, cap;
+};
+
+static void buf_add(struct buf *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (b->len + n + 1 > cap)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            say("qpod: out of memory");
+            _exit(EXIT_QPOD);
+        }
+        b->p = p, b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = 0;
+}
+
+static void buf_str(struct buf *b, const char *s) { buf_add(b, s, strlen(s)); }
+
+static void buf_tag(struct buf *b, char tag, const char *s)
+{
+    buf_add(b, &tag, 1);
+    buf_add(b, s, strlen(s) + 1);
+}
+
+static void buf_tagn(struct buf *b, char tag, long v)
+{
+    char n[32];
+    snprintf(n, sizeof(n), "%ld", v);
+    buf_tag(b, tag, n);
+}
+
+static int within(const char *path, const char *root)
+{
+    size_t rl = strlen(root);
+    if (rl == 1 && root[0] == '/')
+        return path[0] == '/';
+    return strncmp(path, root, rl) == 0 && (path[rl] == 0 || path[rl] == '/');
+}
+
+static const char *base_name(const char *p)
+{
+    const char *s = strrchr(p, '/');
+    return s ? s + 1 : p;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The launch spec.
+ */
+struct map {
+    char *host, *ctr;
+};
+
+struct spec {
+    char *root, *env, *image, *container, *hash, *agent_dir, *head_path, *head_want, *log_path;
+    int branch_rules;
+    long log_max, log_keep;
+    struct map maps[MAX_LIST];
+    int nmaps;
+    char *pass[MAX_LIST], *deny[MAX_LIST], *set[MAX_LIST], *ttycmd[MAX_LIST];
+    int npass, ndeny, nset, nttycmd;
+    int have_user;
+    long uid, gid;
+    long groups[MAX_LIST];
+    int ngroups;
+    int stale; /* a source file changed since the launcher wrote this */
+};
+
+static char *unescape(char *s)
+{
+    char *o = s;
+    for (char *i = s; *i; i++) {
+        if (*i == '\\' && i[1]) {
+            i++;
+            *o++ = *i == 't' ? '\t' : *i == 'n' ? '\n' : *i;
+        } else {
+            *o++ = *i;
+        }
+    }
+    *o = 0;
+    return s;
+}
+
+static int split(char *line, char **f, int max)
+{
+    int n = 0;
+    for (char *p = line; n < max;) {
+        f[n++] = p;
+        char *t = strchr(p, '\t');
+        if (!t)
+            break;
+        *t = 0;
+        p = t + 1;
+    }
+    for (int i = 0; i < n; i++)
+        unescape(f[i]);
+    return n;
+}
+
+/* A config file's stamp as the launcher saw it: "-" for absent. */
+static int source_changed(const char *path, const char *mtime, const char *size)
+{
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return strcmp(mtime, "-") != 0;
+    char m[64], s[32];
+    snprintf(m, sizeof(m), "%lld", (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec);
+    snprintf(s, sizeof(s), "%lld", (long long)st.st_size);
+    return strcmp(m, mtime) != 0 || strcmp(s, size) != 0;
+}
+
+static char *read_file(const char *path, size_t max)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    struct buf b = {0};
+    char tmp[8192];
+    ssize_t n;
+    while ((n = read(fd, tmp, sizeof(tmp))) > 0 && b.len < max)
+        buf_add(&b, tmp, (size_t)n);
+    close(fd);
+    if (n < 0 && !b.p) {
+        return NULL;
+    }
+    if (!b.p)
+        buf_add(&b, "", 0);
+    return b.p;
+}
+
+static int load_spec(const char *path, struct spec *s, int check)
+{
+    memset(s, 0, sizeof(*s));
+    char *text = read_file(path, 4 << 20);
+    if (!text)
+        return -1;
+    char *save = NULL;
+    int first = 1;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char *f[8];
+        int n = split(line, f, 8);
+        const char *k = f[0];
+        if (first) {
+            if (strcmp(k, "qpod-spec") != 0 || n < 2 || strcmp(f[1], "1") != 0)
+                return -1;
+            first = 0;
+            continue;
+        }
+#define ONE(key, field) else if (strcmp(k, key) == 0 && n >= 2) s->field = f[1];
+        if (0) {
+        }
+        ONE("root", root) ONE("env", env) ONE("image", image) ONE("container", container) ONE("hash", hash)
+        ONE("agent", agent_dir)
+        else if (strcmp(k, "head") == 0 && n >= 3) s->head_path = f[1], s->head_want = f[2];
+        else if (strcmp(k, "branch_rules") == 0 && n >= 2) s->branch_rules = atoi(f[1]);
+        else if (strcmp(k, "log") == 0 && n >= 4) s->log_path = f[1], s->log_max = atol(f[2]), s->log_keep = atol(f[3]);
+        else if (strcmp(k, "map") == 0 && n >= 3 && s->nmaps < MAX_LIST) s->maps[s->nmaps++] = (struct map){f[1], f[2]};
+        else if (strcmp(k, "pass") == 0 && s->npass < MAX_LIST) s->pass[s->npass++] = f[1];
+        else if (strcmp(k, "deny") == 0 && s->ndeny < MAX_LIST) s->deny[s->ndeny++] = f[1];
+        else if (strcmp(k, "set") == 0 && n >= 2 && s->nset < MAX_LIST) s->set[s->nset++] = f[1];
+        else if (strcmp(k, "tty") == 0 && n >= 2 && s->nttycmd < MAX_LIST) s->ttycmd[s->nttycmd++] = f[1];
+        else if (strcmp(k, "user") == 0 && n >= 3) {
+            s->have_user = 1, s->uid = atol(f[1]), s->gid = atol(f[2]);
+            for (int i = 3; i < n && s->ngroups < MAX_LIST; i++)
+                s->groups[s->ngroups++] = atol(f[i]);
+        } else if (strcmp(k, "groups") == 0) {
+            /* supplementary groups may be many: a line of their own, space-separated */
+            for (char *g = f[1]; g && *g && s->ngroups < MAX_LIST;) {
+                s->groups[s->ngroups++] = strtol(g, &g, 10);
+                while (*g == ' ')
+                    g++;
+            }
+        } else if (strcmp(k, "src") == 0 && n >= 4 && check && !s->stale)
+            s->stale = source_changed(f[1], f[2], f[3]);
+#undef ONE
+    }
+    if (!s->root || !s->env || !s->container || !s->agent_dir || !s->nmaps)
+        return -1;
+    return 0;
+}
+
+/* HEAD of the work tree, as written ("ref: refs/heads/X" or a commit id), without the newline. */
+static char *read_head(const struct spec *s)
+{
+    if (!s->head_path)
+        return NULL;
+    char *h = read_file(s->head_path, 4096);
+    if (h) {
+        size_t l = strlen(h);
+        while (l && (h[l - 1] == '\n' || h[l - 1] == '\r'))
+            h[--l] = 0;
+    }
+    return h;
+}
+
+static char *map_path(const struct spec *s, const char *path)
+{
+    for (int i = 0; i < s->nmaps; i++) {
+        const char *h = s->maps[i].host;
+        if (within(path, h)) {
+            const char *rest = strcmp(h, "/") == 0 ? path : path + strlen(h);
+            const char *c = s->maps[i].ctr;
+            size_t need = strlen(c) + strlen(rest) + 2;
+            char *out = malloc(need);
+            if (!out)
+                return NULL;
+            if (strcmp(c, "/") == 0)
+                snprintf(out, need, "%s", *rest ? rest : "/");
+            else
+                snprintf(out, need, "%s%s", c, rest);
+            return out;
+        }
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The command log: one JSON line per record, appended under an flock of the side lock file,
+ * rotated past the size bound (the same protocol as qpod_engine/cmdlog.py).
+ */
+static void json_str(struct buf *b, const char *s)
+{
+    buf_str(b, "\"");
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        unsigned c = *p;
+        char esc[16];
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\', esc[1] = (char)c;
+            buf_add(b, esc, 2);
+            p++;
+        } else if (c < 0x20 || c == 0x7f) {
+            snprintf(esc, sizeof(esc), "\\u%04x", c);
+            buf_str(b, esc);
+            p++;
+        } else if (c < 0x80) {
+            buf_add(b, (const char *)p, 1);
+            p++;
+        } else {
+            /* valid UTF-8 goes as it is; a stray byte as the lone surrogate Python's
+             * surrogateescape uses, so the record stays valid JSON and the bytes are kept */
+            int len = c >= 0xf0 && c < 0xf5 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
+            int ok = len > 0;
+            for (int i = 1; ok && i < len; i++)
+                ok = (p[i] & 0xc0) == 0x80;
+            if (ok) {
+                buf_add(b, (const char *)p, (size_t)len);
+                p += len;
+            } else {
+                snprintf(esc, sizeof(esc), "\\udc%02x", c);
+                buf_str(b, esc);
+                p++;
+            }
+        }
+    }
+    buf_str(b, "\"");
+}
+
+struct record {
+    char id[40];
+    char time[64];
+    double t0;
+    const char *repo, *env, *container, *cwd, *path, *reason;
+    char *branch;
+    char *const *argv;
+};
+
+static void record_json(struct buf *b, const struct record *r, int status, int done)
+{
+    char num[64];
+    buf_str(b, "{\"id\":");
+    json_str(b, r->id);
+    buf_str(b, ",\"time\":");
+    json_str(b, r->time);
+    buf_str(b, ",\"repo\":");
+    json_str(b, r->repo);
+    buf_str(b, ",\"branch\":");
+    if (r->branch)
+        json_str(b, r->branch);
+    else
+        buf_str(b, "null");
+    buf_str(b, ",\"env\":");
+    json_str(b, r->env);
+    buf_str(b, ",\"container\":");
+    json_str(b, r->container);
+    buf_str(b, ",\"cwd\":");
+    json_str(b, r->cwd);
+    buf_str(b, ",\"argv\":[");
+    for (int i = 0; r->argv[i]; i++) {
+        if (i)
+            buf_str(b, ",");
+        json_str(b, r->argv[i]);
+    }
+    buf_str(b, "],\"path\":");
+    json_str(b, r->path);
+    buf_str(b, ",\"reason\":");
+    json_str(b, r->reason);
+    snprintf(num, sizeof(num), ",\"pid\":%d", (int)getpid());
+    buf_str(b, num);
+    if (done) {
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        double d = (double)now.tv_sec + now.tv_nsec / 1e9 - r->t0;
+        snprintf(num, sizeof(num), ",\"status\":%d,\"duration\":%.3f}\n", status, d < 0 ? 0.0 : d);
+    } else {
+        snprintf(num, sizeof(num), ",\"status\":null}\n");
+    }
+    buf_str(b, num);
+}
+
+static void make_dirs(char *path)
+{
+    for (char *p = path + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            mkdir(path, 0700);
+            *p = '/';
+        }
+}
+
+static void rotate(const char *log, long keep)
+{
+    char a[4200], b[4200];
+    for (long i = keep - 1; i > 0; i--) {
+        snprintf(a, sizeof(a), "%s.%ld", log, i);
+        snprintf(b, sizeof(b), "%s.%ld", log, i + 1);
+        rename(a, b);
+    }
+    snprintf(a, sizeof(a), "%s.1", log);
+    rename(log, a);
+}
+
+static void log_write(const struct spec *s, const struct record *r, int status, int done)
+{
+    if (!s->log_path)
+        return;
+    struct buf line = {0};
+    record_json(&line, r, status, done);
+    char lock[4200];
+    snprintf(lock, sizeof(lock), "%s.lock", s->log_path);
+    make_dirs(lock);
+    int lfd = open(lock, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (lfd < 0)
+        goto fail;
+    while (flock(lfd, LOCK_EX) < 0 && errno == EINTR)
+        ;
+    struct stat st;
+    if (stat(s->log_path, &st) == 0 && s->log_max > 0 && (long)(st.st_size + line.len) > s->log_max)
+        rotate(s->log_path, s->log_keep > 0 ? s->log_keep : 3);
+    int fd = open(s->log_path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        close(lfd);
+        goto fail;
+    }
+    char last = '\n';
+    if (fstat(fd, &st) == 0 && st.st_size > 0 && pread(fd, &last, 1, st.st_size - 1) == 1 && last != '\n')
+        (void)!write(fd, "\n", 1); /* a record cut short earlier must not swallow this one */
+    const char *p = line.p;
+    size_t left = line.len;
+    while (left) {
+        ssize_t n = write(fd, p, left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        p += n, left -= (size_t)n;
+    }
+    close(fd);
+    close(lfd);
+    free(line.p);
+    if (left == 0)
+        return;
+fail:
+    say("qpod: cannot write the command log %s: %s", s->log_path, strerror(errno));
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Signals: handlers only write the signal number to a pipe the main loop reads.
+ */
+static int sigpipe_w = -1;
+static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGTSTP, SIGCONT};
+#define NFWD ((int)(sizeof(forwarded) / sizeof(forwarded[0])))
+
+static void on_signal(int sig)
+{
+    int e = errno;
+    unsigned char c = (unsigned char)sig;
+    (void)!write(sigpipe_w, &c, 1);
+    errno = e;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The terminal, in terminal-owning mode.
+ */
+static struct termios saved_tio;
+static int tio_saved;
+
+static void tty_raw(void)
+{
+    struct termios t;
+    if (tcgetattr(0, &t) < 0)
+        return;
+    if (!tio_saved)
+        saved_tio = t, tio_saved = 1;
+    cfmakeraw(&t);
+    tcsetattr(0, TCSADRAIN, &t);
+}
+
+static void tty_restore(void)
+{
+    if (tio_saved)
+        tcsetattr(0, TCSADRAIN, &saved_tio);
+}
+
+/* Programs that need a controlling terminal of their own get one (a pty relayed by this
+ * client): shells run interactively, full-screen programs, debuggers, password prompts. */
+static const char *const tty_programs[] = {"less", "more", "most", "vi", "vim", "nvim", "view", "nano", "emacs",
+                                           "mc", "top", "htop", "gdb", "cgdb", "lldb", "man", "ssh", "su",
+                                           "sudo", "tmux", "screen", "script", NULL};
+static const char *const shells[] = {"bash", "sh", "dash", "zsh", "ksh", "mksh", "fish", "tcsh", "csh", NULL};
+
+static int in_list(const char *name, const char *const *list, int n)
+{
+    for (int i = 0; n < 0 ? list[i] != NULL : i < n; i++)
+        if (strcmp(name, list[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static int wants_terminal(const struct spec *s, char *const *argv)
+{
+    const char *name = base_name(argv[0]);
+    if (in_list(name, tty_programs, -1) || in_list(name, (const char *const *)s->ttycmd, s->nttycmd))
+        return 1;
+    if (!in_list(name, shells, -1))
+        return 0;
+    /* a shell is interactive when it is given no script and no -c, or -i */
+    for (int i = 1; argv[i]; i++) {
+        if (strcmp(argv[i], "-i") == 0)
+            return 1;
+        if (argv[i][0] != '-' && argv[i][0] != '+')
+            return 0;
+        if (strchr(argv[i] + 1, 'c') && argv[i][0] == '-' && argv[i][1] != '-')
+            return 0;
+        if (strcmp(argv[i], "--") == 0)
+            return argv[i + 1] == NULL;
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Talking to the agent.
+ */
+static int connect_agent(const char *dir)
+{
+    /* the state dir may be deeper than a socket address allows: reach the socket through the
+     * directory's descriptor */
+    int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return -1;
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof(a.sun_path), "/proc/self/fd/%d/agent.sock", dfd);
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int r = s < 0 ? -1 : connect(s, (struct sockaddr *)&a, sizeof(a));
+    int e = errno;
+    close(dfd);
+    if (r < 0) {
+        if (s >= 0)
+            close(s);
+        errno = e;
+        return -1;
+    }
+    return s;
+}
+
+static int send_request(int sock, const struct buf *payload, const int *fds, int nfds)
+{
+    struct qp_req h = {QP_MAGIC, QP_VERSION, (uint32_t)payload->len, (uint32_t)nfds};
+    struct iovec iov = {&h, sizeof(h)};
+    union {
+        struct cmsghdr c;
+        char buf[CMSG_SPACE(sizeof(int) * QP_MAX_FDS)];
+    } u;
+    struct msghdr mh = {0};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    if (nfds) {
+        memset(&u, 0, sizeof(u));
+        mh.msg_control = u.buf;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+    }
+    ssize_t n;
+    do
+        n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n != (ssize_t)sizeof(h))
+        return -1;
+    const char *p = payload->p;
+    size_t left = payload->len;
+    while (left) {
+        n = send(sock, p, left, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n, left -= (size_t)n;
+    }
+    return 0;
+}
+
+/* One event from the agent (and the descriptor attached to it, if any). 0 on success, -1 at
+ * end of stream or error. */
+static int read_event(int sock, struct qp_msg *m, int *fd)
+{
+    char *p = (char *)m;
+    size_t got = 0;
+    *fd = -1;
+    while (got < sizeof(*m)) {
+        struct iovec iov = {p + got, sizeof(*m) - got};
+        union {
+            struct cmsghdr c;
+            char buf[CMSG_SPACE(sizeof(int))];
+        } u;
+        struct msghdr mh = {0};
+        mh.msg_iov = &iov;
+        mh.msg_iovlen = 1;
+        mh.msg_control = u.buf;
+        mh.msg_controllen = sizeof(u.buf);
+        ssize_t n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+            memcpy(fd, CMSG_DATA(c), sizeof(int));
+        got += (size_t)n;
+    }
+    return 0;
+}
+
+static void send_signal(int sock, int sig)
+{
+    struct qp_msg m = {QP_SIGNAL, sig};
+    (void)!send(sock, &m, sizeof(m), MSG_NOSIGNAL);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Main.
+ */
+struct args {
+    const char *root, *spec, *reason, *path, *cwd;
+    char **launcher; /* LAUNCHER... --shim PATH CWD -- ARGV (for the fallback) */
+    char **argv;
+    int tty; /* -1 auto, 0 never, 1 always */
+};
+
+static int parse_args(int argc, char **argv, struct args *a)
+{
+    memset(a, 0, sizeof(*a));
+    a->tty = -1;
+    int i = 1;
+    for (; i < argc; i++) {
+        if (strcmp(argv[i], "--root") == 0 && i + 1 < argc)
+            a->root = argv[++i];
+        else if (strcmp(argv[i], "--spec") == 0 && i + 1 < argc)
+            a->spec = argv[++i];
+        else if (strcmp(argv[i], "--reason") == 0 && i + 1 < argc)
+            a->reason = argv[++i];
+        else if (strcmp(argv[i], "--tty") == 0)
+            a->tty = 1;
+        else if (strcmp(argv[i], "--no-tty") == 0)
+            a->tty = 0;
+        else
+            break;
+    }
+    a->launcher = argv + i;
+    for (; i < argc && strcmp(argv[i], "--shim") != 0; i++)
+        ;
+    if (i + 3 >= argc || strcmp(argv[i + 3], "--") != 0 || i + 4 >= argc)
+        return -1;
+    a->path = argv[i + 1];
+    a->cwd = argv[i + 2];
+    a->argv = argv + i + 4;
+    return (a->root || a->spec) ? 0 : -1;
+}
+
+/* Back to the launcher (preload mode only), saying why under QPOD_DEBUG. */
+static void fallback(const struct args *a, const char *why)
+{
+    if (getenv("QPOD_DEBUG"))
+        say("qpod-client: %s: using the launcher", why);
+    if (a->spec || a->launcher[0] == NULL || strcmp(a->launcher[0], "--shim") == 0)
+        return;
+    execv(a->launcher[0], a->launcher);
+    say("qpod: cannot start the launcher %s: %s", a->launcher[0], strerror(errno));
+    _exit(EXIT_QPOD);
+}
+
+static char *state_dir(void)
+{
+    const char *q = getenv("QPOD_STATE_DIR");
+    char *out = NULL;
+    if (q && *q) {
+        if (q[0] == '/')
+            return strdup(q);
+        char cwd[4096];
+        if (!getcwd(cwd, sizeof(cwd)) || asprintf(&out, "%s/%s", cwd, q) < 0)
+            return NULL;
+        return out;
+    }
+    const char *x = getenv("XDG_STATE_HOME");
+    if (x && *x)
+        return asprintf(&out, "%s/qpod", x) < 0 ? NULL : out;
+    const char *home = getenv("HOME");
+    if (!home || !*home)
+        return NULL;
+    return asprintf(&out, "%s/.local/state/qpod", home) < 0 ? NULL : out;
+}
+
+/* The file the launcher writes for a root: FNV-1a of the root's path (the same in
+ * qpod_engine/launchspec.py). */
+static char *fast_spec_path(const char *root)
+{
+    uint64_t h = 14695981039346656037ULL;
+    for (const unsigned char *p = (const unsigned char *)root; *p; p++)
+        h = (h ^ *p) * 1099511628211ULL;
+    char *sd = state_dir(), *out = NULL;
+    if (!sd || asprintf(&out, "%s/fast/%016llx", sd, (unsigned long long)h) < 0)
+        out = NULL;
+    free(sd);
+    return out;
+}
+
+static int name_matches(const char *name, size_t nl, char *const *globs, int n)
+{
+    char tmp[512];
+    if (nl >= sizeof(tmp))
+        return 0;
+    memcpy(tmp, name, nl);
+    tmp[nl] = 0;
+    for (int i = 0; i < n; i++)
+        if (fnmatch(globs[i], tmp, 0) == 0)
+            return 1;
+    return 0;
+}
+
+static void add_env(struct buf *payload, const struct spec *s)
+{
+    static char *const always_denied[] = {"LD_PRELOAD", "QPOD_*"};
+    for (char **e = environ; *e; e++) {
+        const char *eq = strchr(*e, '=');
+        if (!eq)
+            continue;
+        size_t nl = (size_t)(eq - *e);
+        if (name_matches(*e, nl, always_denied, 2) || !name_matches(*e, nl, s->pass, s->npass) ||
+            name_matches(*e, nl, s->deny, s->ndeny))
+            continue;
+        int overridden = 0;
+        for (int i = 0; i < s->nset && !overridden; i++)
+            overridden = strncmp(s->set[i], *e, nl + 1) == 0;
+        if (!overridden)
+            buf_tag(payload, 'e', *e);
+    }
+    for (int i = 0; i < s->nset; i++) {
+        const char *eq = strchr(s->set[i], '=');
+        if (eq && !name_matches(s->set[i], (size_t)(eq - s->set[i]), always_denied, 2))
+            buf_tag(payload, 'e', s->set[i]);
+    }
+}
+
+static void iso_time(struct record *r)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    r->t0 = (double)now.tv_sec + now.tv_nsec / 1e9;
+    struct tm tm;
+    gmtime_r(&now.tv_sec, &tm);
+    char base[32];
+    strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(r->time, sizeof(r->time), "%s.%03ld+00:00", base, now.tv_nsec / 1000000);
+    snprintf(r->id, sizeof(r->id), "%lx%09lx%x", (long)now.tv_sec, now.tv_nsec, (unsigned)getpid());
+}
+
+static void reraise(int sig)
+{
+    struct rlimit rl = {0, 0};
+    getrlimit(RLIMIT_CORE, &rl);
+    rl.rlim_cur = 0;
+    setrlimit(RLIMIT_CORE, &rl);
+    signal(sig, SIG_DFL);
+    sigset_t s;
+    sigemptyset(&s);
+    sigaddset(&s, sig);
+    sigprocmask(SIG_UNBLOCK, &s, NULL);
+    kill(getpid(), sig);
+}
+
+int main(int argc, char **argv)
+{
+    struct args a;
+    if (parse_args(argc, argv, &a) < 0) {
+        say("usage: qpod-client (--root ROOT LAUNCHER... | --spec FILE) --shim PATH CWD -- ARGV...");
+        return 2;
+    }
+    /* the caller's descriptors, before this program opens any of its own */
+    int fds[QP_MAX_FDS], nfds = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) {
+        say("qpod: cannot list open files: %s", strerror(errno));
+        return EXIT_QPOD;
+    }
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9')
+            continue;
+        int fd = atoi(e->d_name);
+        if (fd == dirfd(d))
+            continue;
+        if (nfds == QP_MAX_FDS) {
+            say("qpod: more than %d open files to hand over", QP_MAX_FDS);
+            return EXIT_QPOD;
+        }
+        fds[nfds++] = fd;
+    }
+    closedir(d);
+
+    struct record rec = {0};
+    iso_time(&rec);
+    struct spec s;
+    char *spec_path = a.spec ? strdup(a.spec) : fast_spec_path(a.root);
+    int loaded = spec_path ? load_spec(spec_path, &s, !a.spec) : -1;
+    if (loaded < 0 || s.stale || (a.root && strcmp(s.root, a.root) != 0)) {
+        fallback(&a, loaded < 0 ? "no launch spec" : s.stale ? "config changed" : "spec of another root");
+        say("qpod: cannot read the launch spec %s", spec_path ? spec_path : "(no state dir)");
+        return EXIT_QPOD;
+    }
+    char *head = read_head(&s);
+    if (!a.spec && s.branch_rules && (!head || !s.head_want || strcmp(head, s.head_want) != 0))
+        fallback(&a, "branch changed"); /* another branch may mean another environment */
+    if (head && strncmp(head, "ref: refs/heads/", 16) == 0)
+        rec.branch = head + 16;
+
+    /* where it runs, and what */
+    char *cwd = map_path(&s, a.cwd);
+    if (!cwd) {
+        say("qpod: %s: not visible in the container of environment '%s' (run it from inside %s or a mounted "
+            "directory)", a.cwd, s.env, s.root);
+        return EXIT_QPOD;
+    }
+    const char *prog = a.argv[0];
+    if (a.path[0] == '/' && within(a.path, s.root) && (a.argv[0][0] == '/' || !strchr(a.argv[0], '/'))) {
+        /* a program of the repository: the container's view of the same file (a bare name found
+         * through the host's PATH is not on the container's PATH) */
+        char *m = map_path(&s, a.path);
+        prog = m ? m : a.path;
+    }
+    struct buf payload = {0};
+    if (s.hash)
+        buf_tag(&payload, 'h', s.hash);
+    buf_tag(&payload, 'c', cwd);
+    buf_tag(&payload, 'p', prog);
+    for (int i = 0; a.argv[i]; i++)
+        buf_tag(&payload, 'a', a.argv[i]);
+    add_env(&payload, &s);
+    mode_t mask = umask(0);
+    umask(mask);
+    char m[16];
+    snprintf(m, sizeof(m), "%o", (unsigned)mask);
+    buf_tag(&payload, 'm', m);
+    if (s.have_user) {
+        buf_tagn(&payload, 'u', s.uid);
+        buf_tagn(&payload, 'g', s.gid);
+        for (int i = 0; i < s.ngroups; i++)
+            buf_tagn(&payload, 'G', s.groups[i]);
+    }
+
+    /* the terminal: a job in the background must not read it (natively it would stop on
+     * SIGTTIN when it tried), and only terminal-owning programs get a pty */
+    int tty_in = isatty(0), fg = 0;
+    if (tty_in) {
+        pid_t pg = tcgetpgrp(0);
+        fg = pg == getpgrp();
+    }
+    int pty = a.tty == 1 ? tty_in && fg : a.tty == 0 ? 0 : tty_in && fg && isatty(1) && wants_terminal(&s, a.argv);
+    int devnull = -1;
+    if (tty_in && !fg) {
+        devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        for (int i = 0; i < nfds; i++)
+            if (fds[i] == 0 && devnull >= 0)
+                fds[i] = devnull;
+    }
+    int send_fds[QP_MAX_FDS], nsend = 0;
+    for (int i = 0; i < nfds; i++) {
+        int target = fds[i] == devnull ? 0 : fds[i];
+        if (pty && target <= 2)
+            continue; /* the pty's slave becomes 0, 1 and 2 */
+        send_fds[nsend++] = fds[i];
+        buf_tagn(&payload, 'f', target);
+    }
+    struct winsize ws = {24, 80, 0, 0};
+    if (pty) {
+        ioctl(0, TIOCGWINSZ, &ws);
+        char t[32];
+        snprintf(t, sizeof(t), "%ux%u", ws.ws_row, ws.ws_col);
+        buf_tag(&payload, 't', t);
+    }
+
+    /* signals: what the caller ignores stays ignored (and is not forwarded); the rest of the
+     * forwarded set comes to the main loop */
+    int sp[2];
+    if (pipe2(sp, O_CLOEXEC | O_NONBLOCK) < 0) {
+        say("qpod: pipe: %s", strerror(errno));
+        return EXIT_QPOD;
+    }
+    sigpipe_w = sp[1];
+    sigset_t blocked;
+    sigprocmask(SIG_SETMASK, NULL, &blocked);
+    for (int sig = 1; sig < NSIG; sig++) {
+        struct sigaction old;
+        if (sigaction(sig, NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+            buf_tagn(&payload, 'i', sig);
+        if (sig < 32 && sigismember(&blocked, sig) == 1)
+            buf_tagn(&payload, 'b', sig);
+    }
+    int handled[NSIG] = {0};
+    for (int i = 0; i < NFWD; i++) {
+        struct sigaction old, sa;
+        sigaction(forwarded[i], NULL, &old);
+        if (old.sa_handler == SIG_IGN && forwarded[i] != SIGCONT && forwarded[i] != SIGWINCH)
+            continue;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = on_signal;
+        sa.sa_flags = SA_RESTART;
+        sigaction(forwarded[i], &sa, NULL);
+        handled[forwarded[i]] = 1;
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGPIPE, SIG_IGN); /* a relay write to a closed terminal is an error, not our death */
+
+    int sock = connect_agent(s.agent_dir);
+    if (sock < 0) {
+        fallback(&a, "agent does not answer");
+        say("qpod: container %s is not running (its agent does not answer: %s)", s.container, strerror(errno));
+        return EXIT_QPOD;
+    }
+    if (send_request(sock, &payload, send_fds, nsend) < 0) {
+        fallback(&a, "agent does not take the request");
+        say("qpod: cannot hand the command to container %s: %s", s.container, strerror(errno));
+        return EXIT_QPOD;
+    }
+    free(payload.p);
+
+    rec.repo = s.root, rec.env = s.env, rec.container = s.container, rec.cwd = a.cwd, rec.path = a.path;
+    rec.argv = a.argv;
+    char reason[4200];
+    if (a.reason)
+        rec.reason = a.reason;
+    else {
+        if (within(a.path, s.root))
+            snprintf(reason, sizeof(reason), "program lives in bound repository %s", s.root);
+        else
+            snprintf(reason, sizeof(reason), "'%s' is a command of environment '%s'", base_name(a.path), s.env);
+        rec.reason = reason;
+    }
+
+    int master = -1, started = 0, status = -1, death = 0, want_stop = 0, master_open = 0, stdin_open = 1;
+    /* the command has the descriptors now: holding them here would keep pipes open */
+    for (int i = 0; i < nfds; i++)
+        if (fds[i] != 2 && !(pty && fds[i] <= 1))
+            close(fds[i]);
+    if (devnull >= 0)
+        close(devnull);
+    for (;;) {
+        struct pollfd pf[4] = {{sock, POLLIN, 0}, {sp[0], POLLIN, 0}, {-1, POLLIN, 0}, {-1, POLLIN, 0}};
+        if (master >= 0 && master_open)
+            pf[2].fd = master;
+        if (master >= 0 && stdin_open)
+            pf[3].fd = 0;
+        if (poll(pf, 4, -1) < 0 && errno != EINTR)
+            break;
+        if (pf[1].revents) {
+            unsigned char sig;
+            while (read(sp[0], &sig, 1) == 1) {
+                if (sig == SIGWINCH && master >= 0) {
+                    if (ioctl(0, TIOCGWINSZ, &ws) == 0)
+                        ioctl(master, TIOCSWINSZ, &ws);
+                    continue;
+                }
+                if (sig == SIGCONT && master >= 0)
+                    tty_raw();
+                if (handled[sig])
+                    send_signal(sock, sig);
+            }
+        }
+        if (pf[2].revents) {
+            char b[16384];
+            ssize_t n = read(master, b, sizeof(b));
+            if (n > 0)
+                (void)!write(1, b, (size_t)n);
+            else if (n == 0 || (errno != EINTR && errno != EAGAIN))
+                master_open = 0; /* EIO: every holder of the pty's slave has gone */
+        }
+        if (pf[3].revents) {
+            char b[4096];
+            ssize_t n = read(0, b, sizeof(b));
+            if (n > 0)
+                (void)!write(master, b, (size_t)n);
+            else if (n == 0 || (errno != EINTR && errno != EAGAIN))
+                stdin_open = 0;
+        }
+        if (pf[0].revents) {
+            struct qp_msg ev;
+            int fd;
+            if (read_event(sock, &ev, &fd) < 0) {
+                if (status < 0) {
+                    tty_restore();
+                    say("qpod: lost the agent of container %s (the container was stopped?)", s.container);
+                    status = EXIT_QPOD;
+                }
+                break;
+            }
+            switch (ev.type) {
+            case QP_PTY:
+                master = fd;
+                master_open = 1;
+                tty_raw();
+                break;
+            case QP_STARTED:
+                started = 1;
+                log_write(&s, &rec, 0, 0);
+                break;
+            case QP_STOPPED:
+                want_stop = 1;
+                break;
+            case QP_EXITED:
+                status = ev.value;
+                break;
+            case QP_SIGNALED:
+                status = 128 + ev.value;
+                death = ev.value;
+                break;
+            case QP_EXEC_FAILED: {
+                int err = ev.value & ~QP_CHDIR_FLAG;
+                if (ev.value & QP_CHDIR_FLAG) {
+                    say("qpod: %s: cannot enter it in the container of environment '%s': %s", cwd, s.env,
+                        strerror(err));
+                    status = EXIT_QPOD;
+                } else if (err == ENOENT) {
+                    say("qpod: %s: not found in environment %s (image %s)", a.argv[0], s.env,
+                        s.image ? s.image : "?");
+                    status = 127;
+                } else if (err == ENOEXEC) {
+                    say("qpod: %s: cannot execute binary file: Exec format error", a.argv[0]);
+                    status = 126;
+                } else {
+                    say("qpod: %s: %s", a.argv[0], strerror(err));
+                    status = err == EACCES || err == EISDIR ? 126 : EXIT_QPOD;
+                }
+                death = 0;
+                break;
+            }
+            case QP_REFUSED:
+                say("qpod: the agent of container %s refused the command: %s", s.container, strerror(ev.value));
+                status = EXIT_QPOD;
+                break;
+            case QP_STALE:
+                close(sock);
+                fallback(&a, "container from another configuration");
+                say("qpod: container %s was created from another configuration; run the command again",
+                    s.container);
+                return EXIT_QPOD;
+            }
+            if (status >= 0 && ev.type != QP_PTY && ev.type != QP_STARTED)
+                break;
+        }
+        if (want_stop) {
+            /* the command stopped (Ctrl-Z, SIGSTOP): stop too, so the shell sees a stopped job;
+             * the SIGCONT that resumes us (fg, bg) is forwarded by the loop */
+            want_stop = 0;
+            tty_restore();
+            kill(getpid(), SIGSTOP);
+        }
+    }
+    if (master >= 0) {
+        /* what the command wrote last */
+        fcntl(master, F_SETFL, O_NONBLOCK);
+        char b[16384];
+        ssize_t n;
+        while ((n = read(master, b, sizeof(b))) > 0)
+            (void)!write(1, b, (size_t)n);
+        tty_restore();
+    }
+    if (started || status != EXIT_QPOD)
+        log_write(&s, &rec, status, 1);
+    if (death && status == 128 + death)
+        reraise(death);
+    return status < 0 ? EXIT_QPOD : status;
+}

@@ -1,0 +1,115 @@
+"""The launch spec: everything the native-exec client (``preload/client.c``) needs to run a
+command in a warm container without Python: the container and its agent's socket directory,
+the path mapping, the environment rules, the identity, the log, and the stamps of the config
+files it was derived from (the client falls back to the launcher when one changed).
+
+The launcher writes one per bound root under ``<state>/fast/<FNV-1a of the root>`` (the name
+the client computes from the root the preload library matched), and one per container under
+``<state>/specs/`` for launches the policy did not choose (``qpod exec --env``).
+
+Stdlib only: the launcher writes it on its way to the client.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import gitinfo, paths
+from . import containers as naming
+from .fileio import write_atomic
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+SPEC_VERSION = 1
+
+
+def fnv1a(text: str) -> str:
+    """64-bit FNV-1a of the UTF-8 (surrogate-escaped) bytes, as 16 hex digits (the client's too)."""
+    h = 0xCBF29CE484222325
+    for b in os.fsencode(text):
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"{h:016x}"
+
+
+def fast_path(root: str) -> str:
+    return os.path.join(paths.state_dir(), "fast", fnv1a(root))
+
+
+def explicit_path(container: str) -> str:
+    return os.path.join(paths.state_dir(), "specs", container)
+
+
+def _esc(value: object) -> str:
+    return str(value).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+
+
+def _line(*fields: object) -> str:
+    return "\t".join(_esc(f) for f in fields)
+
+
+def identity(env: dict[str, Any]) -> tuple[int, int, list[int]] | None:
+    """(uid, gid, groups) the agent switches to: rootful podman runs commands as the invoking
+    user (the one behind sudo too) with all their groups; None where the container's own user
+    is right (rootless keep-id, ``run_as: root``)."""
+    if env["run_as"] != "user" or os.geteuid() != 0:
+        return None
+    uid, gid = naming.invoking_user()
+    if uid == 0:
+        return None
+    try:
+        import pwd
+
+        groups = os.getgrouplist(pwd.getpwuid(uid).pw_name, gid)
+    except (KeyError, OSError):
+        groups = [gid]
+    return uid, gid, groups
+
+
+def spec_text(snap: dict[str, Any], env: dict[str, Any], root: str, facts: dict[str, Any],
+              branch_rules: bool) -> str:
+    settings = snap["settings"]
+    lines = [
+        _line("qpod-spec", SPEC_VERSION),
+        _line("root", root),
+        _line("env", env["name"]),
+        _line("image", env["image"]),
+        _line("container", facts["name"]),
+        _line("hash", facts["hash"]),
+        _line("agent", naming.agent_dir(facts["name"])),
+        _line("branch_rules", 1 if branch_rules else 0),
+        _line("log", paths.log_file(), settings["log_max_bytes"], settings["log_keep"]),
+    ]
+    gd = gitinfo.git_dir(root)
+    if gd:
+        head = os.path.join(gd, "HEAD")
+        try:
+            with open(head, encoding="utf-8", errors="surrogateescape") as f:
+                lines.append(_line("head", head, f.read().rstrip("\r\n")))
+        except OSError:
+            pass
+    lines += [_line("map", host, ctr) for host, ctr in naming.path_maps(env, root)]
+    lines += [_line("pass", g) for g in env.get("passthrough", ())]
+    lines += [_line("deny", g) for g in env.get("deny", ())]
+    lines += [_line("set", f"{k}={v}") for k, v in env.get("env", {}).items()]
+    who = identity(env)
+    if who:
+        lines.append(_line("user", who[0], who[1]))
+        lines.append(_line("groups", " ".join(str(g) for g in who[2])))
+    for path, stamp in snap["sources"].items():
+        lines.append(_line("src", path, *(stamp if stamp else ("-", "-"))))
+    return "\n".join(lines) + "\n"
+
+
+def write(path: str, text: str) -> str:
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            if f.read() == text:
+                return path  # unchanged: no write on the common path
+    except OSError:
+        pass
+    write_atomic(path, text)
+    return path
+
