@@ -22,9 +22,13 @@ def _out_json(data: Any) -> None:
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> None:
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
-    for row in [headers, *rows]:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
+    """Aligned columns; cells escaped (paths, image names and podman's labels are not ours)."""
+    from .textsafe import cell_width, ljust, visible
+
+    cells = [[visible(c) for c in row] for row in [headers, *rows]]
+    widths = [max(cell_width(x) for x in col) for col in zip(*cells, strict=False)]
+    for row in cells:
+        print("  ".join(ljust(c, w) for c, w in zip(row, widths, strict=False)).rstrip())
 
 
 def _engine() -> Any:
@@ -100,6 +104,7 @@ def cmd_env_list(a: "argparse.Namespace") -> int:
 
 def cmd_env_show(a: "argparse.Namespace") -> int:
     from . import config
+    from .textsafe import visible
 
     env = config.load_environment(a.name)
     data = {**_env_dict(env), "file": str(paths.environment_file(a.name)), "repositories": _engine().bound_to(a.name)}
@@ -111,7 +116,7 @@ def cmd_env_show(a: "argparse.Namespace") -> int:
                 v = ", ".join(f"{x}={y}" for x, y in v.items()) or "-"
             elif isinstance(v, list):
                 v = ", ".join(v) or "-"
-            print(f"{k + ':':16}{v if v is not None else '-'}")
+            print(f"{k + ':':16}{visible(v) if v is not None else '-'}")
     return 0
 
 
@@ -135,9 +140,11 @@ def _cwd() -> str:
 
 
 def cmd_init(a: "argparse.Namespace") -> int:
+    from .textsafe import visible
+
     root = _engine().bind(a.path or _cwd(), a.env, a.branch)
-    scope = f" on branches matching '{a.branch}'" if a.branch else ""
-    print(f"bound {root} to environment '{a.env}'{scope}")
+    scope = f" on branches matching '{visible(a.branch)}'" if a.branch else ""
+    print(f"bound {visible(root)} to environment '{visible(a.env)}'{scope}")
     return 0
 
 
@@ -152,7 +159,9 @@ def cmd_unbind(a: "argparse.Namespace") -> int:
         _engine().remove_branch_rule(root, a.branch)
     else:
         _engine().unbind(root)
-    print(f"unbound {root}" + (f" (branch rule '{a.branch}')" if a.branch else ""))
+    from .textsafe import visible
+
+    print(f"unbound {visible(root)}" + (f" (branch rule '{visible(a.branch)}')" if a.branch else ""))
     return 0
 
 
@@ -170,6 +179,7 @@ def _repo_rows(states: dict[str, str] | None) -> list[dict[str, Any]]:
 
 def cmd_status(a: "argparse.Namespace") -> int:
     from . import gitinfo
+    from .textsafe import visible
 
     cwd = _cwd()
     rows = _repo_rows(_container_states())
@@ -184,16 +194,17 @@ def cmd_status(a: "argparse.Namespace") -> int:
         if a.json:
             _out_json(data)
         else:
-            print(f"{root}: not bound (bind with: qpod init ENV)" if root else f"{cwd}: not in a git repository")
+            print(f"{visible(root)}: not bound (bind with: qpod init ENV)" if root
+                  else f"{visible(cwd)}: not in a git repository")
         return 0
     row = {**row, "bound": True, "cwd": cwd}
     if a.json:
         _out_json(row)
     else:
-        print(f"repository:   {row['repository']}")
-        print(f"branch:       {row['branch'] or '(detached)'}")
-        print(f"environment:  {row['environment'] or '-'} ({row['why']})")
-        print(f"container:    {row['container'] or '-'} ({row['container_state']})")
+        print(f"repository:   {visible(row['repository'])}")
+        print(f"branch:       {visible(row['branch'] or '(detached)')}")
+        print(f"environment:  {visible(row['environment'] or '-')} ({visible(row['why'])})")
+        print(f"container:    {visible(row['container'] or '-')} ({visible(row['container_state'])})")
     return 0
 
 
@@ -229,8 +240,10 @@ def cmd_which(a: "argparse.Namespace") -> int:
     if a.json:
         _out_json(data)
     else:
-        env = f" ({data['environment']})" if data["environment"] else ""
-        print(f"{d.where}{env}: {d.reason}")
+        from .textsafe import visible
+
+        env = f" ({visible(data['environment'])})" if data["environment"] else ""
+        print(f"{d.where}{env}: {visible(d.reason)}")
     return 0
 
 
@@ -274,8 +287,10 @@ def cmd_stop(a: "argparse.Namespace") -> int:
         raise QpodError("usage: qpod stop ENV | --all", 2)
     names = [c["name"] for c in list_containers()
              if c["state"] == "running" and (a.all or c["environment"] == a.env)]
+    from .textsafe import visible
+
     for n in stop_containers(names):
-        print(f"stopped {n}")
+        print(f"stopped {visible(n)}")
     if not names:
         print("nothing to stop")
     return 0
@@ -500,7 +515,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         return int(args.func(args) or 0)
     except QpodError as err:
-        print(f"qpod: {err}", file=sys.stderr)
+        from .textsafe import visible
+
+        print(f"qpod: {visible(err)}", file=sys.stderr)  # errors quote paths, names and podman's words
         return err.status
     except KeyboardInterrupt:
         return 130
@@ -508,8 +525,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except Exception as err:  # noqa: BLE001 - one line and a status, never a traceback
         from .errors import unexpected
+        from .textsafe import visible
 
-        print(f"qpod: {unexpected(err)}", file=sys.stderr)
+        print(f"qpod: {visible(unexpected(err))}", file=sys.stderr)
         return EXIT_QPOD
 
 
