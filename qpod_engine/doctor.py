@@ -19,6 +19,11 @@ def run_checks() -> Iterator[Check]:
     from . import podman_backend as pb
     from . import service
 
+    if service.is_rootless():
+        checks = list(rootless_checks())
+        yield from checks
+        if not all(ok for ok, _, _ in checks):
+            return  # podman itself cannot work for this user yet: the fixes above come first
     rt = pb.runtime_name("auto")
     yield (rt is None or shutil.which(rt) is not None, f"OCI runtime: {rt or 'podman default'}",
            "apt-get install runc (crun fails on cgroups-hybrid hosts)")
@@ -26,11 +31,20 @@ def run_checks() -> Iterator[Check]:
         url = service.ensure_service()
         yield (True, f"podman API socket answers ({url})", "")
     except QpodError as err:
-        yield (False, f"podman API socket: {err}", "podman system service --time=0 unix://" + service.socket_path())
+        yield (False, f"podman API socket: {err}", _service_fix())
         return
     yield _trivial_container(exe, rt)
     yield from _config_checks()
     yield from _preload_checks()
+
+
+def _service_fix() -> str:
+    from . import service
+
+    try:
+        return f"podman system service --time=0 unix://{service.socket_path()} (and see its error)"
+    except QpodError as err:
+        return f"podman itself fails here: {err}"
 
 
 def _trivial_container(exe: str, runtime: str | None) -> Check:
@@ -46,7 +60,9 @@ def _trivial_container(exe: str, runtime: str | None) -> Check:
         return (True, "trivial container: skipped (no local image yet; 'qpod demo' builds one)", "")
     limits = [arg for k, v in default_ulimits().items() for arg in ("--ulimit", f"{k}={v}")]
     rt = ["--runtime", runtime] if runtime else []
-    proc = subprocess.run([exe, "run", "--rm", *rt, *limits, images[0], "true"], capture_output=True, text=True,
+    # rootless: the host network, as qpod's containers use (slirp4netns needs /dev/net/tun)
+    net = ["--network=host"] if os.geteuid() != 0 else []
+    proc = subprocess.run([exe, "run", "--rm", *rt, *net, *limits, images[0], "true"], capture_output=True, text=True,
                           env=env, timeout=120)
     last = (proc.stderr.strip().splitlines() or [""])[-1]
     return (proc.returncode == 0, f"trivial container starts ({images[0]}, runtime {runtime or 'default'})"
@@ -83,3 +99,123 @@ def _preload_checks() -> Iterator[Check]:
     problems = preload_lib.check()
     yield (not problems, "preload library loads and the rules file is current"
            + (f": {'; '.join(problems)}" if problems else ""), "reinstall with: pip install .")
+
+
+# --- rootless: what podman needs from the system for a normal user --------------------------
+
+SUBID_MIN = 65536  # a Debian image uses ids up to 65534 (nobody)
+
+
+def _user() -> tuple[str, int]:
+    import pwd
+
+    uid = os.getuid()
+    try:
+        return pwd.getpwuid(uid).pw_name, uid
+    except KeyError:
+        return str(uid), uid
+
+
+def _subid_ranges(file: str, name: str, uid: int) -> list[tuple[int, int]]:
+    """(start, count) ranges of ``file`` (/etc/subuid or /etc/subgid) for the user, by name or uid."""
+    found = []
+    try:
+        with open(file, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                parts = line.strip().split(":")
+                if len(parts) == 3 and parts[0] in (name, str(uid)) and parts[1].isdigit() and parts[2].isdigit():
+                    found.append((int(parts[1]), int(parts[2])))
+    except OSError:
+        pass
+    return found
+
+
+def _free_subid_start(files: tuple[str, ...] = ("/etc/subuid", "/etc/subgid")) -> int:
+    """The first id above every range already given out (what useradd would pick next)."""
+    end = 100000
+    for file in files:
+        try:
+            with open(file, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    parts = line.strip().split(":")
+                    if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+                        end = max(end, int(parts[1]) + int(parts[2]))
+        except OSError:
+            pass
+    return end
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _runtime_dir_check(uid: int) -> Check:
+    """Podman keeps its runtime files (and qpod its API socket) in XDG_RUNTIME_DIR; without a login
+    session (su -, cron, CI) it is unset and podman falls back to /tmp/podman-run-UID."""
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    fix = ("unset XDG_RUNTIME_DIR (podman then uses /tmp/podman-run-UID), or log in for a session that "
+           "creates it (sudo loginctl enable-linger USER)")
+    if not xdg:
+        return (True, "rootless: runtime dir: XDG_RUNTIME_DIR unset (no login session); podman uses "
+                f"/tmp/podman-run-{uid}", "")
+    try:
+        st = os.stat(xdg)
+    except OSError as err:
+        return (False, f"rootless: runtime dir: XDG_RUNTIME_DIR={xdg}: {err.strerror}", fix)
+    if st.st_uid != os.geteuid() or not os.access(xdg, os.W_OK | os.X_OK):
+        return (False, f"rootless: runtime dir: XDG_RUNTIME_DIR={xdg} is not yours or not writable", fix)
+    return (True, f"rootless: runtime dir: XDG_RUNTIME_DIR={xdg}", "")
+
+
+def rootless_checks() -> Iterator[Check]:
+    """What rootless podman needs: subordinate id ranges, newuidmap/newgidmap, user namespaces, a
+    usable runtime dir, and podman answering for this user. Each failure names its fix."""
+    name, uid = _user()
+    start = _free_subid_start()
+    for file, kind in (("/etc/subuid", "uids"), ("/etc/subgid", "gids")):
+        ranges = _subid_ranges(file, name, uid)
+        total = sum(count for _, count in ranges)
+        shown = ", ".join(f"{a}-{a + n - 1}" for a, n in ranges) or "none"
+        yield (total >= SUBID_MIN, f"rootless: subordinate {kind} for {name} in {file}: {shown}",
+               f"sudo usermod --add-sub{kind} {start}-{start + SUBID_MIN - 1} {name}")
+    for tool in ("newuidmap", "newgidmap"):
+        path = find_program(tool) or (f"/usr/bin/{tool}" if os.path.exists(f"/usr/bin/{tool}") else None)
+        usable = path is not None and (os.stat(path).st_mode & 0o4000 != 0 or _has_file_caps(path))
+        yield (usable, f"rootless: {tool} installed and privileged ({path or 'not found'})",
+               "sudo apt-get install uidmap")
+    max_ns = _read_int("/proc/sys/user/max_user_namespaces")
+    clone = _read_int("/proc/sys/kernel/unprivileged_userns_clone")  # Debian kernels before 5.10 had it
+    apparmor = _read_int("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")  # Ubuntu 23.10+
+    ns_ok = (max_ns is None or max_ns > 0) and clone in (None, 1) and apparmor in (None, 0)
+    shown = f"user.max_user_namespaces={max_ns}" + (f", unprivileged_userns_clone={clone}" if clone is not None
+                                                     else "")
+    shown += f", apparmor_restrict_unprivileged_userns={apparmor}" if apparmor is not None else ""
+    yield (ns_ok, f"rootless: user namespaces enabled ({shown})",
+           "sudo sysctl -w user.max_user_namespaces=28633 kernel.unprivileged_userns_clone=1 "
+           "(persist in /etc/sysctl.d/)")
+    runtime = _runtime_dir_check(uid)
+    yield runtime
+    if runtime[0]:
+        yield _podman_answers_for_user()
+
+
+def _has_file_caps(path: str) -> bool:
+    try:
+        return bool(os.getxattr(path, "security.capability"))
+    except OSError:
+        return False
+
+
+def _podman_answers_for_user() -> Check:
+    """Podman's own resolution of the API socket: it fails here when the checks above could not see why."""
+    from . import service
+
+    try:
+        path = service.ask_podman_socket()
+    except QpodError as err:
+        return (False, f"rootless: {err}", "fix what podman names (podman info --log-level=debug shows more)")
+    return (True, f"rootless: podman works for this user (API socket {path})", "")
