@@ -172,13 +172,25 @@ def environment_to_form(env: Environment) -> dict[str, str]:
 
 # --- the command log ----------------------------------------------------------------------
 
+def _start_line(buf: bytes, at: int = 0, end: int | None = None) -> bool:
+    """Whether the raw log line ``buf[at:end]`` is a start record (the TUI's log shows
+    commands once they end; ``qpod log`` shows running ones too). A byte search first, without
+    copying the line: most lines are not."""
+    end = len(buf) if end is None else end
+    if buf.find(b'"status":null', at, end) < 0 and buf.find(b'"status": null', at, end) < 0:
+        return False
+    rec = cmdlog.parse_line(buf[at:end])
+    return rec is not None and cmdlog.is_start(rec)
+
+
 class _Segment:
-    """One log file, held open (so rotation cannot pull it away) with its records' offsets."""
+    """One log file, held open (so rotation cannot pull it away) with its records' offsets.
+    Start records are not indexed (see ``_start_line``)."""
 
     __slots__ = ("fd", "ino", "starts", "end")
 
-    def __init__(self, path: str) -> None:
-        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
         self.ino = os.fstat(self.fd).st_ino
         self.starts = array("q")
         self.end = 0  # offset just past the last complete line
@@ -193,7 +205,7 @@ class _Segment:
                 break
             at = 0
             while (nl := chunk.find(b"\n", at)) >= 0:
-                if nl > at:  # skip empty lines
+                if nl > at and not _start_line(chunk, at, nl):  # skip empty lines and start records
                     self.starts.append(pos + at)
                 at = nl + 1
             if at == 0:  # no complete line in a whole chunk: a record longer than CHUNK
@@ -211,22 +223,29 @@ class _Segment:
         while chunk := os.pread(self.fd, LogIndex.CHUNK, offset):
             nl = chunk.find(b"\n")
             if nl >= 0:
-                self.starts.append(pos)
                 self.end = offset + nl + 1
+                if not _start_line(os.pread(self.fd, self.end - pos, pos)):
+                    self.starts.append(pos)
                 return
             offset += len(chunk)
 
     def line(self, i: int) -> bytes:
         start = self.starts[i]
         stop = self.starts[i + 1] if i + 1 < len(self.starts) else self.end
-        return os.pread(self.fd, stop - start, start).rstrip(b"\n")
+        block = os.pread(self.fd, stop - start, start)
+        return block[:block.find(b"\n")] if b"\n" in block else block  # lines not indexed may follow
 
     def lines(self, lo: int, hi: int) -> list[bytes]:
         """Records lo..hi-1 in one read (the caller keeps the span small)."""
         start = self.starts[lo]
         stop = self.starts[hi] if hi < len(self.starts) else self.end
         block = os.pread(self.fd, stop - start, start)
-        return [ln for ln in block.split(b"\n") if ln][: hi - lo]
+        out = []
+        for i in range(lo, hi):
+            at = self.starts[i] - start
+            nl = block.find(b"\n", at)
+            out.append(block[at:nl] if nl >= 0 else block[at:])
+        return out
 
     def close(self) -> None:
         os.close(self.fd)
@@ -260,27 +279,18 @@ class LogIndex:
         with self._lock:
             reset = self._check_truncated()
             before = self._count
-            if not self._segments:
-                for f in cmdlog.files(self.log):
-                    self._add_segment(f)
-            else:
-                last = self._segments[-1]
-                last.scan_new()
-                try:
-                    ino = os.stat(self.log).st_ino
-                except FileNotFoundError:
-                    ino = None
-                if ino is not None and ino != last.ino:  # rotated: finish the old file, then open the new one
-                    last.scan_new()
-                    self._add_segment(self.log)
+            last = self._segments[-1] if self._segments else None
+            # the files rotated in since (several, if the log rotated more than once), oldest first
+            newer = cmdlog.open_newer(self.log, last.fd if last is not None else None)
+            if last is not None:
+                last.scan_new()  # finish the file we had (rotated: complete now)
+            for fd in newer:
+                self._add_segment(fd)
             self._count = sum(len(s.starts) for s in self._segments)
             return self._count - before, reset
 
-    def _add_segment(self, path: str) -> None:
-        try:
-            seg = _Segment(path)
-        except FileNotFoundError:  # rotated away between listing and opening
-            return
+    def _add_segment(self, fd: int) -> None:
+        seg = _Segment(fd)
         seg.scan_new()
         self._bases.append(sum(len(s.starts) for s in self._segments))
         self._segments.append(seg)

@@ -160,3 +160,28 @@ def test_recent_is_the_tail_of_the_merged_log(tmp_path: Path, n: int | None) -> 
     merged = ["A", "B", "S2", "S3", "S1", "C", "S4"]  # ends stand where written, unfinished where started
     got = [r["argv"][0] for r in cmdlog.recent(n, log=log)]
     assert got == (merged if n is None else merged[-n:])
+
+
+def test_the_tui_index_shows_commands_once_they_end_and_misses_no_rotation(tmp_path: Path) -> None:
+    from qpod_engine.api import LogIndex
+
+    log = str(tmp_path / "commands.log")
+    cmdlog.append({**GOOD, "argv": ["make", "first"]}, log=log)
+    index = LogIndex(log)
+    index.refresh()
+    for i in range(30):  # each command: a start record, then its complete record; many rotations
+        cmdlog.append(_start_record(f"id{i}", os.getpid(), ["make", f"c{i}"]), max_bytes=900, keep=100, log=log)
+        cmdlog.append({**GOOD, "argv": ["make", f"c{i}"], "id": f"id{i}", "status": i % 2}, max_bytes=900, keep=100,
+                      log=log)
+        if i % 10 == 9:
+            index.refresh()
+    cmdlog.append(_start_record("last", os.getpid(), ["make", "still-running"]), log=log)
+    index.refresh()
+    assert len(cmdlog.files(log)) > 10
+    shown = [index.record(i)["argv"][1] for i in range(len(index))]
+    assert shown == ["first", *(f"c{i}" for i in range(30))]  # no start record, no gap
+    assert all(index.record(i)["status"] is not None for i in range(len(index)))
+    assert [index.record(i)["argv"][1] for i in index.scan(cmdlog.Filter(failed=True))] == \
+        [f"c{i}" for i in range(1, 30, 2)]
+    assert [index.record(i)["argv"][1] for i in index.scan(cmdlog.Filter(text="c2"))] == \
+        ["c2", *(f"c{i}" for i in range(20, 30))]
