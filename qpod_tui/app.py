@@ -23,6 +23,7 @@ from textual.widgets import Footer, TabbedContent, TabPane, Tabs
 
 from qpod_engine.api import Engine
 from qpod_engine.errors import QpodError
+from qpod_engine.textsafe import visible
 
 from .screens.help import HelpScreen
 from .widgets.command_log import CommandLogView
@@ -91,6 +92,13 @@ class QpodApp(App[int]):
             # (now, and once the workers' lazy imports, podman-py and pygit2, are done)
             gc.freeze()
             self.set_timer(1.0, gc.freeze)
+
+    def notify(self, message: str, *, title: str = "", severity: str = "information",  # type: ignore[override]
+               timeout: float | None = None, markup: bool = True) -> None:
+        """Every notification is plain text: they quote paths, argv and podman's errors, and
+        markup in those must not be interpreted (``[/bold]`` would crash, ``[link=]`` link)."""
+        super().notify(visible(message, keep_newlines=True), title=visible(title), severity=severity,  # type: ignore[arg-type]
+                       timeout=timeout, markup=False)
 
     def view(self, view_id: str) -> Widget:
         return self.query_one(f"#{view_id}-view")

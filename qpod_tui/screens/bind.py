@@ -16,6 +16,8 @@ from textual.widgets import Button, Input, Label, Select
 from qpod_engine.api import Engine, FieldError
 from qpod_engine.errors import QpodError
 
+from ..safe import literal, literal_lines
+
 
 class PathSuggester(Suggester):
     """Completes directory paths; the directory is listed in a thread, never on the UI loop."""
@@ -69,7 +71,7 @@ class FieldForm(ModalScreen[str | None]):
 
     def field_error(self, name: str, message: str) -> None:
         label = self.query_one(f"#error-{name}", Label)
-        label.update(message)
+        label.update(literal_lines(message))  # errors quote paths and what was typed
         label.remove_class("hidden")
 
     def clear_errors(self) -> None:
@@ -134,7 +136,7 @@ class FieldForm(ModalScreen[str | None]):
 
     def _fill_environments(self, names: list[str], current: str | None) -> None:
         select = self.query_one("#field-environment", Select)
-        select.set_options([(n, n) for n in names])
+        select.set_options([(literal(n), n) for n in names])
         if current in names:
             select.value = current
         elif len(names) == 1:
@@ -208,7 +210,7 @@ class BranchRuleScreen(FieldForm):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(f"Add a branch rule to {self.root}", classes="title")
+            yield Label(literal(f"Add a branch rule to {self.root}"), classes="title")
             yield Label("Branch glob (first matching rule wins)")
             yield Input(self.branch or "", placeholder="e.g. release/2018.*", id="field-branch")
             yield self.error_label("branch")

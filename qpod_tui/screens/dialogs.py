@@ -12,6 +12,9 @@ from textual.widgets.option_list import Option
 
 from qpod_engine.api import Engine
 from qpod_engine.errors import QpodError
+from qpod_engine.textsafe import visible
+
+from ..safe import literal, literal_lines
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -28,7 +31,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.question, classes="question")
+            yield Label(literal_lines(self.question), classes="question")
             with Horizontal(classes="buttons"):
                 yield Button("Yes (y)", variant="error", id="yes")
                 yield Button("No (n)", variant="primary", id="no")
@@ -55,8 +58,8 @@ class PickScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.title_text, classes="title")
-            yield OptionList(*[Option(label, id=value) for label, value in self.options])
+            yield Label(literal_lines(self.title_text), classes="title")
+            yield OptionList(*[Option(literal(label), id=value) for label, value in self.options])
             yield Label("Enter chooses, Esc cancels", classes="hint")
 
     def on_mount(self) -> None:
@@ -65,7 +68,7 @@ class PickScreen(ModalScreen[str | None]):
     def fill(self, options: list[tuple[str, str]]) -> None:
         ol = self.query_one(OptionList)
         ol.clear_options()
-        ol.add_options([Option(label, id=value) for label, value in options])
+        ol.add_options([Option(literal(label), id=value) for label, value in options])
         values = [v for _, v in options]
         if self.current in values:
             ol.highlighted = values.index(self.current)
@@ -114,12 +117,13 @@ class TextScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
-            yield Label(self.title_text, classes="title")
-            yield TextArea(self.text, read_only=True, soft_wrap=True, show_line_numbers=False)
+            yield Label(literal_lines(self.title_text), classes="title")
+            yield TextArea(visible(self.text, keep_newlines=True), read_only=True, soft_wrap=True,
+                           show_line_numbers=False)
             yield Label("Esc closes", classes="hint")
 
     def set_text(self, text: str) -> None:
-        self.query_one(TextArea).load_text(text)
+        self.query_one(TextArea).load_text(visible(text, keep_newlines=True))
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -8,6 +8,7 @@ from textual.widgets import Input, Label, Select, TextArea
 from qpod_engine.api import Engine
 from qpod_engine.errors import QpodError
 
+from ..safe import literal
 from .bind import FieldForm
 
 # (field, label, kind, hint): kind is "input", "text" (several lines) or "run_as"
@@ -38,7 +39,7 @@ class EnvFormScreen(FieldForm):
     def compose(self) -> ComposeResult:
         title = f"Edit environment {self.env_name}" if self.env_name else "New environment"
         with Vertical(classes="dialog form"):
-            yield Label(title, classes="title")
+            yield Label(literal(title), classes="title")
             with VerticalScroll():
                 for name, label, kind, hint in FIELDS:
                     with Horizontal(classes="field-row"):

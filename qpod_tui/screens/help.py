@@ -3,11 +3,14 @@
 from typing import ClassVar
 
 from rich.table import Table
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
+
+from ..safe import literal
 
 
 class HelpScreen(ModalScreen[None]):
@@ -24,9 +27,9 @@ class HelpScreen(ModalScreen[None]):
         table.add_column("Action")
         table.add_column("Binding id (settings.yaml keymap)", style="dim")
         for title, rows in self.sections:
-            table.add_row(f"[b]{title}[/]", "", "")
-            for keys, description, binding_id in rows:
-                table.add_row(keys, description, binding_id)
+            table.add_row(Text.assemble((title, "bold")), "", "")
+            for keys, description, binding_id in rows:  # keys come from the user's keymap: no markup
+                table.add_row(literal(keys), literal(description), literal(binding_id))
             table.add_row("", "", "")
         with Vertical(classes="dialog wide"):
             yield Label("qpod tui — keys", classes="title")

@@ -13,6 +13,8 @@ from textual.widgets import Button, Label, ProgressBar
 from qpod_engine.api import Engine
 from qpod_engine.errors import QpodError
 
+from ..safe import literal, literal_lines
+
 
 class PullScreen(ModalScreen[bool]):
     """Dismisses with True when the image is here. Esc hides the dialog; the pull goes on."""
@@ -37,7 +39,7 @@ class PullScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(f"Pulling {self.ref}", classes="title")
+            yield Label(literal(f"Pulling {self.ref}"), classes="title")
             yield ProgressBar(total=None, show_eta=False, id="pull-bar")
             yield Label("starting…", id="pull-status")
             yield Button("Close", id="close")
@@ -66,20 +68,20 @@ class PullScreen(ModalScreen[bool]):
             total_mb = sum(t for _, t in self.by_layer.values()) / 1e6
             self.query_one("#pull-status", Label).update(f"{done_mb:.1f} / {total_mb:.1f} MB")
         elif msg.layer:
-            self.query_one("#pull-status", Label).update(msg.layer)
+            self.query_one("#pull-status", Label).update(literal(msg.layer))
 
     @on(Finished)
     def _finished(self, msg: Finished) -> None:
         bar = self.query_one(ProgressBar)
         status = self.query_one("#pull-status", Label)
         if msg.error:
-            status.update(msg.error)
+            status.update(literal_lines(msg.error))
             status.add_class("field-error")
             bar.update(total=1, progress=0)
         else:
             self.ok = True
             bar.update(total=1, progress=1)
-            status.update(f"{self.ref} is here")
+            status.update(literal(f"{self.ref} is here"))
         self.query_one("#close", Button).focus()
 
     @on(Button.Pressed, "#close")

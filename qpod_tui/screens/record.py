@@ -12,6 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
 from qpod_engine.api import format_argv
+from qpod_engine.textsafe import visible
 
 ORDER = ("time", "status", "duration", "repo", "branch", "env", "container", "cwd", "argv", "path", "reason")
 
@@ -32,8 +33,8 @@ def record_text(rec: dict[str, Any]) -> Text:
         style = ""
         if key == "status":
             style = "green" if value == 0 else "bold red"
-        text.append(f"{key:>10}  ", style="dim")
-        text.append(shown + "\n", style=style)
+        text.append(f"{visible(key):>10}  ", style="dim")
+        text.append(visible(shown) + "\n", style=style)
     text.rstrip()
     return text
 

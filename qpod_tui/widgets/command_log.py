@@ -21,7 +21,9 @@ from textual.worker import get_current_worker
 from qpod_engine.api import Engine, LogIndex, format_argv
 from qpod_engine.cmdlog import Filter
 from qpod_engine.errors import QpodError
+from qpod_engine.textsafe import visible
 
+from ..safe import literal
 from ..screens.record import RecordScreen
 from .log_table import LogTable
 
@@ -229,7 +231,7 @@ class CommandLogView(Vertical):
         for select_id, values in (("#log-repo", msg.repos), ("#log-env", msg.envs)):
             select = self.query_one(select_id, Select)
             keep = select.value
-            select.set_options([(v, v) for v in values])
+            select.set_options([(literal(v), v) for v in values])
             if isinstance(keep, str) and keep in values:
                 select.value = keep
 
@@ -264,5 +266,5 @@ class CommandLogView(Vertical):
     def copy(self, rec: dict[str, Any]) -> None:
         line = format_argv([str(a) for a in rec.get("argv") or []])
         self.app.copy_to_clipboard(line)
-        self.notify(f"copied: {line}")
+        self.notify(f"copied: {visible(line)}")
 

@@ -3,7 +3,6 @@
 import subprocess
 from typing import Any, ClassVar
 
-from rich.markup import escape
 from textual import on, work
 from textual.binding import Binding, BindingType
 from textual.message import Message
@@ -11,7 +10,9 @@ from textual.widgets import DataTable
 
 from qpod_engine.api import ContainerRow, uptime
 from qpod_engine.errors import QpodError
+from qpod_engine.textsafe import visible
 
+from ..safe import assemble, literal
 from ..screens.dialogs import TextScreen
 from .repositories import state_text
 from .table_view import TableView
@@ -67,8 +68,8 @@ class ContainersView(TableView):
         if msg.rows is None:
             self.containers = {}
             self.set_rows([])
-            self.show_message(f"[b]podman is unavailable[/]: {escape(msg.error or '')}\n\n"
-                              "The other views keep working; this one retries every few seconds.")
+            self.show_message(assemble(("podman is unavailable", "bold"), ": ", literal(msg.error or ""),
+                                       "\n\nThe other views keep working; this one retries every few seconds."))
             return
         self.show_message(None if msg.rows else "No qpod containers: a bound repository's first redirected "
                           "command creates one.")
@@ -91,15 +92,16 @@ class ContainersView(TableView):
     def action_stop(self) -> None:
         c = self._need_selection()
         if c is not None:
-            self.confirm(f"Stop container {c.name}?\nIts next redirected command starts it again.",
-                         lambda: self.call_engine(lambda: self.engine.stop_container(c.name), f"stopped {c.name}"))
+            self.confirm(f"Stop container {visible(c.name)}?\nIts next redirected command starts it again.",
+                         lambda: self.call_engine(lambda: self.engine.stop_container(c.name),
+                                                  f"stopped {visible(c.name)}"))
 
     def action_restart(self) -> None:
         c = self._need_selection()
         if c is not None:
-            self.confirm(f"Restart container {c.name}?\nCommands running in it are killed.",
+            self.confirm(f"Restart container {visible(c.name)}?\nCommands running in it are killed.",
                          lambda: self.call_engine(lambda: self.engine.restart_container(c.name),
-                                                  f"restarted {c.name}"))
+                                                  f"restarted {visible(c.name)}"))
 
     def action_shell(self) -> None:
         """Suspend the TUI, run an interactive shell in the container, come back."""
@@ -107,12 +109,12 @@ class ContainersView(TableView):
         if c is None:
             return
         if c.state != "running":
-            self.notify(f"{c.name} is {c.state}: restart it (r) first", severity="warning")
+            self.notify(f"{visible(c.name)} is {visible(c.state)}: restart it (r) first", severity="warning")
             return
         try:
             argv, env = self.engine.shell_command(c.name)
             with self.app.suspend():
-                print(f"qpod: shell in {c.name}; exit returns to qpod tui", flush=True)
+                print(f"qpod: shell in {visible(c.name)}; exit returns to qpod tui", flush=True)
                 subprocess.run(argv, env=env, check=False)
         except QpodError as err:
             self.notify(str(err), severity="error")
@@ -135,4 +137,4 @@ class ContainersView(TableView):
 
     @on(Output)
     def _show_output(self, msg: Output) -> None:
-        self.app.push_screen(TextScreen(f"Recent output of {msg.name}", msg.text))
+        self.app.push_screen(TextScreen(f"Recent output of {visible(msg.name)}", msg.text))

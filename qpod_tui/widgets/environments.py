@@ -2,7 +2,6 @@
 
 from typing import Any, ClassVar
 
-from rich.markup import escape
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -12,7 +11,9 @@ from textual.widgets import DataTable, Static
 
 from qpod_engine.api import EnvRow
 from qpod_engine.errors import QpodError
+from qpod_engine.textsafe import visible
 
+from ..safe import assemble, literal
 from ..screens.env_form import EnvFormScreen
 from ..screens.pull import PullScreen
 from .table_view import TableView
@@ -69,7 +70,7 @@ class EnvironmentsView(TableView):
     @on(Loaded)
     def _loaded(self, msg: Loaded) -> None:
         if msg.rows is None:
-            self.show_message(f"[red]Cannot read the environments:[/] {escape(msg.error or '')}")
+            self.show_message(assemble(("Cannot read the environments: ", "red"), literal(msg.error or "")))
             return
         self.show_message(None if msg.rows else "No environments yet: press [b]n[/] to create one.")
         self.envs = {r.name: r for r in msg.rows}
@@ -132,12 +133,13 @@ class EnvironmentsView(TableView):
         if r is None:
             return
         if r.repositories:  # the engine refuses too; saying it here saves a confirm
-            self.notify(f"environment '{r.name}' is used by {', '.join(r.repositories)}; unbind first",
-                        severity="error", timeout=8)
+            users = visible(", ".join(r.repositories))
+            self.notify(f"environment '{visible(r.name)}' is used by {users}; unbind first", severity="error",
+                        timeout=8)
             return
-        self.confirm(f"Delete environment {r.name}?\nIts file is removed.",
+        self.confirm(f"Delete environment {visible(r.name)}?\nIts file is removed.",
                      lambda: self.call_engine(lambda: self.engine.delete_environment(r.name),
-                                              f"environment {r.name} deleted"))
+                                              f"environment {visible(r.name)} deleted"))
 
     def action_pull(self) -> None:
         r = self.selected
@@ -154,7 +156,7 @@ def _list(values: list[str]) -> str:
 def detail_text(r: EnvRow, image_here: str) -> Text:
     """The detail pane: every setting of the environment and who uses it."""
     if r.error:
-        return Text.assemble((f"{r.name}\n", "bold"), (r.error, "red"))
+        return assemble((visible(r.name) + "\n", "bold"), (visible(r.error), "red"))
     s = r.settings
     options = [f"{k}={v}" for k, v in s.get("podman_options", {}).items()]
     if s.get("cap_add"):
@@ -175,9 +177,9 @@ def detail_text(r: EnvRow, image_here: str) -> Text:
         ("run as", s.get("run_as", "user")),
         ("podman options", _list(options)),
     ]
-    text = Text(f"{r.name}\n", style="bold")
+    text = Text(f"{visible(r.name)}\n", style="bold")
     for key, value in rows:
         text.append(f"{key:>15}  ", style="dim")
-        text.append(f"{value}\n")
+        text.append(f"{visible(value)}\n")
     text.rstrip()
     return text

@@ -7,6 +7,7 @@ Follow mode keeps the newest record in view; scrolling up (keys, wheel, scrollba
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from rich.cells import cell_len, get_character_cell_size, set_cell_size
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
@@ -19,17 +20,29 @@ from textual.scrollbar import ScrollTo, ScrollUp
 from textual.strip import Strip
 
 from qpod_engine.api import LogIndex
+from qpod_engine.textsafe import visible
 
 TIME_W, STATUS_W, DURATION_W = 19, 6, 9
 
 
 def _fit(text: str, width: int, left: bool = False) -> str:
-    """Pad or cut to ``width`` cells; ``left`` cuts the start (paths: the end is what matters)."""
+    """``text`` (escaped: it comes from the log) padded or cut to exactly ``width`` terminal
+    cells (a wide character takes two); ``left`` cuts the start (paths: the end is what matters)."""
     if width <= 0:
         return ""
-    if len(text) <= width:
-        return text.ljust(width)
-    return ("…" + text[len(text) - width + 1:]) if left else (text[: width - 1] + "…")
+    text = visible(text)
+    if cell_len(text) <= width:
+        return set_cell_size(text, width)
+    if not left:
+        return set_cell_size(text, width - 1) + "…"
+    kept, cells = [], 0
+    for ch in reversed(text):
+        size = get_character_cell_size(ch)
+        if cells + size > width - 1:
+            break
+        kept.append(ch)
+        cells += size
+    return set_cell_size("…" + "".join(reversed(kept)), width)
 
 
 def column_widths(width: int) -> tuple[int, int, int]:
@@ -45,19 +58,18 @@ def record_cells(rec: dict[str, Any] | None, width: int) -> list[tuple[str, str]
     env_w, repo_w, cmd_w = column_widths(width)
     if rec is None:
         return [(_fit("(unreadable record)", width), "dim")]
-    status = rec.get("status")
-    when = str(rec.get("time", ""))[:19].replace("T", " ")
-    try:
-        duration = f"{float(rec.get('duration') or 0):.2f}s"
-    except (TypeError, ValueError):
-        duration = "?"
+    status = rec.get("status")  # a well-formed record (cmdlog.valid): types are known
+    when = (rec.get("time") or "")[:19].replace("T", " ")
+    duration = rec.get("duration")
+    took = f"{duration:.2f}s" if duration is not None else "-"
     return [
         (_fit(when, TIME_W) + " ", "dim"),
-        (f"{status if status is not None else '?':>{STATUS_W - 1}} ", "ok" if status == 0 else "failed"),
-        (f"{duration:>{DURATION_W - 1}} ", ""),
+        (_fit(f"{status if status is not None else '?':>{STATUS_W - 1}}", STATUS_W - 1) + " ",
+         "ok" if status == 0 else "failed"),
+        (_fit(f"{took:>{DURATION_W - 1}}", DURATION_W - 1) + " ", ""),
         (_fit(str(rec.get("env") or "-"), env_w) + " ", ""),
         (_fit(str(rec.get("repo") or "-"), repo_w, left=True) + " ", ""),
-        (_fit(" ".join(str(a) for a in rec.get("argv") or []), cmd_w), ""),
+        (_fit(" ".join(rec.get("argv") or []), cmd_w), ""),
     ]
 
 

@@ -11,7 +11,9 @@ from textual.widgets import Static
 
 from qpod_engine.api import RepoRow
 from qpod_engine.errors import QpodError
+from qpod_engine.textsafe import visible
 
+from ..safe import assemble, literal
 from ..screens.bind import BindScreen, BranchRuleScreen
 from ..screens.dialogs import PickEnvironmentScreen, PickScreen
 from .table_view import TableView
@@ -20,7 +22,7 @@ STATE_STYLE = {"running": "green", "exited": "yellow", "stopped": "yellow", "non
 
 
 def state_text(state: str) -> Text:
-    return Text(state, style=STATE_STYLE.get(state, "red"))
+    return literal(state, style=STATE_STYLE.get(state, "red"))
 
 
 class RepositoriesView(TableView):
@@ -71,7 +73,7 @@ class RepositoriesView(TableView):
     @on(Loaded)
     def _loaded(self, msg: Loaded) -> None:
         if msg.rows is None:
-            self.show_message(f"[red]Cannot read the bindings:[/] {msg.error}")
+            self.show_message(assemble(("Cannot read the bindings: ", "red"), msg.error or ""))
             return
         self.show_message(None if msg.rows else "No bound repositories yet: press [b]b[/] to bind one.")
         self.repos = {r.root: r for r in msg.rows}
@@ -79,9 +81,9 @@ class RepositoriesView(TableView):
 
     @staticmethod
     def _cells(r: RepoRow) -> tuple[Text | str, ...]:
-        path = Text(r.root) if r.exists else Text.assemble(r.root, (" (missing)", "red"))
-        env = Text(r.environment) if r.environment else Text("none", style="dim")
-        rules = ", ".join(f"{g} → {e}" for g, e in r.branches.items()) or "-"
+        path = literal(r.root) if r.exists else assemble(r.root, (" (missing)", "red"))
+        env = literal(r.environment) if r.environment else Text("none", style="dim")
+        rules = ", ".join(f"{g} → {e}" for g, e in r.branches.items()) or "-"  # a str: set_rows escapes it
         return path, r.branch or "-", env, rules, state_text(r.container_state)
 
     @property
@@ -91,13 +93,14 @@ class RepositoriesView(TableView):
 
     def selection_changed(self) -> None:
         r = self.selected
-        text = ""
+        text = Text()
         if r:
-            default = r.default_environment or "none"
-            text = f"[b]{r.root}[/]  environment {r.environment or 'none'} ({r.why}); any branch: {default}"
-            if r.container:
-                text += f"; container {r.container}"
-        self.query_one("#repo-detail", Static).update(Text.from_markup(text) if text else "")
+            text = Text(visible(r.root), style="", end="")
+            text.stylize("bold")
+            container = f"; container {r.container}" if r.container else ""
+            text.append(visible(f"  environment {r.environment or 'none'} ({r.why}); any branch: "
+                                f"{r.default_environment or 'none'}{container}"))
+        self.query_one("#repo-detail", Static).update(text)
 
     # --- actions
 
@@ -106,7 +109,7 @@ class RepositoriesView(TableView):
 
     def _bound(self, root: str | None) -> None:
         if root:
-            self.notify(f"bound {root}")
+            self.notify(f"bound {visible(root)}")
             self.load()
 
     def _need_selection(self) -> RepoRow | None:
@@ -123,9 +126,9 @@ class RepositoriesView(TableView):
         def chosen(env: str | None) -> None:
             if env:
                 self.call_engine(lambda: self.engine.set_environment(r.root, env),
-                                 f"{r.root}: environment {env} for any branch")
+                                 f"{visible(r.root)}: environment {visible(env)} for any branch")
 
-        self.app.push_screen(PickEnvironmentScreen(self.engine, f"Environment of {r.root}",
+        self.app.push_screen(PickEnvironmentScreen(self.engine, f"Environment of {visible(r.root)}",
                                                    r.default_environment), chosen)
 
     def action_add_rule(self) -> None:
@@ -143,7 +146,7 @@ class RepositoriesView(TableView):
         if r is None:
             return
         if not r.branches:
-            self.notify(f"{r.root} has no branch rules", severity="warning")
+            self.notify(f"{visible(r.root)} has no branch rules", severity="warning")
             return
 
         def chosen(glob: str | None) -> None:
@@ -152,13 +155,13 @@ class RepositoriesView(TableView):
             last = len(r.branches) == 1 and not r.default_environment
             note = " (its last rule: the repository is unbound)" if last else ""
             self.call_engine(lambda: self.engine.remove_branch_rule(r.root, glob),
-                             f"removed branch rule {glob} of {r.root}{note}")
+                             f"removed branch rule {visible(glob)} of {visible(r.root)}{note}")
 
-        options = [(f"{g} → {e}", g) for g, e in r.branches.items()]
-        self.app.push_screen(PickScreen(f"Remove a branch rule of {r.root}", options), chosen)
+        options = [(f"{visible(g)} → {visible(e)}", g) for g, e in r.branches.items()]
+        self.app.push_screen(PickScreen(f"Remove a branch rule of {visible(r.root)}", options), chosen)
 
     def action_unbind(self) -> None:
         r = self._need_selection()
         if r is not None:
-            self.confirm(f"Unbind {r.root}?\nIts commands will run on the host again.",
-                         lambda: self.call_engine(lambda: self.engine.unbind(r.root), f"unbound {r.root}"))
+            self.confirm(f"Unbind {visible(r.root)}?\nIts commands will run on the host again.",
+                         lambda: self.call_engine(lambda: self.engine.unbind(r.root), f"unbound {visible(r.root)}"))

@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Input, Static
 from qpod_engine.api import Engine
 from qpod_engine.errors import QpodError
 
+from ..safe import literal
 from ..screens.dialogs import ConfirmScreen
 
 Cell = str | Text
@@ -65,7 +66,9 @@ class TableView(Vertical):
     # --- rows and filtering
 
     def set_rows(self, rows: list[tuple[str, Sequence[Cell]]]) -> None:
-        self._rows = rows
+        """``rows``: (key, cells). A str cell is shown literally (DataTable would parse it as
+        markup); a Text cell is the caller's, built with ``qpod_tui.safe``."""
+        self._rows = [(key, [literal(c) if isinstance(c, str) else c for c in cells]) for key, cells in rows]
         self._show()
 
     def _show(self) -> None:
@@ -120,9 +123,10 @@ class TableView(Vertical):
 
     # --- messages in the view
 
-    def show_message(self, text: str | None) -> None:
+    def show_message(self, text: str | Text | None) -> None:
         """A note above the table (nothing to show, podman unavailable); None removes it. The
-        table stays, focused, so the view's keys keep working."""
+        table stays, focused, so the view's keys keep working. A str is qpod's own markup;
+        anything quoting a path or an error is a Text (``qpod_tui.safe``)."""
         msg = self.query_one(".view-message", Static)
         msg.update(text or "")
         msg.set_class(text is None, "hidden")
