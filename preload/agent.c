@@ -282,6 +282,33 @@ static void child_fail(int pipe_w, int err)
     _exit(127);
 }
 
+/* The container's own environment (the image's ENV, podman's container=podman), with the
+ * caller's variables on top, as podman exec gives it. */
+static char **merged_env(char **req)
+{
+    size_t n = 0, m = 0;
+    while (req[n])
+        n++;
+    while (environ[m])
+        m++;
+    char **out = calloc(n + m + 1, sizeof(char *));
+    if (!out)
+        return req;
+    size_t k = 0;
+    for (size_t i = 0; i < m; i++) {
+        const char *eq = strchr(environ[i], '=');
+        size_t nl = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
+        int mine = 0;
+        for (size_t j = 0; j < n && !mine; j++)
+            mine = strncmp(req[j], environ[i], nl) == 0 && req[j][nl] == '=';
+        if (!mine)
+            out[k++] = environ[i];
+    }
+    for (size_t j = 0; j < n; j++)
+        out[k++] = req[j];
+    return out;
+}
+
 /* In the forked child: become the command. */
 static void become_command(struct request *r, int pipe_w, const char *slave)
 {
@@ -335,7 +362,7 @@ static void become_command(struct request *r, int pipe_w, const char *slave)
         sigaction(s, &sa, NULL);
     }
     sigprocmask(SIG_SETMASK, &r->blocked, NULL);
-    exec_command(r->prog, r->argv, r->envp);
+    exec_command(r->prog, r->argv, merged_env(r->envp));
     child_fail(pipe_w, errno);
 }
 

@@ -787,7 +787,8 @@ static int plan_launch(const struct launch *l, struct plan *p)
         a[k++] = "--root";
         a[k++] = p->dec.root;
     }
-    for (char *f = p->dec.launcher; k < (size_t)p->dec.nfields; f += strlen(f) + 1)
+    char *f = p->dec.launcher;
+    for (int i = 0; i < p->dec.nfields; i++, f += strlen(f) + 1)
         a[k++] = f;
     a[k++] = "--shim";
     a[k++] = p->resolved;
