@@ -12,12 +12,19 @@ podman's answer depends on. One service per socket, whoever starts it: starters 
 file beside the socket and the first one's service is the one everybody uses.
 """
 
+from __future__ import annotations
+
 import _socket
 import os
 import time
 
 from . import paths
 from .errors import EXIT_QPOD, QpodError
+
+TYPE_CHECKING = False  # typing is not imported on the launcher's path
+if TYPE_CHECKING:
+    import subprocess
+    from collections.abc import Callable
 
 PODMAN_MISSING = "podman is not installed (apt-get install podman runc)"
 DEFAULT_IDLE_SECONDS = 3600
@@ -186,23 +193,34 @@ def _start_service(path: str, idle_seconds: int, timeout: float) -> None:
         if answers(path):  # whoever held the lock started it
             return
         previous = _recorded_service(fd, path)
-        if previous is not None and _wait_answer(path, previous, deadline):
+        if previous is not None and _wait_answer(path, lambda: None if _is_service(previous, path) else 1, deadline):
             return  # started by a qpod that died before it answered; it answers now
         if previous is not None:
             _stop(previous)  # stuck: one service per socket, never two
-        pid = _spawn(path, idle_seconds)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{pid}\n".encode(), 0)
-        if not _wait_answer(path, pid, deadline):
-            _stop(pid)  # no orphan: a service that never answered is not left behind
-            log = os.path.join(paths.state_dir(), "podman-service.log")
-            alive = "did not answer" if _is_service(pid, path) else "exited"
-            raise QpodError(f"podman API service {alive} on {path} within {timeout:.0f} s (see {log})", EXIT_QPOD)
+        # Two tries: the first podman to run in a fresh runtime dir (after a reboot, or /tmp
+        # cleaned) resets that dir, and a service started then finds no directory to bind in.
+        for attempt in (1, 2):
+            try:
+                os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            except OSError as err:
+                raise _cannot(err) from None
+            proc = _spawn(path, idle_seconds)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{proc.pid}\n".encode(), 0)
+            if _wait_answer(path, proc.poll, deadline):
+                return
+            exited = proc.poll() is not None
+            _stop(proc.pid)  # no orphan: a service that never answered is not left behind
+            proc.poll()
+            if not exited or attempt == 2 or time.monotonic() > deadline:
+                log = os.path.join(paths.state_dir(), "podman-service.log")
+                raise QpodError(f"podman API service {'exited' if exited else 'did not answer'} on {path} "
+                                f"(within {timeout:.0f} s; see {log})", EXIT_QPOD)
     finally:
         os.close(fd)
 
 
-def _spawn(path: str, idle_seconds: int) -> int:
+def _spawn(path: str, idle_seconds: int) -> subprocess.Popen[bytes]:
     import subprocess
 
     exe = podman_binary()
@@ -216,7 +234,7 @@ def _spawn(path: str, idle_seconds: int) -> int:
             )
     except OSError as err:
         raise _cannot(err) from None
-    return proc.pid
+    return proc
 
 
 def _recorded_service(fd: int, path: str) -> int | None:
@@ -239,12 +257,12 @@ def _is_service(pid: int, path: str) -> bool:
     return state != b"Z" and b"service" in argv and f"unix://{path}".encode() in argv
 
 
-def _wait_answer(path: str, pid: int, deadline: float) -> bool:
+def _wait_answer(path: str, poll: Callable[[], int | None], deadline: float) -> bool:
+    """Until the socket answers (True), the service exits (``poll`` not None) or the deadline."""
     while time.monotonic() < deadline:
         if answers(path):
             return True
-        _reap(pid)
-        if not _is_service(pid, path):
+        if poll() is not None:
             return answers(path)
         time.sleep(0.02)
     return answers(path)
