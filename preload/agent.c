@@ -142,7 +142,8 @@ static int parse_payload(char *buf, size_t len, struct request *r)
         case 'i': if (n > 0 && n < NSIG) r->ignored[n] = 1; break;
         case 'b': if (n > 0 && n < NSIG) sigaddset(&r->blocked, (int)n); break;
         case 't':
-            r->pty = 1;
+        case 'T':
+            r->pty = buf[i] == 't' ? 1 : 2;
             r->ws.ws_row = (unsigned short)n;
             r->ws.ws_col = (unsigned short)(strchr(v, 'x') ? atoi(strchr(v, 'x') + 1) : 80);
             break;
@@ -310,19 +311,16 @@ static char **merged_env(char **req)
 }
 
 /* In the forked child: become the command. */
-static void become_command(struct request *r, int pipe_w, const char *slave)
+static void become_command(struct request *r, int pipe_w, int slave)
 {
-    if (r->pty) {
-        setsid();
-        int s = open(slave, O_RDWR);
-        if (s < 0 || ioctl(s, TIOCSCTTY, 0) < 0)
-            child_fail(pipe_w, errno);
-        for (int t = 0; t < 3; t++)
-            dup2(s, t);
-        if (s > 2)
-            close(s);
-    } else {
-        setpgid(0, 0);
+    setpgid(0, 0);
+    if (slave >= 0) {
+        /* the foreground of the session's pty; in terminal-owning mode its 0, 1 and 2 too */
+        tcsetpgrp(slave, getpid());
+        if (r->pty == 1)
+            for (int t = 0; t < 3; t++)
+                dup2(slave, t);
+        close(slave);
     }
     if (geteuid() == 0 && r->have_uid) {
         if (setgroups((size_t)r->ngroups, r->groups) < 0 || (r->have_gid && setgid(r->gid) < 0) ||
@@ -387,14 +385,22 @@ static int session(int conn)
         return 125;
     }
     char slave[128] = "";
-    int master = -1;
+    int master = -1, slave_fd = -1;
     if (r.pty) {
+        /* This session process leads a session on a fresh pty and the command becomes its
+         * foreground process group, as under a shell: a group whose parent is in the session
+         * is not orphaned, so Ctrl-Z (SIGTSTP) stops it instead of being discarded. */
         master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
         if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0 || ptsname_r(master, slave, sizeof(slave)) ||
-            ioctl(master, TIOCSWINSZ, &r.ws) < 0) {
+            ioctl(master, TIOCSWINSZ, &r.ws) < 0 || setsid() < 0 ||
+            (slave_fd = open(slave, O_RDWR | O_CLOEXEC)) < 0 || ioctl(slave_fd, TIOCSCTTY, 0) < 0) {
             send_msg(conn, QP_EXEC_FAILED, errno ? errno : EIO, -1);
             return 125;
         }
+        /* the pty's hang-up (the client went away) is handled below, not by dying of it;
+         * tcsetpgrp from outside the foreground needs SIGTTOU ignored */
+        signal(SIGHUP, SIG_IGN);
+        signal(SIGTTOU, SIG_IGN);
     }
     int ep[2];
     if (pipe2(ep, O_CLOEXEC) < 0) {
@@ -409,7 +415,7 @@ static int session(int conn)
     pid_t pid = fork();
     if (pid == 0) {
         close(ep[0]);
-        become_command(&r, ep[1], slave);
+        become_command(&r, ep[1], slave_fd);
     }
     close(ep[1]);
     for (int i = 0; i < r.nfds; i++) /* the command has them: holding them would hide EOF */
@@ -418,8 +424,11 @@ static int session(int conn)
         send_msg(conn, QP_EXEC_FAILED, errno, -1);
         return 125;
     }
-    if (!r.pty)
-        setpgid(pid, pid); /* also here: signals may come before the child ran setpgid */
+    setpgid(pid, pid); /* also here: signals may come before the child ran setpgid */
+    if (slave_fd >= 0) {
+        tcsetpgrp(slave_fd, pid);
+        close(slave_fd); /* nobody holds the pty but the command: the client sees /dev/tty opened */
+    }
     int err = 0;
     ssize_t n;
     do

@@ -464,23 +464,32 @@ static void on_signal(int sig)
  * The terminal, in terminal-owning mode.
  */
 static struct termios saved_tio;
-static int tio_saved;
+static int tio_saved, term_fd = -1;
 
-static void tty_raw(void)
+/* full: the whole terminal raw (terminal-owning mode); else only its input, so that keys reach
+ * the command's pty unprocessed while the host still translates the command's own output */
+static void tty_raw(int full)
 {
     struct termios t;
-    if (tcgetattr(0, &t) < 0)
+    if (term_fd < 0 || tcgetattr(term_fd, &t) < 0)
         return;
     if (!tio_saved)
         saved_tio = t, tio_saved = 1;
-    cfmakeraw(&t);
-    tcsetattr(0, TCSADRAIN, &t);
+    if (full) {
+        cfmakeraw(&t);
+    } else {
+        t.c_iflag &= ~(tcflag_t)(IGNBRK | BRKINT | PARMRK | ISTRIP | INLCR | IGNCR | ICRNL | IXON);
+        t.c_lflag &= ~(tcflag_t)(ECHO | ECHONL | ICANON | ISIG | IEXTEN);
+        t.c_cc[VMIN] = 1;
+        t.c_cc[VTIME] = 0;
+    }
+    tcsetattr(term_fd, TCSADRAIN, &t);
 }
 
 static void tty_restore(void)
 {
-    if (tio_saved)
-        tcsetattr(0, TCSADRAIN, &saved_tio);
+    if (tio_saved && term_fd >= 0)
+        tcsetattr(term_fd, TCSADRAIN, &saved_tio);
 }
 
 /* Programs that need a controlling terminal of their own get one (a pty relayed by this
@@ -858,6 +867,21 @@ int main(int argc, char **argv)
         fg = pg == getpgrp();
     }
     int pty = a.tty == 1 ? tty_in && fg : a.tty == 0 ? 0 : tty_in && fg && isatty(1) && wants_terminal(&s, a.argv);
+    /* Otherwise the command keeps the caller's descriptors and, when the caller runs in the
+     * foreground of a terminal, gets a pty of its own as controlling terminal: /dev/tty
+     * prompts (read < /dev/tty, passwords) are relayed, but only while it has /dev/tty open,
+     * so keys typed ahead stay on the host terminal for whoever reads them next. */
+    int ttyfd = -1;
+    if (!pty && a.tty != 0) {
+        ttyfd = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
+        if (ttyfd >= 0 && tcgetpgrp(ttyfd) != getpgrp()) {
+            close(ttyfd);
+            ttyfd = -1;
+        }
+        if (ttyfd >= 0)
+            pty = 2;
+    }
+    term_fd = pty == 1 ? 0 : ttyfd;
     int devnull = -1;
     if (tty_in && !fg) {
         devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -868,17 +892,17 @@ int main(int argc, char **argv)
     int send_fds[QP_MAX_FDS], nsend = 0;
     for (int i = 0; i < nfds; i++) {
         int target = fds[i] == devnull ? 0 : fds[i];
-        if (pty && target <= 2)
-            continue; /* the pty's slave becomes 0, 1 and 2 */
+        if (pty == 1 && target <= 2 && isatty(fds[i]))
+            continue; /* the pty's slave takes the terminal's place */
         send_fds[nsend++] = fds[i];
         buf_tagn(&payload, 'f', target);
     }
     struct winsize ws = {24, 80, 0, 0};
     if (pty) {
-        ioctl(0, TIOCGWINSZ, &ws);
+        ioctl(term_fd, TIOCGWINSZ, &ws);
         char t[32];
         snprintf(t, sizeof(t), "%ux%u", ws.ws_row, ws.ws_col);
-        buf_tag(&payload, 't', t);
+        buf_tag(&payload, pty == 1 ? 't' : 'T', t);
     }
 
     /* signals: what the caller ignores stays ignored (and is not forwarded); the rest of the
@@ -941,31 +965,51 @@ int main(int argc, char **argv)
         rec.reason = reason;
     }
 
-    int master = -1, started = 0, status = -1, death = 0, want_stop = 0, master_open = 0, stdin_open = 1;
+    int master = -1, started = 0, status = -1, death = 0, want_stop = 0, master_open = 0, in_open = 1;
+    int relay_in = pty == 1 ? 0 : ttyfd, relay_out = pty == 1 ? 1 : ttyfd, slave_open = pty == 1;
     /* the command has the descriptors now: holding them here would keep pipes open */
     for (int i = 0; i < nfds; i++)
-        if (fds[i] != 2 && !(pty && fds[i] <= 1))
+        if (fds[i] != 2 && !(pty == 1 && fds[i] <= 1))
             close(fds[i]);
     if (devnull >= 0)
         close(devnull);
     for (;;) {
+        int timeout = -1;
+        if (master >= 0 && pty == 2) {
+            /* is /dev/tty open in the command? (the master hangs up while nobody has it open;
+             * the hang-up cannot be waited for, so it is looked at again every 100 ms) */
+            struct pollfd q = {master, POLLIN, 0};
+            poll(&q, 1, 0);
+            int now = !(q.revents & POLLHUP);
+            if (now != slave_open) {
+                slave_open = now;
+                if (now)
+                    tty_raw(0);
+                else
+                    tty_restore();
+            }
+            master_open = now || (q.revents & POLLIN);
+            if (!now)
+                timeout = 100;
+        }
         struct pollfd pf[4] = {{sock, POLLIN, 0}, {sp[0], POLLIN, 0}, {-1, POLLIN, 0}, {-1, POLLIN, 0}};
         if (master >= 0 && master_open)
             pf[2].fd = master;
-        if (master >= 0 && stdin_open)
-            pf[3].fd = 0;
-        if (poll(pf, 4, -1) < 0 && errno != EINTR)
+        if (master >= 0 && in_open && slave_open)
+            pf[3].fd = relay_in;
+        if (poll(pf, 4, timeout) < 0 && errno != EINTR)
             break;
         if (pf[1].revents) {
             unsigned char sig;
             while (read(sp[0], &sig, 1) == 1) {
                 if (sig == SIGWINCH && master >= 0) {
-                    if (ioctl(0, TIOCGWINSZ, &ws) == 0)
+                    if (ioctl(term_fd, TIOCGWINSZ, &ws) == 0)
                         ioctl(master, TIOCSWINSZ, &ws);
-                    continue;
+                    if (pty == 1)
+                        continue; /* the pty signals its own foreground */
                 }
-                if (sig == SIGCONT && master >= 0)
-                    tty_raw();
+                if (sig == SIGCONT && master >= 0 && slave_open)
+                    tty_raw(pty == 1);
                 if (handled[sig])
                     send_signal(sock, sig);
             }
@@ -974,17 +1018,17 @@ int main(int argc, char **argv)
             char b[16384];
             ssize_t n = read(master, b, sizeof(b));
             if (n > 0)
-                (void)!write(1, b, (size_t)n);
-            else if (n == 0 || (errno != EINTR && errno != EAGAIN))
+                (void)!write(relay_out, b, (size_t)n);
+            else if (pty == 1 && (n == 0 || (errno != EINTR && errno != EAGAIN)))
                 master_open = 0; /* EIO: every holder of the pty's slave has gone */
         }
         if (pf[3].revents) {
             char b[4096];
-            ssize_t n = read(0, b, sizeof(b));
+            ssize_t n = read(relay_in, b, sizeof(b));
             if (n > 0)
                 (void)!write(master, b, (size_t)n);
             else if (n == 0 || (errno != EINTR && errno != EAGAIN))
-                stdin_open = 0;
+                in_open = 0;
         }
         if (pf[0].revents) {
             struct qp_msg ev;
@@ -1001,7 +1045,8 @@ int main(int argc, char **argv)
             case QP_PTY:
                 master = fd;
                 master_open = 1;
-                tty_raw();
+                if (pty == 1)
+                    tty_raw(1);
                 break;
             case QP_STARTED:
                 started = 1;
@@ -1048,7 +1093,7 @@ int main(int argc, char **argv)
                     s.container);
                 return EXIT_QPOD;
             }
-            if (status >= 0 && ev.type != QP_PTY && ev.type != QP_STARTED)
+            if (status >= 0)
                 break;
         }
         if (want_stop) {
@@ -1065,7 +1110,7 @@ int main(int argc, char **argv)
         char b[16384];
         ssize_t n;
         while ((n = read(master, b, sizeof(b))) > 0)
-            (void)!write(1, b, (size_t)n);
+            (void)!write(relay_out, b, (size_t)n);
         tty_restore();
     }
     if (started || status != EXIT_QPOD)

@@ -32,7 +32,9 @@ struct qp_req {
  *   m<octal>  umask
  *   i<sig>    a signal the command starts with ignored; b<sig> one it starts with blocked
  *   t<rows>x<cols>  terminal-owning mode: the agent makes a pty the command's controlling
- *             terminal and passes its master back (QP_PTY)
+ *             terminal and its 0, 1 and 2, and passes its master back (QP_PTY)
+ *   T<rows>x<cols>  a pty as controlling terminal only (/dev/tty prompts); the descriptors
+ *             stay the caller's
  */
 
 struct qp_msg {
