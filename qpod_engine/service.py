@@ -193,7 +193,8 @@ def _start_service(path: str, idle_seconds: int, timeout: float) -> None:
         if answers(path):  # whoever held the lock started it
             return
         previous = _recorded_service(fd, path)
-        if previous is not None and _wait_answer(path, lambda: None if _is_service(previous, path) else 1, deadline):
+        patience = min(deadline, time.monotonic() + timeout / 2)
+        if previous is not None and _wait_answer(path, lambda: None if _is_service(previous, path) else 1, patience):
             return  # started by a qpod that died before it answered; it answers now
         if previous is not None:
             _stop(previous)  # stuck: one service per socket, never two
