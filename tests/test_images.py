@@ -17,9 +17,6 @@ from qpod_engine.errors import QpodError
 RUN = ["podman", "run", "--rm", "--runtime", "runc", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1000:1000"]
 
 needs_podman = pytest.mark.skipif(shutil.which("podman") is None, reason="podman not installed")
-needs_root_debootstrap = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("debootstrap") is None, reason="needs root and debootstrap"
-)
 
 
 def run_in(ref: str, script: str) -> subprocess.CompletedProcess[str]:
@@ -133,21 +130,34 @@ def test_busybox_from_debian_package_when_host_has_none(tmp_path: Path) -> None:
 
 @pytest.mark.podman
 @needs_podman
-@needs_root_debootstrap
-def test_debian11_failure_names_step_and_cleans_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("builder", ["mmdebstrap", "debootstrap"])
+def test_debian11_failure_names_step_and_cleans_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   builder: str) -> None:
+    if shutil.which(builder) is None or (builder == "debootstrap" and os.geteuid() != 0):
+        pytest.skip(f"{builder} cannot run here")
     monkeypatch.setenv("TMPDIR", str(tmp_path))
-    ref = "localhost/qpod-debian11-failtest:latest"
+    ref = f"localhost/qpod-debian11-failtest-{builder}:latest"
     with pytest.raises(QpodError) as info:
-        images.build_debian11_image(ref, mirror="http://deb.debian.org/no-such-archive")
+        images.build_debian11_image(ref, mirror="http://deb.debian.org/no-such-archive", builder=builder)
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith(f"building {ref}: debootstrap failed (exit ")
+    assert message.startswith(f"building {ref}: {builder} failed (exit ")
     assert "no-such-archive" in message
     assert not images.image_exists(ref)
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("qpod-debian11-")] in (
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(("qpod-debian11-", "mmdebstrap."))] in (
         [],
         ["qpod-debian11-debootstrap.log"],
     )
+
+
+def test_debian11_builder_choice(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    if shutil.which("mmdebstrap"):
+        assert images.debian11_builder() == "mmdebstrap"  # any user, root too
+    with pytest.raises(QpodError, match="unknown Debian 11 builder 'kiwi'"):
+        images.debian11_builder("kiwi")
+    monkeypatch.setenv("PATH", str(tmp_path))  # neither tool on PATH
+    with pytest.raises(QpodError, match=r"needs mmdebstrap: sudo apt-get install mmdebstrap"):
+        images.debian11_builder()
 
 
 @pytest.mark.demo
@@ -155,8 +165,9 @@ def test_debian11_failure_names_step_and_cleans_up(tmp_path: Path, monkeypatch: 
 @pytest.mark.timeout(1200)
 @needs_podman
 def test_debian11_image_has_gcc10_make_and_gdb() -> None:
-    if not images.image_exists(images.DEBIAN11_REF) and (os.geteuid() != 0 or shutil.which("debootstrap") is None):
-        pytest.skip("Debian 11 image absent and cannot be built here (needs root and debootstrap)")
+    if not images.image_exists(images.DEBIAN11_REF) and not (shutil.which("mmdebstrap") or (
+            os.geteuid() == 0 and shutil.which("debootstrap"))):
+        pytest.skip("Debian 11 image absent and cannot be built here (needs mmdebstrap, or root and debootstrap)")
     ref = images.build_debian11_image()
     assert ref == images.DEBIAN11_REF
     proc = run_in(ref, "gcc --version; gdb --version; make --version; cat /etc/debian_version")
