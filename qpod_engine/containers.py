@@ -148,6 +148,11 @@ def _facts_file(name: str) -> str:
     return os.path.join(paths.containers_cache_dir(), f"{name}.json")
 
 
+def facts_lock(name: str) -> str:
+    """Held while container ``name`` is created or started."""
+    return os.path.join(paths.containers_cache_dir(), f"{name}.lock")
+
+
 def read_facts(name: str) -> dict[str, Any] | None:
     try:
         with open(_facts_file(name), encoding="utf-8") as f:

@@ -95,9 +95,16 @@ def ensure_facts(snap: dict[str, Any], env: dict[str, Any], root: str) -> dict[s
     name, want = snapshot.container_of(snap, env, root)
     facts = naming.warm_facts(name, want, root)
     if facts is None:
+        from .fileio import locked
         from .podman_backend import ensure_container
 
-        facts = ensure_container(env, root, snap["settings"]).__dict__
+        # many launches at once (make -j, a loop of jobs) all find the container cold: one
+        # creates or starts it, the others wait and find it warm
+        try:
+            with locked(naming.facts_lock(name)):
+                facts = naming.warm_facts(name, want, root) or ensure_container(env, root, snap["settings"]).__dict__
+        except OSError as err:
+            raise QpodError(f"{err.filename}: cannot lock qpod's state: {err.strerror}", EXIT_QPOD) from None
     return facts
 
 
