@@ -15,8 +15,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from . import launchspec, snapshot
 from . import containers as naming
+from . import launchspec, snapshot
 from .errors import EXIT_QPOD, QpodError
 from .policy import Decision, Target, decide
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 
-from . import gitinfo, paths
 from . import containers as naming
+from . import gitinfo, paths
 from .fileio import write_atomic
 
 TYPE_CHECKING = False

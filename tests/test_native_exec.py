@@ -150,9 +150,9 @@ def test_read_loop_feeding_make_builds_every_target(deb_repo: Path, tmp_path: Pa
 def test_big_stdin_through_qpod_exec_cat(bound_repo: Path, tmp_path: Path) -> None:
     big = tmp_path / "big"
     with open(big, "wb") as f:
-        for i in range(100):
+        for _ in range(100):
             f.write(os.urandom(1 << 20))
-    want = subprocess.run(["sha256sum"], stdin=open(big, "rb"), capture_output=True, text=True).stdout.split()[0]
+    want = subprocess.run(["sha256sum", str(big)], capture_output=True, text=True).stdout.split()[0]
     p = subprocess.run(f"{QPOD} exec cat < {big} | sha256sum; echo ${{PIPESTATUS[0]}}", shell=True,
                        executable="/bin/bash", cwd=bound_repo, capture_output=True, text=True, timeout=300)
     got, status = p.stdout.split()[0], p.stdout.split()[-1]
