@@ -115,6 +115,8 @@ static const char *base_name(const char *p)
     return s ? s + 1 : p;
 }
 
+static char *state_dir(void);
+
 /* ------------------------------------------------------------------------------------------
  * The launch spec.
  */
@@ -128,8 +130,8 @@ struct spec {
     long log_max, log_keep;
     struct map maps[MAX_LIST];
     int nmaps;
-    char *pass[MAX_LIST], *deny[MAX_LIST], *set[MAX_LIST], *ttycmd[MAX_LIST];
-    int npass, ndeny, nset, nttycmd;
+    char *pass[MAX_LIST], *deny[MAX_LIST], *set[MAX_LIST], *ttycmd[MAX_LIST], *cmds[MAX_LIST];
+    int npass, ndeny, nset, nttycmd, ncmds;
     int have_user;
     long uid, gid;
     long groups[MAX_LIST];
@@ -230,6 +232,7 @@ static int load_spec(const char *path, struct spec *s, int check)
         else if (strcmp(k, "deny") == 0 && s->ndeny < MAX_LIST) s->deny[s->ndeny++] = f[1];
         else if (strcmp(k, "set") == 0 && n >= 2 && s->nset < MAX_LIST) s->set[s->nset++] = f[1];
         else if (strcmp(k, "tty") == 0 && n >= 2 && s->nttycmd < MAX_LIST) s->ttycmd[s->nttycmd++] = f[1];
+        else if (strcmp(k, "cmd") == 0 && n >= 2 && s->ncmds < MAX_LIST) s->cmds[s->ncmds++] = f[1];
         else if (strcmp(k, "user") == 0 && n >= 3) {
             s->have_user = 1, s->uid = atol(f[1]), s->gid = atol(f[2]);
             for (int i = 3; i < n && s->ngroups < MAX_LIST; i++)
@@ -635,6 +638,7 @@ static void send_signal(int sock, int sig)
  */
 struct args {
     const char *root, *spec, *reason, *path, *cwd;
+    int explicit; /* qpod exec: any command started in the repository runs there */
     char **launcher; /* LAUNCHER... --shim PATH CWD -- ARGV (for the fallback) */
     char **argv;
     int tty; /* -1 auto, 0 never, 1 always */
@@ -668,6 +672,119 @@ static int parse_args(int argc, char **argv, struct args *a)
     a->cwd = argv[i + 2];
     a->argv = argv + i + 4;
     return (a->root || a->spec) ? 0 : -1;
+}
+
+/* PATH search as execvp does it (the caller's PATH; first executable regular file). */
+static char *find_program(const char *name)
+{
+    if (strchr(name, '/')) {
+        char cwd[PATH_MAX], *out = NULL;
+        if (name[0] == '/')
+            return strdup(name);
+        if (!getcwd(cwd, sizeof(cwd)) || asprintf(&out, "%s/%s", cwd, name) < 0)
+            return NULL;
+        return out;
+    }
+    const char *path = getenv("PATH");
+    if (!path)
+        path = "/bin:/usr/bin";
+    for (const char *p = path;; p++) {
+        const char *end = strchr(p, ':');
+        size_t dl = end ? (size_t)(end - p) : strlen(p);
+        char *cand = NULL;
+        char cwd[PATH_MAX];
+        const char *dir = dl ? NULL : getcwd(cwd, sizeof(cwd));
+        if ((dl ? asprintf(&cand, "%.*s/%s", (int)dl, p, name) : asprintf(&cand, "%s/%s", dir ? dir : ".", name)) >= 0) {
+            struct stat st;
+            if (stat(cand, &st) == 0 && S_ISREG(st.st_mode) && access(cand, X_OK) == 0)
+                return cand;
+            free(cand);
+        }
+        if (!end)
+            return NULL;
+        p = end;
+    }
+}
+
+/* The innermost bound root (from the compiled rules file) holding the program, else the cwd:
+ * the rule of qpod_engine/policy.py redirected_root. */
+static char *rules_root(const char *path, const char *cwd)
+{
+    char *sd = state_dir(), *rules = NULL, *text = NULL;
+    if (!sd || asprintf(&rules, "%s/rules", sd) < 0 || !(text = read_file(rules, 1 << 20))) {
+        free(sd);
+        free(rules);
+        return NULL;
+    }
+    const char *best_home = NULL, *best_cwd = NULL;
+    size_t home_len = 0, cwd_len = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (strncmp(line, "root\t", 5) != 0)
+            continue;
+        char *root = line + 5, *t = strchr(root, '\t');
+        if (t)
+            *t = 0;
+        size_t rl = strlen(root);
+        if (root[0] != '/')
+            continue;
+        if (path[0] == '/' && within(path, root) && rl > home_len)
+            best_home = root, home_len = rl;
+        if (within(cwd, root) && rl > cwd_len)
+            best_cwd = root, cwd_len = rl;
+    }
+    const char *best = best_home ? best_home : best_cwd;
+    char *out = best ? strdup(best) : NULL;
+    free(text);
+    free(rules);
+    free(sd);
+    return out;
+}
+
+/* qpod exec [-t|-T] [--] CMD ARGS...: the same run as from the preload library when the root's
+ * launch spec is current; --env, options, and anything unusual go to the Python CLI (which
+ * comes back with --spec). */
+static int parse_front(const char *python, int first, int argc, char **argv, struct args *a)
+{
+    memset(a, 0, sizeof(*a));
+    a->tty = -1;
+    a->explicit = 1;
+    char **slow = calloc((size_t)argc + 4, sizeof(char *));
+    if (!slow)
+        return -1;
+    int k = 0;
+    slow[k++] = (char *)python;
+    slow[k++] = "-m";
+    slow[k++] = "qpod_engine.cli";
+    slow[k++] = "--slow-exec";
+    for (int i = first; i < argc; i++)
+        slow[k++] = argv[i];
+    a->launcher = slow;
+    int i = first;
+    for (; i < argc; i++) {
+        if (strcmp(argv[i], "-t") == 0 || strcmp(argv[i], "--tty") == 0)
+            a->tty = 1;
+        else if (strcmp(argv[i], "-T") == 0 || strcmp(argv[i], "--no-tty") == 0)
+            a->tty = 0;
+        else if (strcmp(argv[i], "--") == 0) {
+            i++;
+            break;
+        } else if (argv[i][0] == '-')
+            return -1; /* --env and --help are the CLI's */
+        else
+            break;
+    }
+    if (i >= argc)
+        return -1;
+    a->argv = argv + i;
+    static char cwd[PATH_MAX];
+    if (!getcwd(cwd, sizeof(cwd)))
+        return -1;
+    a->cwd = cwd;
+    char *path = find_program(a->argv[0]);
+    a->path = path ? path : a->argv[0];
+    a->root = rules_root(a->path, cwd);
+    return a->root ? 0 : -1;
 }
 
 /* Back to the launcher (preload mode only), saying why under QPOD_DEBUG. */
@@ -783,11 +900,6 @@ static void reraise(int sig)
 
 int main(int argc, char **argv)
 {
-    struct args a;
-    if (parse_args(argc, argv, &a) < 0) {
-        say("usage: qpod-client (--root ROOT LAUNCHER... | --spec FILE) --shim PATH CWD -- ARGV...");
-        return 2;
-    }
     /* the caller's descriptors, before this program opens any of its own */
     int fds[QP_MAX_FDS], nfds = 0;
     DIR *d = opendir("/proc/self/fd");
@@ -808,6 +920,41 @@ int main(int argc, char **argv)
         fds[nfds++] = fd;
     }
     closedir(d);
+
+    struct args a;
+    if (strcmp(base_name(argv[0]), "qpod") == 0) {
+        /* installed as the qpod command itself (a link to this program): the Python CLI is
+         * the interpreter linked beside the real file */
+        char self[PATH_MAX], *py = NULL;
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        self[n > 0 ? n : 0] = 0;
+        char *slash = strrchr(self, '/');
+        if (slash)
+            *slash = 0;
+        if (n <= 0 || asprintf(&py, "%s/python", self) < 0 || access(py, X_OK) < 0) {
+            say("qpod: %s/python is missing: run scripts/setup.sh again, or use the qpod of your venv", self);
+            return EXIT_QPOD;
+        }
+        if (argc < 2 || strcmp(argv[1], "exec") != 0) {
+            char **cli = calloc((size_t)argc + 3, sizeof(char *));
+            if (!cli)
+                return EXIT_QPOD;
+            cli[0] = py, cli[1] = "-m", cli[2] = "qpod_engine.cli";
+            for (int i = 1; i < argc; i++)
+                cli[i + 2] = argv[i];
+            execv(py, cli);
+            say("qpod: cannot start %s: %s", py, strerror(errno));
+            return EXIT_QPOD;
+        }
+        if (parse_front(py, 2, argc, argv, &a) < 0)
+            fallback(&a, "not a plain qpod exec in a bound repository");
+    } else if (argc > 3 && strcmp(argv[1], "--front") == 0 && strcmp(argv[3], "--") == 0) {
+        if (parse_front(argv[2], 4, argc, argv, &a) < 0)
+            fallback(&a, "not a plain qpod exec in a bound repository");
+    } else if (parse_args(argc, argv, &a) < 0) {
+        say("usage: qpod-client (--root ROOT LAUNCHER... | --spec FILE) --shim PATH CWD -- ARGV...");
+        return 2;
+    }
 
     struct record rec = {0};
     iso_time(&rec);
@@ -954,14 +1101,17 @@ int main(int argc, char **argv)
 
     rec.repo = s.root, rec.env = s.env, rec.container = s.container, rec.cwd = a.cwd, rec.path = a.path;
     rec.argv = a.argv;
+    /* why, in the words of qpod_engine/policy.py decide() */
     char reason[4200];
     if (a.reason)
         rec.reason = a.reason;
     else {
-        if (within(a.path, s.root))
+        if (a.path[0] == '/' && within(a.path, s.root))
             snprintf(reason, sizeof(reason), "program lives in bound repository %s", s.root);
-        else
+        else if (!a.explicit || in_list(base_name(a.path), (const char *const *)s.cmds, s.ncmds))
             snprintf(reason, sizeof(reason), "'%s' is a command of environment '%s'", base_name(a.path), s.env);
+        else
+            snprintf(reason, sizeof(reason), "qpod exec in repository bound to '%s'", s.env);
         rec.reason = reason;
     }
 

@@ -90,6 +90,7 @@ def spec_text(snap: dict[str, Any], env: dict[str, Any], root: str, facts: dict[
         except OSError:
             pass
     lines += [_line("map", host, ctr) for host, ctr in naming.path_maps(env, root)]
+    lines += [_line("cmd", c) for c in env.get("commands", ())]
     lines += [_line("pass", g) for g in env.get("passthrough", ())]
     lines += [_line("deny", g) for g in env.get("deny", ())]
     lines += [_line("set", f"{k}={v}") for k, v in env.get("env", {}).items()]
