@@ -258,7 +258,7 @@ def cmd_exec(a: "argparse.Namespace") -> int:
         raise QpodError("usage: qpod exec [--env NAME] [--] CMD [ARGS...]", 2)
     path = find_program(argv[0]) or argv[0]
     try:
-        return launch(path, argv, _cwd(), explicit=True, env_name=a.env)
+        return launch(path, argv, _cwd(), explicit=True, env_name=a.env, tty=getattr(a, "tty", None))
     except QpodError as err:
         err.status = EXIT_QPOD
         raise
@@ -441,6 +441,11 @@ def build_parser() -> "argparse.ArgumentParser":
     wh.set_defaults(func=cmd_which)
     ex = sub.add_parser("exec", help="run a command in the repository's environment")
     ex.add_argument("--env", metavar="NAME", help="use this environment whatever the binding says")
+    tty = ex.add_mutually_exclusive_group()
+    tty.add_argument("-t", "--tty", dest="tty", action="store_const", const=True, default=None,
+                     help="give the command a terminal of its own (a pty), as for an interactive program")
+    tty.add_argument("-T", "--no-tty", dest="tty", action="store_const", const=False,
+                     help="never a pty: the command gets your descriptors only")
     ex.add_argument("argv", nargs=argparse.REMAINDER)
     ex.set_defaults(func=cmd_exec)
 
@@ -485,22 +490,30 @@ def _exec_fast_path(argv: Sequence[str]) -> int | None:
     """``qpod exec [--env NAME] [--] CMD...`` without argparse; None when anything else is asked."""
     if not argv or argv[0] != "exec":
         return None
-    rest, env = list(argv[1:]), None
-    if rest[:1] == ["--env"] and len(rest) > 1:
-        env, rest = rest[1], rest[2:]
-    elif rest[:1] and rest[0].startswith("--env="):
-        env, rest = rest[0][len("--env="):], rest[1:]
+    rest, env, tty = list(argv[1:]), None, None
+    while rest[:1] and rest[0] in ("-t", "--tty", "-T", "--no-tty", "--env") or rest[:1] and rest[0].startswith(
+            "--env="):
+        if rest[0] in ("-t", "--tty", "-T", "--no-tty"):
+            tty, rest = rest[0] in ("-t", "--tty"), rest[1:]
+        elif rest[0] == "--env" and len(rest) > 1:
+            env, rest = rest[1], rest[2:]
+        elif rest[0].startswith("--env="):
+            env, rest = rest[0][len("--env="):], rest[1:]
+        else:
+            break
     if rest[:1] == ["--"]:
         rest = rest[1:]
     elif rest[:1] and rest[0].startswith("-"):
         return None  # --help and friends: let argparse answer
     if not rest:
         return None
-    return cmd_exec(_Namespace(argv=rest, env=env))  # type: ignore[arg-type]
+    return cmd_exec(_Namespace(argv=rest, env=env, tty=tty))  # type: ignore[arg-type]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--slow-exec"]:  # the native-exec client's way back (see front.py)
+        argv[0] = "exec"
     try:
         fast = _exec_fast_path(argv)
         if fast is not None:
