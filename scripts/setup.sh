@@ -41,6 +41,7 @@ esac
 [ "$(id -u)" -eq 0 ] || die "run as root: sudo bash scripts/setup.sh (it installs Debian packages and /opt/qpod)"
 [ -r /etc/debian_version ] || die "this script sets up Debian (12 or newer); elsewhere see README: install"
 
+mkdir -p /run/lock
 exec 9>/run/lock/qpod-setup.lock
 flock -w 3600 9 || die "another setup.sh has held /run/lock/qpod-setup.lock for an hour"
 
