@@ -27,6 +27,11 @@ ALWAYS_DENIED = ("LD_PRELOAD", "QPOD_*")
 AGENT_SOCKET_DIR = "/run/qpod"
 AGENT_SOCKET = AGENT_SOCKET_DIR + "/agent.sock"
 AGENT_PROGRAM_DIR = "/run/qpod-agent"
+# how commands reach the container: the agent (native exec), or podman exec where the agent
+# cannot run (chosen by itself when the container is made; see podman_backend.ensure_container)
+LABEL_TRANSPORT = "qpod.transport"
+TRANSPORT_AGENT = "agent"
+TRANSPORT_EXEC = "exec"
 # bump when the way containers are created (or the agent's protocol) changes, so that old ones
 # are recreated
 CONTAINER_LAYOUT = 3
@@ -146,6 +151,21 @@ def client_program() -> str:
 
 def _facts_file(name: str) -> str:
     return os.path.join(paths.containers_cache_dir(), f"{name}.json")
+
+
+def note_fallback(name: str, why: str) -> None:
+    """Remember why container ``name`` uses podman exec (shown by qpod ps and qpod doctor)."""
+    from .fileio import write_atomic
+
+    write_atomic(os.path.join(paths.containers_cache_dir(), f"{name}.fallback"), why + "\n")
+
+
+def fallback_reason(name: str) -> str | None:
+    try:
+        with open(os.path.join(paths.containers_cache_dir(), f"{name}.fallback"), encoding="utf-8") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
 
 
 def facts_lock(name: str) -> str:

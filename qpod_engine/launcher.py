@@ -126,6 +126,10 @@ def launch(path: str, argv: Sequence[str], cwd: str, explicit: bool = False, env
     assert target is not None and target.environment is not None
     env = environment_of(snap, target.environment)
     facts = ensure_facts(snap, env, target.root)
+    if facts.get("transport", naming.TRANSPORT_AGENT) != naming.TRANSPORT_AGENT:
+        from . import exec_transport
+
+        return exec_transport.run(decision, snap, env, facts, path, argv, cwd, tty)
     rules = any(r["root"] == target.root and r["branches"] for r in snap["repos"])
     text = launchspec.spec_text(snap, env, target.root, facts, rules)
     # the policy's own choice is what the preload library will ask for next time (by root);

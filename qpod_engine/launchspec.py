@@ -13,6 +13,7 @@ Stdlib only: the launcher writes it on its way to the client.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from . import containers as naming
 from . import gitinfo, paths
@@ -65,6 +66,22 @@ def identity(env: dict[str, Any]) -> tuple[int, int, list[int]] | None:
     except (KeyError, OSError):
         groups = [gid]
     return uid, gid, groups
+
+
+def _matches(name: str, globs: Sequence[str]) -> bool:
+    from fnmatch import fnmatchcase
+
+    return any(fnmatchcase(name, g) for g in globs)
+
+
+def passed_env(env: dict[str, Any]) -> dict[str, str]:
+    """The variables a command sees in the container, by the rules the client applies from the
+    spec's pass/deny/set lines (for the podman exec fallback, which has no client)."""
+    deny = [*env.get("deny", ()), *naming.ALWAYS_DENIED]
+    out = {k: v for k, v in os.environ.items()
+           if _matches(k, env.get("passthrough", ())) and not _matches(k, deny)}
+    out.update({k: v for k, v in env.get("env", {}).items() if not _matches(k, naming.ALWAYS_DENIED)})
+    return out
 
 
 def spec_text(snap: dict[str, Any], env: dict[str, Any], root: str, facts: dict[str, Any],

@@ -91,20 +91,24 @@ def worktree_git_dirs(root: str) -> list[str]:
     return [d for d in dict.fromkeys([gd, cd]) if not d.startswith(root + "/")]
 
 
-def container_spec(env: dict[str, Any], root: str, settings: dict[str, Any]) -> dict[str, Any]:
+def container_spec(env: dict[str, Any], root: str, settings: dict[str, Any],
+                   transport: str = naming.TRANSPORT_AGENT) -> dict[str, Any]:
     """podman-py ``containers.create`` keyword arguments for the warm container of ``env`` x ``root``:
     the agent is its main process (static, mounted read-only), listening in a directory of the
-    user's state dir that only the user can open."""
+    user's state dir that only the user can open. With ``transport`` "exec" (the agent could not
+    run in this image or under this environment's restrictions) the main process only waits,
+    and commands go through ``podman exec``."""
     from .fileio import private_dir
 
     name = naming.container_name(env["name"], root)
     workdir = naming.container_root(env, root)
     chash = naming.container_hash(env, root)
     agent_dir = private_dir(naming.agent_dir(name))
-    mounts = [{"type": "bind", "source": root, "target": workdir, "read_only": False},
-              {"type": "bind", "source": agent_dir, "target": naming.AGENT_SOCKET_DIR, "read_only": False},
-              {"type": "bind", "source": naming.agent_program_dir(), "target": naming.AGENT_PROGRAM_DIR,
-               "read_only": True}]
+    mounts = [{"type": "bind", "source": root, "target": workdir, "read_only": False}]
+    if transport == naming.TRANSPORT_AGENT:
+        mounts += [{"type": "bind", "source": agent_dir, "target": naming.AGENT_SOCKET_DIR, "read_only": False},
+                   {"type": "bind", "source": naming.agent_program_dir(), "target": naming.AGENT_PROGRAM_DIR,
+                    "read_only": True}]
     for extra in worktree_git_dirs(root):
         mounts.append({"type": "bind", "source": extra, "target": extra, "read_only": False})
     for spec in env["mounts"]:
@@ -123,6 +127,7 @@ def container_spec(env: dict[str, Any], root: str, settings: dict[str, Any]) -> 
             naming.LABEL_HASH: chash,
             naming.LABEL_ROOT_ID: naming.root_id(root),
             naming.LABEL_CONFIG: naming.config_id(),
+            naming.LABEL_TRANSPORT: transport,
         },
         "mounts": mounts,
         # the container's own pid namespace (the agent forwards signals inside it); host
@@ -132,6 +137,9 @@ def container_spec(env: dict[str, Any], root: str, settings: dict[str, Any]) -> 
                     ((k, _ulimit_pair(v)) for k, v in limits.items())],
         "detach": True,
     }
+    if transport != naming.TRANSPORT_AGENT:
+        kwargs.pop("entrypoint")
+        kwargs["command"] = ["sleep", "2147483647"]  # (as PID 1 it ignores SIGTERM: stop kills it)
     rt = runtime_name(settings.get("runtime", "auto"))
     if rt:
         kwargs["runtime"] = rt
@@ -250,6 +258,7 @@ class ContainerFacts:
     pid_start: str
     hash: str
     root_id: str
+    transport: str = naming.TRANSPORT_AGENT
 
 
 def ensure_container(env: dict[str, Any], root: str, settings: dict[str, Any]) -> ContainerFacts:
@@ -281,12 +290,26 @@ def ensure_container(env: dict[str, Any], root: str, settings: dict[str, Any]) -
                     sys.stderr.write("\n")
             ctr = cl.containers.create(**container_spec(env, root, settings))
         ctr.reload()
+        transport = ctr.labels.get(naming.LABEL_TRANSPORT, naming.TRANSPORT_AGENT)
         if ctr.status != "running":
             # the agent's socket dir is a mount source: recreated if the state dir was removed
             private_dir(naming.agent_dir(name))
             ctr.start()
             ctr.reload()
-        if ctr.status != "running" or not _agent_up(ctr, name):
+        up = ctr.status == "running" and (transport != naming.TRANSPORT_AGENT or _agent_up(ctr, name))
+        if not up and transport == naming.TRANSPORT_AGENT:
+            # the agent cannot run here (a seccomp profile that forbids its socket, an image or
+            # host it cannot start on): the container is made again with podman exec as the
+            # transport, and the reason is kept for qpod ps and doctor
+            why = _agent_failure(ctr)
+            ctr.remove(force=True)
+            ctr = cl.containers.create(**container_spec(env, root, settings, naming.TRANSPORT_EXEC))
+            ctr.start()
+            ctr.reload()
+            transport = naming.TRANSPORT_EXEC
+            up = ctr.status == "running"
+            naming.note_fallback(name, why)
+        if not up:
             ctr.reload()
             raise QpodError(f"container {name} did not start (state {ctr.status}); "
                             f"see 'podman logs {name}'", EXIT_QPOD)
@@ -296,9 +319,21 @@ def ensure_container(env: dict[str, Any], root: str, settings: dict[str, Any]) -
         raise QpodError(f"cannot start container {name}: {' '.join(str(err.explanation or err).split())}",
                         EXIT_QPOD) from None
     pid = int(ctr.attrs.get("State", {}).get("Pid") or 0)
-    facts = ContainerFacts(name, ctr.id, pid, naming.proc_start_time(pid) or "", want_hash, rid)
+    facts = ContainerFacts(name, ctr.id, pid, naming.proc_start_time(pid) or "", want_hash, rid, transport)
     naming.write_facts(facts.__dict__)
     return facts
+
+
+def _agent_failure(ctr: Any) -> str:
+    """The agent's last words (its one-line error), for the record of why exec is used."""
+    try:
+        out = ctr.logs(tail=5, stream=False)
+        text = out.decode("utf-8", "replace") if isinstance(out, (bytes, bytearray)) else \
+            b"".join(out).decode("utf-8", "replace")
+    except Exception:  # noqa: BLE001 - the reason is a courtesy; the fallback goes on without it
+        text = ""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else f"the agent did not start (container state {ctr.status})"
 
 
 def _agent_up(ctr: Any, name: str, timeout: float = 15.0) -> bool:
@@ -339,6 +374,7 @@ def list_containers() -> list[dict[str, Any]]:
             "image": attrs.get("Image") or "",
             "state": status,
             "started": started if isinstance(started, (int, float)) and started > 0 else None,
+            "transport": c.labels.get(naming.LABEL_TRANSPORT, naming.TRANSPORT_AGENT),
         })
     return sorted(out, key=lambda c: (c["environment"], c["repository"]))
 

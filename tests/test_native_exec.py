@@ -425,3 +425,26 @@ def test_protocol_garbage_is_refused_without_running_anything(bound_repo: Path) 
     finally:
         os.close(fd)
     assert run_qpod("exec", "echo", "still-fine", cwd=bound_repo).stdout == "still-fine\n"
+
+
+def test_agent_that_cannot_run_falls_back_to_podman_exec(qpod_home: Path, make_repo: Callable[..., Path],
+                                                         busybox_image: str, tmp_path: Path) -> None:
+    """An environment whose seccomp profile forbids listen(): the agent cannot serve, so the
+    container is made again with podman exec as the transport, and commands still run."""
+    profile = tmp_path / "no-listen.json"
+    profile.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["listen"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}))
+    root = make_repo("locked-" + uuid.uuid4().hex[:6])
+    env_file("locked", busybox_image, seccomp=str(profile))
+    assert run_qpod("init", "locked", cwd=root).returncode == 0
+    try:
+        r = run_qpod("exec", "sh", "-c", "echo out; echo err >&2; exit 3", cwd=root)
+        assert (r.returncode, r.stdout, r.stderr) == (3, "out\n", "err\n")
+        ps = [c for c in json.loads(run_qpod("ps", "--json").stdout) if c["repository"] == str(root)]
+        assert [c["transport"] for c in ps] == ["exec"]
+        r = run_qpod("exec", "sh", "-c", "read x; echo got-$x", cwd=root, input="piped\n")
+        assert r.stdout == "got-piped\n"
+        recs = [json.loads(x) for x in run_qpod("log", "--json").stdout.splitlines()]
+        assert [rec["status"] for rec in recs] == [3, 0]
+    finally:
+        remove_containers_of(str(root))
