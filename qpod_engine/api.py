@@ -77,6 +77,7 @@ class ContainerRow:
     image: str
     state: str
     started: float | None  # epoch seconds
+    transport: str = "agent"  # or "exec": the podman exec fallback (see podman_backend.ensure_container)
 
 
 def uptime(started: float | None, now: float) -> str:

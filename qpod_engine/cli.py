@@ -269,7 +269,7 @@ def cmd_exec(a: "argparse.Namespace") -> int:
 def cmd_ps(a: "argparse.Namespace") -> int:
     from .podman_backend import list_containers
 
-    rows = list_containers()
+    rows = list_containers(all_configs=a.all_configs)
     if a.json:
         _out_json(rows)
     elif not rows:
@@ -285,7 +285,7 @@ def cmd_stop(a: "argparse.Namespace") -> int:
 
     if not a.all and not a.env:
         raise QpodError("usage: qpod stop ENV | --all", 2)
-    names = [c["name"] for c in list_containers()
+    names = [c["name"] for c in list_containers(all_configs=a.all_configs)
              if c["state"] == "running" and (a.all or c["environment"] == a.env)]
     from .textsafe import visible
 
@@ -449,12 +449,15 @@ def build_parser() -> "argparse.ArgumentParser":
     ex.add_argument("argv", nargs=argparse.REMAINDER)
     ex.set_defaults(func=cmd_exec)
 
-    ps = sub.add_parser("ps", help="qpod's containers")
+    ps = sub.add_parser("ps", help="this config's containers")
     ps.add_argument("--json", action="store_true")
+    ps.add_argument("--all-configs", action="store_true",
+                    help="every qpod container of this podman (other users', other configs')")
     ps.set_defaults(func=cmd_ps)
-    sp = sub.add_parser("stop", help="stop qpod's containers")
+    sp = sub.add_parser("stop", help="stop this config's containers")
     sp.add_argument("env", nargs="?")
     sp.add_argument("--all", action="store_true")
+    sp.add_argument("--all-configs", action="store_true", help="also other configs' containers (an admin's tool)")
     sp.set_defaults(func=cmd_stop)
 
     lg = sub.add_parser("log", help="the log of redirected commands")

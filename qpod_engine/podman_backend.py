@@ -297,6 +297,13 @@ def ensure_container(env: dict[str, Any], root: str, settings: dict[str, Any]) -
             ctr.start()
             ctr.reload()
         up = ctr.status == "running" and (transport != naming.TRANSPORT_AGENT or _agent_up(ctr, name))
+        if not up and transport == naming.TRANSPORT_AGENT and ctr.status == "running":
+            # running, yet its agent does not answer here: the socket dir it listens in was
+            # removed (the state dir deleted or moved); a restart mounts the new one
+            private_dir(naming.agent_dir(name))
+            ctr.restart(timeout=5)
+            ctr.reload()
+            up = ctr.status == "running" and _agent_up(ctr, name)
         if not up and transport == naming.TRANSPORT_AGENT:
             # the agent cannot run here (a seccomp profile that forbids its socket, an image or
             # host it cannot start on): the container is made again with podman exec as the
@@ -352,10 +359,13 @@ def _agent_up(ctr: Any, name: str, timeout: float = 15.0) -> bool:
     return False
 
 
-def list_containers() -> list[dict[str, Any]]:
-    """qpod's containers: name, env, repo, image, state, started (epoch seconds or None)."""
+def list_containers(all_configs: bool = False) -> list[dict[str, Any]]:
+    """This config's containers (every qpod container of the podman instance with
+    ``all_configs``): name, env, repo, image, state, started (epoch seconds or None), transport.
+    Another user's or another config's containers are never listed, so never stopped."""
+    label = naming.LABEL if all_configs else f"{naming.LABEL_CONFIG}={naming.config_id()}"
     try:
-        ctrs = client().containers.list(all=True, filters={"label": naming.LABEL})
+        ctrs = client().containers.list(all=True, filters={"label": label})
     except QpodError:
         raise
     except Exception as err:  # noqa: BLE001
