@@ -170,14 +170,14 @@ static int split(char *line, char **f, int max)
     return n;
 }
 
-/* A config file's stamp as the launcher saw it: "-" for absent. */
+/* A config file's stamp (change time, size) as the launcher saw it: "-" for absent. */
 static int source_changed(const char *path, const char *mtime, const char *size)
 {
     struct stat st;
     if (stat(path, &st) < 0)
         return strcmp(mtime, "-") != 0;
     char m[64], s[32];
-    snprintf(m, sizeof(m), "%lld", (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec);
+    snprintf(m, sizeof(m), "%lld", (long long)st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec);
     snprintf(s, sizeof(s), "%lld", (long long)st.st_size);
     return strcmp(m, mtime) != 0 || strcmp(s, size) != 0;
 }

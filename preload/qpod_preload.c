@@ -293,6 +293,24 @@ static int runnable(const char *path)
     return faccessat(AT_FDCWD, path, X_OK, AT_EACCESS) == 0 && stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
+/* What the kernel would run: an ELF object or a "#!" script. Anything else fails natively with
+ * ENOEXEC (and a shell then runs it as a script itself, command by command): it is left to the
+ * real call, so that happens here too. An unreadable file cannot be looked at: the kernel
+ * decides in the container. */
+static int exec_format(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0)
+        return 1;
+    unsigned char h[4] = {0};
+    ssize_t n;
+    do
+        n = read(fd, h, sizeof(h));
+    while (n < 0 && errno == EINTR);
+    close(fd);
+    return (n >= 2 && h[0] == '#' && h[1] == '!') || (n == 4 && memcmp(h, "\x7f" "ELF", 4) == 0);
+}
+
 /* PATH search as glibc's execvpe/posix_spawnp do it (the caller's PATH, default /bin:/usr/bin;
  * an empty element is the working directory). Returns -1 when nothing runnable is found: the
  * real call then fails with its own errno. */
@@ -540,7 +558,23 @@ static int decide_private(int fd, const struct dec_in *in, struct dec_out *out)
 static int decide(const char *rules_path, const struct dec_in *in, struct dec_out *out)
 {
     struct stat st;
-    if (stat(rules_path, &st) < 0 || st.st_size >= RULES_MAX)
+    if (stat(rules_path, &st) < 0) {
+        /* the rules file went away (the state dir removed or moved under an open shell): the
+         * rules this process read last keep claiming their repositories, so a build there goes
+         * to the launcher (which recompiles, or fails with 125) instead of the host */
+        for (int attempt = 0; attempt < 3; attempt++) {
+            unsigned s1 = __atomic_load_n(&cache.seq, __ATOMIC_ACQUIRE);
+            if (s1 & 1 || !cache.valid)
+                return -1;
+            size_t len = cache.len < RULES_MAX ? cache.len : RULES_MAX;
+            int r = parse_rules(cache.data, len, in, out);
+            __atomic_thread_fence(__ATOMIC_ACQUIRE);
+            if (__atomic_load_n(&cache.seq, __ATOMIC_RELAXED) == s1)
+                return r;
+        }
+        return -1;
+    }
+    if (st.st_size >= RULES_MAX)
         return -1;
     int fd = -1, r = -1;
     for (int attempt = 0; attempt < 3; attempt++) {
@@ -754,8 +788,8 @@ static int plan_launch(const struct launch *l, struct plan *p)
     p->envp = l->envp;
     p->argv = l->argv;
     p->eb.s_arr.map = p->eb.s_ldp.map = p->s_argv.map = NULL;
-    if (s.off)
-        return 0;
+    if (s.off || (l->kind != K_FD && !l->file))
+        return 0; /* a NULL program fails in the real call (EFAULT), as without qpod */
     struct captured c;
     get_captured(&c);
     if (c.rules && spawn_cwd(l->fa, p->cwd, sizeof(p->cwd)) == 0 &&
@@ -765,6 +799,7 @@ static int plan_launch(const struct launch *l, struct plan *p)
         /* a program that cannot run stays with the real call, which fails as it always would */
         p->redirect = decide(c.rules, &in, &p->dec) == 0 && p->dec.redirect &&
                       (l->kind == K_SEARCH && !strchr(l->file, '/') ? 1 : runnable(p->resolved)) &&
+                      exec_format(p->resolved) &&
                       !launcher_runs_it(&p->dec, p->resolved);
     }
     p->envp = build_env(l->envp, &s, &c, &p->eb);

@@ -1,6 +1,6 @@
 """The compiled config: the YAML files validated once and saved as JSON (for the launcher's hot
 path) and as the preload library's rules file. Both are recompiled whenever a source file
-changes (checked by mtime and size, so hand edits are picked up too).
+changes (checked by change time and size, so hand edits and chmods are picked up too).
 
 This module imports only the stdlib at load time; compiling imports the YAML side lazily.
 """
@@ -40,7 +40,8 @@ def _sources() -> dict[str, list[int] | None]:
     for f in files:
         try:
             st = os.stat(f)
-            out[f] = [st.st_mtime_ns, st.st_size]
+            # the change time: a chmod (a file made readable again) counts, not only edits
+            out[f] = [st.st_ctime_ns, st.st_size]
         except OSError:
             out[f] = None
     return out
@@ -132,7 +133,7 @@ def load() -> dict[str, Any]:
         with open(paths.snapshot_file(), encoding="utf-8") as f:
             snap = json.load(f)
         if (snap.get("version") == SNAPSHOT_VERSION and snap.get("layout") == naming.CONTAINER_LAYOUT
-                and snap.get("sources") == _sources()):
+                and snap.get("sources") == _sources() and os.path.exists(paths.rules_file())):
             return snap
     except (OSError, ValueError):
         pass
