@@ -136,12 +136,12 @@ def form_to_data(form: dict[str, str]) -> dict[str, Any]:
     data["run_as"] = form.get("run_as") or "user"
     options = form.get("podman_options", "").strip()
     if options:
-        import yaml
+        from . import yamlio
 
-        try:
-            data["podman_options"] = yaml.safe_load(options)
-        except yaml.YAMLError as err:
-            raise FieldError("podman_options", f"invalid YAML: {getattr(err, 'problem', None) or err}") from None
+        try:  # yamlio, as for the files: no alias bomb from a pasted mapping either
+            data["podman_options"] = yamlio.loads(options, "podman options")[0]
+        except ConfigError as err:
+            raise FieldError("podman_options", err.detail) from None
     return data
 
 
@@ -525,15 +525,45 @@ class Engine:
         """Form fields for ``env``, or the defaults of a new environment."""
         return environment_to_form(env or Environment(name="", image=""))
 
-    def save_environment(self, env: Environment, create: bool) -> str:
-        """Write the environment file (``create`` refuses to overwrite one) and recompile."""
+    def save_environment(self, env: Environment, create: bool, edit: bool = False) -> str:
+        """Write the environment file (``create`` refuses to overwrite one) and recompile.
+        ``edit``: the form edits the file as it was read, so a file qpod cannot parse (broken
+        before, or by hand while the form was open) is never replaced by the form's content,
+        which would lose what qpod could not read."""
         path = paths.environment_file(env.name)
         with config_lock():
             if create and os.path.exists(path):
                 raise FieldError("name", f"environment '{env.name}' exists ({path})")
+            if edit:
+                self.check_editable(env.name)
             written = config.save_environment(env)
             snapshot.compile_config()
         return str(written)
+
+    def check_editable(self, name: str) -> None:
+        """Raises QpodError when the environment file exists but qpod cannot parse it: such a
+        file is fixed in an editor (``editor_command``), never rewritten by a form."""
+        try:
+            config.load_environment(name)
+        except ConfigError as err:
+            raise QpodError(f"{err}; qpod cannot read this file, so it will not rewrite it: open it in your "
+                            f"editor ({self.environment_path(name)})") from None
+        except QpodError:
+            pass  # no such file (removed meanwhile): saving creates it, nothing is lost
+
+    def environment_path(self, name: str) -> str:
+        return paths.environment_file(name)
+
+    def editor_command(self, path: str) -> list[str]:
+        """argv that opens ``path`` in the user's editor ($VISUAL, $EDITOR, else vi)."""
+        import shlex
+
+        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+        try:
+            argv = shlex.split(editor)
+        except ValueError:
+            argv = [editor]
+        return [*(argv or ["vi"]), path]
 
     def bound_to(self, name: str) -> list[str]:
         return [b.root for b in bindings.load_bindings().values() if name in b.referenced_environments()]

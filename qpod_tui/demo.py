@@ -168,7 +168,7 @@ class DemoEngine(Engine):
         self._need_podman()
         return ref in self.images
 
-    def save_environment(self, env: Environment, create: bool) -> str:
+    def save_environment(self, env: Environment, create: bool, edit: bool = False) -> str:
         if create and env.name in self.envs:
             raise FieldError("name", f"environment '{env.name}' exists")
         self.calls.append(("save_environment", env.name))
