@@ -36,6 +36,7 @@ def run_checks() -> Iterator[Check]:
     yield _trivial_container(exe, rt)
     yield from _config_checks()
     yield from _preload_checks()
+    yield from _transport_checks()
 
 
 def _service_fix() -> str:
@@ -99,6 +100,31 @@ def _preload_checks() -> Iterator[Check]:
     problems = preload_lib.check()
     yield (not problems, "preload library loads and the rules file is current"
            + (f": {'; '.join(problems)}" if problems else ""), "reinstall with: pip install .")
+
+
+def _transport_checks() -> Iterator[Check]:
+    """Native exec: the client and the static agent are built; which containers fell back to
+    podman exec, and why."""
+    from . import containers as naming
+
+    agent = os.path.join(naming.agent_program_dir(), "qpod-agent")
+    client = naming.client_program()
+    built = os.access(agent, os.X_OK) and os.access(client, os.X_OK)
+    yield (built, f"native exec: client {client}, agent {agent}",
+           "reinstall (pip install . builds them; the agent needs libc6-dev for a static build)")
+    try:
+        from .podman_backend import list_containers
+
+        ctrs = list_containers()
+    except QpodError:
+        return
+    for c in ctrs:
+        if c.get("transport") == naming.TRANSPORT_EXEC:
+            why = naming.fallback_reason(c["name"]) or "the agent did not start"
+            yield (False, f"container {c['name']} uses the podman exec fallback ({why}): no separate stderr "
+                   "under a TTY, no SIGPIPE, no job control, no signals without a TTY",
+                   f"let the agent run: relax environment '{c['environment']}' (seccomp, podman_options); "
+                   "the changed config makes the container again, with the agent first")
 
 
 # --- rootless: what podman needs from the system for a normal user --------------------------

@@ -77,9 +77,14 @@ umask 022  # /opt/qpod must be readable by every user
 venv "$PREFIX"
 "$PREFIX/bin/python" -m pip install -q --disable-pip-version-check . || die "pip install . into $PREFIX failed (see above)"
 source_hash >"$PREFIX/qpod-source.sha256"
-for prog in qpod qpod-shell; do
-  ln -sfn "$PREFIX/bin/$prog" "$BIN_DIR/$prog"
-done
+# qpod is the native-exec client itself: 'qpod exec' in a warm repository starts no Python; every
+# other subcommand (and exec's slow path) runs the CLI with the interpreter linked beside it
+lib=$("$PREFIX/bin/python" -c 'import os, qpod_engine.containers as c; print(os.path.dirname(c.client_program()))') \
+  || die "the qpod package in $PREFIX does not import"
+[ -x "$lib/qpod-client" ] || die "$lib/qpod-client was not built (see the pip output above)"
+ln -sfn "$PREFIX/bin/python" "$lib/python"
+ln -sfn "$lib/qpod-client" "$BIN_DIR/qpod"
+ln -sfn "$PREFIX/bin/qpod-shell" "$BIN_DIR/qpod-shell"
 echo "setup.sh: qpod installed in $PREFIX, $BIN_DIR/qpod and $BIN_DIR/qpod-shell ($((SECONDS - t0)) s)"
 
 if [ "$test_venv" = 1 ]; then

@@ -446,5 +446,7 @@ def test_agent_that_cannot_run_falls_back_to_podman_exec(qpod_home: Path, make_r
         assert r.stdout == "got-piped\n"
         recs = [json.loads(x) for x in run_qpod("log", "--json").stdout.splitlines()]
         assert [rec["status"] for rec in recs] == [3, 0]
+        doctor = run_qpod("doctor").stdout
+        assert "uses the podman exec fallback (qpod-agent: listen: Operation not permitted)" in doctor, doctor
     finally:
         remove_containers_of(str(root))
