@@ -450,3 +450,25 @@ def test_agent_that_cannot_run_falls_back_to_podman_exec(qpod_home: Path, make_r
         assert "uses the podman exec fallback (qpod-agent: listen: Operation not permitted)" in doctor, doctor
     finally:
         remove_containers_of(str(root))
+
+
+def test_workdir_root_maps_cwd_and_programs_and_the_umask_is_kept(qpod_home: Path, make_repo: Callable[..., Path],
+                                                                   busybox_image: str) -> None:
+    root = make_repo("wr-" + uuid.uuid4().hex[:6], {"sub/dir/tool.sh": "#!/bin/sh\necho tool-in-$(pwd)\n"})
+    (root / "sub/dir/tool.sh").chmod(0o755)
+    env_file("wr", busybox_image, workdir_root="/qpod")
+    assert run_qpod("init", "wr", cwd=root).returncode == 0
+    try:
+        r = run_qpod("exec", "pwd", cwd=root / "sub")
+        assert (r.returncode, r.stdout) == (0, "/qpod/sub\n"), r.stderr
+        r = subprocess.run(f"{QPOD} exec {root}/sub/dir/tool.sh", shell=True, cwd=root / "sub", capture_output=True,
+                           text=True, timeout=60)
+        assert r.stdout == "tool-in-/qpod/sub\n", r.stderr
+        r = subprocess.run(f"umask 027; {QPOD} exec sh -c 'umask; touch made'", shell=True, cwd=root,
+                           capture_output=True, text=True, timeout=60)
+        assert r.stdout.strip() == "0027" and (root / "made").stat().st_mode & 0o777 == 0o640, r.stderr
+        # the repository's program started from outside it: that cwd does not exist in the container
+        r = run_qpod("exec", str(root / "sub/dir/tool.sh"), cwd=root.parent)
+        assert r.returncode == 125 and "not visible in the container of environment 'wr'" in r.stderr
+    finally:
+        remove_containers_of(str(root))
