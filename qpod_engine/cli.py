@@ -351,10 +351,11 @@ def cmd_log(a: "argparse.Namespace") -> int:
 
 def cmd_doctor(a: "argparse.Namespace") -> int:
     from .doctor import run_checks
+    from .textsafe import visible
 
     problems = 0
-    for ok, what, fix in run_checks():
-        print(f"{'ok  ' if ok else 'FAIL'} {what}" + ("" if ok else f"\n     fix: {fix}"))
+    for ok, what, fix in run_checks():  # checks quote podman's errors and paths: escaped
+        print(f"{'ok  ' if ok else 'FAIL'} {visible(what)}" + ("" if ok else f"\n     fix: {visible(fix)}"))
         problems += not ok
     return 1 if problems else 0
 
