@@ -935,6 +935,14 @@ int main(int argc, char **argv)
             say("qpod: %s/python is missing: run scripts/setup.sh again, or use the qpod of your venv", self);
             return EXIT_QPOD;
         }
+        /* run the interpreter by the path the link names (a venv's bin/python): Python finds
+         * its venv, and so the package, next to the path it was started by */
+        char target[PATH_MAX];
+        ssize_t tl = readlink(py, target, sizeof(target) - 1);
+        if (tl > 0 && target[0] == '/') {
+            target[tl] = 0;
+            py = strdup(target);
+        }
         if (argc < 2 || strcmp(argv[1], "exec") != 0) {
             char **cli = calloc((size_t)argc + 3, sizeof(char *));
             if (!cli)

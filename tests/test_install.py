@@ -49,7 +49,10 @@ def test_setup_with_debians_own_python() -> None:
     cfg = dict(line.split(" = ", 1) for line in (PREFIX / "pyvenv.cfg").read_text().splitlines() if " = " in line)
     assert cfg["home"] == "/usr/bin" and cfg["include-system-site-packages"] == "false"
     assert (PREFIX / "qpod-source.sha256").read_text().strip() == source_hash()
-    assert os.path.realpath(QPOD) == str(PREFIX / "bin" / "qpod")
+    # qpod is the installed native-exec client (exec without Python), the CLI's interpreter beside it
+    where_lib = Path(os.path.realpath(QPOD)).parent
+    assert os.path.realpath(QPOD).startswith(str(PREFIX / "lib")) and Path(QPOD).resolve().name == "qpod-client"
+    assert os.readlink(where_lib / "python") == str(PREFIX / "bin" / "python")
     assert os.path.realpath("/usr/local/bin/qpod-shell") == str(PREFIX / "bin" / "qpod-shell")
     # not the editable source tree: a copy every user can read wherever this clone lives
     where = subprocess.run([str(PREFIX / "bin" / "python"), "-c", "import qpod_engine; print(qpod_engine.__file__)"],
