@@ -1,6 +1,7 @@
 """Issue 13 item 5: a YAML alias bomb ("billion laughs") in any file qpod reads is refused at
 once with file:line, instead of hanging every qpod command while memory grows."""
 
+import re
 import time
 from pathlib import Path
 
@@ -44,7 +45,9 @@ def test_deep_nesting_is_an_error_not_a_crash(qpod_home: Path) -> None:
     (config / "settings.yaml").write_text("keymap: " + "[" * 20000 + "]" * 20000 + "\n")
     r = run_qpod("repos", "--no-podman")
     assert r.returncode == 2, (r.returncode, r.stderr)  # libyaml's composer segfaulted (status -11)
-    assert "settings.yaml:1: invalid YAML: nested deeper than" in r.stderr
+    # qpod's own limit, or (PyYAML 6.0.4 and later) libyaml's, which stops the input first
+    assert re.search(r"settings\.yaml:1: invalid YAML: (nested deeper than|exceeded maximum nesting depth)",
+                     r.stderr), r.stderr
 
 
 def test_an_anchor_alone_is_fine(qpod_home: Path) -> None:
