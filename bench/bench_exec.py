@@ -112,7 +112,10 @@ def main() -> None:
     env = {**os.environ, "QPOD_CONFIG_DIR": str(work / "config"), "QPOD_STATE_DIR": str(work / "state")}
     env.pop("LD_PRELOAD", None)
     os.environ.update({k: env[k] for k in ("QPOD_CONFIG_DIR", "QPOD_STATE_DIR")})
-    qpod = shutil.which("qpod", path=os.path.dirname(sys.executable)) or shutil.which("qpod")
+    # the qpod a user types (setup.sh: the native-exec client itself), and the console script of
+    # a venv install (pip install .: Python's start, then the client)
+    qpod = shutil.which("qpod")
+    script = shutil.which("qpod", path=os.path.dirname(sys.executable))
     assert qpod and shutil.which("qpod-shell"), "qpod is not installed (sudo bash scripts/setup.sh)"
     podman = shutil.which("podman") or "podman"
     bb = images.build_busybox_image()
@@ -122,7 +125,7 @@ def main() -> None:
     run_rm = [podman, "run", "--rm", *(["--runtime", runtime] if runtime else []),
               "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1000:1000", bb, "true"]
     names = [name]
-    print(f"qpod: {qpod}")
+    print(f"qpod: {qpod} -> {os.path.realpath(qpod)}; venv console script: {script}")
     try:
         cold_q, cold_p = [], []
         for _ in range(args.cold_runs):
@@ -130,12 +133,16 @@ def main() -> None:
             cold_q.append(timed([qpod, "exec", "true"], repo, env))
             cold_p.append(timed(run_rm, repo, env))
         timed([qpod, "exec", "true"], repo, env)  # warm: the launcher wrote the launch spec
-        warm_q, warm_p = [], []
+        warm_q, warm_s, warm_p = [], [], []
         for _ in range(args.runs):
             warm_p.append(timed([podman, "exec", name, "true"], repo, env))
             warm_q.append(timed([qpod, "exec", "true"], repo, env))
+            if script:
+                warm_s.append(timed([script, "exec", "true"], repo, env))
         print("speed (medians):")
         report("warm qpod exec true", warm_q, warm_p, "podman exec", "at most 0.10, goal 0.05")
+        if script:
+            report("  the same through a venv's console script", warm_s, warm_p, "podman exec", "for information")
         report("cold first qpod exec true", cold_q, cold_p, "podman run --rm", "at most 1.1")
 
         # memory: a redirected sleep, its host processes and the agent's
