@@ -59,8 +59,25 @@ static void say(const char *fmt, ...)
         return;
     if ((size_t)n > sizeof(buf) - 2)
         n = (int)sizeof(buf) - 2;
-    buf[n++] = '\n';
-    (void)!write(2, buf, (size_t)n);
+    /* one line, shown literally: paths and argv come from anyone, so control characters (C0,
+     * DEL, C1) are written as escapes (\n, \t, \xNN, as qpod_engine/textsafe.py does), never
+     * interpreted by the terminal */
+    char out[4 * sizeof(buf) + 2];
+    size_t k = 0;
+    for (int i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)buf[i];
+        if (c == 0xc2 && i + 1 < n && (unsigned char)buf[i + 1] >= 0x80 && (unsigned char)buf[i + 1] < 0xa0) {
+            k += (size_t)sprintf(out + k, "\\x%02x", (unsigned char)buf[++i]);
+        } else if (c == '\n' || c == '\t' || c == '\r') {
+            k += (size_t)sprintf(out + k, "\\%c", c == '\n' ? 'n' : c == '\t' ? 't' : 'r');
+        } else if (c < 0x20 || c == 0x7f) {
+            k += (size_t)sprintf(out + k, "\\x%02x", c);
+        } else {
+            out[k++] = (char)c;
+        }
+    }
+    out[k++] = '\n';
+    (void)!write(2, out, k);
 }
 
 struct buf {

@@ -173,12 +173,15 @@ def shim_main(args: Sequence[str]) -> int:
         path, cwd, argv = args[1], args[2], list(args[4:]) or [args[1]]
         return launch(path, argv, cwd, shim=True)
     except QpodError as err:
-        sys.stderr.write(f"qpod: {err}\n")
+        from .textsafe import visible  # paths in the message are shown literally
+
+        sys.stderr.write(f"qpod: {visible(err)}\n")
         return EXIT_QPOD
     except KeyboardInterrupt:
         return 130
     except Exception as err:  # noqa: BLE001 - a redirected command fails in one line, never a traceback
         from .errors import unexpected
+        from .textsafe import visible
 
-        sys.stderr.write(f"qpod: {unexpected(err)}\n")
+        sys.stderr.write(f"qpod: {visible(unexpected(err))}\n")
         return EXIT_QPOD

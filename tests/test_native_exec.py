@@ -472,3 +472,10 @@ def test_workdir_root_maps_cwd_and_programs_and_the_umask_is_kept(qpod_home: Pat
         assert r.returncode == 125 and "not visible in the container of environment 'wr'" in r.stderr
     finally:
         remove_containers_of(str(root))
+
+
+def test_messages_show_hostile_names_literally(bound_repo: Path) -> None:
+    r = run_qpod("exec", "nosuch\x1b]0;pwned\x07\nfake", cwd=bound_repo)
+    assert r.returncode == 127
+    assert r.stderr == ("qpod: nosuch\\x1b]0;pwned\\x07\\nfake: not found in environment bb "
+                        "(image localhost/qpod-busybox:latest)\n")
