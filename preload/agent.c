@@ -48,29 +48,7 @@ static void noop(int sig) { (void)sig; }
 static int send_msg(int fd, uint32_t type, int32_t value, int attach)
 {
     struct qp_msg m = {type, value};
-    struct iovec iov = {&m, sizeof(m)};
-    union {
-        struct cmsghdr h;
-        char buf[CMSG_SPACE(sizeof(int))];
-    } u;
-    struct msghdr mh = {0};
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    if (attach >= 0) {
-        memset(&u, 0, sizeof(u));
-        mh.msg_control = u.buf;
-        mh.msg_controllen = sizeof(u.buf);
-        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &attach, sizeof(int));
-    }
-    ssize_t n;
-    do
-        n = sendmsg(fd, &mh, MSG_NOSIGNAL);
-    while (n < 0 && errno == EINTR);
-    return n == (ssize_t)sizeof(m) ? 0 : -1;
+    return qp_send(fd, &m, sizeof(m), &attach, attach >= 0 ? 1 : 0);
 }
 
 static int read_full(int fd, void *buf, size_t len)
@@ -160,32 +138,12 @@ static int parse_payload(char *buf, size_t len, struct request *r)
 static int receive_request(int conn, struct request *r, char **payload)
 {
     struct qp_req h;
-    struct iovec iov = {&h, sizeof(h)};
-    union {
-        struct cmsghdr c;
-        char buf[CMSG_SPACE(sizeof(int) * QP_MAX_FDS)];
-    } u;
-    struct msghdr mh = {0};
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    mh.msg_control = u.buf;
-    mh.msg_controllen = sizeof(u.buf);
-    ssize_t n;
-    do
-        n = recvmsg(conn, &mh, MSG_CMSG_CLOEXEC | MSG_WAITALL);
-    while (n < 0 && errno == EINTR);
     memset(r, 0, sizeof(*r));
     r->fds = calloc(QP_MAX_FDS, sizeof(int));
-    if (!r->fds)
+    if (!r->fds || qp_recv(conn, &h, sizeof(h), r->fds, QP_MAX_FDS, &r->nfds) < 0)
         return -1;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-            int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-            for (int i = 0; i < k && r->nfds < QP_MAX_FDS; i++)
-                memcpy(&r->fds[r->nfds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-        }
-    if (n != (ssize_t)sizeof(h) || h.magic != QP_MAGIC || h.version != QP_VERSION || h.nfds != (uint32_t)r->nfds ||
-        h.payload_len == 0 || h.payload_len > QP_MAX_PAYLOAD || (mh.msg_flags & MSG_CTRUNC))
+    if (h.magic != QP_MAGIC || h.version != QP_VERSION || h.nfds != (uint32_t)r->nfds || h.payload_len == 0 ||
+        h.payload_len > QP_MAX_PAYLOAD)
         return -1;
     *payload = malloc(h.payload_len + 1);
     if (!*payload || read_full(conn, *payload, h.payload_len) < 0)

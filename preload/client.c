@@ -576,72 +576,16 @@ static int connect_agent(const char *dir)
 static int send_request(int sock, const struct buf *payload, const int *fds, int nfds)
 {
     struct qp_req h = {QP_MAGIC, QP_VERSION, (uint32_t)payload->len, (uint32_t)nfds};
-    struct iovec iov = {&h, sizeof(h)};
-    union {
-        struct cmsghdr c;
-        char buf[CMSG_SPACE(sizeof(int) * QP_MAX_FDS)];
-    } u;
-    struct msghdr mh = {0};
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    if (nfds) {
-        memset(&u, 0, sizeof(u));
-        mh.msg_control = u.buf;
-        mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
-    }
-    ssize_t n;
-    do
-        n = sendmsg(sock, &mh, MSG_NOSIGNAL);
-    while (n < 0 && errno == EINTR);
-    if (n != (ssize_t)sizeof(h))
-        return -1;
-    const char *p = payload->p;
-    size_t left = payload->len;
-    while (left) {
-        n = send(sock, p, left, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        p += n, left -= (size_t)n;
-    }
-    return 0;
+    return qp_send(sock, &h, sizeof(h), fds, nfds) < 0 || qp_send(sock, payload->p, payload->len, NULL, 0) < 0 ? -1 : 0;
 }
 
 /* One event from the agent (and the descriptor attached to it, if any). 0 on success, -1 at
  * end of stream or error. */
 static int read_event(int sock, struct qp_msg *m, int *fd)
 {
-    char *p = (char *)m;
-    size_t got = 0;
+    int n = 0;
     *fd = -1;
-    while (got < sizeof(*m)) {
-        struct iovec iov = {p + got, sizeof(*m) - got};
-        union {
-            struct cmsghdr c;
-            char buf[CMSG_SPACE(sizeof(int))];
-        } u;
-        struct msghdr mh = {0};
-        mh.msg_iov = &iov;
-        mh.msg_iovlen = 1;
-        mh.msg_control = u.buf;
-        mh.msg_controllen = sizeof(u.buf);
-        ssize_t n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-        if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
-            memcpy(fd, CMSG_DATA(c), sizeof(int));
-        got += (size_t)n;
-    }
-    return 0;
+    return qp_recv(sock, m, sizeof(*m), fd, 1, &n) == -1 ? -1 : 0;
 }
 
 static void send_signal(int sock, int sig)

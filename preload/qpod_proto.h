@@ -7,7 +7,10 @@
 #ifndef QPOD_PROTO_H
 #define QPOD_PROTO_H
 
+#include <errno.h>
 #include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
 
 #define QP_MAGIC 0x51504f44u /* "QPOD" */
 #define QP_VERSION 1u
@@ -58,5 +61,86 @@ enum {
 };
 
 #define QP_CHDIR_FLAG 0x10000
+
+/* Sends all of buf with nfds descriptors attached (SCM_RIGHTS, to its first byte). 0, or -1. */
+static inline int qp_send(int sock, const void *buf, size_t len, const int *fds, int nfds)
+{
+    union {
+        struct cmsghdr c;
+        char buf[CMSG_SPACE(sizeof(int) * QP_MAX_FDS)];
+    } u;
+    struct iovec iov = {(void *)buf, len};
+    struct msghdr mh;
+    memset(&mh, 0, sizeof(mh));
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    if (nfds > 0 && nfds <= QP_MAX_FDS) {
+        memset(&u, 0, sizeof(u));
+        mh.msg_control = u.buf;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+    }
+    size_t sent = 0;
+    while (sent < len) {
+        ssize_t n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        sent += (size_t)n;
+        iov.iov_base = (char *)buf + sent; /* the rest goes without the descriptors */
+        iov.iov_len = len - sent;
+        mh.msg_control = NULL;
+        mh.msg_controllen = 0;
+    }
+    return 0;
+}
+
+/* Reads exactly len bytes and the descriptors attached to them (close-on-exec), at most maxfds
+ * (*nfds says how many). 0; -1 at end of stream or on error; -2 when descriptors were cut off. */
+static inline int qp_recv(int sock, void *buf, size_t len, int *fds, int maxfds, int *nfds)
+{
+    union {
+        struct cmsghdr c;
+        char buf[CMSG_SPACE(sizeof(int) * QP_MAX_FDS)];
+    } u;
+    size_t got = 0;
+    int cut = 0;
+    *nfds = 0;
+    while (got < len) {
+        struct iovec iov = {(char *)buf + got, len - got};
+        struct msghdr mh;
+        memset(&mh, 0, sizeof(mh));
+        mh.msg_iov = &iov;
+        mh.msg_iovlen = 1;
+        mh.msg_control = u.buf;
+        mh.msg_controllen = sizeof(u.buf);
+        ssize_t n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        cut |= (mh.msg_flags & MSG_CTRUNC) != 0;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+                continue;
+            int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            for (int i = 0; i < k; i++) {
+                int fd;
+                memcpy(&fd, CMSG_DATA(c) + (size_t)i * sizeof(int), sizeof(int));
+                if (*nfds < maxfds)
+                    fds[(*nfds)++] = fd;
+                else
+                    cut = 1; /* more than the caller takes: a protocol error */
+            }
+        }
+        got += (size_t)n;
+    }
+    return cut ? -2 : 0;
+}
 
 #endif

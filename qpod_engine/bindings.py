@@ -142,6 +142,13 @@ def find_binding(bindings: dict[str, Binding], path: str) -> Binding | None:
 
 
 def bind(bindings: dict[str, Binding], root: str, env: str, branch_glob: str | None) -> Binding:
+    if "\t" in root or "\n" in root:
+        # the preload library's rules are tab- and line-separated: such a root could not be
+        # claimed, and its builds would run on the host without a word
+        from .textsafe import visible
+
+        raise QpodError(f"{visible(root)}: qpod cannot watch a path with a tab or a newline in it "
+                        "(rename the directory)", status=2)
     b = bindings.get(root) or Binding(root=root)
     if branch_glob:
         b.branches[branch_glob] = env

@@ -52,9 +52,11 @@ def qpod_env(environ: dict[str, str]) -> dict[str, str]:
     env["QPOD_PRELOAD"] = str(preload_lib.library_path())
     env["QPOD_RULES"] = os.path.abspath(paths.rules_file())
     env["QPOD_SHELL"] = "1"
-    for var in ("QPOD_CONFIG_DIR", "QPOD_STATE_DIR"):  # absolute: the shell may cd anywhere
-        if env.get(var):
-            env[var] = os.path.abspath(env[var])
+    # the config and state this shell was started with, named explicitly and absolute (the shell
+    # may cd anywhere): the library puts them back for programs started with 'env -i', which
+    # would otherwise lose an XDG_CONFIG_HOME and find another config, or none
+    env["QPOD_CONFIG_DIR"] = paths.config_dir()
+    env["QPOD_STATE_DIR"] = paths.state_dir()
     for var in ("QPOD_OFF", "QPOD_HOST_ROOT"):  # would silence the library in this shell
         env.pop(var, None)
     return env

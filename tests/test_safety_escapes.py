@@ -92,7 +92,8 @@ def test_qpod_log_prints_hostile_argv_literally(qpod_home: Path) -> None:
 
 
 def test_status_repos_which_show_a_hostile_path_literally(qpod_home: Path, make_repo: Callable[..., Path]) -> None:
-    root = make_repo("r" + CLEAR + MARKUP + "\nfake")
+    # (a tab or a newline cannot be bound: the preload's rules could not claim it, see below)
+    root = make_repo("r" + CLEAR + MARKUP + "|fake")
     assert run_qpod("env", "add", "e", "--image", "localhost/x:1").returncode == 0
     r = run_qpod("init", "e", "--branch", "x" + TITLE, cwd=root)
     assert r.returncode == 0, r.stderr
@@ -101,8 +102,13 @@ def test_status_repos_which_show_a_hostile_path_literally(qpod_home: Path, make_
         r = run_qpod(*args, cwd=root)
         out = r.stdout + r.stderr
         assert "\x1b" not in out and "\x07" not in out, (args, out)
-        assert "\\x1b[2J[/bold]\\nfake" in out or args[0] == "which", (args, out)
+        assert "\\x1b[2J[/bold]|fake" in out or args[0] == "which", (args, out)
     assert run_qpod("repos", "--no-podman").stdout.count("\n") == 2  # header and one row
+    # a newline in the path: refused in one line, the path shown literally
+    odd = make_repo("n" + CLEAR + "\nfake")
+    r = run_qpod("init", "e", cwd=odd)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "\x1b" not in r.stderr
+    assert "\\x1b[2J\\nfake: qpod cannot watch a path with a tab or a newline" in r.stderr
 
 
 @pytest.fixture

@@ -85,3 +85,37 @@ def test_execve_of_null_fails_with_efault_under_the_library(prog: Path) -> None:
             "r = libc.execve(None, None, None); print(r, os.strerror(ctypes.get_errno()))")
     r = qpod_shell_c(f"{sys.executable} -S -c '{code}'", prog)
     assert r.returncode == 0 and r.stdout.strip() == "-1 Bad address", (r.stdout, r.stderr)
+
+
+def test_config_from_xdg_dirs_survives_env_i(prog: Path, tmp_path: Path) -> None:
+    """qpod-shell names its config and state explicitly, so 'env -i' cannot make the launcher
+    find another config (and the build run on the host)."""
+    cfg, state = Path(os.environ["QPOD_CONFIG_DIR"]), Path(os.environ["QPOD_STATE_DIR"])
+    xdg_cfg, xdg_state = tmp_path / "xdgc", tmp_path / "xdgs"
+    xdg_cfg.mkdir()
+    xdg_state.mkdir()
+    cfg.rename(xdg_cfg / "qpod")
+    state.rename(xdg_state / "qpod")
+    extra = {"XDG_CONFIG_HOME": str(xdg_cfg), "XDG_STATE_HOME": str(xdg_state)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QPOD_") and k != "LD_PRELOAD"}
+    env.update(extra)
+    r = subprocess.run([sys.executable, "-m", "qpod_engine.shell", "--shell", "/bin/bash", "-c",
+                        "./where.sh; env -i PATH=/usr/bin:/bin ./where.sh"], cwd=prog, env=env, capture_output=True,
+                       text=True, timeout=180)
+    assert r.stdout.split() == ["in-podman", "in-podman"], r.stderr
+
+
+def test_a_path_with_a_tab_cannot_be_bound(qpod_home: Path, tmp_path: Path, busybox_image: str) -> None:
+    root = tmp_path / "odd\tname"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    assert run_qpod("env", "add", "bb", "--image", busybox_image).returncode == 0
+    r = run_qpod("init", "bb", cwd=root)
+    assert r.returncode == 2 and "odd\\tname: qpod cannot watch a path with a tab" in r.stderr
+    assert "odd" not in run_qpod("repos").stdout
+
+
+def test_overlong_environment_name_is_one_line(qpod_home: Path) -> None:
+    r = run_qpod("env", "add", "a" * 300, "--image", "x")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "unexpected" not in r.stderr
+    assert "use 1 to 63 letters" in r.stderr
