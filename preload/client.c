@@ -868,11 +868,13 @@ int main(int argc, char **argv)
         say("qpod: cannot list open files: %s", strerror(errno));
         return EXIT_QPOD;
     }
+    const char *keep = getenv("QPOD_RULES_FD"); /* qpod-shell's own: not the caller's to hand over */
+    int rules_fd = keep && *keep ? atoi(keep) : -1;
     for (struct dirent *e; (e = readdir(d)) != NULL;) {
         if (e->d_name[0] < '0' || e->d_name[0] > '9')
             continue;
         int fd = atoi(e->d_name);
-        if (fd == dirfd(d))
+        if (fd == dirfd(d) || fd == rules_fd)
             continue;
         if (nfds == QP_MAX_FDS) {
             say("qpod: more than %d open files to hand over", QP_MAX_FDS);

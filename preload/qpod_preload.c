@@ -43,10 +43,9 @@ extern char **environ;
  * constructor touches is paid by every process, which is what the benchmark measures. The
  * pointers are checked again when used (a setproctitle() may have overwritten the strings).
  */
-enum { C_LDP, C_PRELOAD, C_RULES, C_SHELL, C_CONFIG_DIR, C_STATE_DIR, NCAP };
-#define NQ NCAP /* the QPOD_ ones: C_PRELOAD .. C_STATE_DIR */
-static const char *const cap_names[NCAP] = {"LD_PRELOAD=", "QPOD_PRELOAD=", "QPOD_RULES=", "QPOD_SHELL=",
-                                            "QPOD_CONFIG_DIR=", "QPOD_STATE_DIR="};
+enum { C_LDP, C_PRELOAD, C_RULES, C_RULES_FD, C_SHELL, C_CONFIG_DIR, C_STATE_DIR, NCAP };
+static const char *const cap_names[NCAP] = {"LD_PRELOAD=", "QPOD_PRELOAD=", "QPOD_RULES=", "QPOD_RULES_FD=",
+                                            "QPOD_SHELL=", "QPOD_CONFIG_DIR=", "QPOD_STATE_DIR="};
 static const char *cap_raw[NCAP];
 static char **self_argv; /* this process's argv: is it the launcher? */
 
@@ -122,6 +121,7 @@ struct captured {
     const char *our;      /* our element of it (may contain $LIB) */
     size_t our_len;
     const char *rules;    /* rules file path */
+    int rules_fd;         /* qpod-shell's descriptor of the rules it started with, or -1 */
 };
 
 static void get_captured(struct captured *c)
@@ -140,6 +140,15 @@ static void get_captured(struct captured *c)
     c->q[C_LDP] = NULL;
     if (c->q[C_RULES] && c->q[C_RULES][11] == '/')
         c->rules = c->q[C_RULES] + 11;
+    c->rules_fd = -1;
+    if (c->q[C_RULES_FD]) {
+        const char *v = c->q[C_RULES_FD] + 14;
+        int fd = 0;
+        for (; *v >= '0' && *v <= '9' && fd < 65536; v++)
+            fd = fd * 10 + (*v - '0');
+        if (!*v && v != c->q[C_RULES_FD] + 14)
+            c->rules_fd = fd;
+    }
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -547,7 +556,20 @@ static int decide_private(int fd, const struct dec_in *in, struct dec_out *out)
 {
     struct scratch sc = {0};
     char *buf = scratch_get(&sc, RULES_MAX, NULL, 0);
-    ssize_t n = buf && lseek(fd, 0, SEEK_SET) == 0 ? read_all(fd, buf, RULES_MAX) : -1;
+    /* pread: the descriptor may be shared with other processes (qpod-shell's), its offset too */
+    ssize_t n = -1;
+    if (buf) {
+        size_t got = 0;
+        while (got < RULES_MAX) {
+            ssize_t k = pread(fd, buf + got, RULES_MAX - got, (off_t)got);
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k <= 0)
+                break;
+            got += (size_t)k;
+        }
+        n = got < RULES_MAX ? (ssize_t)got : -1;
+    }
     int r = n > 0 ? parse_rules(buf, (size_t)n, in, out) : -1;
     scratch_free(&sc);
     return r;
@@ -555,10 +577,15 @@ static int decide_private(int fd, const struct dec_in *in, struct dec_out *out)
 
 /* Decides from the rules file. Returns 0 with out filled, -1 when there are no usable rules
  * (missing, unreadable, too big, wrong version): everything runs on the host. */
-static int decide(const char *rules_path, const struct dec_in *in, struct dec_out *out)
+static int decide(const char *rules_path, int rules_fd, const struct dec_in *in, struct dec_out *out)
 {
     struct stat st;
     if (stat(rules_path, &st) < 0) {
+        /* qpod-shell keeps the rules it started with open: they still claim their
+         * repositories when the state dir is removed under the shell */
+        if (rules_fd >= 0 && fstat(rules_fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size < RULES_MAX &&
+            decide_private(rules_fd, in, out) == 0)
+            return 0;
         /* the rules file went away (the state dir removed or moved under an open shell): the
          * rules this process read last keep claiming their repositories, so a build there goes
          * to the launcher (which recompiles, or fails with 125) instead of the host */
@@ -797,7 +824,7 @@ static int plan_launch(const struct launch *l, struct plan *p)
         struct dec_in in = {p->resolved, p->cwd, NULL, 0, s.host_root};
         in.name = base_name(p->resolved, strlen(p->resolved), &in.name_len);
         /* a program that cannot run stays with the real call, which fails as it always would */
-        p->redirect = decide(c.rules, &in, &p->dec) == 0 && p->dec.redirect &&
+        p->redirect = decide(c.rules, c.rules_fd, &in, &p->dec) == 0 && p->dec.redirect &&
                       (l->kind == K_SEARCH && !strchr(l->file, '/') ? 1 : runnable(p->resolved)) &&
                       exec_format(p->resolved) &&
                       !launcher_runs_it(&p->dec, p->resolved);

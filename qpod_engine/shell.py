@@ -90,6 +90,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         _warn(f"{problem}; the previous rules stay in force")
 
     env = qpod_env(dict(os.environ))
+    # the rules as they are now, held open by the shell and everything it starts: if the state
+    # dir is removed under the shell, they still claim their repositories (fail closed) and a
+    # build there goes to the launcher, which makes the state again
+    try:
+        keep = os.open(paths.rules_file(), os.O_RDONLY)
+        os.set_inheritable(keep, True)
+        env["QPOD_RULES_FD"] = str(keep)
+    except OSError:
+        env.pop("QPOD_RULES_FD", None)
     if args.command is None:  # interactive only: scripts running 'qpod-shell -c' read its stderr
         pkg = os.path.dirname(os.path.abspath(preload_lib.__file__))
         sys.stderr.write(f"launching {shell} in qpod mode (using qpod in {pkg})\n")

@@ -119,3 +119,14 @@ def test_overlong_environment_name_is_one_line(qpod_home: Path) -> None:
     r = run_qpod("env", "add", "a" * 300, "--image", "x")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "unexpected" not in r.stderr
     assert "use 1 to 63 letters" in r.stderr
+
+
+def test_state_dir_removed_under_an_open_qpod_shell(prog: Path) -> None:
+    """The shell keeps the rules it started with: a build after the state dir is gone still goes
+    to the container (the launcher makes the state again), never to the host."""
+    r = qpod_shell_c('./where.sh; rm -rf "$QPOD_STATE_DIR"; ./where.sh; ./where.sh', prog)
+    assert r.stdout.split() == ["in-podman"] * 3, r.stderr
+    # and the descriptor that keeps them is not handed to the container
+    probe = 'test -e /proc/self/fd/$QPOD_RULES_FD && echo open || echo closed'
+    r = qpod_shell_c(f'sh -c "{probe}"; {sys.executable} -m qpod_engine.cli exec sh -c "{probe}"', prog)
+    assert r.stdout.split() == ["open", "closed"], r.stderr
