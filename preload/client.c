@@ -753,7 +753,7 @@ static void fallback(const struct args *a, const char *why)
 {
     if (getenv("QPOD_DEBUG"))
         say("qpod-client: %s: using the launcher", why);
-    if (a->spec || a->launcher[0] == NULL || strcmp(a->launcher[0], "--shim") == 0)
+    if (a->spec || !a->launcher || !a->launcher[0] || strcmp(a->launcher[0], "--shim") == 0)
         return;
     execv(a->launcher[0], a->launcher);
     say("qpod: cannot start the launcher %s: %s", a->launcher[0], strerror(errno));
@@ -917,11 +917,15 @@ int main(int argc, char **argv)
             say("qpod: cannot start %s: %s", py, strerror(errno));
             return EXIT_QPOD;
         }
-        if (parse_front(py, 2, argc, argv, &a) < 0)
+        if (parse_front(py, 2, argc, argv, &a) < 0) {
             fallback(&a, "not a plain qpod exec in a bound repository");
+            return EXIT_QPOD; /* out of memory before the way back was known */
+        }
     } else if (argc > 3 && strcmp(argv[1], "--front") == 0 && strcmp(argv[3], "--") == 0) {
-        if (parse_front(argv[2], 4, argc, argv, &a) < 0)
+        if (parse_front(argv[2], 4, argc, argv, &a) < 0) {
             fallback(&a, "not a plain qpod exec in a bound repository");
+            return EXIT_QPOD;
+        }
     } else if (parse_args(argc, argv, &a) < 0) {
         say("usage: qpod-client (--root ROOT LAUNCHER... | --spec FILE) --shim PATH CWD -- ARGV...");
         return 2;
