@@ -10,16 +10,30 @@ def discover_root(start: str) -> str:
     """The work tree root of the git repository containing ``start`` (worktrees included)."""
     import pygit2  # imported here: ~90 ms, only the CLI's binding commands need it
 
+    found = None
     try:
         found = pygit2.discover_repository(start)
+        if not found:
+            raise QpodError(f"{start}: not inside a git repository (run 'git init' or cd into one)", status=2)
+        repo = pygit2.Repository(found)
     except pygit2.GitError as err:
-        raise QpodError(f"{start}: cannot read git repository: {err}") from None
-    if not found:
-        raise QpodError(f"{start}: not inside a git repository (run 'git init' or cd into one)", status=2)
-    repo = pygit2.Repository(found)
+        owner = _owner(found) if found else None
+        if owner is not None and owner != os.geteuid():
+            # git's safe.directory rule, in qpod's words (checked here, not read from the error)
+            raise QpodError(f"{start}: the repository belongs to another user (uid {owner}) and git refuses it: "
+                            f"run qpod as its owner, or trust it with 'git config --global --add safe.directory "
+                            f"{os.path.dirname(found.rstrip('/'))}'", status=2) from None
+        raise QpodError(f"{start}: cannot read git repository: {' '.join(str(err).split())}", status=2) from None
     if repo.is_bare or not repo.workdir:
         raise QpodError(f"{start}: is a bare git repository; bind a work tree instead", status=2)
     return os.path.realpath(repo.workdir.rstrip("/")) or "/"
+
+
+def _owner(path: str) -> int | None:
+    try:
+        return os.stat(path).st_uid
+    except OSError:
+        return None
 
 
 def git_dir(root: str) -> str | None:

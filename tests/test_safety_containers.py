@@ -119,3 +119,17 @@ def test_state_dir_deleted_under_a_stopped_container(bound_repo: Path) -> None:
     r = run_qpod("exec", "echo", "back", cwd=bound_repo)
     assert (r.returncode, r.stdout) == (0, "back\n"), r.stderr
     assert "no such file" not in r.stderr
+
+
+def test_repository_of_another_user_is_one_line_with_the_fix(qpod_home: Path, tmp_path: Path,
+                                                              busybox_image: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the repository to another user")
+    root = tmp_path / "theirs"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    subprocess.run(["chown", "-R", "nobody", str(root)], check=True)
+    assert run_qpod("env", "add", "bb", "--image", busybox_image).returncode == 0
+    r = run_qpod("init", "bb", cwd=root)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "unexpected" not in r.stderr, r.stderr
+    assert "belongs to another user" in r.stderr and f"safe.directory {root}" in r.stderr
