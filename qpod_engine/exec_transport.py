@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from . import cmdlog, launchspec, service
+from . import cmdlog, gitinfo, launchspec, service
 from . import containers as naming
 from .errors import EXIT_QPOD, QpodError
 
@@ -64,8 +64,8 @@ def run(decision: Decision, snap: dict[str, Any], env: dict[str, Any], facts: di
     t0 = time.time()
     record = {
         "id": f"{int(t0 * 1e9):x}{os.getpid():x}", "time": _iso(t0), "repo": root,
-        "branch": target.branch, "env": env["name"], "container": facts["name"], "cwd": cwd, "argv": list(argv),
-        "path": path, "reason": decision.reason, "pid": os.getpid(), "status": None,
+        "branch": target.branch or gitinfo.current_branch(root), "env": env["name"], "container": facts["name"],
+        "cwd": cwd, "argv": list(argv), "path": path, "reason": decision.reason, "pid": os.getpid(), "status": None,
     }
     _append(record, settings)
     spawn_kw: dict[str, Any] = {"setsigdef": (signal.SIGPIPE, signal.SIGXFSZ)}

@@ -128,11 +128,11 @@ def check() -> list[str]:
             problems.append(f"preload library lacks hooks: {proc.stdout.strip()} (reinstall: pip install .)")
     except (OSError, subprocess.SubprocessError) as exc:
         problems.append(f"preload library: cannot run a probe: {exc}")
-    problems += _rules_problems()
+    problems += rules_problems()
     return problems
 
 
-def _rules_problems() -> list[str]:
+def rules_problems() -> list[str]:
     rules_file = Path(paths.rules_file())
     try:
         if rules_file.stat().st_size >= RULES_MAX:

@@ -84,8 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     problem = _refresh_rules()
     # said once, here: the library itself never prints about its rules
     if preload_lib.read_rules() is None:
-        _warn(f"no usable rules file at {paths.rules_file()}" + (f" ({problem})" if problem else "")
-              + ": every command runs on the host")
+        # say which: missing, unreadable, another version, or over the size the library reads
+        what = "; ".join(preload_lib.rules_problems()) or f"no usable rules file at {paths.rules_file()}"
+        _warn(what + (f" ({problem})" if problem else ""))
     elif problem:
         _warn(f"{problem}; the previous rules stay in force")
 

@@ -130,3 +130,17 @@ def test_state_dir_removed_under_an_open_qpod_shell(prog: Path) -> None:
     probe = 'test -e /proc/self/fd/$QPOD_RULES_FD && echo open || echo closed'
     r = qpod_shell_c(f'sh -c "{probe}"; {sys.executable} -m qpod_engine.cli exec sh -c "{probe}"', prog)
     assert r.stdout.split() == ["open", "closed"], r.stderr
+
+
+def test_a_rules_file_over_the_librarys_size_is_named_as_such(qpod_home: Path, tmp_path: Path) -> None:
+    cfg = Path(os.environ["QPOD_CONFIG_DIR"])
+    (cfg / "environments").mkdir(parents=True)
+    (cfg / "environments" / "e.yaml").write_text("image: localhost/x:1\n")
+    # enough bindings that the compiled rules pass the library's 1 MiB
+    long = "/src/" + "d" * 150
+    (cfg / "repositories.yaml").write_text(
+        "repositories:\n" + "".join(f"  {long}/{i}:\n    environment: e\n" for i in range(8000)))
+    r = subprocess.run([sys.executable, "-m", "qpod_engine.shell", "--shell", "/bin/sh", "-c", "true"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0
+    assert "is over 1024 KiB, more than the library reads" in r.stderr and "no usable rules" not in r.stderr
