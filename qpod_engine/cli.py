@@ -51,12 +51,9 @@ def cmd_env_add(a: "argparse.Namespace") -> int:
 
     from . import config
 
-    if not config.NAME_RE.match(a.name):
-        from .textsafe import visible
-
-        shown = visible(a.name if len(a.name) <= 70 else a.name[:70] + "...")
-        raise QpodError(f"environment name '{shown}': use 1 to 63 letters, digits, '_', '.' or '-', starting "
-                        "with a letter or digit", 2)
+    problem = config.name_problem(a.name)
+    if problem:  # before any path is made of it (300 characters: file name too long)
+        raise QpodError(problem, 2)
     path = Path(paths.environment_file(a.name))
     if path.exists() and not a.replace:
         raise QpodError(f"environment '{a.name}' exists ({path}); use --replace to overwrite it", 2)

@@ -99,13 +99,24 @@ def _str_list(value: Any, key: str, file: str, lines: "yamlio.Lines") -> list[st
     return list(value)
 
 
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name an environment (shown literally, cut when long), or None."""
+    if NAME_RE.match(name):
+        return None
+    from .textsafe import visible
+
+    shown = visible(name if len(name) <= 70 else name[:70] + "...")
+    return (f"environment name '{shown}' must be letters, digits, '.', '_' or '-' (1 to 63 of them, starting "
+            "with a letter or digit)")
+
+
 def environment_from_dict(name: str, data: Any, file: str, lines: "yamlio.Lines | None" = None) -> Environment:
     """Validate one environment's mapping. Raises ConfigError naming file and line."""
     from . import yamlio
 
     lines = lines or yamlio.Lines()
-    _expect(bool(NAME_RE.match(name)), file, None,
-            f"environment name '{name}' must be letters, digits, '.', '_' or '-'")
+    problem = name_problem(name)
+    _expect(problem is None, file, None, problem or "")
     _expect(isinstance(data, dict), file, lines.get(), "an environment must be a mapping of keys")
     known = {f for f in Environment.__dataclass_fields__ if f != "name"}
     for key in data:
