@@ -66,10 +66,6 @@ class Environment:
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
-    def parsed_mounts(self) -> list[tuple[str, str, bool]]:
-        """``(host, container, read_only)`` for each mount."""
-        return [parse_mount(m) for m in self.mounts]
-
 
 def parse_mount(spec: str) -> tuple[str, str, bool]:
     """``HOST:CONTAINER[:ro|rw]`` -> (host, container, read_only); raises ValueError with the reason."""
