@@ -415,6 +415,13 @@ static int within(const char *path, const char *root, size_t rl)
     return strncmp(path, root, rl) == 0 && (path[rl] == 0 || path[rl] == '/');
 }
 
+/* path (within a root of length rl) is in the root's .git: git's machinery, not the repository's */
+static int in_git_dir(const char *path, size_t rl)
+{
+    const char *rest = rl == 1 ? path : path + rl;
+    return strncmp(rest, "/.git", 5) == 0 && (rest[5] == 0 || rest[5] == '/');
+}
+
 static int same(const char *s, const char *p, size_t n)
 {
     return s && strncmp(s, p, n) == 0 && s[n] == 0;
@@ -429,7 +436,7 @@ static int parse_rules(const char *buf, size_t len, const struct dec_in *in, str
     if (len < sizeof(header) - 1 || memcmp(buf, header, sizeof(header) - 1) != 0)
         return -1;
     const char *p = buf + sizeof(header) - 1, *end = buf + len;
-    long home_len = -1, cwd_len = -1;
+    long home_len = -1, cwd_len = -1, git_len = -1;
     int home_host = 0, cwd_host = 0, cwd_named = 0;
     const char *home_root = NULL, *cwd_root = NULL;
     out->nfields = 0;
@@ -475,7 +482,10 @@ static int parse_rules(const char *buf, size_t len, const struct dec_in *in, str
                 re = le;
             size_t rl = (size_t)(re - r);
             if (rl > 0 && rl < PATH_MAX && r[0] == '/') {
-                if (in->path && within(in->path, r, rl) && (long)rl > home_len) {
+                if (in->path && within(in->path, r, rl) && in_git_dir(in->path, rl)) {
+                    if ((long)rl > git_len)
+                        git_len = (long)rl;
+                } else if (in->path && within(in->path, r, rl) && (long)rl > home_len) {
                     home_len = (long)rl;
                     home_root = r;
                     home_host = same(in->host_root, r, rl);
@@ -498,8 +508,11 @@ static int parse_rules(const char *buf, size_t len, const struct dec_in *in, str
         }
         p = le + 1;
     }
-    /* the program's own repository wins; else the innermost repository around the cwd, for a
-     * command on its list; never the repository the launcher just sent back to the host */
+    /* the program's own repository wins (unless the innermost root holding it keeps it in its
+     * .git: git's machinery); else the innermost repository around the cwd, for a command on its
+     * list; never the repository the launcher just sent back to the host */
+    if (git_len > home_len)
+        home_len = -1;
     if (home_len >= 0)
         out->redirect = !home_host;
     else

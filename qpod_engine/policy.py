@@ -55,13 +55,24 @@ def innermost_root(path: str, roots: Iterable[str]) -> str | None:
     return best
 
 
+def program_root(path: str, roots: Iterable[str]) -> str | None:
+    """The bound root a program lives in (the innermost), or None. Git's own machinery in a
+    root's ``.git`` (hooks and the like) is git's, not the repository's: it runs where git runs.
+    (The preload library applies the same rule in C.)"""
+    if not path.startswith("/"):
+        return None
+    root = innermost_root(path, roots)
+    if root is not None and is_within(path, root.rstrip("/") + "/.git"):
+        return None
+    return root
+
+
 def redirected_root(path: str, cwd: str, roots: Iterable[str]) -> str | None:
     """The root the preload library matched for a launch it redirected: the innermost root
     holding the program, else the innermost root holding the cwd. A launcher that sends the
     launch back to the host names it in QPOD_HOST_ROOT, or the library redirects again."""
     roots = list(roots)
-    home = innermost_root(path, roots) if path.startswith("/") else None
-    return home or innermost_root(cwd, roots)
+    return program_root(path, roots) or innermost_root(cwd, roots)
 
 
 def _innermost(path: str, targets: Sequence[Target]) -> Target | None:
@@ -80,7 +91,8 @@ def decide(path: str, argv: Sequence[str], cwd: str, targets: Sequence[Target],
     4. everything else runs on the host.
     """
     name = os.path.basename(path) if path else (os.path.basename(argv[0]) if argv else "")
-    home = _innermost(path, targets) if path.startswith("/") else None
+    home_root = program_root(path, [t.root for t in targets])
+    home = next(t for t in targets if t.root == home_root) if home_root else None
     if home is not None and home.environment:
         return Decision("container", f"program lives in bound repository {home.root}", home)
     here = _innermost(cwd, targets)

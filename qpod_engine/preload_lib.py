@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import paths
-from .policy import innermost_root
+from .policy import innermost_root, program_root
 
 LIB_NAME = "libqpod_preload.so"
 LIB_DIR = Path(__file__).resolve().parent / "_lib"
@@ -96,7 +96,7 @@ def shim_root(path: str, cwd: str, roots: Iterable[tuple[str, Sequence[str]]]) -
     holding the cwd when the program's name is on its list. A launcher that sends a launch back
     to the host must set ``QPOD_HOST_ROOT`` to exactly this root, or the library redirects again."""
     names = dict(roots)
-    home = innermost_root(path, names) if path.startswith("/") else None
+    home = program_root(path, names)
     if home is not None:
         return home
     here = innermost_root(cwd, names)

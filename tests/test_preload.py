@@ -448,9 +448,10 @@ def test_c_decision_agrees_with_the_policy(sb: Sandbox, tmp_path: Path) -> None:
     b = a / "third_party" / "b"
     c = tmp_path / "c"
     bindir = tmp_path / "hostbin"
-    for d in (a / "src", b / "src", c, bindir):
+    for d in (a / "src", b / "src", c, bindir, a / ".git" / "hooks", b / ".git" / "hooks"):
         d.mkdir(parents=True, exist_ok=True)
-    for d, names in ((bindir, ["make", "waf", "gdb", "true"]), (a / "src", ["gen"]), (b, ["tool"]), (c, ["run"])):
+    for d, names in ((bindir, ["make", "waf", "gdb", "true"]), (a / "src", ["gen"]), (b, ["tool"]), (c, ["run"]),
+                     (a / ".git" / "hooks", ["pre-commit"]), (b / ".git" / "hooks", ["post-checkout"])):
         for n in names:
             (d / n).write_text("#!/bin/sh\necho host-$0\n")
             (d / n).chmod(0o755)
@@ -467,7 +468,10 @@ def test_c_decision_agrees_with_the_policy(sb: Sandbox, tmp_path: Path) -> None:
     # C knows no branches: c is routed on any branch, the launcher says "host" off release/*
     targets = [Target(str(a), "e1", ("make", "gdb"), ""), Target(str(b), "e2", ("waf",), ""),
                Target(str(c), None, (), "bound only for branches release/*")]
-    programs = [bindir / n for n in ("make", "waf", "gdb", "true")] + [a / "src/gen", b / "tool", c / "run"]
+    # git's own hooks are git's: never the repository's programs (b is nested in a)
+    programs = [bindir / n for n in ("make", "waf", "gdb", "true")] + [a / "src/gen", b / "tool", c / "run",
+                                                                        a / ".git/hooks/pre-commit",
+                                                                        b / ".git/hooks/post-checkout"]
     cwds = [a, a / "src", b, b / "src", c, tmp_path]
     for cwd in cwds:
         for prog in programs:

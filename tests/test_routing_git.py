@@ -1,0 +1,31 @@
+"""Git's own machinery is git's: a hook in a bound repository's .git runs where git runs (on the
+host), not in the container whose image may have no git at all; what the hook starts is judged
+as usual (make in the repository still goes to the container)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.podman
+
+
+def test_git_hooks_run_where_git_runs(bound_repo: Path) -> None:
+    hook = bound_repo / ".git" / "hooks" / "pre-commit"
+    hook.write_text('#!/bin/sh\necho "hook-in-${container:-host}"\n./where.sh\n')
+    hook.chmod(0o755)
+    where = bound_repo / "where.sh"
+    where.write_text('#!/bin/sh\necho "program-in-${container:-host}"\n')
+    where.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_SHELL")}
+    env.update({"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                "GIT_COMMITTER_EMAIL": "t@t"})
+    r = subprocess.run([sys.executable, "-m", "qpod_engine.shell", "--shell", "/bin/bash", "-c",
+                        "git add where.sh && git commit -q -m w"], cwd=bound_repo, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    # the hook on the host; the repository's own program it starts, in the container (git sends a
+    # hook's output to stderr)
+    assert r.stderr.split() == ["hook-in-host", "program-in-podman"], (r.stdout, r.stderr)
