@@ -1083,10 +1083,13 @@ int main(int argc, char **argv)
     else {
         if (a.path[0] == '/' && within(a.path, s.root))
             snprintf(reason, sizeof(reason), "program lives in bound repository %s", s.root);
-        else if (!a.explicit || in_list(base_name(a.path), (const char *const *)s.cmds, s.ncmds))
+        else if (in_list(base_name(a.path), (const char *const *)s.cmds, s.ncmds))
             snprintf(reason, sizeof(reason), "'%s' is a command of environment '%s'", base_name(a.path), s.env);
-        else
+        else if (a.explicit)
             snprintf(reason, sizeof(reason), "qpod exec in repository bound to '%s'", s.env);
+        else /* the preload library matched an interpreter's script */
+            snprintf(reason, sizeof(reason), "a script of bound repository %s, run by %s", s.root,
+                     base_name(a.path));
         rec.reason = reason;
     }
 

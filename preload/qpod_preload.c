@@ -398,6 +398,7 @@ struct dec_in {
     const char *name;      /* basename of path */
     size_t name_len;
     const char *host_root; /* $QPOD_HOST_ROOT of the target environment, or NULL */
+    const char *script;    /* the script an interpreter runs (python3 ./waf), or NULL */
 };
 
 struct dec_out {
@@ -436,7 +437,9 @@ static int parse_rules(const char *buf, size_t len, const struct dec_in *in, str
     if (len < sizeof(header) - 1 || memcmp(buf, header, sizeof(header) - 1) != 0)
         return -1;
     const char *p = buf + sizeof(header) - 1, *end = buf + len;
-    long home_len = -1, cwd_len = -1, git_len = -1;
+    long home_len = -1, cwd_len = -1, git_len = -1, script_len = -1, script_git_len = -1;
+    int script_host = 0;
+    const char *script_root = NULL;
     int home_host = 0, cwd_host = 0, cwd_named = 0;
     const char *home_root = NULL, *cwd_root = NULL;
     out->nfields = 0;
@@ -485,7 +488,18 @@ static int parse_rules(const char *buf, size_t len, const struct dec_in *in, str
                 if (in->path && within(in->path, r, rl) && in_git_dir(in->path, rl)) {
                     if ((long)rl > git_len)
                         git_len = (long)rl;
-                } else if (in->path && within(in->path, r, rl) && (long)rl > home_len) {
+                }
+                if (in->script && within(in->script, r, rl)) {
+                    if (in_git_dir(in->script, rl)) {
+                        if ((long)rl > script_git_len)
+                            script_git_len = (long)rl;
+                    } else if ((long)rl > script_len) {
+                        script_len = (long)rl;
+                        script_root = r;
+                        script_host = same(in->host_root, r, rl);
+                    }
+                }
+                if (in->path && within(in->path, r, rl) && !in_git_dir(in->path, rl) && (long)rl > home_len) {
                     home_len = (long)rl;
                     home_root = r;
                     home_host = same(in->host_root, r, rl);
@@ -513,6 +527,13 @@ static int parse_rules(const char *buf, size_t len, const struct dec_in *in, str
      * list; never the repository the launcher just sent back to the host */
     if (git_len > home_len)
         home_len = -1;
+    if (script_git_len > script_len)
+        script_len = -1;
+    if (home_len < 0 && script_len >= 0) { /* no program of a repository: the script's, if any */
+        home_len = script_len;
+        home_root = script_root;
+        home_host = script_host;
+    }
     if (home_len >= 0)
         out->redirect = !home_host;
     else
@@ -759,6 +780,48 @@ struct launch {
     char *const *envp;
 };
 
+/* Interpreters whose first operand is a script run where the script lives (the same rule as
+ * qpod_engine/policy.py script_of): shells, and python/perl/ruby/lua/php with any version suffix. */
+static int name_is(const char *n, size_t l, const char *const *list)
+{
+    for (; *list; list++)
+        if (strlen(*list) == l && memcmp(*list, n, l) == 0)
+            return 1;
+    return 0;
+}
+
+static const char *const shells[] = {"sh", "bash", "dash", "zsh", "ksh", "mksh", NULL};
+static const char *const interpreters[] = {"python", "perl", "ruby", "tclsh", "wish", "node", "php", "lua", NULL};
+
+static int script_path(const char *name, size_t nl, char *const *argv, const char *cwd, char *out, size_t cap)
+{
+    int shell = name_is(name, nl, shells);
+    size_t k = nl;
+    while (k && ((name[k - 1] >= '0' && name[k - 1] <= '9') || name[k - 1] == '.'))
+        k--;
+    if (!argv || !argv[0] || !(shell || name_is(name, k, interpreters)))
+        return -1;
+    size_t i = 1;
+    for (; argv[i]; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--") == 0) {
+            i++;
+            break;
+        }
+        if (a[0] == '-' || (shell && a[0] == '+')) {
+            if (shell ? a[0] == '-' && a[1] != '-' && strchr(a + 1, 'c') != NULL
+                      : !strcmp(a, "-c") || !strcmp(a, "-m") || !strcmp(a, "-e") || !strcmp(a, "-E"))
+                return -1; /* a command string, not a script */
+            continue;
+        }
+        break;
+    }
+    struct stat st;
+    if (!argv[i] || !argv[i][0] || path_join(out, cap, cwd, argv[i]) < 0)
+        return -1;
+    return stat(out, &st) == 0 && S_ISREG(st.st_mode) ? 0 : -1;
+}
+
 struct plan {
     int off;
     int redirect;
@@ -769,6 +832,7 @@ struct plan {
     char *argv_stack[STACK_PTRS];
     char cwd[PATH_MAX];
     char resolved[PATH_MAX];
+    char script[PATH_MAX];
     struct dec_out dec;
 };
 
@@ -834,8 +898,10 @@ static int plan_launch(const struct launch *l, struct plan *p)
     get_captured(&c);
     if (c.rules && spawn_cwd(l->fa, p->cwd, sizeof(p->cwd)) == 0 &&
         resolve(l, p->cwd, p->resolved, sizeof(p->resolved)) == 0) {
-        struct dec_in in = {p->resolved, p->cwd, NULL, 0, s.host_root};
+        struct dec_in in = {p->resolved, p->cwd, NULL, 0, s.host_root, NULL};
         in.name = base_name(p->resolved, strlen(p->resolved), &in.name_len);
+        if (script_path(in.name, in.name_len, l->argv, p->cwd, p->script, sizeof(p->script)) == 0)
+            in.script = p->script;
         /* a program that cannot run stays with the real call, which fails as it always would */
         p->redirect = decide(c.rules, c.rules_fd, &in, &p->dec) == 0 && p->dec.redirect &&
                       (l->kind == K_SEARCH && !strchr(l->file, '/') ? 1 : runnable(p->resolved)) &&

@@ -58,8 +58,11 @@ def _host_exec(path: str | None, argv: Sequence[str], extra_env: dict[str, str] 
 
 def _resolve(path: str, argv: Sequence[str], cwd: str, explicit: bool,
              env_name: str | None) -> tuple[dict[str, Any], Decision]:
+    from .policy import script_of
+
     snap = snapshot.load()
-    targets = snapshot.targets(snap, near=(path, cwd))
+    script = script_of(os.path.basename(path), argv, cwd)
+    targets = snapshot.targets(snap, near=(path, cwd, script) if script else (path, cwd))
     if env_name:
         if env_name not in snap["envs"]:
             from .config import unknown_environment_message
@@ -119,7 +122,7 @@ def launch(path: str, argv: Sequence[str], cwd: str, explicit: bool = False, env
             # here: name the root it matched, by its own rule (program's root, else cwd's root)
             from .policy import redirected_root
 
-            root = redirected_root(path, cwd, [repo["root"] for repo in snap["repos"]])
+            root = redirected_root(path, cwd, [repo["root"] for repo in snap["repos"]], argv)
             return _host_exec(path, argv, {"QPOD_HOST_ROOT": root} if root else None)
         return _host_exec(None, argv)
     target = decision.target

@@ -67,12 +67,51 @@ def program_root(path: str, roots: Iterable[str]) -> str | None:
     return root
 
 
-def redirected_root(path: str, cwd: str, roots: Iterable[str]) -> str | None:
+# Interpreters whose first operand is a script: ``python3 ./waf`` runs where ./waf lives. Shells
+# take options with '-' or '+', and any short option with 'c' means a command string, no script.
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh"})
+INTERPRETERS = frozenset({"python", "perl", "ruby", "tclsh", "wish", "node", "php", "lua"})
+NO_SCRIPT = frozenset({"-c", "-m", "-e", "-E"})  # python -c/-m, perl/ruby/node -e: no script (not for shells)
+
+
+def is_interpreter(name: str) -> bool:
+    return name in SHELLS or name.rstrip("0123456789.") in INTERPRETERS
+
+
+def script_of(name: str, argv: Sequence[str], cwd: str) -> str | None:
+    """The script an interpreter is started with (an existing file, as an absolute path), or None.
+    (The preload library applies the same rule in C.)"""
+    if not is_interpreter(name):
+        return None
+    shell = name in SHELLS
+    args = list(argv[1:])
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            i += 1
+            break
+        if a.startswith("-") or (shell and a.startswith("+")):
+            if (shell and a[0] == "-" and not a.startswith("--") and "c" in a[1:]) or (not shell and a in NO_SCRIPT):
+                return None
+            i += 1
+            continue
+        break
+    if i >= len(args) or not args[i]:
+        return None
+    script = os.path.normpath(os.path.join(cwd, args[i]))
+    return script if os.path.isfile(script) else None
+
+
+def redirected_root(path: str, cwd: str, roots: Iterable[str], argv: Sequence[str] = ()) -> str | None:
     """The root the preload library matched for a launch it redirected: the innermost root
-    holding the program, else the innermost root holding the cwd. A launcher that sends the
-    launch back to the host names it in QPOD_HOST_ROOT, or the library redirects again."""
+    holding the program, else the one holding the script an interpreter runs, else the innermost
+    root holding the cwd. A launcher that sends the launch back to the host names it in
+    QPOD_HOST_ROOT, or the library redirects again."""
     roots = list(roots)
-    return program_root(path, roots) or innermost_root(cwd, roots)
+    script = script_of(os.path.basename(path), argv, cwd) if argv else None
+    return (program_root(path, roots) or (program_root(script, roots) if script else None)
+            or innermost_root(cwd, roots))
 
 
 def _innermost(path: str, targets: Sequence[Target]) -> Target | None:
@@ -91,10 +130,17 @@ def decide(path: str, argv: Sequence[str], cwd: str, targets: Sequence[Target],
     4. everything else runs on the host.
     """
     name = os.path.basename(path) if path else (os.path.basename(argv[0]) if argv else "")
-    home_root = program_root(path, [t.root for t in targets])
+    roots = [t.root for t in targets]
+    home_root = program_root(path, roots)
     home = next(t for t in targets if t.root == home_root) if home_root else None
     if home is not None and home.environment:
         return Decision("container", f"program lives in bound repository {home.root}", home)
+    script = script_of(name, argv, cwd) if home is None else None
+    script_root = program_root(script, roots) if script else None
+    if script_root is not None:
+        t = next(t for t in targets if t.root == script_root)
+        if t.environment:
+            return Decision("container", f"a script of bound repository {t.root}, run by {name}", t)
     here = _innermost(cwd, targets)
     if here is None:
         if home is not None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import paths
-from .policy import innermost_root, program_root
+from .policy import innermost_root, program_root, script_of
 
 LIB_NAME = "libqpod_preload.so"
 LIB_DIR = Path(__file__).resolve().parent / "_lib"
@@ -90,7 +90,8 @@ def read_rules(path: str | Path | None = None) -> Rules | None:
     return rules
 
 
-def shim_root(path: str, cwd: str, roots: Iterable[tuple[str, Sequence[str]]]) -> str | None:
+def shim_root(path: str, cwd: str, roots: Iterable[tuple[str, Sequence[str]]],
+              argv: Sequence[str] = ()) -> str | None:
     """The root the library matches for a launch (None: it does not redirect, whatever
     ``$QPOD_HOST_ROOT`` says): the innermost root holding the program, else the innermost root
     holding the cwd when the program's name is on its list. A launcher that sends a launch back
@@ -99,6 +100,9 @@ def shim_root(path: str, cwd: str, roots: Iterable[tuple[str, Sequence[str]]]) -
     home = program_root(path, names)
     if home is not None:
         return home
+    script = script_of(os.path.basename(path), argv, cwd) if argv else None
+    if script and program_root(script, names):
+        return program_root(script, names)
     here = innermost_root(cwd, names)
     if here is not None and os.path.basename(path) in names[here]:
         return here

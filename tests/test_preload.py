@@ -489,6 +489,32 @@ def test_c_decision_agrees_with_the_policy(sb: Sandbox, tmp_path: Path) -> None:
             assert back is not None
             r = sb.driver("execve", str(prog), cwd=cwd, QPOD_HOST_ROOT=back)
             assert f"host-{prog}" in r.stdout, (prog, cwd, back)
+    # an interpreter's script decides where it runs (python3 ./waf), as the policy says
+    for d, names in ((bindir, ["python3", "sh", "perl5.36"]),):
+        for n in names:
+            (d / n).write_text("#!/bin/sh\necho host-$0\n")
+            (d / n).chmod(0o755)
+    launches = [[bindir / "python3", "src/gen"], [bindir / "python3", "-u", str(b / "tool")],
+                [bindir / "python3", "-c", "print()", "src/gen"], [bindir / "sh", "-e", "./tool"],
+                [bindir / "sh", "-ec", "true", "./tool"], [bindir / "perl5.36", "--", "run"],
+                [bindir / "sh", "no-such-script"], [bindir / "python3", str(a / ".git/hooks/pre-commit")]]
+    scripts_routed = 0
+    for cwd in cwds:
+        for prog, *args in launches:
+            r = sb.driver("execve", str(prog), *map(str, args), cwd=cwd)
+            redirected = "STUB-LAUNCHED" in r.stdout
+            scripts_routed += redirected
+            argv = [str(prog), *map(str, args)]
+            assert redirected == (preload_lib.shim_root(str(prog), str(cwd), rules.roots, argv) is not None), \
+                (argv, cwd)
+            d = decide(str(prog), argv, str(cwd), targets)
+            assert redirected or not d.in_container, (argv, cwd, d.reason)
+            if redirected:
+                back = policy.redirected_root(str(prog), str(cwd), [root for root, _ in rules.roots], argv)
+                assert back is not None
+                r = sb.driver("execve", str(prog), *map(str, args), cwd=cwd, QPOD_HOST_ROOT=back)
+                assert f"host-{prog}" in r.stdout, (argv, cwd, back)
+    assert scripts_routed >= 6  # python3 src/gen from a, python3 -u b/tool from anywhere, sh -e ./tool from b
     sb.launches()
 
 

@@ -29,3 +29,17 @@ def test_git_hooks_run_where_git_runs(bound_repo: Path) -> None:
     # the hook on the host; the repository's own program it starts, in the container (git sends a
     # hook's output to stderr)
     assert r.stderr.split() == ["hook-in-host", "program-in-podman"], (r.stdout, r.stderr)
+
+
+def test_an_interpreter_runs_where_its_script_lives(bound_repo: Path) -> None:
+    """sh ./configure, python3 ./waf: the interpreter is the host's program, the script the
+    repository's; it runs in the container. A command string (sh -c) stays on the host."""
+    (bound_repo / "where.sh").write_text('echo "script-in-${container:-host}"\n')
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_SHELL")}
+    r = subprocess.run([sys.executable, "-m", "qpod_engine.shell", "--shell", "/bin/bash", "-c",
+                        "sh ./where.sh; sh -e where.sh; sh -c 'echo string-in-${container:-host}'"],
+                       cwd=bound_repo, env=env, capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["script-in-podman", "script-in-podman", "string-in-host"], r.stderr
+    which = subprocess.run([sys.executable, "-m", "qpod_engine.cli", "which", "sh", "./where.sh"], cwd=bound_repo,
+                           capture_output=True, text=True, env=env)
+    assert which.stdout.startswith("container (bb): a script of bound repository"), which.stdout
