@@ -399,6 +399,7 @@ struct dec_in {
     size_t name_len;
     const char *host_root; /* $QPOD_HOST_ROOT of the target environment, or NULL */
     const char *script;    /* the script an interpreter runs (python3 ./waf), or NULL */
+    const char *link;      /* where path leads when it is a symlink, or NULL */
 };
 
 struct dec_out {
@@ -438,7 +439,7 @@ static int parse_rules(const char *buf, size_t len, const struct dec_in *in, str
         return -1;
     const char *p = buf + sizeof(header) - 1, *end = buf + len;
     long home_len = -1, cwd_len = -1, git_len = -1, script_len = -1, script_git_len = -1;
-    int script_host = 0;
+    int script_host = 0, path_in_root = 0, link_in_root = 0;
     const char *script_root = NULL;
     int home_host = 0, cwd_host = 0, cwd_named = 0;
     const char *home_root = NULL, *cwd_root = NULL;
@@ -485,6 +486,8 @@ static int parse_rules(const char *buf, size_t len, const struct dec_in *in, str
                 re = le;
             size_t rl = (size_t)(re - r);
             if (rl > 0 && rl < PATH_MAX && r[0] == '/') {
+                path_in_root |= in->path && within(in->path, r, rl);
+                link_in_root |= in->link && within(in->link, r, rl);
                 if (in->path && within(in->path, r, rl) && in_git_dir(in->path, rl)) {
                     if ((long)rl > git_len)
                         git_len = (long)rl;
@@ -527,8 +530,10 @@ static int parse_rules(const char *buf, size_t len, const struct dec_in *in, str
      * list; never the repository the launcher just sent back to the host */
     if (git_len > home_len)
         home_len = -1;
-    if (script_git_len > script_len)
-        script_len = -1;
+    if (in->link && !link_in_root)
+        home_len = -1; /* a link to a host program (a venv's bin/python3) is the host's */
+    if (script_git_len > script_len || path_in_root)
+        script_len = -1; /* only a host interpreter runs where its script lives */
     if (home_len < 0 && script_len >= 0) { /* no program of a repository: the script's, if any */
         home_len = script_len;
         home_root = script_root;
@@ -822,6 +827,34 @@ static int script_path(const char *name, size_t nl, char *const *argv, const cha
     return stat(out, &st) == 0 && S_ISREG(st.st_mode) ? 0 : -1;
 }
 
+/* Where path leads when it is a symlink: its last component followed to the end (the same as
+ * qpod_engine/policy.py link_target). 0 with out filled, -1 when it is no symlink. */
+static int link_target(const char *path, char *out, size_t cap)
+{
+    char cur[PATH_MAX], buf[PATH_MAX];
+    size_t l = strlen(path);
+    if (l >= sizeof(cur))
+        return -1;
+    memcpy(cur, path, l + 1);
+    int hops = 0;
+    for (; hops < 40; hops++) {
+        ssize_t n = readlink(cur, buf, sizeof(buf) - 1);
+        if (n < 0)
+            break;
+        buf[n] = 0;
+        char *slash = strrchr(cur, '/');
+        if (slash)
+            *slash = 0;
+        if (path_join(out, cap, slash && cur[0] ? cur : "/", buf) < 0)
+            return -1;
+        l = strlen(out);
+        if (l >= sizeof(cur))
+            return -1;
+        memcpy(cur, out, l + 1);
+    }
+    return hops ? 0 : -1;
+}
+
 struct plan {
     int off;
     int redirect;
@@ -833,6 +866,7 @@ struct plan {
     char cwd[PATH_MAX];
     char resolved[PATH_MAX];
     char script[PATH_MAX];
+    char link[PATH_MAX];
     struct dec_out dec;
 };
 
@@ -898,7 +932,9 @@ static int plan_launch(const struct launch *l, struct plan *p)
     get_captured(&c);
     if (c.rules && spawn_cwd(l->fa, p->cwd, sizeof(p->cwd)) == 0 &&
         resolve(l, p->cwd, p->resolved, sizeof(p->resolved)) == 0) {
-        struct dec_in in = {p->resolved, p->cwd, NULL, 0, s.host_root, NULL};
+        struct dec_in in = {p->resolved, p->cwd, NULL, 0, s.host_root, NULL, NULL};
+        if (link_target(p->resolved, p->link, sizeof(p->link)) == 0)
+            in.link = p->link;
         in.name = base_name(p->resolved, strlen(p->resolved), &in.name_len);
         if (script_path(in.name, in.name_len, l->argv, p->cwd, p->script, sizeof(p->script)) == 0)
             in.script = p->script;

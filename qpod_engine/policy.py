@@ -55,14 +55,33 @@ def innermost_root(path: str, roots: Iterable[str]) -> str | None:
     return best
 
 
+def link_target(path: str) -> str | None:
+    """Where ``path`` leads when it is a symlink (its last component followed to the end), else
+    None. (The preload library follows it the same way.)"""
+    target, hops = path, 0
+    while hops < 40:
+        try:
+            link = os.readlink(target)
+        except OSError:
+            break
+        target = os.path.normpath(os.path.join(os.path.dirname(target), link))
+        hops += 1
+    return target if hops else None
+
+
 def program_root(path: str, roots: Iterable[str]) -> str | None:
     """The bound root a program lives in (the innermost), or None. Git's own machinery in a
-    root's ``.git`` (hooks and the like) is git's, not the repository's: it runs where git runs.
-    (The preload library applies the same rule in C.)"""
+    root's ``.git`` (hooks and the like) is git's, not the repository's: it runs where git runs;
+    and a link to a program outside every bound tree (a venv's ``bin/python3``) is the host's.
+    (The preload library applies the same rules in C.)"""
     if not path.startswith("/"):
         return None
+    roots = list(roots)
     root = innermost_root(path, roots)
     if root is not None and is_within(path, root.rstrip("/") + "/.git"):
+        return None
+    target = link_target(path) if root is not None else None
+    if target is not None and innermost_root(target, roots) is None:
         return None
     return root
 
@@ -109,7 +128,7 @@ def redirected_root(path: str, cwd: str, roots: Iterable[str], argv: Sequence[st
     root holding the cwd. A launcher that sends the launch back to the host names it in
     QPOD_HOST_ROOT, or the library redirects again."""
     roots = list(roots)
-    script = script_of(os.path.basename(path), argv, cwd) if argv else None
+    script = script_of(os.path.basename(path), argv, cwd) if argv and innermost_root(path, roots) is None else None
     return (program_root(path, roots) or (program_root(script, roots) if script else None)
             or innermost_root(cwd, roots))
 
@@ -135,7 +154,8 @@ def decide(path: str, argv: Sequence[str], cwd: str, targets: Sequence[Target],
     home = next(t for t in targets if t.root == home_root) if home_root else None
     if home is not None and home.environment:
         return Decision("container", f"program lives in bound repository {home.root}", home)
-    script = script_of(name, argv, cwd) if home is None else None
+    # an interpreter of the host (not one inside a repository) runs where its script lives
+    script = script_of(name, argv, cwd) if innermost_root(path, roots) is None else None
     script_root = program_root(script, roots) if script else None
     if script_root is not None:
         t = next(t for t in targets if t.root == script_root)

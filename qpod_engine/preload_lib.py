@@ -100,7 +100,8 @@ def shim_root(path: str, cwd: str, roots: Iterable[tuple[str, Sequence[str]]],
     home = program_root(path, names)
     if home is not None:
         return home
-    script = script_of(os.path.basename(path), argv, cwd) if argv else None
+    outside = innermost_root(path, names) is None if path.startswith("/") else True
+    script = script_of(os.path.basename(path), argv, cwd) if argv and outside else None
     if script and program_root(script, names):
         return program_root(script, names)
     here = innermost_root(cwd, names)

@@ -468,10 +468,17 @@ def test_c_decision_agrees_with_the_policy(sb: Sandbox, tmp_path: Path) -> None:
     # C knows no branches: c is routed on any branch, the launcher says "host" off release/*
     targets = [Target(str(a), "e1", ("make", "gdb"), ""), Target(str(b), "e2", ("waf",), ""),
                Target(str(c), None, (), "bound only for branches release/*")]
-    # git's own hooks are git's: never the repository's programs (b is nested in a)
+    # git's own hooks are git's: never the repository's programs (b is nested in a); a link to a
+    # host program (a venv's bin/python3) is the host's, a link within the repositories is theirs
+    (a / ".venv" / "bin").mkdir(parents=True)
+    (a / ".venv" / "bin" / "python3").symlink_to(bindir / "true")
+    (a / "src" / "alias").symlink_to("gen")
+    (c / "to-b").symlink_to(b / "tool")
     programs = [bindir / n for n in ("make", "waf", "gdb", "true")] + [a / "src/gen", b / "tool", c / "run",
                                                                         a / ".git/hooks/pre-commit",
-                                                                        b / ".git/hooks/post-checkout"]
+                                                                        b / ".git/hooks/post-checkout",
+                                                                        a / ".venv/bin/python3", a / "src/alias",
+                                                                        c / "to-b"]
     cwds = [a, a / "src", b, b / "src", c, tmp_path]
     for cwd in cwds:
         for prog in programs:
@@ -497,7 +504,8 @@ def test_c_decision_agrees_with_the_policy(sb: Sandbox, tmp_path: Path) -> None:
     launches = [[bindir / "python3", "src/gen"], [bindir / "python3", "-u", str(b / "tool")],
                 [bindir / "python3", "-c", "print()", "src/gen"], [bindir / "sh", "-e", "./tool"],
                 [bindir / "sh", "-ec", "true", "./tool"], [bindir / "perl5.36", "--", "run"],
-                [bindir / "sh", "no-such-script"], [bindir / "python3", str(a / ".git/hooks/pre-commit")]]
+                [bindir / "sh", "no-such-script"], [bindir / "python3", str(a / ".git/hooks/pre-commit")],
+                [a / ".venv/bin/python3", str(a / "src/gen")]]
     scripts_routed = 0
     for cwd in cwds:
         for prog, *args in launches:

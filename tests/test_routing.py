@@ -43,3 +43,17 @@ def test_an_interpreter_runs_where_its_script_lives(bound_repo: Path) -> None:
     which = subprocess.run([sys.executable, "-m", "qpod_engine.cli", "which", "sh", "./where.sh"], cwd=bound_repo,
                            capture_output=True, text=True, env=env)
     assert which.stdout.startswith("container (bb): a script of bound repository"), which.stdout
+
+
+def test_a_venv_interpreter_in_the_repository_is_the_hosts(bound_repo: Path) -> None:
+    """.venv/bin/python3 links to the host's python: it runs on the host (it failed with 127 in
+    a container without that interpreter), scripts given to it included."""
+    venv_bin = bound_repo / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "python3").symlink_to(os.path.realpath(sys.executable))
+    (bound_repo / "tool.py").write_text("import os; print('py-in-' + os.environ.get('container', 'host'))\n")
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_SHELL")}
+    r = subprocess.run([sys.executable, "-m", "qpod_engine.shell", "--shell", "/bin/bash", "-c",
+                        ".venv/bin/python3 -S tool.py"], cwd=bound_repo, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert (r.returncode, r.stdout) == (0, "py-in-host\n"), r.stderr
