@@ -22,9 +22,9 @@ from . import paths
 from .errors import ConfigError, QpodError
 
 DEFAULT_COMMANDS = ["make", "waf", "gdb"]
-DEFAULT_PASSTHROUGH = [
-    "TERM", "COLORTERM", "LANG", "LC_*", "TZ", "USER", "LOGNAME", "HOME", "SSH_AUTH_SOCK", "DISPLAY",
-]
+# the caller's environment, as toolbx and distrobox give it (make's MAKEFLAGS and command-line
+# variables, CFLAGS for ./configure ...), minus containers.HOST_SPECIFIC unless named here
+DEFAULT_PASSTHROUGH = ["*"]
 from .containers import ALWAYS_DENIED  # noqa: E402,F401 - re-exported: part of the config reference
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")

@@ -22,6 +22,10 @@ LABEL_ROOT_ID = "qpod.root-id"  # the repository directory the container mounted
 LABEL_CONFIG = "qpod.config"  # which config (and state) owns the container: see config_id()
 # Never passed into a container, whatever an environment's lists say: the host side of qpod.
 ALWAYS_DENIED = ("LD_PRELOAD", "QPOD_*")
+# Variables that describe the host and would mislead a program in the container: not passed
+# unless an environment names one exactly in its passthrough list (PATH: the image's own).
+HOST_SPECIFIC = ("PATH", "LD_*", "TMPDIR", "XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS", "HOSTNAME", "PWD",
+                 "OLDPWD", "SHLVL", "_")
 # the agent's socket directory (host: agent_dir(name), 0700) and the agent itself, as every
 # container sees them
 AGENT_SOCKET_DIR = "/run/qpod"

@@ -74,10 +74,17 @@ def _matches(name: str, globs: Sequence[str]) -> bool:
     return any(fnmatchcase(name, g) for g in globs)
 
 
+def denied(env: dict[str, Any]) -> list[str]:
+    """The deny globs in force: the environment's, and the host-specific variables it does not
+    name exactly in its passthrough list."""
+    allow = set(env.get("passthrough", ()))
+    return [*env.get("deny", ()), *(h for h in naming.HOST_SPECIFIC if h not in allow)]
+
+
 def passed_env(env: dict[str, Any]) -> dict[str, str]:
     """The variables a command sees in the container, by the rules the client applies from the
     spec's pass/deny/set lines (for the podman exec fallback, which has no client)."""
-    deny = [*env.get("deny", ()), *naming.ALWAYS_DENIED]
+    deny = [*denied(env), *naming.ALWAYS_DENIED]
     out = {k: v for k, v in os.environ.items()
            if _matches(k, env.get("passthrough", ())) and not _matches(k, deny)}
     out.update({k: v for k, v in env.get("env", {}).items() if not _matches(k, naming.ALWAYS_DENIED)})
@@ -109,7 +116,7 @@ def spec_text(snap: dict[str, Any], env: dict[str, Any], root: str, facts: dict[
     lines += [_line("map", host, ctr) for host, ctr in naming.path_maps(env, root)]
     lines += [_line("cmd", c) for c in env.get("commands", ())]
     lines += [_line("pass", g) for g in env.get("passthrough", ())]
-    lines += [_line("deny", g) for g in env.get("deny", ())]
+    lines += [_line("deny", g) for g in denied(env)]
     lines += [_line("set", f"{k}={v}") for k, v in env.get("env", {}).items()]
     who = identity(env)
     if who:

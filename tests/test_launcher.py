@@ -107,14 +107,24 @@ def test_killing_the_client_stops_the_whole_command(bound_repo: Path) -> None:
 
 
 def test_environment_passthrough_and_deny(bound_repo: Path) -> None:
-    env = {"LANG": "C.UTF-8", "LC_TIME": "C", "SECRET": "s", "LD_PRELOAD": "", "QPOD_SHELL": "1",
+    env = {"LANG": "C.UTF-8", "LC_TIME": "C", "SECRET": "s", "MAKEFLAGS": "-j2 -- X=1", "CFLAGS": "-g -O0",
+           "PATH": os.environ["PATH"] + ":/host-only", "TMPDIR": "/host/tmp", "LD_PRELOAD": "", "QPOD_SHELL": "1",
            "QPOD_RULES": "/x"}
     r = run_qpod("exec", "env", cwd=bound_repo, env=env)
     assert r.returncode == 0, r.stderr
     seen = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
-    assert seen["LANG"] == "C.UTF-8" and seen["LC_TIME"] == "C" and seen["FIXED"] == "1"
-    assert "SECRET" not in seen and "LD_PRELOAD" not in seen
+    # the caller's environment by default, as toolbx gives it
+    assert seen["LANG"] == "C.UTF-8" and seen["LC_TIME"] == "C" and seen["FIXED"] == "1" and seen["SECRET"] == "s"
+    assert seen["MAKEFLAGS"] == "-j2 -- X=1" and seen["CFLAGS"] == "-g -O0"
+    # but not what describes the host: the image's PATH, no host TMPDIR, never the loader's or qpod's
+    assert "/host-only" not in seen["PATH"] and "TMPDIR" not in seen and "LD_PRELOAD" not in seen
     assert not [k for k in seen if k.startswith("QPOD_")]
+    # deny wins; a host-specific variable named exactly in passthrough is passed
+    envfile = Path(os.environ["QPOD_CONFIG_DIR"]) / "environments" / "bb.yaml"
+    envfile.write_text(envfile.read_text() + "deny: [SECRET]\npassthrough: ['*', TMPDIR]\n")
+    seen = dict(line.split("=", 1) for line in run_qpod("exec", "env", cwd=bound_repo, env=env).stdout.splitlines()
+                if "=" in line)
+    assert "SECRET" not in seen and seen["TMPDIR"] == "/host/tmp" and seen["CFLAGS"] == "-g -O0"
 
 
 def test_files_belong_to_invoking_user_rootful(bound_repo: Path) -> None:
