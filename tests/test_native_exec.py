@@ -317,7 +317,9 @@ def test_window_resize_reaches_the_command(bound_repo: Path, tmp_path: Path, tmu
         # a terminal-owning program: its pty follows the host terminal's size
         t.type(f"{QPOD} exec sh")
         t.wait_for("# ")
-        t.type("stty size")
+        # the tmux driver exports COLUMNS and LINES (bash keeps them current and passes them on,
+        # as it would natively), and busybox's stty prefers them to the terminal: drop them
+        t.type("unset COLUMNS LINES; stty size")
         t.wait_for("25 90")
         subprocess.run(["tmux", "resize-window", "-t", t.name, "-x", "80", "-y", "20"], check=True)
         # tmux resizes asynchronously: ask until the pty reports the new size
