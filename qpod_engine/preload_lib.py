@@ -102,8 +102,9 @@ def shim_root(path: str, cwd: str, roots: Iterable[tuple[str, Sequence[str]]],
         return home
     outside = innermost_root(path, names) is None if path.startswith("/") else True
     script = script_of(os.path.basename(path), argv, cwd) if argv and outside else None
-    if script and program_root(script, names):
-        return program_root(script, names)
+    script_home = program_root(script, names) if script else None
+    if script_home is not None:
+        return script_home
     here = innermost_root(cwd, names)
     if here is not None and os.path.basename(path) in names[here]:
         return here
