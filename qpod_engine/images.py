@@ -72,8 +72,8 @@ def image_exists(ref: str) -> bool:
     proc = subprocess.run([_podman(), "image", "exists", ref], capture_output=True, text=True)
     if proc.returncode == 0:
         return True
-    if proc.returncode == 1:
-        return False
+    if proc.returncode == 1 and not _last_line(proc.stderr):
+        return False  # absent; podman failing exits 1 too, but says why
     raise QpodError(f"podman image exists {ref} failed: {_last_line(proc.stderr) or f'exit {proc.returncode}'}")
 
 
@@ -134,7 +134,8 @@ def _drop_replaced(old_id: str | None, ref: str) -> None:
 
 
 def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    """podman's last word, its warnings (printed on every rootless command here) left out."""
+    lines = [line.strip() for line in text.splitlines() if line.strip() and "level=warning" not in line]
     return lines[-1] if lines else ""
 
 

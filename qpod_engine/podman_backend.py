@@ -283,6 +283,11 @@ def ensure_container(env: dict[str, Any], root: str, settings: dict[str, Any]) -
             # container no longer matches (its bind mount would show a deleted directory)
             ctr.remove(force=True)
             ctr = None
+        if ctr is not None and ctr.status == "stopping":
+            # left so by 'podman system migrate' after a reboot or a killed session
+            # (podman_userns): nothing runs in it, and podman will not start it again
+            ctr.remove(force=True)
+            ctr = None
         if ctr is None:
             if not cl.images.exists(env["image"]):
                 pull_image(env["image"], _print_pull_progress(env["image"]))

@@ -20,6 +20,7 @@ import time
 
 from . import paths
 from .errors import EXIT_QPOD, QpodError
+from .podman_userns import run_user_dir_usable
 
 TYPE_CHECKING = False  # typing is not imported on the launcher's path
 if TYPE_CHECKING:
@@ -33,9 +34,14 @@ CACHE_NAME = "podman-socket"
 
 
 def podman_binary() -> str:
+    """The podman qpod runs, once its rootless user namespace is known to be usable (repaired
+    if a reboot or a killed session left it stale: see podman_userns)."""
+    from .podman_userns import repair_if_stale
+
     exe = paths.find_program("podman")
     if not exe:
         raise QpodError(PODMAN_MISSING, EXIT_QPOD)
+    repair_if_stale(exe, podman_env())
     return exe
 
 
@@ -54,15 +60,6 @@ def is_rootless() -> bool:
     return os.geteuid() != 0
 
 
-def _run_user_dir_usable(uid: int) -> bool:
-    """podman's test for /run/user/UID when XDG_RUNTIME_DIR is unset: ours, with rwx for us."""
-    try:
-        st = os.stat(f"/run/user/{uid}")
-    except OSError:
-        return False
-    return st.st_uid == os.geteuid() and st.st_mode & 0o700 == 0o700
-
-
 def resolution_key() -> str:
     """Everything podman's socket path depends on (pkg/util SocketPath/GetRuntimeDir): root or
     not, the uid, XDG_RUNTIME_DIR, whether /run/user/UID is usable, TMPDIR and HOME."""
@@ -70,7 +67,7 @@ def resolution_key() -> str:
         return "v1 root"
     uid = os.getuid()
     env = os.environ
-    return (f"v1 uid={uid} xdg={env.get('XDG_RUNTIME_DIR', '')} run_user={int(_run_user_dir_usable(uid))}"
+    return (f"v1 uid={uid} xdg={env.get('XDG_RUNTIME_DIR', '')} run_user={int(run_user_dir_usable(uid))}"
             f" tmp={env.get('TMPDIR', '')} home={env.get('HOME', '')}")
 
 

@@ -9,6 +9,7 @@ with --userns=keep-id, so build outputs belong to that user.
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -155,3 +156,29 @@ def test_with_a_login_session_runtime_dir(user: User, user_repo: Path) -> None:
         user.run("podman", "rm", "-af", "-t", "0", XDG_RUNTIME_DIR=str(run_dir))
         user.stop_everything()  # the service and pause process of that runtime dir (podman restarts them)
         subprocess.run(["rm", "-rf", str(run_dir)])
+
+
+def test_works_again_after_a_reboot_left_podmans_runtime_dir(user: User, user_repo: Path) -> None:
+    """/tmp on disk outlives a reboot (or a session's processes are all killed) while qpod's warm
+    container runs: podman alone then fails every command until 'podman system migrate'; qpod
+    repairs that itself, and the next redirected command runs."""
+    q = Q(user)
+    r = q("exec", "echo", "warm", cwd=user_repo)
+    assert (r.returncode, r.stdout) == (0, "warm\n"), r.stderr
+    assert user.run("podman", "ps", "-q").stdout.strip(), "the warm container should be running"
+    for pid in user.pids():  # the "reboot": every process of the user gone at once, files left
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 60
+    while user.pids() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not user.pids()
+    stale = user.run("podman", "ps", "-q")
+    assert stale.returncode != 0, "podman should be stuck here (else this test tests nothing)"
+    r = q("exec", "echo", "again", cwd=user_repo)
+    assert (r.returncode, r.stdout) == (0, "again\n"), r.stderr
+    assert user.run("podman", "ps", "-q").returncode == 0
+    log = (user.home / "qstate" / "podman-service.log").read_text()
+    assert "ran 'podman system migrate' (exit 0" in log
