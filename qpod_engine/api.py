@@ -23,16 +23,8 @@ from typing import Any
 from . import bindings, cmdlog, config, fileio, gitinfo, paths, snapshot
 from .config import Environment, Settings
 from .containers import container_name
-from .errors import ConfigError, QpodError
-
-
-class FieldError(QpodError):
-    """A validation failure that belongs to one input field of a form."""
-
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(message, status=2)
-        self.field = field_name
-        self.message = message
+from .env_form import check_form, environment_to_form
+from .errors import ConfigError, FieldError, QpodError
 
 
 @dataclass(frozen=True)
@@ -90,85 +82,6 @@ def uptime(started: float | None, now: float) -> str:
     if s >= 3600:
         return f"{s // 3600}h{s % 3600 // 60}m"
     return f"{s // 60}m{s % 60}s"
-
-
-# --- environment form ---------------------------------------------------------------------
-
-FORM_FIELDS = ("name", "image", "mounts", "env", "passthrough", "deny", "commands", "workdir_root", "run_as",
-               "cap_add", "seccomp", "ulimits", "podman_options")
-_WORD_LISTS = ("passthrough", "deny", "commands", "cap_add")  # names: no spaces possible, split on them too
-
-
-def _split(text: str, words: bool) -> list[str]:
-    parts = re.split(r"[,\s]+" if words else r"[,\n]+", text)
-    return [p.strip() for p in parts if p.strip()]
-
-
-def form_to_data(form: dict[str, str]) -> dict[str, Any]:
-    """Form text -> the mapping an environment file holds. Raises FieldError for text that
-    cannot even be read as a mapping (``NAME=VALUE`` lines, YAML)."""
-    data: dict[str, Any] = {"image": form.get("image", "").strip()}
-    if form.get("mounts", "").strip():
-        data["mounts"] = _split(form["mounts"], words=False)
-    for key in _WORD_LISTS:
-        if key in form:  # an empty list is meaningful here (e.g. pass no variables through)
-            data[key] = _split(form[key], words=True)
-    pairs: dict[str, str] = {}
-    for line in form.get("env", "").splitlines():
-        if line.strip():
-            name, sep, value = line.strip().partition("=")
-            if not sep:
-                raise FieldError("env", f"'{line.strip()}': expected NAME=VALUE")
-            pairs[name.strip()] = value
-    if pairs:
-        data["env"] = pairs
-    limits: dict[str, str] = {}
-    for item in _split(form.get("ulimits", ""), words=True):
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise FieldError("ulimits", f"'{item}': expected NAME=SOFT[:HARD], e.g. nofile=1024:4096")
-        limits[name] = value
-    if limits:
-        data["ulimits"] = limits
-    for key in ("workdir_root", "seccomp"):
-        if form.get(key, "").strip():
-            data[key] = form[key].strip()
-    data["run_as"] = form.get("run_as") or "user"
-    options = form.get("podman_options", "").strip()
-    if options:
-        from . import yamlio
-
-        try:  # yamlio, as for the files: no alias bomb from a pasted mapping either
-            data["podman_options"] = yamlio.loads(options, "podman options")[0]
-        except ConfigError as err:
-            raise FieldError("podman_options", err.detail) from None
-    return data
-
-
-def field_of(detail: str) -> str:
-    """The form field a validation message is about (its first quoted field name)."""
-    if detail.startswith("environment name"):
-        return "name"
-    if detail.startswith("mount "):
-        return "mounts"
-    for quoted in re.findall(r"'([a-z_]+)'", detail):
-        if quoted in FORM_FIELDS:
-            return quoted
-    return "image"
-
-
-def environment_to_form(env: Environment) -> dict[str, str]:
-    """The inverse of ``form_to_data``, for editing."""
-    import yaml
-
-    return {
-        "name": env.name, "image": env.image, "mounts": "\n".join(env.mounts),
-        "env": "\n".join(f"{k}={v}" for k, v in env.env.items()),
-        "passthrough": " ".join(env.passthrough), "deny": " ".join(env.deny), "commands": " ".join(env.commands),
-        "workdir_root": env.workdir_root or "", "run_as": env.run_as, "cap_add": " ".join(env.cap_add),
-        "seccomp": env.seccomp or "", "ulimits": " ".join(f"{k}={v}" for k, v in env.ulimits.items()),
-        "podman_options": yaml.safe_dump(env.podman_options, sort_keys=False).strip() if env.podman_options else "",
-    }
 
 
 # --- the command log ----------------------------------------------------------------------
@@ -512,14 +425,17 @@ class Engine:
 
         return image_present(ref)
 
+    def check_form(self, form: dict[str, str]) -> tuple[Environment, list[FieldError]]:
+        """The environment the form describes and all its problems, in screen order."""
+        return check_form(form)
+
     def environment_from_form(self, form: dict[str, str]) -> Environment:
-        """Validate the form as an environment file is validated; FieldError names the field."""
-        name = form.get("name", "").strip()
-        data = form_to_data(form)
-        try:
-            return config.environment_from_dict(name, data, "form")
-        except ConfigError as err:
-            raise FieldError(field_of(err.detail), err.detail) from None
+        """Validate the form as an environment file is validated; the first FieldError (in
+        screen order) is raised."""
+        env, problems = check_form(form)
+        if problems:
+            raise problems[0]
+        return env
 
     def environment_form(self, env: Environment | None = None) -> dict[str, str]:
         """Form fields for ``env``, or the defaults of a new environment."""
@@ -536,6 +452,20 @@ class Engine:
                 raise FieldError("name", f"environment '{env.name}' exists ({path})")
             if edit:
                 self.check_editable(env.name)
+            written = config.save_environment(env)
+            snapshot.compile_config()
+        return str(written)
+
+    def set_options(self, name: str, changes: dict[str, Any]) -> str:
+        """Change some options of an environment, keeping the others (read, changed and written
+        under the config lock: a concurrent edit of another option is not lost)."""
+        from dataclasses import asdict
+
+        with config_lock():
+            data = asdict(config.load_environment(name))
+            del data["name"]
+            data.update(changes)
+            env = config.environment_from_dict(name, data, "command line")
             written = config.save_environment(env)
             snapshot.compile_config()
         return str(written)

@@ -46,41 +46,50 @@ def _uptime(started: float | None) -> str:
 
 # --- environments ---------------------------------------------------------------------------
 
+def _first_problem(name: str, problems: list[Any]) -> None:
+    if problems:
+        key, _at, message = problems[0]
+        raise QpodError(f"environment '{name}': {message}", 2)
+
+
 def cmd_env_add(a: "argparse.Namespace") -> int:
     from pathlib import Path
 
-    from . import config
+    from . import config, env_fields
 
     problem = config.name_problem(a.name)
     if problem:  # before any path is made of it (300 characters: file name too long)
         raise QpodError(problem, 2)
     path = Path(paths.environment_file(a.name))
     if path.exists() and not a.replace:
-        raise QpodError(f"environment '{a.name}' exists ({path}); use --replace to overwrite it", 2)
-    data: dict[str, Any] = {"image": a.image}
-    if a.mount:
-        data["mounts"] = a.mount
-    if a.env:
-        pairs = {}
-        for item in a.env:
-            k, sep, v = item.partition("=")
-            if not sep:
-                raise QpodError(f"--env '{item}': expected NAME=VALUE", 2)
-            pairs[k] = v
-        data["env"] = pairs
-    if a.command:
-        data["commands"] = a.command
-    if a.workdir_root:
-        data["workdir_root"] = a.workdir_root
-    if a.cap_add:
-        data["cap_add"] = a.cap_add
-    if a.seccomp:
-        data["seccomp"] = a.seccomp
-    if a.run_as:
-        data["run_as"] = a.run_as
+        raise QpodError(f"environment '{a.name}' exists ({path}); use --replace to overwrite it, or "
+                        f"'qpod env set {a.name} KEY=VALUE' to change one option", 2)
+    data, problems = env_fields.from_flags(a)
+    _first_problem(a.name, problems)
     env = config.environment_from_dict(a.name, data, "command line")
     written = _engine().save_environment(env, create=False)
     print(f"environment '{a.name}' saved to {written}")
+    return 0
+
+
+def cmd_env_set(a: "argparse.Namespace") -> int:
+    """``qpod env set NAME KEY=VALUE...``: change options of an environment, keeping the rest.
+    VALUE is read as the TUI form reads it: an empty list is empty (share= : nothing shared), an
+    empty text option returns to its default."""
+    from . import env_fields
+
+    changes: dict[str, Any] = {}
+    for item in a.assignments:
+        key, sep, text = item.partition("=")
+        opt = env_fields.BY_KEY.get(key.strip())
+        if not sep or opt is None:
+            raise QpodError(f"'{item}': expected KEY=VALUE with KEY one of {', '.join(env_fields.BY_KEY)}", 2)
+        value, why = env_fields.from_text(opt, text)
+        if why:
+            raise QpodError(f"environment '{a.name}': {why}", 2)
+        changes[opt.key] = opt.default() if value is None else value
+    written = _engine().set_options(a.name, changes)
+    print(f"environment '{a.name}' saved to {written} ({', '.join(changes)} changed)")
     return 0
 
 
@@ -390,6 +399,8 @@ def cmd_plugin(a: "argparse.Namespace") -> int:
 def build_parser() -> "argparse.ArgumentParser":
     import argparse
 
+    from . import env_fields
+
     p = argparse.ArgumentParser(prog="qpod", description="Run a repository's build and debug commands in its "
                                 "podman environment, transparently.")
     p.add_argument("--version", action="version", version=f"qpod {__version__}")
@@ -399,17 +410,16 @@ def build_parser() -> "argparse.ArgumentParser":
                                                                             metavar="ACTION")
     add = env.add_parser("add", help="define an environment")
     add.add_argument("name")
-    add.add_argument("--image", required=True)
-    add.add_argument("--mount", action="append", metavar="HOST:CONTAINER[:ro]")
-    add.add_argument("--env", action="append", metavar="NAME=VALUE")
-    add.add_argument("--command", action="append", metavar="NAME",
-                     help="command routed to the container (repeat; default: make, waf, gdb)")
-    add.add_argument("--workdir-root", metavar="PATH", help="where the repository appears (default: same path)")
-    add.add_argument("--cap-add", action="append", metavar="CAP")
-    add.add_argument("--seccomp", metavar="PROFILE")
-    add.add_argument("--run-as", choices=["user", "root"])
-    add.add_argument("--replace", action="store_true", help="overwrite an existing environment")
+    env_fields.add_flags(add)
+    add.add_argument("--replace", action="store_true",
+                     help="overwrite an existing environment (options not given return to their defaults)")
     add.set_defaults(func=cmd_env_add)
+    st_ = env.add_parser("set", help="change options of an environment, keeping the others")
+    st_.add_argument("name")
+    st_.add_argument("assignments", nargs="+", metavar="KEY=VALUE",
+                     help="an option and its value as the TUI form takes it (lists: space separated, "
+                          "KEY= empties one; a text option given empty returns to its default)")
+    st_.set_defaults(func=cmd_env_set)
     ls = env.add_parser("list", help="list environments")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_env_list)

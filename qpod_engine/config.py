@@ -6,7 +6,6 @@ every message names the file and the line.
 
 import hashlib
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -19,36 +18,39 @@ if TYPE_CHECKING:
 # path imports this module for its constants and must not pay for PyYAML.
 
 from . import paths
+from .env_fields import BY_KEY, FIELDS, NAME_RE, ULIMIT_RE, check_value, parse_mount  # noqa: F401 - re-exported
 from .errors import ConfigError, QpodError
 
-DEFAULT_COMMANDS = ["make", "waf", "gdb"]
+DEFAULT_COMMANDS: list[str] = BY_KEY["commands"].default()
 # the caller's environment, as toolbx and distrobox give it (make's MAKEFLAGS and command-line
 # variables, CFLAGS for ./configure ...), minus containers.HOST_SPECIFIC unless named here
-DEFAULT_PASSTHROUGH = ["*"]
+DEFAULT_PASSTHROUGH: list[str] = BY_KEY["passthrough"].default()
 from .containers import ALWAYS_DENIED  # noqa: E402,F401 - re-exported: part of the config reference
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-ULIMIT_RE = re.compile(r"^(\d+|-1)(:(\d+|-1))?$")
-COMMAND_RE = re.compile(r"^[^/\s\t]+$")
+
+def _default(key: str) -> Any:
+    return field(default_factory=BY_KEY[key].default)
 
 
 @dataclass
 class Environment:
-    """A container environment that repositories are bound to."""
+    """A container environment that repositories are bound to. Its options are declared in
+    env_fields.FIELDS (validation, flags, form, docs); this mirrors them with their types."""
 
     name: str
     image: str
-    mounts: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-    passthrough: list[str] = field(default_factory=lambda: list(DEFAULT_PASSTHROUGH))
-    deny: list[str] = field(default_factory=list)
-    commands: list[str] = field(default_factory=lambda: list(DEFAULT_COMMANDS))
-    workdir_root: str | None = None
-    run_as: str = "user"
-    cap_add: list[str] = field(default_factory=list)
-    seccomp: str | None = None
-    ulimits: dict[str, str] = field(default_factory=dict)
-    podman_options: dict[str, Any] = field(default_factory=dict)
+    mounts: list[str] = _default("mounts")
+    share: list[str] = _default("share")
+    env: dict[str, str] = _default("env")
+    passthrough: list[str] = _default("passthrough")
+    deny: list[str] = _default("deny")
+    commands: list[str] = _default("commands")
+    workdir_root: str | None = _default("workdir_root")
+    run_as: str = _default("run_as")
+    cap_add: list[str] = _default("cap_add")
+    seccomp: str | None = _default("seccomp")
+    ulimits: dict[str, str] = _default("ulimits")
+    podman_options: dict[str, Any] = _default("podman_options")
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """What goes in the file: defaults left out so the file stays what the user wrote."""
@@ -58,41 +60,22 @@ class Environment:
         return {k: v for k, v in data.items() if k == "image" or v != defaults[k]}
 
     def config_hash(self) -> str:
-        """Hash of everything that shapes the container; a change means the container is recreated."""
+        """Hash of everything that shapes the container; a change means the container is replaced."""
         data = asdict(self)
-        # routing-only keys do not change the container
-        for key in ("commands", "passthrough", "deny", "env"):
-            data.pop(key)
+        for opt in FIELDS:
+            if not opt.container:  # routing-only keys do not change the container
+                data.pop(opt.key)
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def parse_mount(spec: str) -> tuple[str, str, bool]:
-    """``HOST:CONTAINER[:ro|rw]`` -> (host, container, read_only); raises ValueError with the reason."""
-    parts = spec.split(":")
-    if len(parts) not in (2, 3):
-        raise ValueError(f"mount '{spec}' is not HOST:CONTAINER[:ro]")
-    host, target = parts[0], parts[1]
-    mode = parts[2] if len(parts) == 3 else "rw"
-    if mode not in ("ro", "rw"):
-        raise ValueError(f"mount '{spec}': mode must be ro or rw, not '{mode}'")
-    for side, p in (("host", host), ("container", target)):
-        if not p.startswith("/"):
-            raise ValueError(f"mount '{spec}': {side} path must be absolute")
-    return host, target, mode == "ro"
+assert [f for f in Environment.__dataclass_fields__ if f != "name"] == [o.key for o in FIELDS], \
+    "Environment must mirror env_fields.FIELDS, in order"
 
 
 def _expect(cond: bool, file: str, line: int | None, message: str) -> None:
     if not cond:
         raise ConfigError(file, message, line)
-
-
-def _str_list(value: Any, key: str, file: str, lines: "yamlio.Lines") -> list[str]:
-    _expect(isinstance(value, list), file, lines.get(key), f"'{key}' must be a list")
-    for i, item in enumerate(value):
-        _expect(isinstance(item, str) and item != "", file, lines.get(key, i),
-                f"'{key}' entries must be non-empty strings")
-    return list(value)
 
 
 def name_problem(name: str) -> str | None:
@@ -106,74 +89,44 @@ def name_problem(name: str) -> str | None:
             "with a letter or digit)")
 
 
-def environment_from_dict(name: str, data: Any, file: str, lines: "yamlio.Lines | None" = None) -> Environment:
-    """Validate one environment's mapping. Raises ConfigError naming file and line."""
+def check_environment(name: str, data: Any, file: str,
+                      lines: "yamlio.Lines | None" = None) -> tuple[Environment, list[ConfigError]]:
+    """Validate one environment's mapping: the environment (defaults where a value is wrong)
+    and every problem, in the order of the fields, each naming file and line."""
     from . import yamlio
 
     lines = lines or yamlio.Lines()
-    problem = name_problem(name)
-    _expect(problem is None, file, None, problem or "")
-    _expect(isinstance(data, dict), file, lines.get(), "an environment must be a mapping of keys")
-    known = {f for f in Environment.__dataclass_fields__ if f != "name"}
+    problems: list[ConfigError] = []
+    bad_name = name_problem(name)
+    if bad_name:
+        problems.append(ConfigError(file, bad_name, None, key="name"))
+    if not isinstance(data, dict):
+        problems.append(ConfigError(file, "an environment must be a mapping of keys", lines.get()))
+        return Environment(name=name, image=""), problems
     for key in data:
-        if key not in known:
-            hint = ", ".join(sorted(known))
-            raise ConfigError(file, f"unknown key '{key}' (known keys: {hint})", lines.get(key))
-    _expect("image" in data, file, lines.get(), "missing required key 'image'")
-    image = data["image"]
-    _expect(isinstance(image, str) and image.strip() != "", file, lines.get("image"),
-            "'image' must be a non-empty string")
-    env = Environment(name=name, image=image.strip())
-    if "mounts" in data:
-        env.mounts = _str_list(data["mounts"], "mounts", file, lines)
-        for i, spec in enumerate(env.mounts):
-            try:
-                parse_mount(spec)
-            except ValueError as err:
-                raise ConfigError(file, str(err), lines.get("mounts", i)) from None
-    if "env" in data:
-        value = data["env"] or {}
-        _expect(isinstance(value, dict), file, lines.get("env"), "'env' must be a mapping NAME: value")
-        for k, v in value.items():
-            _expect(isinstance(k, str) and re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k) is not None, file,
-                    lines.get("env", k), f"'env': '{k}' is not a valid variable name")
-            _expect(isinstance(v, (str, int, float, bool)), file, lines.get("env", k),
-                    f"'env': value of '{k}' must be a scalar")
-        env.env = {k: str(v) for k, v in value.items()}
-    for key in ("passthrough", "deny", "cap_add"):
-        if key in data:
-            setattr(env, key, _str_list(data[key] or [], key, file, lines))
-    if "commands" in data:
-        env.commands = _str_list(data["commands"] or [], "commands", file, lines)
-        for i, c in enumerate(env.commands):
-            _expect(bool(COMMAND_RE.match(c)), file, lines.get("commands", i),
-                    f"'commands': '{c}' must be a bare command name (no '/' or spaces)")
-    if data.get("workdir_root") is not None:
-        root = data["workdir_root"]
-        _expect(isinstance(root, str) and root.startswith("/"), file, lines.get("workdir_root"),
-                "'workdir_root' must be an absolute path")
-        env.workdir_root = root.rstrip("/") or "/"
-    if "run_as" in data:
-        _expect(data["run_as"] in ("user", "root"), file, lines.get("run_as"),
-                "'run_as' must be 'user' (files belong to you) or 'root'")
-        env.run_as = data["run_as"]
-    if data.get("seccomp") is not None:
-        _expect(isinstance(data["seccomp"], str), file, lines.get("seccomp"),
-                "'seccomp' must be 'unconfined' or a profile path")
-        env.seccomp = data["seccomp"]
-    if "ulimits" in data:
-        value = data["ulimits"] or {}
-        _expect(isinstance(value, dict), file, lines.get("ulimits"),
-                "'ulimits' must be a mapping like {nofile: '1024:1024'}")
-        for k, v in value.items():
-            _expect(bool(ULIMIT_RE.match(str(v))), file, lines.get("ulimits", k),
-                    f"'ulimits': '{k}' must be SOFT[:HARD], not '{v}'")
-        env.ulimits = {str(k): str(v) for k, v in value.items()}
-    if "podman_options" in data:
-        value = data["podman_options"] or {}
-        _expect(isinstance(value, dict), file, lines.get("podman_options"),
-                "'podman_options' must be a mapping of podman create options")
-        env.podman_options = dict(value)
+        if key not in BY_KEY:
+            hint = ", ".join(sorted(BY_KEY))
+            problems.append(ConfigError(file, f"unknown key '{key}' (known keys: {hint})", lines.get(key), key=key))
+    values: dict[str, Any] = {}
+    for opt in FIELDS:
+        if opt.key not in data:
+            if opt.required:
+                problems.append(ConfigError(file, f"missing required key '{opt.key}'", lines.get(), key=opt.key))
+            continue
+        value, found = check_value(opt, data[opt.key])
+        problems.extend(ConfigError(file, msg, lines.get(key, *(() if at is None else (at,))), key=key)
+                        for key, at, msg in found)
+        if value is not None:
+            values[opt.key] = value
+    image = values.pop("image", "")
+    return Environment(name=name, image=image, **values), problems
+
+
+def environment_from_dict(name: str, data: Any, file: str, lines: "yamlio.Lines | None" = None) -> Environment:
+    """Validate one environment's mapping. Raises the first ConfigError (naming file and line)."""
+    env, problems = check_environment(name, data, file, lines)
+    if problems:
+        raise problems[0]
     return env
 
 

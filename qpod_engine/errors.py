@@ -28,9 +28,19 @@ def unexpected(err: BaseException) -> str:
 class ConfigError(QpodError):
     """Invalid configuration: the message names the file and, where known, the line."""
 
-    def __init__(self, path: str, message: str, line: int | None = None) -> None:
+    def __init__(self, path: str, message: str, line: int | None = None, key: str | None = None) -> None:
         where = f"{path}:{line}" if line else str(path)
         super().__init__(f"{where}: {message}", status=2)
         self.path = str(path)
         self.line = line
         self.detail = message
+        self.key = key  # the option it is about, where there is one (a form shows it there)
+
+
+class FieldError(QpodError):
+    """A validation failure that belongs to one input field of a form."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(message, status=2)
+        self.field = field_name
+        self.message = message

@@ -23,7 +23,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-SNAPSHOT_VERSION = 3  # bump when the snapshot layout or a default it holds changes: old ones are recompiled
+SNAPSHOT_VERSION = 4  # bump when the snapshot layout or a default it holds changes: old ones are recompiled
 RULES_VERSION = 1
 LAUNCH_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "launch.py")
 

@@ -120,3 +120,14 @@ def test_config_hash_ignores_routing_only_keys() -> None:
     b = config.Environment(name="e", image="i", commands=["make", "ninja"], env={"X": "1"})
     c = config.Environment(name="e", image="i", mounts=["/a:/b"])
     assert a.config_hash() == b.config_hash() != c.config_hash()
+
+
+def test_readme_reference_is_the_field_table():
+    """One table of environment options: the README's reference is generated from it."""
+    from pathlib import Path
+
+    from qpod_engine.env_fields import markdown_table
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert markdown_table() in readme, "README's environment keys differ from env_fields.FIELDS: " \
+        "paste the output of 'python -m qpod_engine.env_fields'"

@@ -7,7 +7,8 @@ import subprocess
 import pytest
 
 from qpod_engine import bindings, cmdlog, paths, snapshot
-from qpod_engine.api import Engine, FieldError, LogIndex, field_of, form_to_data
+from qpod_engine.api import Engine, FieldError, LogIndex
+from qpod_engine.env_form import form_to_data
 from qpod_engine.errors import QpodError
 
 
@@ -83,6 +84,8 @@ def test_bind_errors_name_their_field(home):
     ("ulimits", "nofile", "expected NAME=SOFT[:HARD]"),
     ("podman_options", "a: [", "invalid YAML"),
     ("podman_options", "- a list", "'podman_options' must be a mapping"),
+    ("share", "home nfs", "'share': 'nfs' is not one of home, tmp"),
+    ("run_as", "nobody", "'run_as' must be one of user, root"),
 ])
 def test_form_validation_names_the_field(home, field, value, expect):
     engine = Engine()
@@ -109,9 +112,14 @@ def test_form_round_trip_keeps_every_setting(home):
     assert err.value.field == "name" and "exists" in err.value.message
 
 
-def test_field_of_falls_back_to_image():
-    assert field_of("an environment must be a mapping of keys") == "image"
-    assert form_to_data({"image": " x "})["image"] == "x"
+def test_form_shows_every_problem_at_once_in_screen_order(home):
+    engine = Engine()
+    form = {**engine.environment_form(None), "name": "bad name", "image": "", "mounts": "rel:/x",
+            "ulimits": "nofile", "share": "home nfs", "podman_options": "- a list"}
+    _env, problems = engine.check_form(form)
+    assert [p.field for p in problems] == ["name", "image", "mounts", "share", "ulimits", "podman_options"]
+    assert "'share': 'nfs' is not one of home, tmp" in problems[3].message
+    assert form_to_data({"image": " x "})[0]["image"] == "x"
 
 
 def test_delete_refused_while_bound(home):

@@ -14,27 +14,20 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Input, Label, Select, TextArea
 
 from qpod_engine.api import Engine
+from qpod_engine.env_fields import FIELDS as OPTIONS
 from qpod_engine.errors import QpodError
 
 from ..safe import literal
 from .bind import FieldForm
 
-# (field, label, kind, hint): kind is "input", "text" (several lines) or "run_as"
+# (field, label, widget, hint, choices), from the engine's one table of environment options:
+# widget is "input", "text" (several lines) or "select"
 FIELDS = (
-    ("name", "Name", "input", "letters, digits, . _ -"),
-    ("image", "Image", "input", "e.g. docker.io/library/centos:7"),
-    ("mounts", "Mounts", "text", "one per line: HOST:CONTAINER[:ro]"),
-    ("env", "Env vars", "text", "one per line: NAME=VALUE"),
-    ("passthrough", "Passthrough", "input", "host variables passed in (globs), space separated"),
-    ("deny", "Deny", "input", "variables never passed in (globs)"),
-    ("commands", "Commands", "input", "commands routed to the container, space separated"),
-    ("workdir_root", "Workdir root", "input", "where the repository appears (empty: same path)"),
-    ("run_as", "Run as", "run_as", ""),
-    ("cap_add", "Capabilities", "input", "e.g. SYS_PTRACE (for gdb)"),
-    ("seccomp", "Seccomp", "input", "unconfined or a profile path"),
-    ("ulimits", "Ulimits", "input", "e.g. nofile=1024:4096 core=-1"),
-    ("podman_options", "Podman options", "text", "YAML mapping of podman create options"),
+    ("name", "Name", "input", "letters, digits, . _ -", ()),
+    *((opt.key, opt.label, "select" if opt.kind == "choice" else "text" if opt.multiline else "input",
+       opt.hint or opt.help, opt.choices) for opt in OPTIONS),
 )
+CHOICE_LABELS = {"user": "user (files belong to you)"}
 
 
 class EnvFormScreen(FieldForm):
@@ -55,14 +48,14 @@ class EnvFormScreen(FieldForm):
         with Vertical(classes="dialog form"):
             yield Label(literal(title), classes="title")
             with VerticalScroll():
-                for name, label, kind, hint in FIELDS:
+                for name, label, kind, hint, choices in FIELDS:
                     with Horizontal(classes="field-row"):
                         yield Label(label, classes="field-label")
                         if kind == "text":
                             yield TextArea(id=f"field-{name}", classes="field-text", tab_behavior="focus", compact=True)
-                        elif kind == "run_as":
-                            yield Select([("user (files belong to you)", "user"), ("root", "root")],
-                                         id=f"field-{name}", allow_blank=False, value="user", compact=True)
+                        elif kind == "select":
+                            yield Select([(CHOICE_LABELS.get(c, c), c) for c in choices], id=f"field-{name}",
+                                         allow_blank=False, value=choices[0], compact=True)
                         else:
                             yield Input(placeholder=hint, id=f"field-{name}", compact=True)
                     if kind == "text":
@@ -127,7 +120,7 @@ class EnvFormScreen(FieldForm):
         self._load()
 
     def fill(self, form: dict[str, str]) -> None:
-        for name, _label, _kind, _hint in FIELDS:
+        for name, _label, _kind, _hint, choices in FIELDS:
             if name == "name" and self.env_name:
                 continue
             widget = self.query_one(f"#field-{name}")
@@ -135,14 +128,14 @@ class EnvFormScreen(FieldForm):
             if isinstance(widget, TextArea):
                 widget.load_text(value)
             elif isinstance(widget, Select):
-                widget.value = value or "user"
+                widget.value = value or choices[0]
             else:
                 widget.value = value  # type: ignore[attr-defined]
         self.query_one("#field-image" if self.env_name else "#field-name").focus()
 
     def values(self) -> dict[str, str]:
         out = {}
-        for name, _label, _kind, _hint in FIELDS:
+        for name, *_ in FIELDS:
             widget = self.query_one(f"#field-{name}")
             if isinstance(widget, TextArea):
                 out[name] = widget.text
