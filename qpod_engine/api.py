@@ -346,15 +346,19 @@ class Engine:
             ))
         return rows
 
-    def bind(self, path: str, env: str, branch: str | None = None) -> str:
-        """Bind the repository around ``path`` as ``qpod init`` does; returns its root.
+    def bind(self, path: str, env: str, branch: str | None = None, directory: bool = False) -> str:
+        """Bind the repository around ``path`` as ``qpod init`` does (``directory``: the tree at
+        ``path`` itself, git or not, e.g. an out-of-tree build directory); returns its root.
         FieldError names the field at fault: "path", "environment" or "branch"."""
         branch = (branch or "").strip() or None
         self._check_environment(env)
+        where = os.path.abspath(os.path.expanduser(path.strip() or "."))
         try:
-            root = gitinfo.discover_root(os.path.abspath(os.path.expanduser(path.strip() or ".")))
+            root = bindings.directory_root(where) if directory else gitinfo.discover_root(where)
         except QpodError as err:
             raise FieldError("path", str(err)) from None
+        if directory and branch:
+            raise FieldError("branch", "a directory bound with --dir has no branches: bind it for any branch")
         self._update(lambda b: bindings.bind(b, root, env, branch))
         return root
 

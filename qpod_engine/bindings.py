@@ -171,3 +171,24 @@ def unbind(bindings: dict[str, Binding], root: str, branch_glob: str | None) -> 
             del bindings[root]
     else:
         del bindings[root]
+
+
+def directory_root(path: str) -> str:
+    """The root of a directory binding (``qpod init ENV --dir PATH``): the real path of an
+    existing directory, never one that holds your whole home (every program there would go to
+    the container)."""
+    import os
+    import pwd
+
+    from .gitinfo import is_within
+
+    root = os.path.realpath(path)
+    if not os.path.isdir(root):
+        raise QpodError(f"{path}: not a directory", status=2)
+    try:
+        home = os.path.realpath(pwd.getpwuid(os.getuid()).pw_dir)
+    except KeyError:
+        home = "/"
+    if root == "/" or is_within(home, root):
+        raise QpodError(f"{root}: holds your home directory; bind the build directory itself", status=2)
+    return root

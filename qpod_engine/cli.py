@@ -154,7 +154,7 @@ def _cwd() -> str:
 def cmd_init(a: "argparse.Namespace") -> int:
     from .textsafe import visible
 
-    root = _engine().bind(a.path or _cwd(), a.env, a.branch)
+    root = _engine().bind(a.dir or a.path or _cwd(), a.env, a.branch, directory=a.dir is not None)
     scope = f" on branches matching '{visible(a.branch)}'" if a.branch else ""
     print(f"bound {visible(root)} to environment '{visible(a.env)}'{scope}")
     return 0
@@ -214,7 +214,16 @@ def cmd_status(a: "argparse.Namespace") -> int:
         _out_json(row)
     else:
         print(f"repository:   {visible(row['repository'])}")
-        print(f"branch:       {visible(row['branch'] or '(detached)')}")
+        branch, how = gitinfo.head_state(row["repository"])
+        if how == "unknown":
+            shown = "- (not a git work tree)"
+        elif not how:
+            shown = visible(branch or "-")
+        elif branch:
+            shown = f"{visible(branch)} ({how}: HEAD is detached, the branch's rules apply)"
+        else:
+            shown = "(detached HEAD: only the rules for any branch apply)"
+        print(f"branch:       {shown}")
         print(f"environment:  {visible(row['environment'] or '-')} ({visible(row['why'])})")
         print(f"container:    {visible(row['container'] or '-')} ({visible(row['container_state'])})")
     return 0
@@ -435,6 +444,8 @@ def build_parser() -> "argparse.ArgumentParser":
     init = sub.add_parser("init", help="bind the repository around the cwd to an environment")
     init.add_argument("env")
     init.add_argument("--branch", metavar="GLOB", help="only while the checked-out branch matches")
+    init.add_argument("--dir", metavar="PATH", help="bind this directory tree itself, git or not (an out-of-tree "
+                      "build directory: configure and make there go to the environment)")
     init.add_argument("--path", help=argparse.SUPPRESS)
     init.set_defaults(func=cmd_init)
     unb = sub.add_parser("unbind", help="remove the binding of the repository around the cwd")

@@ -79,11 +79,32 @@ def container_hash(env: dict[str, Any], root: str) -> str:
 
 def path_maps(env: dict[str, Any], root: str) -> list[tuple[str, str]]:
     """(host prefix, container prefix) pairs, first match wins: the repository, then the
-    environment's mounts in their order."""
+    environment's mounts in their order, then the shared paths (home, /tmp: the same path)."""
     out = [(root, container_root(env, root))]
     for spec in env.get("mounts", ()):
         host, target = spec.split(":")[:2]
         out.append((os.path.expanduser(host), target))
+    out += [(p, p) for p in shared_paths(env)]
+    return out
+
+
+def shared_paths(env: dict[str, Any]) -> list[str]:
+    """The host paths of the environment's ``share`` (home: the invoking user's home, sudo's
+    user's too; tmp: /tmp), where they exist; podman mounts parents before what lies within."""
+    import pwd
+
+    out = []
+    for what in env.get("share", []):
+        if what == "home":
+            try:
+                path = pwd.getpwuid(invoking_user()[0]).pw_dir
+            except KeyError:
+                continue
+        else:
+            path = "/tmp"
+        path = os.path.realpath(path)
+        if path != "/" and os.path.isdir(path) and path not in out:
+            out.append(path)
     return out
 
 

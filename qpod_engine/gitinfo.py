@@ -61,18 +61,42 @@ def common_dir(gitdir: str) -> str:
         return gitdir
 
 
-def current_branch(root: str) -> str | None:
-    """Branch checked out in the work tree at ``root``; None when detached or unreadable."""
+def head_state(root: str) -> tuple[str | None, str]:
+    """(branch, how) of the work tree at ``root``: how is "" on a branch; "bisecting" or
+    "rebasing" while git has HEAD detached for that branch (git records which: BISECT_START,
+    rebase-merge/head-name, rebase-apply/head-name); "detached" otherwise; "unknown" when HEAD
+    cannot be read."""
     gd = git_dir(root)
-    if gd is None:
-        return None
+    head = _read_line(os.path.join(gd, "HEAD")) if gd else None
+    if head is None:
+        return None, "unknown"
+    prefix = "ref: refs/heads/"
+    if head.startswith(prefix):
+        return head[len(prefix):], ""
+    assert gd is not None
+    for how, file in (("rebasing", "rebase-merge/head-name"), ("rebasing", "rebase-apply/head-name"),
+                      ("bisecting", "BISECT_START")):
+        recorded = _read_line(os.path.join(gd, file))
+        if recorded:
+            name = recorded[len("refs/heads/"):] if recorded.startswith("refs/heads/") else recorded
+            # BISECT_START holds a commit id when the bisect began detached: no branch then
+            if name and not (len(name) in (40, 64) and all(c in "0123456789abcdef" for c in name)):
+                return name, how
+    return None, "detached"
+
+
+def _read_line(path: str) -> str | None:
     try:
-        with open(os.path.join(gd, "HEAD"), encoding="utf-8") as f:
-            head = f.read().strip()
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            return f.readline().strip()
     except OSError:
         return None
-    prefix = "ref: refs/heads/"
-    return head[len(prefix):] if head.startswith(prefix) else None
+
+
+def current_branch(root: str) -> str | None:
+    """The branch whose rules apply at ``root``: the checked-out one, or the one being bisected
+    or rebased; None on any other detached HEAD, or unreadable."""
+    return head_state(root)[0]
 
 
 def is_within(path: str, root: str) -> bool:

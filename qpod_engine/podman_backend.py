@@ -104,7 +104,7 @@ def container_spec(env: dict[str, Any], root: str, settings: dict[str, Any],
     workdir = naming.container_root(env, root)
     chash = naming.container_hash(env, root)
     agent_dir = private_dir(naming.agent_dir(name))
-    mounts = [{"type": "bind", "source": p, "target": p, "read_only": False} for p in shared_paths(env)]
+    mounts = [{"type": "bind", "source": p, "target": p, "read_only": False} for p in naming.shared_paths(env)]
     mounts.append({"type": "bind", "source": root, "target": workdir, "read_only": False})
     if transport == naming.TRANSPORT_AGENT:
         mounts += [{"type": "bind", "source": agent_dir, "target": naming.AGENT_SOCKET_DIR, "read_only": False},
@@ -154,26 +154,6 @@ def container_spec(env: dict[str, Any], root: str, settings: dict[str, Any],
         kwargs["user"] = "0:0"  # rootful: the agent switches to the invoking user per command
     kwargs.update(env["podman_options"])
     return kwargs
-
-
-def shared_paths(env: dict[str, Any]) -> list[str]:
-    """The host paths of the environment's ``share`` (home: the invoking user's home, sudo's
-    user's too; tmp: /tmp), where they exist; podman mounts parents before what lies within."""
-    import pwd
-
-    out = []
-    for what in env.get("share", []):
-        if what == "home":
-            try:
-                path = pwd.getpwuid(naming.invoking_user()[0]).pw_dir
-            except KeyError:
-                continue
-        else:
-            path = "/tmp"
-        path = os.path.realpath(path)
-        if path != "/" and os.path.isdir(path) and path not in out:
-            out.append(path)
-    return out
 
 
 def _parse_mount(spec: str) -> tuple[str, str, bool]:

@@ -67,6 +67,16 @@ def busybox_image() -> str:
     return build_busybox_image()
 
 
+@pytest.fixture(scope="session")
+def debian11_image() -> str:
+    """Debian 11 with gcc 10, make and gdb (CI builds it before the tests)."""
+    if not podman_available():
+        pytest.skip("podman is not installed")
+    from qpod_engine.images import build_debian11_image
+
+    return build_debian11_image()
+
+
 @pytest.fixture
 def bound_repo(qpod_home: Path, make_repo: Callable[..., Path], busybox_image: str) -> Iterator[Path]:
     """A repository bound to a busybox environment 'bb'; its containers are removed afterwards."""

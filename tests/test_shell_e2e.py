@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import podman_available, remove_containers_of, run_qpod
+from conftest import remove_containers_of, run_qpod
 from tmux_driver import Tmux
 
 from qpod_engine import preload_lib
@@ -85,15 +85,6 @@ def test_qpod_shell_reports_a_missing_shell(qpod_home: Path) -> None:
 
 
 # ---- a real terminal, a real container ---------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def debian11_image() -> str:
-    if not podman_available():
-        pytest.skip("podman is not installed")
-    from qpod_engine.images import build_debian11_image
-
-    return build_debian11_image()
 
 
 OLD_C = r"""

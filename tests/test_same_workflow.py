@@ -1,0 +1,120 @@
+"""A redirected build behaves as the native one would: files it writes under your home and /tmp
+are on the host, an out-of-tree build directory is bound like a repository, and the branch rules
+follow the branch git is bisecting or rebasing (issue "Same workflow")."""
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import git, remove_containers_of, run_qpod
+
+HELLO_C = '#include <stdio.h>\nint main(void) { printf("hello from gcc %s\\n", __VERSION__); return 0; }\n'
+# autotools-shaped: run from the build directory, writes the Makefile there, installs to --prefix
+CONFIGURE = r'''#!/bin/sh
+prefix=/usr/local
+for a; do case $a in --prefix=*) prefix=${a#--prefix=};; esac; done
+srcdir=$(cd "$(dirname "$0")" && pwd)
+printf 'hello: %s/hello.c\n\tgcc -O1 -o hello %s/hello.c\ninstall: hello\n\tmkdir -p %s/bin && cp hello %s/bin/\n' \
+    "$srcdir" "$srcdir" "$prefix" "$prefix" > Makefile
+echo "configured-in-${container:-host}"
+'''
+
+
+def qpod_shell(script: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_SHELL")}
+    return subprocess.run([sys.executable, "-m", "qpod_engine.shell", "--shell", "/bin/sh", "-c", script], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def comment_of(binary: Path) -> str:
+    return " ".join(s.decode() for s in binary.read_bytes().split(b"\0") if s.startswith(b"GCC: ("))
+
+
+@pytest.mark.podman
+@pytest.mark.demo
+def test_configure_in_an_out_of_tree_build_dir_and_install_to_a_prefix(
+        qpod_home: Path, make_repo: Callable[..., Path], debian11_image: str, tmp_path: Path) -> None:
+    src = make_repo("src-" + uuid.uuid4().hex[:6], {"hello.c": HELLO_C, "configure": CONFIGURE})
+    build, prefix = tmp_path / "build", tmp_path / "inst"
+    build.mkdir()
+    assert run_qpod("env", "add", "deb11", "--image", debian11_image).returncode == 0
+    assert run_qpod("init", "deb11", cwd=src).returncode == 0
+    r = run_qpod("init", "deb11", "--dir", str(build))
+    assert r.returncode == 0 and f"bound {build}" in r.stdout, r.stderr
+    try:
+        which = run_qpod("which", "make", cwd=build)
+        assert which.stdout.startswith("container (deb11)"), which.stdout
+        r = qpod_shell(f"sh {src}/configure --prefix={prefix} && make -s && make -s install", cwd=build)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        assert "configured-in-podman" in r.stdout
+        # written by the container under /tmp (shared by default), so on the host: built by gcc 10
+        installed = prefix / "bin" / "hello"
+        assert installed.is_file(), list(tmp_path.rglob("*"))
+        assert "GCC: (Debian 10." in comment_of(installed), comment_of(installed)
+        assert (build / "hello").stat().st_uid == os.getuid()
+        status = run_qpod("status", cwd=build)
+        assert "not a git work tree" in status.stdout and "deb11" in status.stdout, status.stdout
+    finally:
+        remove_containers_of(str(src))
+        remove_containers_of(str(build))
+
+
+def test_a_directory_binding_never_swallows_your_home(qpod_home: Path, busybox_image: str) -> None:
+    assert run_qpod("env", "add", "bb", "--image", busybox_image).returncode == 0
+    for path in ("/", os.path.expanduser("~")):
+        r = run_qpod("init", "bb", "--dir", path)
+        assert r.returncode == 2 and "holds your home directory" in r.stderr, r.stderr
+    r = run_qpod("init", "bb", "--dir", "/nonexistent/qpod-build")
+    assert r.returncode == 2 and "not a directory" in r.stderr
+    assert not (qpod_home / "config" / "repositories.yaml").exists()
+
+
+@pytest.mark.podman
+def test_home_and_tmp_are_shared_unless_the_environment_says_otherwise(bound_repo: Path, tmp_path: Path) -> None:
+    target = tmp_path / f"written-{uuid.uuid4().hex[:6]}"
+    r = run_qpod("exec", "sh", "-c", f"echo from-$container > {target}", cwd=bound_repo)
+    assert r.returncode == 0, r.stderr
+    assert target.read_text() == "from-podman\n"
+    target.unlink()
+    assert run_qpod("env", "set", "bb", "share=").returncode == 0
+    r = run_qpod("exec", "sh", "-c", f"mkdir -p {tmp_path} && echo inside > {target} && cat {target}", cwd=bound_repo)
+    assert (r.returncode, r.stdout) == (0, "inside\n"), r.stderr
+    assert not target.exists()  # the container's own /tmp
+
+
+def test_branch_rules_follow_the_branch_being_bisected_or_rebased(
+        qpod_home: Path, make_repo: Callable[..., Path]) -> None:
+    root = make_repo("bisect-" + uuid.uuid4().hex[:6])
+    for name in ("new", "old"):
+        assert run_qpod("env", "add", name, "--image", f"localhost/{name}:1").returncode == 0
+    assert run_qpod("init", "new", cwd=root).returncode == 0
+    assert run_qpod("init", "old", "--branch", "release/*", cwd=root).returncode == 0
+    git("checkout", "-q", "-b", "release/2018.3", cwd=root)
+    for i in range(3):
+        (root / "f").write_text(f"{i}\n")
+        git("add", "f", cwd=root)
+        git("commit", "-q", "-m", f"c{i}", cwd=root)
+
+    def which() -> str:
+        return run_qpod("which", "make", cwd=root).stdout
+
+    assert which().startswith("container (old)")
+    git("bisect", "start", "HEAD", "HEAD~3", cwd=root)
+    assert git("rev-parse", "--abbrev-ref", "HEAD", cwd=root).strip() == "HEAD"  # detached by git
+    assert which().startswith("container (old)"), which()
+    assert "release/2018.3 (bisecting" in run_qpod("status", cwd=root).stdout
+    git("bisect", "reset", cwd=root)
+
+    log = root.parent / f"{root.name}.rebase-log"
+    cli = f"{sys.executable} -m qpod_engine.cli which make >> {log}"
+    git("rebase", "-q", "--force-rebase", "--exec", cli, "HEAD~2", cwd=root)
+    seen = log.read_text().splitlines()
+    assert len(seen) == 2 and all(x.startswith("container (old)") for x in seen), seen
+
+    git("checkout", "-q", "--detach", "HEAD~1", cwd=root)
+    assert which().startswith("container (new)"), which()  # a plain detached HEAD: the any-branch binding
+    assert "detached HEAD" in run_qpod("status", cwd=root).stdout
