@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -464,6 +465,26 @@ static void forget(pid_t pid)
             sessions[i] = 0;
 }
 
+static int busy(void)
+{
+    for (int i = 0; i < MAX_SESSIONS; i++)
+        if (sessions[i])
+            return 1;
+    return 0;
+}
+
+/* qpod marks a container whose config changed while commands ran in it: a file "retire" beside
+ * the socket. It serves those commands to their end, then stops. */
+static int retired(const char *sock_path)
+{
+    char path[PATH_MAX];
+    const char *slash = strrchr(sock_path, '/');
+    int dir = slash ? (int)(slash - sock_path) : 0;
+    if (snprintf(path, sizeof(path), "%.*s/retire", dir, sock_path) >= (int)sizeof(path))
+        return 0;
+    return access(path, F_OK) == 0;
+}
+
 static void reap(void)
 {
     pid_t w;
@@ -569,6 +590,8 @@ int main(int argc, char **argv)
                 if (si.ssi_signo != SIGCHLD)
                     stop = 1;
             reap();
+            if (!stop && retired(sock_path) && !busy())
+                stop = 1; /* replaced by a container of the new config: gone with its last command */
             if (stop) {
                 close(lfd);
                 unlink(sock_path);

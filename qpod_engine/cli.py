@@ -296,7 +296,8 @@ def cmd_ps(a: "argparse.Namespace") -> int:
     elif not rows:
         print("no qpod containers")
     else:
-        _table([[c["name"], c["environment"], c["repository"], c["image"], c["state"], _uptime(c["started"])]
+        _table([[c["name"], c["environment"], c["repository"], c["image"],
+                 c["state"] + (" (outdated)" if c.get("outdated") else ""), _uptime(c["started"])]
                 for c in rows], ["NAME", "ENVIRONMENT", "REPOSITORY", "IMAGE", "STATE", "UPTIME"])
     return 0
 

@@ -281,9 +281,11 @@ def ensure_container(env: dict[str, Any], root: str, settings: dict[str, Any]) -
         if ctr is not None and (ctr.labels.get(naming.LABEL_HASH) != want_hash
                                 or ctr.labels.get(naming.LABEL_ROOT_ID) != rid):
             # config changed, or the repository was re-created at this path: the old
-            # container no longer matches (its bind mount would show a deleted directory)
-            ctr.remove(force=True)
+            # container no longer matches (its bind mount would show a deleted directory);
+            # commands running in it are never killed for that: it is retired, not removed
+            _replace(ctr, name)
             ctr = None
+        _remove_idle_retired(cl, env["name"], root, name)
         if ctr is not None and ctr.status == "stopping":
             # left so by 'podman system migrate' after a reboot or a killed session
             # (podman_userns): nothing runs in it, and podman will not start it again
@@ -337,6 +339,65 @@ def ensure_container(env: dict[str, Any], root: str, settings: dict[str, Any]) -
     return facts
 
 
+RETIRED_MARK = "-was-"
+
+
+def _busy(ctr: Any) -> bool:
+    """Whether commands run in the container: processes besides its PID 1 (the agent, or the
+    exec transport's sleep). When podman cannot say, busy: nothing is killed on a guess."""
+    if ctr.status != "running":
+        return False
+    try:
+        return len(ctr.top().get("Processes") or []) > 1
+    except Exception:  # noqa: BLE001 - podman-py raises several types here; any means "cannot tell"
+        return True
+
+
+def _replace(ctr: Any, name: str) -> None:
+    """Make way for a container of the new config. An idle one is removed; a busy one is
+    renamed NAME-was-ID (qpod ps shows it as outdated), its agent's directory moved along (the
+    bind mount follows the directory) and marked "retire": the agent serves its running
+    commands to their end, then stops, and the next start of NAME removes it."""
+    if not _busy(ctr):
+        ctr.remove(force=True)
+        return
+    retired = f"{name}{RETIRED_MARK}{ctr.id[:12]}"
+    ctr.rename(retired)
+    old_dir, new_dir = naming.agent_dir(name), naming.agent_dir(retired)
+    try:
+        os.rename(old_dir, new_dir)
+        with open(os.path.join(new_dir, "retire"), "x"):
+            pass
+    except OSError:
+        pass  # an exec-transport container, or no agent dir: it is removed once idle all the same
+    ctr.reload()
+    if not _busy(ctr):  # its last command ended meanwhile
+        ctr.remove(force=True)
+        shutil.rmtree(new_dir, ignore_errors=True)
+
+
+def _remove_idle_retired(cl: Any, env_name: str, root: str, name: str) -> None:
+    """Retired containers of (env, root) whose commands have all ended: removed with their
+    agent directory."""
+    try:
+        found = cl.containers.list(all=True, filters={"label": [f"{naming.LABEL_CONFIG}={naming.config_id()}",
+                                                                f"{naming.LABEL_ENV}={env_name}"]})
+    except Exception:  # noqa: BLE001 - tidying up never stops a command from starting
+        return
+    for old in found:
+        if old.name.startswith(name + RETIRED_MARK) and old.labels.get(naming.LABEL_REPO) == root and not _busy(old):
+            _remove_quietly(old)
+
+
+def _remove_quietly(ctr: Any) -> None:
+    """Remove a retired container and its agent directory (already gone: fine)."""
+    try:
+        ctr.remove(force=True)
+    except Exception:  # noqa: BLE001 - removed meanwhile by another qpod, or podman busy: next time
+        return
+    shutil.rmtree(naming.agent_dir(ctr.name), ignore_errors=True)
+
+
 def _agent_failure(ctr: Any) -> str:
     """The agent's last words (its one-line error), for the record of why exec is used."""
     try:
@@ -377,11 +438,19 @@ def list_containers(all_configs: bool = False) -> list[dict[str, Any]]:
     except Exception as err:  # noqa: BLE001
         raise _api_error(err) from None
     out = []
+    envs = _current_envs()
     for c in ctrs:
         attrs = c.attrs
         state = attrs.get("State")
         status = state if isinstance(state, str) else (state or {}).get("Status", "unknown")
         started = attrs.get("StartedAt")
+        if RETIRED_MARK in c.name and status != "running" and c.labels.get(naming.LABEL_CONFIG) == naming.config_id():
+            _remove_quietly(c)  # retired, and its last command has ended: nothing left to show
+            continue
+        env = envs.get(c.labels.get(naming.LABEL_ENV, ""))
+        repo = c.labels.get(naming.LABEL_REPO, "")
+        outdated = RETIRED_MARK in c.name or (env is not None and c.labels.get(naming.LABEL_HASH) !=
+                                              naming.container_hash(env, repo))
         out.append({
             "name": c.name,
             "id": c.id[:12],
@@ -391,8 +460,20 @@ def list_containers(all_configs: bool = False) -> list[dict[str, Any]]:
             "state": status,
             "started": started if isinstance(started, (int, float)) and started > 0 else None,
             "transport": c.labels.get(naming.LABEL_TRANSPORT, naming.TRANSPORT_AGENT),
+            "outdated": outdated,  # made for another config: replaced once its commands end
         })
     return sorted(out, key=lambda c: (c["environment"], c["repository"]))
+
+
+def _current_envs() -> dict[str, dict[str, Any]]:
+    """The environments as the compiled config holds them now (empty when it cannot be read:
+    then nothing is called outdated for its config)."""
+    from . import snapshot
+
+    try:
+        return dict(snapshot.load().get("envs") or {})
+    except QpodError:
+        return {}
 
 
 def stop_containers(names: list[str], remove: bool = False) -> list[str]:

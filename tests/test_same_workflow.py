@@ -118,3 +118,61 @@ def test_branch_rules_follow_the_branch_being_bisected_or_rebased(
     git("checkout", "-q", "--detach", "HEAD~1", cwd=root)
     assert which().startswith("container (new)"), which()  # a plain detached HEAD: the any-branch binding
     assert "detached HEAD" in run_qpod("status", cwd=root).stdout
+
+
+def _wait(cond: Callable[[], bool], what: str, timeout: float = 120) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def _ps(cwd: Path) -> list[dict[str, object]]:
+    import json
+
+    r = run_qpod("ps", "--json", cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+@pytest.mark.podman
+def test_an_environment_change_never_kills_a_running_build(bound_repo: Path, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    build = subprocess.Popen(
+        [sys.executable, "-m", "qpod_engine.cli", "exec", "sh", "-c",
+         f"echo started; while [ ! -e {gate} ]; do sleep 0.1; done; echo finished"],
+        cwd=bound_repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert build.stdout is not None and build.stdout.readline() == "started\n"
+        # a change that shapes the container (capabilities), made while the build runs
+        r = run_qpod("env", "set", "bb", "cap_add=SYS_PTRACE", cwd=bound_repo)
+        assert r.returncode == 0, r.stderr
+        r = run_qpod("exec", "sh", "-c", "grep CapEff /proc/self/status", cwd=bound_repo)
+        assert r.returncode == 0, r.stderr  # a new command, in a container of the new config
+        rows = _ps(bound_repo)
+        assert sorted(bool(c["outdated"]) for c in rows) == [False, True], rows
+        assert all(c["state"] == "running" for c in rows), rows
+        gate.touch()
+        out, err = build.communicate(timeout=120)
+        assert (build.returncode, out) == (0, "finished\n"), err  # not 143: it was never killed
+        # its last command ended: the outdated container stops itself and leaves the list
+        _wait(lambda: [bool(c["outdated"]) for c in _ps(bound_repo)] == [False], "the outdated container to go")
+    finally:
+        gate.touch()
+        if build.poll() is None:
+            build.kill()
+            build.wait()
+
+
+@pytest.mark.podman
+def test_an_idle_container_of_an_old_config_is_simply_replaced(bound_repo: Path) -> None:
+    assert run_qpod("exec", "true", cwd=bound_repo).returncode == 0
+    [before] = _ps(bound_repo)
+    assert run_qpod("env", "set", "bb", "cap_add=SYS_PTRACE", cwd=bound_repo).returncode == 0
+    assert _ps(bound_repo)[0]["outdated"] is True
+    assert run_qpod("exec", "true", cwd=bound_repo).returncode == 0
+    [after] = _ps(bound_repo)
+    assert after["id"] != before["id"] and after["outdated"] is False
