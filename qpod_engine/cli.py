@@ -257,14 +257,22 @@ def cmd_which(a: "argparse.Namespace") -> int:
     d = decide(path, a.argv, cwd, snapshot.targets(snapshot.load()))
     data = {"where": d.where, "reason": d.reason, "path": path, "cwd": cwd,
             "repository": d.target.root if d.target else None,
-            "environment": d.target.environment if d.target and d.in_container else None}
+            "environment": d.target.environment if d.target and d.in_container else None,
+            "in_image": None}
+    if d.in_container and d.target and "/" not in a.argv[0]:
+        from .podman_backend import command_in_container
+
+        data["in_image"] = command_in_container(d.target.environment, d.target.root, a.argv[0])
     if a.json:
         _out_json(data)
     else:
         from .textsafe import visible
 
         env = f" ({visible(data['environment'])})" if data["environment"] else ""
-        print(f"{d.where}{env}: {visible(d.reason)}")
+        found = data["in_image"]
+        there = "" if found is None else f"; in the container: {visible(found)}" if found else \
+            "; not found in the container: it would exit 127"
+        print(f"{d.where}{env}: {visible(d.reason)}{there}")
     return 0
 
 

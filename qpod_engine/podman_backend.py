@@ -398,6 +398,31 @@ def _remove_quietly(ctr: Any) -> None:
     shutil.rmtree(naming.agent_dir(ctr.name), ignore_errors=True)
 
 
+NOT_FOUND = "qpod:not-found"
+
+
+def command_in_container(env_name: str, root: str, command: str) -> str | bool | None:
+    """Where ``command`` is in the running container of (env, root), as its shell finds it:
+    the path (or what else the shell calls it), False when it is not there, None when that cannot be told (no
+    running container yet, no shell in the image, podman unreachable)."""
+    try:
+        ctr = client().containers.get(naming.container_name(env_name, root))
+        if ctr.status != "running":
+            return None
+        # the marker tells "not found" (127 in ash and dash, 1 in bash) from "no shell to ask"
+        code, out = ctr.exec_run(["/bin/sh", "-c", 'command -v -- "$1" || echo "$2"', "sh", command, NOT_FOUND],
+                                 demux=True)
+    except Exception:  # noqa: BLE001 - a courtesy of qpod which: never its failure
+        return None
+    stdout = out[0] if isinstance(out, tuple) else out
+    lines = (stdout or b"").decode("utf-8", "replace").strip().splitlines()
+    if code != 0 or not lines:
+        return None
+    if lines[-1] == NOT_FOUND:
+        return False
+    return lines[-1] if lines[-1].startswith("/") else "a shell builtin or busybox applet"
+
+
 def _agent_failure(ctr: Any) -> str:
     """The agent's last words (its one-line error), for the record of why exec is used."""
     try:

@@ -176,3 +176,26 @@ def test_an_idle_container_of_an_old_config_is_simply_replaced(bound_repo: Path)
     assert run_qpod("exec", "true", cwd=bound_repo).returncode == 0
     [after] = _ps(bound_repo)
     assert after["id"] != before["id"] and after["outdated"] is False
+
+
+@pytest.mark.podman
+def test_a_routed_command_missing_from_the_image_is_one_line_127(bound_repo: Path, tmp_path: Path,
+                                                                   busybox_image: str) -> None:
+    """waf on the host's PATH is routed (a command of the environment) but the image has none."""
+    host_bin = tmp_path / "bin"
+    host_bin.mkdir()
+    (host_bin / "waf").write_text("#!/bin/sh\necho host-waf\n")
+    (host_bin / "waf").chmod(0o755)
+    before = run_qpod("which", "waf", cwd=bound_repo)
+    assert before.stdout.startswith("container (bb)") and "in the container" not in before.stdout
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_SHELL")}
+    env["PATH"] = f"{host_bin}:{env['PATH']}"
+    r = subprocess.run([sys.executable, "-m", "qpod_engine.shell", "--shell", "/bin/sh", "-c", "waf configure"],
+                       cwd=bound_repo, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 127 and r.stdout == ""
+    assert r.stderr == f"qpod: waf: not found in environment bb (image {busybox_image})\n", r.stderr
+    after = run_qpod("which", "waf", cwd=bound_repo)  # the container is known now: qpod which looks
+    assert after.stdout.rstrip().endswith("not found in the container: it would exit 127"), after.stdout
+    assert run_qpod("env", "set", "bb", "commands=make waf sh", cwd=bound_repo).returncode == 0
+    there = run_qpod("which", "sh", cwd=bound_repo)  # routing-only change: the same container
+    assert "; in the container: " in there.stdout, there.stdout
