@@ -4,18 +4,13 @@ Every method wraps existing engine functions: the same validation as ``qpod init
 ``qpod env add`` and ``qpod env rm``, the same compiled snapshot. Methods may block on
 podman or the disk: a UI calls them from worker threads. Never imports a UI toolkit.
 
-``LogIndex`` is the one new piece of logic: byte offsets of every command-log record, so a
-viewer can show 100,000 records while holding only the few it draws.
+``LogIndex`` (qpod_engine/log_index.py) holds byte offsets of every command-log record, so a
+viewer can show 100,000 records while holding only the few it draws, and the commands running now.
 """
 
-import bisect
 import contextlib
-import functools
 import os
-import re
-import threading
 import time
-from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,202 +79,12 @@ def uptime(started: float | None, now: float) -> str:
     return f"{s // 60}m{s % 60}s"
 
 
-# --- the command log ----------------------------------------------------------------------
+# --- the command log (qpod_engine/log_index.py; re-exported here, the TUI's one import) ---------
 
-def _start_line(buf: bytes, at: int = 0, end: int | None = None) -> bool:
-    """Whether the raw log line ``buf[at:end]`` is a start record (the TUI's log shows
-    commands once they end; ``qpod log`` shows running ones too). A byte search first, without
-    copying the line: most lines are not."""
-    end = len(buf) if end is None else end
-    if buf.find(b'"status":null', at, end) < 0 and buf.find(b'"status": null', at, end) < 0:
-        return False
-    rec = cmdlog.parse_line(buf[at:end])
-    return rec is not None and cmdlog.is_start(rec)
+from .log_index import LogIndex, Running  # noqa: E402
 
-
-class _Segment:
-    """One log file, held open (so rotation cannot pull it away) with its records' offsets.
-    Start records are not indexed (see ``_start_line``)."""
-
-    __slots__ = ("fd", "ino", "starts", "end")
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.ino = os.fstat(self.fd).st_ino
-        self.starts = array("q")
-        self.end = 0  # offset just past the last complete line
-
-    def scan_new(self) -> int:
-        """Index the complete lines appended since the last call; returns how many."""
-        before = len(self.starts)
-        pos = self.end
-        while True:
-            chunk = os.pread(self.fd, LogIndex.CHUNK, pos)
-            if not chunk:
-                break
-            at = 0
-            while (nl := chunk.find(b"\n", at)) >= 0:
-                if nl > at and not _start_line(chunk, at, nl):  # skip empty lines and start records
-                    self.starts.append(pos + at)
-                at = nl + 1
-            if at == 0:  # no complete line in a whole chunk: a record longer than CHUNK
-                if len(chunk) < LogIndex.CHUNK:
-                    break
-                self._scan_long_line(pos)
-                pos = self.end
-                continue
-            pos += at
-            self.end = pos
-        return len(self.starts) - before
-
-    def _scan_long_line(self, pos: int) -> None:
-        offset = pos
-        while chunk := os.pread(self.fd, LogIndex.CHUNK, offset):
-            nl = chunk.find(b"\n")
-            if nl >= 0:
-                self.end = offset + nl + 1
-                if not _start_line(os.pread(self.fd, self.end - pos, pos)):
-                    self.starts.append(pos)
-                return
-            offset += len(chunk)
-
-    def line(self, i: int) -> bytes:
-        start = self.starts[i]
-        stop = self.starts[i + 1] if i + 1 < len(self.starts) else self.end
-        block = os.pread(self.fd, stop - start, start)
-        return block[:block.find(b"\n")] if b"\n" in block else block  # lines not indexed may follow
-
-    def lines(self, lo: int, hi: int) -> list[bytes]:
-        """Records lo..hi-1 in one read (the caller keeps the span small)."""
-        start = self.starts[lo]
-        stop = self.starts[hi] if hi < len(self.starts) else self.end
-        block = os.pread(self.fd, stop - start, start)
-        out = []
-        for i in range(lo, hi):
-            at = self.starts[i] - start
-            nl = block.find(b"\n", at)
-            out.append(block[at:nl] if nl >= 0 else block[at:])
-        return out
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-
-class LogIndex:
-    """Every record of the command log (``commands.log.N`` ... ``commands.log``), oldest first,
-    addressed by number. ``refresh`` indexes what was appended or rotated in; ``record`` reads
-    and parses one record (cached); ``scan`` lists the records a ``cmdlog.Filter`` keeps.
-
-    Memory: 8 bytes per record plus a small cache of parsed records, whatever the log's size.
-    """
-
-    CHUNK = 1 << 20
-    BLOCK = 4 << 20  # bytes parsed at a time when filtering
-
-    def __init__(self, log: str | None = None) -> None:
-        self.log = log or paths.log_file()
-        self._segments: list[_Segment] = []
-        self._bases: list[int] = []  # global number of each segment's first record
-        self._count = 0
-        self._lock = threading.Lock()
-        self.record = functools.lru_cache(maxsize=1024)(self._read_record)  # a few screens' worth
-
-    def __len__(self) -> int:
-        return self._count
-
-    def refresh(self) -> tuple[int, bool]:
-        """(records added, reset): reset means numbering restarted (the log was truncated or
-        replaced under us) and every number the caller holds is void."""
-        with self._lock:
-            reset = self._check_truncated()
-            before = self._count
-            last = self._segments[-1] if self._segments else None
-            # the files rotated in since (several, if the log rotated more than once), oldest first
-            newer = cmdlog.open_newer(self.log, last.fd if last is not None else None)
-            if last is not None:
-                last.scan_new()  # finish the file we had (rotated: complete now)
-            for fd in newer:
-                self._add_segment(fd)
-            self._count = sum(len(s.starts) for s in self._segments)
-            return self._count - before, reset
-
-    def _add_segment(self, fd: int) -> None:
-        seg = _Segment(fd)
-        seg.scan_new()
-        self._bases.append(sum(len(s.starts) for s in self._segments))
-        self._segments.append(seg)
-
-    def _check_truncated(self) -> bool:
-        for seg in self._segments:
-            if os.fstat(seg.fd).st_size < seg.end:
-                self._close()
-                return True
-        return False
-
-    def _close(self) -> None:
-        for seg in self._segments:
-            seg.close()
-        self._segments, self._bases, self._count = [], [], 0
-        self.record.cache_clear()
-
-    def close(self) -> None:
-        with self._lock:
-            self._close()
-
-    def _locate(self, i: int) -> tuple[_Segment, int]:
-        k = bisect.bisect_right(self._bases, i) - 1
-        return self._segments[k], i - self._bases[k]
-
-    def _read_record(self, i: int) -> dict[str, Any] | None:
-        with self._lock:
-            seg, j = self._locate(i)
-            line = seg.line(j)
-        return cmdlog.parse_line(line)
-
-    def scan(self, flt: cmdlog.Filter, start: int = 0, stop: int | None = None,
-             cancelled: Callable[[], bool] = lambda: False) -> array:
-        """Numbers of the records in ``[start, stop)`` that ``flt`` keeps (empty when cancelled)."""
-        stop = len(self) if stop is None else stop
-        keep = array("q")
-        exact, folded = _needles(flt)
-        for k, seg in enumerate(list(self._segments)):
-            base = self._bases[k]
-            lo, hi = max(start - base, 0), min(stop - base, len(seg.starts))
-            while lo < hi:
-                if cancelled():
-                    return array("q")
-                span = _span(seg, lo, hi, self.BLOCK)
-                for n, line in enumerate(seg.lines(lo, lo + span), base + lo):
-                    if exact and not all(nd in line for nd in exact):
-                        continue  # cheap byte tests first: most records fail them
-                    if folded:
-                        low = line.lower()
-                        if not all(nd in low for nd in folded):
-                            continue
-                    rec = cmdlog.parse_line(line)
-                    if rec is not None and flt.match(rec):
-                        keep.append(n)
-                lo += span
-        return keep
-
-
-def _span(seg: _Segment, lo: int, hi: int, max_bytes: int) -> int:
-    """How many records from ``lo`` fit in ``max_bytes`` (at least one)."""
-    limit = seg.starts[lo] + max_bytes
-    j = bisect.bisect_right(seg.starts, limit, lo, hi)
-    return max(1, j - lo - 1) if j < hi else hi - lo
-
-
-def _needles(flt: cmdlog.Filter) -> tuple[list[bytes], list[bytes]]:
-    """Byte strings a matching record's raw line must contain (exactly, and case-folded), where
-    that is sure: plain ASCII without quotes or backslashes (JSON escapes those); text is cut at
-    spaces because argv words are separate JSON strings."""
-    def plain(value: str) -> bool:
-        return value.isascii() and not re.search(r'["\\\x00-\x1f]', value)
-
-    exact = [v.rstrip("/").encode() for v in (flt.repo, flt.env) if v and plain(v)]
-    folded = [w.lower().encode() for w in (flt.text or "").split() if plain(w)]
-    return exact, folded
+__all__ = ["ContainerRow", "Engine", "EnvRow", "FieldError", "LogIndex", "RepoRow", "Running", "config_lock",
+           "format_argv", "uptime"]
 
 
 # --- the facade ---------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from .widgets.containers import ContainersView
 from .widgets.environments import EnvironmentsView
 from .widgets.log_table import LogTable
 from .widgets.repositories import RepositoriesView
+from .widgets.running import title_suffix
 
 # (id, tab title, view class)
 VIEWS: tuple[tuple[str, str, type[Widget]], ...] = (
@@ -84,6 +85,8 @@ class QpodApp(App[int]):
             if view_id not in (self.start_view, "log"):  # the others load now, so switching is instant
                 self.view(view_id).load()  # type: ignore[attr-defined]
         self._activate(self.start_view)
+        if self.start_view != "log":  # after the first paint: the log tab counts what runs
+            self.call_after_refresh(self.view("log").prepare)  # type: ignore[attr-defined]
         if self.watch:
             self.watch_files()
         if self.freeze_gc:
@@ -99,6 +102,11 @@ class QpodApp(App[int]):
         markup in those must not be interpreted (``[/bold]`` would crash, ``[link=]`` link)."""
         super().notify(visible(message, keep_newlines=True), title=visible(title), severity=severity,  # type: ignore[arg-type]
                        timeout=timeout, markup=False)
+
+    def running_count(self, count: int) -> None:
+        """The log tab's title says how many commands run now."""
+        title = next(t for v, t, _c in VIEWS if v == "log")
+        self.query_one(TabbedContent).get_tab("log").label = title + title_suffix(count)
 
     def view(self, view_id: str) -> Widget:
         return self.query_one(f"#{view_id}-view")

@@ -488,3 +488,69 @@ async def test_a_broken_keymap_is_reported(engine):
         assert any("keymap ignored" in n.message and "settings.yaml:1" in n.message for n in app._notifications)
         await pilot.press("b")  # the default keys still work
         assert isinstance(app.screen, BindScreen)
+
+
+# --- what is running now --------------------------------------------------------------------
+
+def iso_now() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}+00:00"
+
+
+def start_record(rid: str, pid: int, argv: list[str]) -> dict:
+    """A start record as the launcher writes it (exec_transport.run): status null, its pid."""
+    return {"id": rid, "time": iso_now(), "repo": "/src/repo0", "branch": "main", "env": "env0",
+            "container": "c", "cwd": "/src/repo0", "argv": argv, "path": "/usr/bin/make", "reason": "r",
+            "pid": pid, "status": None}
+
+
+def tab_label(app: QpodApp) -> str:
+    from textual.widgets import TabbedContent
+
+    return str(app.query_one(TabbedContent).get_tab("log").label)
+
+
+async def test_running_commands_tick_at_the_top_and_end_into_their_row(engine):
+    import subprocess
+
+    from qpod_tui.widgets.running import RunningPanel
+
+    append_records(3)
+    launcher = subprocess.Popen(["sleep", "600"])  # stands for the launcher: alive while its command runs
+    other = subprocess.Popen(["sleep", "600"])
+    try:
+        make = start_record("a1", launcher.pid, ["make", "-j8", "all"])
+        cmdlog.append(make)
+        app = make_app(engine)  # another view first: the log tab counts anyway
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await until(pilot, lambda: tab_label(app).endswith("1 running"), timeout=10)
+            await pilot.press("4")
+            await settle(pilot)
+            view = log_view(app)
+            panel = view.query_one(RunningPanel)
+            assert panel.display and "make -j8 all" in str(panel.render())
+            assert len(view.table.rows) == 3  # the running command is not a row yet
+            first = str(panel.render())
+            await until(pilot, lambda: str(panel.render()) != first, timeout=5)  # the elapsed time ticks
+            # a second command starts meanwhile (the watcher or the tick reads it)
+            cmdlog.append(start_record("b2", other.pid, ["gdb", "-batch", "./app"]))
+            await until(pilot, lambda: tab_label(app).endswith("2 running"), timeout=10)
+            assert str(panel.render()).index("make -j8") < str(panel.render()).index("gdb -batch")
+            # make ends: its complete record replaces it within a second
+            cmdlog.append({**make, "status": 2, "duration": 3.5})
+            took = await until(pilot, lambda: len(view.table.rows) == 4, timeout=10)
+            await until(pilot, lambda: "make -j8" not in str(panel.render()), timeout=10)
+            assert took < 1.0
+            assert view.index.record(view.table.rows[-1])["argv"] == ["make", "-j8", "all"]
+            assert tab_label(app).endswith("1 running")
+            # gdb's launcher dies without an end record: lost, it leaves the panel (qpod log shows it)
+            other.kill()
+            other.wait()
+            await until(pilot, lambda: not panel.display, timeout=10)
+            assert tab_label(app) == "4 Command log"
+            assert len(view.table.rows) == 4
+    finally:
+        for p in (launcher, other):
+            p.kill()
+            p.wait()

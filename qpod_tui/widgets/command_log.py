@@ -26,6 +26,7 @@ from qpod_engine.textsafe import visible
 from ..safe import literal
 from ..screens.record import RecordScreen
 from .log_table import LogTable
+from .running import RunningPanel
 
 FILTER_DELAY = 0.15  # seconds of typing quiet before a filter scan starts
 
@@ -48,6 +49,13 @@ class CommandLogView(Vertical):
             self.generation, self.start, self.stop, self.matches, self.reset = (
                 generation, start, stop, matches, reset)
 
+    class RunningNow(Message):
+        """The commands running now (``LogIndex.running``), read after an index refresh."""
+
+        def __init__(self, records: list[dict[str, Any]]) -> None:
+            super().__init__()
+            self.records = records
+
     class Filtered(Message):
         def __init__(self, generation: int, stop: int, matches: Sequence[int]) -> None:
             super().__init__()
@@ -67,6 +75,7 @@ class CommandLogView(Vertical):
         self.scanned = 0  # index records the rows account for
         self.scanning = False
         self._filter_timer: Timer | None = None
+        self.running: list[dict[str, Any]] = []
 
     @property
     def engine(self) -> Engine:
@@ -79,6 +88,7 @@ class CommandLogView(Vertical):
             yield Select([], prompt="any repository", id="log-repo", compact=True)
             yield Select([], prompt="any environment", id="log-env", compact=True)
             yield Checkbox("failed only", id="log-failed", compact=True)
+        yield RunningPanel(id="log-running")
         yield LogTable(id="log-table")
         yield Static("", id="log-status")
 
@@ -86,12 +96,20 @@ class CommandLogView(Vertical):
     def table(self) -> LogTable:
         return self.query_one(LogTable)
 
+    def on_mount(self) -> None:
+        self.set_interval(1.0, self._tick)
+
     def activated(self) -> None:
         self.table.focus()
+        self.prepare()
+        self._load_choices()
+
+    def prepare(self) -> None:
+        """Open and index the log (in a worker), also while another view is shown: the tab
+        title counts the running commands."""
         if self.index is None:
             self.index = self.engine.open_log()
         self.changed()
-        self._load_choices()
 
     # --- reading the log
 
@@ -103,6 +121,7 @@ class CommandLogView(Vertical):
     @work(thread=True, exclusive=True, group="log-refresh")
     def _refresh_index(self, index: LogIndex, generation: int, flt: Filter | None, start: int) -> None:
         added, reset = index.refresh()
+        self.post_message(self.RunningNow(index.running()))
         if reset:
             start = 0
         stop = len(index)
@@ -128,6 +147,27 @@ class CommandLogView(Vertical):
             self.rows = rows
         self.scanned = msg.stop
         self._show()
+
+    # --- what is running now
+
+    @on(RunningNow)
+    def _running_now(self, msg: RunningNow) -> None:
+        self.show_running(msg.records)
+
+    def _tick(self) -> None:
+        """Each second while something runs: elapsed times move on, a command whose launcher
+        died leaves, and the log is read again (an end record turns into its row within a
+        second even if the file watcher missed it)."""
+        if self.running and self.index is not None:
+            self.show_running(self.index.running())
+            self.changed()
+
+    def show_running(self, records: list[dict[str, Any]]) -> None:
+        before = len(self.running)
+        self.running = records
+        self.query_one(RunningPanel).show(records, self.engine.now(), self.table.size.width or self.size.width)
+        if len(records) != before:
+            self.app.running_count(len(records))  # type: ignore[attr-defined]
 
     def _show(self) -> None:
         assert self.index is not None
