@@ -56,8 +56,7 @@ def run(decision: Decision, snap: dict[str, Any], env: dict[str, Any], facts: di
     for name in sorted(values):
         args += ["--env", name]  # the value comes from podman's environment: not visible in ps
     cmd = list(argv)
-    if path.startswith("/") and (path == root or path.startswith(root + "/")) and (
-            cmd[0].startswith("/") or "/" not in cmd[0]):
+    if path.startswith("/") and gitinfo.is_within(path, root) and (cmd[0].startswith("/") or "/" not in cmd[0]):
         cmd[0] = naming.map_path(path, env, root) or path
     args += [facts["name"], *cmd]
 
