@@ -223,20 +223,45 @@ async def test_edit_environment_with_an_invalid_field_keeps_the_file(engine):
         form.query_one("#field-ulimits", Input).value = "nofile=many"
         await pilot.click("#submit")
         await settle(pilot)
-        # the first error the engine finds is shown beside its field
+        # every error at once, each beside its field, focus on the first
         assert "host path must be absolute" in str(form.query_one("#error-mounts").render())
+        assert "'ulimits': 'nofile' must be SOFT[:HARD]" in str(form.query_one("#error-ulimits").render())
+        assert app.focused is form.query_one("#field-mounts")
         assert Path(paths.environment_file("bb")).read_text() == before
         form.query_one("#field-mounts").load_text("/opt/tools:/opt/tools:ro")
         await pilot.press("ctrl+s")
         await settle(pilot)
         assert form.query_one("#error-mounts").display is False
-        assert "'ulimits': 'nofile' must be SOFT[:HARD]" in str(form.query_one("#error-ulimits").render())
+        assert form.query_one("#error-ulimits").display
+        assert app.focused is form.query_one("#field-ulimits")
         form.query_one("#field-ulimits", Input).value = "nofile=1024:4096"
         await pilot.press("ctrl+s")
         await settle(pilot)
         assert not isinstance(app.screen, EnvFormScreen)
     env = engine.load_environment("bb")
     assert env.mounts == ["/opt/tools:/opt/tools:ro"] and env.ulimits == {"nofile": "1024:4096"}
+
+
+async def test_every_form_error_at_once_in_screen_order(engine):
+    app = make_app(engine, view="environments")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("n")
+        form = app.screen
+        form.query_one("#field-name", Input).value = "three-mistakes"
+        form.query_one("#field-image", Input).value = "docker.io/library/debian:11"
+        form.query_one("#field-ulimits", Input).value = "nofile=many"  # last on screen
+        form.query_one("#field-commands", Input).value = "make /usr/bin/gdb"
+        form.query_one("#field-mounts").load_text("relative:/x")  # first on screen
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        shown = [f for f in ("image", "mounts", "commands", "ulimits", "podman_options")
+                 if form.query_one(f"#error-{f}").display]
+        assert shown == ["mounts", "commands", "ulimits"]
+        assert app.focused is form.query_one("#field-mounts")
+        tops = [form.query_one(f"#error-{f}").virtual_region.y for f in shown]
+        assert tops == sorted(tops)  # in screen order
+        assert not os.path.exists(paths.environment_file("three-mistakes"))
 
 
 async def test_delete_environment_confirms_and_is_refused_while_bound(engine, make_repo):

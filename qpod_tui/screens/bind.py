@@ -46,6 +46,14 @@ class PathInput(Input):
             self.screen.focus_next()
 
 
+class FieldProblems(QpodError):
+    """Every problem of a form at once (``FieldError`` each, in screen order)."""
+
+    def __init__(self, problems: list[FieldError]) -> None:
+        super().__init__("; ".join(p.message for p in problems), status=2)
+        self.problems = problems
+
+
 class FieldForm(ModalScreen[str | None]):
     """A dialog of fields with an error line under each; the engine call runs in a worker and its
     FieldError is shown beside the field it names. Dismisses with a success message."""
@@ -92,15 +100,22 @@ class FieldForm(ModalScreen[str | None]):
 
     @on(Failed)
     def _failed(self, msg: Failed) -> None:
+        """Every problem beside its field; focus goes to the first (they come in screen order)."""
         err = msg.error
-        if isinstance(err, FieldError) and self.query(f"#error-{err.field}"):
-            self.field_error(err.field, err.message)
-            try:
-                self.query_one(f"#field-{err.field}").focus()
-            except Exception:  # noqa: BLE001 - not every error label has a focusable field
-                pass
-        else:
-            self.field_error("form", str(err))
+        problems = err.problems if isinstance(err, FieldProblems) else [err]
+        focused = False
+        for problem in problems:
+            if isinstance(problem, FieldError) and self.query(f"#error-{problem.field}"):
+                self.field_error(problem.field, problem.message)
+                if not focused:
+                    try:
+                        self.query_one(f"#field-{problem.field}").focus()
+                        self.query_one(f"#error-{problem.field}").scroll_visible(animate=False)
+                        focused = True
+                    except Exception:  # noqa: BLE001 - not every error label has a focusable field
+                        pass
+            else:
+                self.field_error("form", str(problem))
 
     @on(Succeeded)
     def _succeeded(self, msg: Succeeded) -> None:

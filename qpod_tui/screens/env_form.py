@@ -1,5 +1,5 @@
-"""Create or edit an environment. Validation is the engine's (the same as for the YAML file);
-an error is shown under the field it is about.
+"""Create or edit an environment. Validation is the engine's (the same as for the YAML file):
+every problem at once, each under the field it is about, focus on the first.
 
 A file qpod cannot parse is never rewritten from the form (its content would be lost for what
 the empty form holds): the form says why, Save is refused, and ctrl+e opens the file in the
@@ -18,7 +18,7 @@ from qpod_engine.env_fields import FIELDS as OPTIONS
 from qpod_engine.errors import QpodError
 
 from ..safe import literal
-from .bind import FieldForm
+from .bind import FieldForm, FieldProblems
 
 # (field, label, widget, hint, choices), from the engine's one table of environment options:
 # widget is "input", "text" (several lines) or "select"
@@ -153,7 +153,9 @@ class EnvFormScreen(FieldForm):
         create = self.env_name is None
 
         def call() -> str:
-            env = self.engine.environment_from_form(form)
+            env, problems = self.engine.check_form(form)
+            if problems:
+                raise FieldProblems(problems)
             path = self.engine.save_environment(env, create=create, edit=not create)
             return f"environment {env.name} saved to {path}"
 
