@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 from . import __version__, paths
 from .errors import EXIT_QPOD, QpodError
 
+REPO_FILE = ".qpod.yaml"  # repo_env.REPO_FILE (not imported for qpod exec)
+
 
 def _out_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=False))
@@ -154,9 +156,91 @@ def _cwd() -> str:
 def cmd_init(a: "argparse.Namespace") -> int:
     from .textsafe import visible
 
+    if a.env is None:
+        # no ENV: the repository's own .qpod.yaml, shown, allowed and bound in one step
+        if a.branch or a.dir:
+            raise QpodError("usage: qpod init ENV [--branch GLOB | --dir PATH] (only the repository's own "
+                            ".qpod.yaml is used without ENV)", 2)
+        return _allow(a.path or _cwd(), yes=a.yes, take_over=True)
     root = _engine().bind(a.dir or a.path or _cwd(), a.env, a.branch, directory=a.dir is not None)
     scope = f" on branches matching '{visible(a.branch)}'" if a.branch else ""
     print(f"bound {visible(root)} to environment '{visible(a.env)}'{scope}")
+    return 0
+
+
+def _repo_root(start: str) -> str:
+    from . import gitinfo
+
+    return gitinfo.discover_root(os.path.abspath(start))
+
+
+def _show_repo_file(rf: Any) -> list[str]:
+    """Print what the repository file asks for, literally; returns the requests that reach
+    beyond the repository."""
+    from . import repo_env
+    from .textsafe import visible
+
+    print(f"{visible(rf.path)} (sha256 {rf.sha[:16]}):")
+    if rf.problems:
+        for err in rf.problems:
+            print(f"  error: {visible(err)}")
+        return []
+    risky, info = repo_env.requests(rf)
+    for line in info:
+        print(f"  {visible(line)}")
+    if risky:
+        print("  it asks for access beyond the repository:")
+        for line in risky:
+            print(f"  ! {visible(line)}")
+    return risky
+
+
+def _allow(start: str, yes: bool, take_over: bool, show_only: bool = False) -> int:
+    from . import repo_env
+    from .textsafe import visible
+
+    root = _repo_root(start)
+    rf = repo_env.load(root)
+    if rf is None:
+        raise QpodError(f"{visible(root)}: no {repo_env.REPO_FILE} at the repository's root" +
+                        ("; bind an environment with: qpod init ENV" if take_over else ""), 2)
+    risky = _show_repo_file(rf)
+    if rf.problems:
+        raise QpodError(f"{visible(rf.path)}: not allowed: fix the problems above first", 2)
+    if show_only:
+        return 0
+    if risky and not yes:
+        if not sys.stdin.isatty():
+            raise QpodError("not allowed: the file asks for access beyond the repository (above); once you "
+                            "trust it: qpod allow --yes", 1)
+        answer = input("allow it? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            print("not allowed")
+            return 1
+    wins = repo_env.allow(rf, take_over=take_over)
+    if wins:
+        print(f"allowed; the explicit binding to environment '{visible(wins)}' still wins here "
+              f"('qpod init' with no ENV uses the file instead)")
+    else:
+        print(f"allowed: {visible(root)} uses its {repo_env.REPO_FILE} (a changed file needs 'qpod allow' again)")
+    return 0
+
+
+def cmd_allow(a: "argparse.Namespace") -> int:
+    return _allow(a.path or _cwd(), yes=a.yes, take_over=False, show_only=a.show)
+
+
+def cmd_deny(a: "argparse.Namespace") -> int:
+    from . import repo_env
+    from .textsafe import visible
+
+    root = _repo_root(a.path or _cwd())
+    gone, unregistered = repo_env.deny(root)
+    if not gone and not unregistered:
+        print(f"{visible(root)}: nothing was allowed here")
+    else:
+        print(f"denied: {visible(root)} no longer uses its {repo_env.REPO_FILE}"
+              + ("; its commands run on the host" if unregistered else ""))
     return 0
 
 
@@ -205,6 +289,8 @@ def cmd_status(a: "argparse.Namespace") -> int:
         data = {"repository": root, "bound": False, "cwd": cwd}
         if a.json:
             _out_json(data)
+        elif root and os.path.exists(os.path.join(root, REPO_FILE)):
+            print(f"{visible(root)}: not bound; its {REPO_FILE} is not allowed (review and use it with: qpod allow)")
         else:
             print(f"{visible(root)}: not bound (bind with: qpod init ENV)" if root
                   else f"{visible(cwd)}: not in a git repository")
@@ -224,7 +310,13 @@ def cmd_status(a: "argparse.Namespace") -> int:
         else:
             shown = "(detached HEAD: only the rules for any branch apply)"
         print(f"branch:       {shown}")
-        print(f"environment:  {visible(row['environment'] or '-')} ({visible(row['why'])})")
+        if row["environment"] == REPO_FILE:
+            print(f"environment:  {visible(row['why'])}")
+        else:
+            # an explicit binding wins over the repository's own file: say so
+            over = f", wins over its {REPO_FILE}" if row["environment"] and os.path.exists(
+                os.path.join(row["repository"], REPO_FILE)) else ""
+            print(f"environment:  {visible(row['environment'] or '-')} ({visible(row['why'])}{over})")
         print(f"container:    {visible(row['container'] or '-')} ({visible(row['container_state'])})")
     return 0
 
@@ -450,13 +542,25 @@ def build_parser() -> "argparse.ArgumentParser":
     rm.add_argument("--force", action="store_true")
     rm.set_defaults(func=cmd_env_rm)
 
-    init = sub.add_parser("init", help="bind the repository around the cwd to an environment")
-    init.add_argument("env")
+    init = sub.add_parser("init", help="bind the repository around the cwd to an environment (no ENV: to its "
+                          "own .qpod.yaml, shown and allowed)")
+    init.add_argument("env", nargs="?")
+    init.add_argument("--yes", action="store_true", help="without ENV: allow a .qpod.yaml that asks for access "
+                      "beyond the repository without asking")
     init.add_argument("--branch", metavar="GLOB", help="only while the checked-out branch matches")
     init.add_argument("--dir", metavar="PATH", help="bind this directory tree itself, git or not (an out-of-tree "
                       "build directory: configure and make there go to the environment)")
     init.add_argument("--path", help=argparse.SUPPRESS)
     init.set_defaults(func=cmd_init)
+    alw = sub.add_parser("allow", help="show the repository's .qpod.yaml and allow this content of it")
+    alw.add_argument("--yes", action="store_true", help="allow even what reaches beyond the repository, without "
+                     "asking")
+    alw.add_argument("--show", action="store_true", help="only show what the file asks for")
+    alw.add_argument("--path", help=argparse.SUPPRESS)
+    alw.set_defaults(func=cmd_allow)
+    dny = sub.add_parser("deny", help="stop using the repository's .qpod.yaml (every allowed version)")
+    dny.add_argument("--path", help=argparse.SUPPRESS)
+    dny.set_defaults(func=cmd_deny)
     unb = sub.add_parser("unbind", help="remove the binding of the repository around the cwd")
     unb.add_argument("--branch", metavar="GLOB")
     unb.add_argument("--path", help=argparse.SUPPRESS)

@@ -100,12 +100,13 @@ class locked:  # noqa: N801 - used as a context manager, like open()
         os.close(self.fd)  # releases the flock
 
 
-def write_atomic(path: str, text: str, durable: bool = False) -> None:
+def write_atomic(path: str, text: str, durable: bool = False, mode: int | None = None) -> None:
     """Replace ``path`` with ``text``. A symlink is followed (the link stays a link). In the
     state dir the file is 0600 and its directories 0700 (see the module doc); elsewhere the
     replaced file's permission bits are kept and a new file follows the umask. ``durable``
-    fsyncs first (human-owned config); state files skip it. Raises OSError; nothing is
-    left behind on failure."""
+    fsyncs first (human-owned config); state files skip it. ``mode`` forces the file's mode
+    (a private config file, e.g. the allow records). Raises OSError; nothing is left behind on
+    failure."""
     import tempfile
 
     path = os.path.realpath(path)
@@ -122,7 +123,9 @@ def write_atomic(path: str, text: str, durable: bool = False) -> None:
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
-        if private:
+        if mode is not None:
+            pass
+        elif private:
             mode = 0o600
         else:
             try:

@@ -82,8 +82,10 @@ def _resolve(path: str, argv: Sequence[str], cwd: str, explicit: bool,
     return snap, decide(path, argv, cwd, targets, explicit=explicit)
 
 
-def environment_of(snap: dict[str, Any], name: str) -> dict[str, Any]:
-    env = snap["envs"].get(name)
+def environment_of(snap: dict[str, Any], name: str, root: str | None = None) -> dict[str, Any]:
+    """The compiled environment ``name`` (at ``root``: the repository's own file when ``name`` is
+    snapshot.REPO_FILE). A broken one, or a repository file not allowed, fails in one line."""
+    env = snapshot.environment_entry(snap, name, root) if root is not None else snap["envs"].get(name)
     if env is None:
         from .config import unknown_environment_message
 
@@ -98,6 +100,12 @@ def ensure_facts(snap: dict[str, Any], env: dict[str, Any], root: str) -> dict[s
     name, want = snapshot.container_of(snap, env, root)
     facts = naming.warm_facts(name, want, root)
     if facts is None:
+        if env.get("build"):
+            # a repository file's build: image, made (or found) before the container needs it;
+            # the tag is in the container's hash, so a warm container never gets here for it
+            from .imagebuild import ensure_built
+
+            ensure_built(env["build"], snap["settings"])
         from .fileio import locked
         from .podman_backend import ensure_container
 
@@ -127,7 +135,7 @@ def launch(path: str, argv: Sequence[str], cwd: str, explicit: bool = False, env
         return _host_exec(None, argv)
     target = decision.target
     assert target is not None and target.environment is not None
-    env = environment_of(snap, target.environment)
+    env = environment_of(snap, target.environment, target.root)
     facts = ensure_facts(snap, env, target.root)
     if facts.get("transport", naming.TRANSPORT_AGENT) != naming.TRANSPORT_AGENT:
         from . import exec_transport

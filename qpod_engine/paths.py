@@ -39,6 +39,12 @@ def settings_file() -> str:
     return os.path.join(config_dir(), "settings.yaml")
 
 
+def trust_file() -> str:
+    """The repository files (``.qpod.yaml``) the user allowed, by content hash (0600: it says
+    which repositories may shape a container)."""
+    return os.path.join(config_dir(), "allowed.json")
+
+
 def config_lock_file() -> str:
     """Locked (flock) around every read-modify-write of the config: 20 ``qpod init`` at once
     must leave 20 bindings. Beside the files it guards (the config dir may be shared by

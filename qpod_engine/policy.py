@@ -138,6 +138,11 @@ def _innermost(path: str, targets: Sequence[Target]) -> Target | None:
     return next(t for t in targets if t.root == root) if root is not None else None
 
 
+def env_label(name: str | None) -> str:
+    """How a reason names the environment: a named one, or the repository's own file."""
+    return "the repository file .qpod.yaml" if name == ".qpod.yaml" else f"environment '{name}'"
+
+
 def decide(path: str, argv: Sequence[str], cwd: str, targets: Sequence[Target],
            explicit: bool = False) -> Decision:
     """Where ``path`` (the resolved program, argv[0] may differ) started in ``cwd`` runs.
@@ -169,9 +174,11 @@ def decide(path: str, argv: Sequence[str], cwd: str, targets: Sequence[Target],
     if here.environment is None:
         return Decision("host", f"{here.root}: {here.why}", here)
     if name in here.commands:
-        return Decision("container", f"'{name}' is a command of environment '{here.environment}'", here)
+        return Decision("container", f"'{name}' is a command of {env_label(here.environment)}", here)
     if explicit:
+        if here.environment == ".qpod.yaml":
+            return Decision("container", "qpod exec in repository using its file .qpod.yaml", here)
         return Decision("container", f"qpod exec in repository bound to '{here.environment}'", here)
     listed = ", ".join(here.commands) or "none"
-    return Decision("host", f"'{name}' is not routed by environment '{here.environment}' (routes: {listed})",
+    return Decision("host", f"'{name}' is not routed by {env_label(here.environment)} (routes: {listed})",
                     here)

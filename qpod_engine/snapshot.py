@@ -17,25 +17,30 @@ from . import paths
 from .bindings import Binding
 from .policy import Target
 
+REPO_FILE = ".qpod.yaml"  # repo_env.REPO_FILE (that module is not imported on the hot path)
+
 # typing is imported for type checkers only: the launcher's hot path imports this module
 # and ``import typing`` costs ~2 ms a command
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-SNAPSHOT_VERSION = 4  # bump when the snapshot layout or a default it holds changes: old ones are recompiled
+SNAPSHOT_VERSION = 5  # bump when the snapshot layout or a default it holds changes: old ones are recompiled
 RULES_VERSION = 1
 LAUNCH_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "launch.py")
 
 
-def _sources() -> dict[str, list[int] | None]:
-    """Every file (and the environments folder) the compiled config depends on, with its stamp."""
+def _sources(watch: Sequence[str] = ()) -> dict[str, list[int] | None]:
+    """Every file (and the environments folder) the compiled config depends on, with its stamp;
+    ``watch``: the repository files it read (``.qpod.yaml`` of registered repositories, their
+    Containerfiles and build contexts), so a checkout or an edit there recompiles it."""
     env_dir = paths.environments_dir()
-    files = [paths.repositories_file(), paths.settings_file(), env_dir]
+    files = [paths.repositories_file(), paths.settings_file(), paths.trust_file(), env_dir]
     try:
         files += sorted(os.path.join(env_dir, n) for n in os.listdir(env_dir) if n.endswith(".yaml"))
     except OSError:
         pass
+    files += [w for w in watch if w not in files]
     out: dict[str, list[int] | None] = {}
     for f in files:
         try:
@@ -64,12 +69,35 @@ def compile_config() -> dict[str, Any]:
     from dataclasses import asdict
 
     from . import bindings as bindings_mod
-    from . import config
+    from . import config, repo_env, trust
     from .errors import QpodError
 
     sources = _sources()
-    settings = config.load_settings()
     binds = bindings_mod.load_bindings()
+    # the repositories registered for their own file (qpod allow), read and watched
+    records = trust.load()
+
+    def read_repo_files() -> tuple[dict[str, Any], list[str]]:
+        out: dict[str, Any] = {}
+        seen: list[str] = []
+        for b in binds.values():
+            if repo_env.REPO_FILE in b.referenced_environments():
+                root = os.path.realpath(b.root)
+                out[root], watched = repo_env.compile_root(root, records)
+                out[root]["commands_known"] = trust.known_commands(records, root)
+                seen += watched
+        return out, seen
+
+    repo_envs, watch = read_repo_files()
+    if watch:
+        # stamped first, then read again: a checkout under way leaves stamps older than what
+        # was compiled, so the next command recompiles (never newer stamps on older content)
+        stamped = _sources(watch)
+        repo_envs, again = read_repo_files()
+        if again != watch:
+            watch, stamped = again, _sources(again)
+        sources.update((w, stamped[w]) for w in watch)
+    settings = config.load_settings()
     envs: dict[str, Any] = {}
     for name in config.environment_names():
         try:
@@ -90,14 +118,17 @@ def compile_config() -> dict[str, Any]:
             for b in binds.values()
         ],
         "envs": envs,
+        "repo_envs": repo_envs,  # root -> the environment of its .qpod.yaml (see repo_env.compile_root)
+        "watch": watch,
     }
     # container names and config hashes need hashlib: computed here, not on every launch
-    snap["containers"] = {
-        f"{env_name}\t{repo['root']}": [naming.container_name(env_name, repo["root"]),
-                                         naming.container_hash(envs[env_name], repo["root"])]
-        for repo in snap["repos"] for env_name in repo.pop("envs")
-        if env_name in envs and "error" not in envs[env_name]
-    }
+    snap["containers"] = {}
+    for repo in snap["repos"]:
+        for env_name in repo.pop("envs"):
+            env = environment_entry(snap, env_name, repo["root"])
+            if env is not None and "error" not in env and "absent" not in env:
+                snap["containers"][f"{env_name}\t{repo['root']}"] = [
+                    naming.container_name(env_name, repo["root"]), naming.container_hash(env, repo["root"])]
     _write(paths.snapshot_file(), json.dumps(snap))
     _write(paths.rules_file(), rules_text(snap))
     return snap
@@ -118,10 +149,15 @@ def rules_text(snap: dict[str, Any]) -> str:
         names: list[str] = []
         env_names = ([repo["environment"]] if repo["environment"] else []) + [e for _, e in repo["branches"]]
         for env_name in env_names:
-            env = snap["envs"].get(env_name)
+            env = environment_entry(snap, env_name, root)
             # an unknown or broken environment still routes the default commands, so that the
             # user sees the launcher's error instead of a silent host build
             cmds = env["commands"] if env and "commands" in env else DEFAULT_COMMANDS
+            if env_name == REPO_FILE and (env is None or "error" in env or env.get("absent")):
+                # no usable file on this tree (gated, broken, none): what every allowed version
+                # routes goes to the launcher, which fails or runs it on the host; with a usable
+                # file the list is exact, since the client trusts the library's choice
+                cmds = list(dict.fromkeys([*DEFAULT_COMMANDS, *(env or {}).get("commands_known", ())]))
             names += [c for c in cmds if c not in names]
         lines.append("\t".join(["root", root, *names]))
     return "\n".join(lines) + "\n"
@@ -133,7 +169,7 @@ def load() -> dict[str, Any]:
         with open(paths.snapshot_file(), encoding="utf-8") as f:
             snap = json.load(f)
         if (snap.get("version") == SNAPSHOT_VERSION and snap.get("layout") == naming.CONTAINER_LAYOUT
-                and snap.get("sources") == _sources() and os.path.exists(paths.rules_file())):
+                and snap.get("sources") == _sources(snap.get("watch", ())) and os.path.exists(paths.rules_file())):
             return snap
     except (OSError, ValueError):
         pass
@@ -152,10 +188,23 @@ def targets(snap: dict[str, Any], near: Sequence[str] | None = None) -> list[Tar
         branch = current_branch(repo["root"]) if repo["branches"] else None
         binding = Binding(repo["root"], repo["environment"], dict(repo["branches"]))
         env_name, why = binding.environment_for(branch)
-        env = snap["envs"].get(env_name) if env_name else None
+        env = environment_entry(snap, env_name, repo["root"]) if env_name else None
+        if env_name == REPO_FILE:
+            # the explicit binding did not apply: the checked-out tree's own file does, if any
+            why = env["why"] if env else f"repository file {REPO_FILE}: not compiled"
+            if env is None or env.get("absent"):
+                env_name, env = None, None
         commands = tuple(env.get("commands", ())) if env else ()
         out.append(Target(repo["root"], env_name, commands, why, branch))
     return out
+
+
+def environment_entry(snap: dict[str, Any], name: str, root: str) -> dict[str, Any] | None:
+    """The compiled environment ``name`` as it applies to ``root``: a named one, or the
+    repository's own file (``REPO_FILE``)."""
+    if name == REPO_FILE:
+        return snap.get("repo_envs", {}).get(root)
+    return snap["envs"].get(name)
 
 
 def container_of(snap: dict[str, Any], env: dict[str, Any], root: str) -> tuple[str, str]:
