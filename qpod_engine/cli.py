@@ -311,7 +311,14 @@ def cmd_status(a: "argparse.Namespace") -> int:
             shown = "(detached HEAD: only the rules for any branch apply)"
         print(f"branch:       {shown}")
         if row["environment"] == REPO_FILE:
+            from . import snapshot
+
             print(f"environment:  {visible(row['why'])}")
+            env = snapshot.environment_entry(snapshot.load(), REPO_FILE, row["repository"]) or {}
+            if env.get("image"):
+                built = env.get("build")
+                how = f" (built from {os.path.relpath(built['containerfile'], row['repository'])})" if built else ""
+                print(f"image:        {visible(env['image'])}{visible(how)}")
         else:
             # an explicit binding wins over the repository's own file: say so
             over = f", wins over its {REPO_FILE}" if row["environment"] and os.path.exists(

@@ -202,7 +202,9 @@ def test_two_branches_one_image_one_containerfile_follow_git_checkout(
                                          "no-flavour", host_gcc.strip()], r.stderr
         assert f"qpod: building {tag} from {root}/ci/Containerfile" in r.stderr
         git("checkout", "-q", "built", cwd=root)
-        assert "environment:  repository file .qpod.yaml (allowed)" in run_qpod("status", cwd=root).stdout
+        status = run_qpod("status", cwd=root).stdout
+        assert "environment:  repository file .qpod.yaml (allowed)" in status
+        assert f"image:        {tag} (built from ci/Containerfile)" in status
     finally:
         remove_containers_of(str(root))
         remove_images(tag)
