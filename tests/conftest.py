@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -11,6 +12,14 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# The tests start commands as a terminal's shell would: with SIGINT and SIGQUIT at their
+# defaults. A suite started in the background by a script (`.ci/run &`) inherits them ignored,
+# and an ignored signal stays ignored in every child (natively too: qpod keeps that rule), so
+# the Ctrl-C tests would test nothing but the inheritance.
+for _sig, _handler in ((signal.SIGINT, signal.default_int_handler), (signal.SIGQUIT, signal.SIG_DFL)):
+    if signal.getsignal(_sig) == signal.SIG_IGN:
+        signal.signal(_sig, _handler)
 
 
 def podman_available() -> bool:
