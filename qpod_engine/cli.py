@@ -358,7 +358,12 @@ def cmd_which(a: "argparse.Namespace") -> int:
             "repository": d.target.root if d.target else None,
             "environment": d.target.environment if d.target and d.in_container else None,
             "in_image": None}
-    if d.in_container and d.target and "/" not in a.argv[0]:
+    blocked = None
+    if d.in_container and d.target and d.target.environment == REPO_FILE:
+        # a repository file not allowed (or broken): the command would fail, say so and why
+        blocked = (snapshot.environment_entry(snapshot.load(), REPO_FILE, d.target.root) or {}).get("error")
+        data["blocked"] = blocked
+    if d.in_container and d.target and "/" not in a.argv[0] and not blocked:
         from .podman_backend import command_in_container
 
         data["in_image"] = command_in_container(d.target.environment, d.target.root, a.argv[0])
@@ -371,7 +376,8 @@ def cmd_which(a: "argparse.Namespace") -> int:
         found = data["in_image"]
         there = "" if found is None else f"; in the container: {visible(found)}" if found else \
             "; not found in the container: it would exit 127"
-        print(f"{d.where}{env}: {visible(d.reason)}{there}")
+        but = f"; it would fail (exit 125): {visible(blocked)}" if blocked else ""
+        print(f"{d.where}{env}: {visible(d.reason)}{there}{but}")
     return 0
 
 

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 REPO_FILE = ".qpod.yaml"  # the file, and the environment name a binding to it carries
 BUILD_KEYS = ("containerfile", "context", "args")
+MAX_FILE_BYTES = 256 * 1024
 MAX_CONTEXT_FILES = 500  # the context is hashed and watched file by file: keep it a small directory
 BUILD_TAG_PREFIX = "localhost/qpod-build-"
 BUILD_HASH_VERSION = "1"
@@ -116,6 +117,8 @@ def build_tag(build: Build) -> None:
     """Fill ``build.tag`` and ``build.watch``: the hash covers the Containerfile, every file of
     the context (path, executable bit, content; symlinks by target, never followed; .git
     skipped) and the args, so any change makes a new tag and so a new image and container."""
+    import stat
+
     h = hashlib.sha256(f"qpod-build-{BUILD_HASH_VERSION}\0".encode())
     with open(build.containerfile, "rb") as f:
         h.update(f.read())
@@ -134,8 +137,10 @@ def build_tag(build: Build) -> None:
                 p = os.path.join(d, name)
                 rel = os.path.relpath(p, build.context)
                 st = os.lstat(p)
-                if os.path.islink(p):
+                if stat.S_ISLNK(st.st_mode):
                     body = b"L" + os.fsencode(os.readlink(p))
+                elif not stat.S_ISREG(st.st_mode):
+                    body = b"S"  # a FIFO or a socket: never opened (it could block)
                 else:
                     with open(p, "rb") as f:
                         body = b"F" + (b"x" if st.st_mode & 0o100 else b"-") + hashlib.sha256(f.read()).digest()
@@ -193,14 +198,23 @@ def parse(root: str, text: str, path: str) -> RepoFile:
 def load(root: str) -> RepoFile | None:
     """The root's ``.qpod.yaml`` as checked out now, or None when there is none. Raises
     QpodError when it cannot be read."""
+    import stat
+
     path = file_of(root)
     try:
-        with open(path, "rb") as f:
-            raw = f.read(1 << 20)
+        # not followed, never blocking: a link to a FIFO or a device must not hang every command
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as err:
-        raise QpodError(f"{path}: cannot read: {err.strerror}", 2) from None
+        why = "a symbolic link (qpod reads only a regular file)" if os.path.islink(path) else err.strerror
+        raise QpodError(f"{path}: cannot read: {why}", 2) from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise QpodError(f"{path}: not a regular file", 2)
+        raw = f.read(MAX_FILE_BYTES + 1)
+    if len(raw) > MAX_FILE_BYTES:
+        raise QpodError(f"{path}: larger than {MAX_FILE_BYTES // 1024} KiB", 2)
     return parse(root, raw.decode("utf-8", "surrogateescape"), path)
 
 

@@ -71,6 +71,16 @@ def test_errors_in_the_repository_file_name_file_and_line(qpod_home: Path, make_
     assert not Path(os.environ["QPOD_CONFIG_DIR"], "allowed.json").exists()
 
 
+def test_a_file_that_is_a_link_to_a_fifo_is_refused_not_waited_for(
+        qpod_home: Path, make_repo: Callable[..., Path], tmp_path: Path) -> None:
+    root = make_repo("fifo")
+    os.mkfifo(tmp_path / "pipe")
+    (root / ".qpod.yaml").symlink_to(tmp_path / "pipe")
+    r = run_qpod("allow", cwd=root, timeout=30)
+    assert r.returncode == 2
+    assert r.stderr == f"qpod: {root}/.qpod.yaml: cannot read: a symbolic link (qpod reads only a regular file)\n"
+
+
 def test_a_file_asking_for_the_host_is_shown_literally_before_it_is_allowed(
         qpod_home: Path, make_repo: Callable[..., Path]) -> None:
     evil = ("image: localhost/qpod-busybox:latest\n"
@@ -146,6 +156,10 @@ def test_a_checkout_switches_the_environment_with_no_qpod_command_between(
     assert where("make")[:2] == ("container", "localhost/two:2")
     (root / ".qpod.yaml").write_text("image: localhost/two:2\ncommands: [make, waf, ls]\n")  # an edit: gated
     assert where("make") == ("container", None, "repository file .qpod.yaml (changed, not allowed: run qpod allow)")
+    assert run_qpod("which", "make", cwd=root).stdout == (
+        "container (.qpod.yaml): 'make' is a command of the repository file .qpod.yaml; it would fail (exit 125): "
+        f"{root}/.qpod.yaml: changed since you allowed it; review and allow it with 'qpod allow' in {root} "
+        "(or 'qpod deny')\n")
     assert where("ls")[0] == "host"  # an unallowed file's own list routes nothing
 
 
@@ -243,3 +257,25 @@ def test_a_build_is_reused_while_unchanged_and_rebuilt_when_its_context_changes(
     finally:
         remove_containers_of(str(root))
         remove_images(*tags)
+
+
+@pytest.mark.podman
+def test_parallel_commands_wait_for_one_build(
+        qpod_home: Path, make_repo: Callable[..., Path], busybox_image: str) -> None:
+    root = make_repo("jobs-" + uuid.uuid4().hex[:6], {
+        ".qpod.yaml": "build: {containerfile: Containerfile, args: {N: '4'}}\n",
+        "Containerfile": f"FROM {busybox_image}\nARG N\nRUN echo \"jobs-$N\" > /marker\n"})
+    tag = built_tag(root)
+    remove_images(tag)
+    try:
+        assert run_qpod("allow", cwd=root).returncode == 0
+        cmd = [sys.executable, "-m", "qpod_engine.cli", "exec", "cat", "/marker"]
+        procs = [subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(4)]  # as make -j4 would start them
+        outs = [p.communicate(timeout=240) for p in procs]
+        results = [(p.returncode, out, err) for p, (out, err) in zip(procs, outs, strict=True)]
+        assert [(rc, out) for rc, out, _ in results] == [(0, "jobs-4\n")] * 4, results
+        assert sum(err.count(f"qpod: building {tag}") for _, _, err in results) == 1, results
+    finally:
+        remove_containers_of(str(root))
+        remove_images(tag)
