@@ -66,9 +66,9 @@ def test_bash_completes_every_subcommand_and_option(tab: Callable[..., dict[str,
     assert {"env", "init", "unbind", "status", "repos", "which", "exec", "ps", "stop", "log", "doctor", "demo",
             "completion", "tui"} <= set(got["qpod "])
     assert got["qpod e"] == ["env", "exec"]
-    assert got["qpod env "] == ["--help", "-h", "add", "list", "rm", "show"]
-    assert {"--image", "--mount", "--env", "--command", "--workdir-root", "--cap-add", "--seccomp", "--run-as",
-            "--replace"} <= set(got["qpod env add x --"])
+    assert got["qpod env "] == ["--help", "-h", "add", "list", "rm", "set", "show"]
+    assert {"--image", "--mount", "--share", "--env", "--command", "--workdir-root", "--cap-add", "--seccomp",
+            "--run-as", "--ulimit", "--podman-options", "--replace"} <= set(got["qpod env add x --"])
     assert {"--follow", "--repo", "--env", "--failed", "--json"} <= set(got["qpod log --"])
     assert set(got["qpod completion "]) == {"-h", "--help", "bash", "fish", "zsh"}
     assert "--all" in got["qpod stop --"]
