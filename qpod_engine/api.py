@@ -330,10 +330,13 @@ class Engine:
     # --- containers
 
     def containers(self) -> list[ContainerRow]:
-        """qpod's containers. Raises QpodError when podman cannot be asked."""
+        """qpod's containers (``container_stats.ContainerInfo``: with ``outdated`` and
+        ``commands_running`` where the backend gives them). Raises QpodError when podman
+        cannot be asked."""
+        from .container_stats import container_info
         from .podman_backend import list_containers
 
-        return [ContainerRow(**c) for c in list_containers()]
+        return [container_info(c) for c in list_containers()]
 
     def stop_container(self, name: str) -> None:
         from .podman_backend import stop_containers
@@ -351,8 +354,10 @@ class Engine:
         return container_logs(name, tail)
 
     def shell_command(self, name: str) -> tuple[list[str], dict[str, str]]:
-        """argv and environment of an interactive shell in a container: qpod switched off in
-        it (QPOD_OFF, no LD_PRELOAD) so the shell's own commands are not redirected again."""
+        """argv and environment of an interactive /bin/sh in a container through podman exec: the
+        fallback of ``repo_shell_command`` for a container qpod cannot tie to a repository. qpod
+        is switched off in it (QPOD_OFF, no LD_PRELOAD) so the shell's own commands are not
+        redirected again."""
         from .service import podman_binary, podman_env
 
         return [podman_binary(), "exec", "-it", name, "/bin/sh"], podman_env()
@@ -390,6 +395,59 @@ class Engine:
                 if len(out) >= limit:
                     break
         return out
+
+    # --- container figures, the dashboard's own preferences
+
+    def container_stats(self, ids: list[str]) -> "dict[str, Any]":
+        """CPU %, memory and pids of the running containers ``ids`` (``container_stats.Stats``
+        by 12-digit id), one call to podman. Raises QpodError when podman cannot be asked."""
+        from .container_stats import container_stats
+
+        return container_stats(ids)
+
+    def repo_shell_command(self, repository: str, environment: str) -> tuple[list[str], dict[str, str], str] | None:
+        """argv, environment and cwd of your shell in the container of (``environment``,
+        ``repository``) through qpod's own launcher, ``qpod exec --env E -t``, run in the
+        repository: a redirected command like any other (as you, in the mapped cwd, with the
+        environment's variables, logged). $SHELL when the image has it, else /bin/sh. None when
+        the repository is gone (``shell_command`` then). May ask podman: call from a worker."""
+        import sys
+
+        if not (repository and environment and os.path.isdir(repository)):
+            return None
+        shell = os.environ.get("SHELL") or "/bin/sh"
+        if shell != "/bin/sh":
+            from .podman_backend import command_in_container
+
+            if not command_in_container(environment, repository, shell):
+                shell = "/bin/sh"
+        env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "QPOD_OFF")}
+        return ([sys.executable, "-m", "qpod_engine.cli", "exec", "--env", environment, "-t", "--", shell],
+                env, repository)
+
+    def settings_path(self) -> str:
+        """settings.yaml (the dashboard names it when a keymap entry is unusable)."""
+        return paths.settings_file()
+
+    def theme_file(self) -> str:
+        """Where the dashboard keeps the theme picked in its palette (state, not config: it is
+        not a setting users write; settings.yaml has no key for it)."""
+        return os.path.join(paths.state_dir(), "tui-theme")
+
+    def tui_theme(self) -> str | None:
+        try:
+            with open(self.theme_file(), encoding="utf-8") as f:
+                name = f.read(200).strip()
+        except OSError:
+            return None
+        return name if name and name.isprintable() else None
+
+    def save_tui_theme(self, name: str) -> None:
+        """Raises QpodError (the dashboard says so, the theme still applies this session)."""
+        try:
+            fileio.write_atomic(self.theme_file(), name + "\n")
+        except OSError as err:
+            raise QpodError(f"{self.theme_file()}: cannot save the theme: {err.strerror or err}") from None
 
 
 def format_argv(argv: Sequence[str]) -> str:

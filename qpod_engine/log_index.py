@@ -226,10 +226,10 @@ class LogIndex:
         with self._lock:
             self._close()
 
-    def running(self) -> list[dict[str, Any]]:
+    def running(self, alive: Callable[[dict[str, Any]], bool] | None = None) -> list[dict[str, Any]]:
         """Commands started and not ended whose launcher lives (cheap: a /proc read each; it
-        does not wait for a ``refresh`` in progress)."""
-        return self._running.live()
+        does not wait for a ``refresh`` in progress). ``alive`` replaces the launcher check."""
+        return self._running.live(alive)
 
     def _locate(self, i: int) -> tuple[_Segment, int]:
         k = bisect.bisect_right(self._bases, i) - 1

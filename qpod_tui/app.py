@@ -19,7 +19,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer, TabbedContent, TabPane, Tabs
+from textual.widgets import TabbedContent, TabPane, Tabs
 
 from qpod_engine.api import Engine
 from qpod_engine.errors import QpodError
@@ -29,7 +29,9 @@ from .screens.help import HelpScreen
 from .widgets.command_log import CommandLogView
 from .widgets.containers import ContainersView
 from .widgets.environments import EnvironmentsView
+from .widgets.footer import QFooter
 from .widgets.log_table import LogTable
+from .widgets.nav_table import NAV_BINDINGS
 from .widgets.repositories import RepositoriesView
 from .widgets.running import title_suffix
 
@@ -67,20 +69,22 @@ class QpodApp(App[int]):
         self.watch = watch
         self.freeze_gc = freeze_gc
         self.active_view = ""
+        self._saved_theme = ""
 
     def compose(self) -> ComposeResult:
         with TabbedContent(id="views", initial=self.start_view):
             for view_id, title, cls in VIEWS:
                 with TabPane(title, id=view_id):
                     yield cls(id=f"{view_id}-view", classes="view")
-        yield Footer()
+        yield QFooter()
 
     def on_mount(self) -> None:
         self.query_one(Tabs).can_focus = False  # keys 1-4 switch views; focus stays in the view
         if self.keymap:
-            self.set_keymap(self.keymap)
+            self._apply_keymap()
         if self.keymap_error:
             self.notify(f"keymap ignored: {self.keymap_error}", severity="error", timeout=10)
+        self._restore_theme()
         for view_id, _title, _cls in VIEWS:
             if view_id not in (self.start_view, "log"):  # the others load now, so switching is instant
                 self.view(view_id).load()  # type: ignore[attr-defined]
@@ -95,6 +99,55 @@ class QpodApp(App[int]):
             # (now, and once the workers' lazy imports, podman-py and pygit2, are done)
             gc.freeze()
             self.set_timer(1.0, gc.freeze)
+
+    def _apply_keymap(self) -> None:
+        """Apply the usable entries; report the others once (file:line), never silently."""
+        from .keymap import keymap_problems, usable
+
+        try:
+            path = self.engine.settings_path()
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError, QpodError):
+            path, text = "settings.yaml", ""
+        problems = keymap_problems(self.keymap, text, path)
+        self.keymap = usable(self.keymap)
+        self.set_keymap(self.keymap)
+        if problems:
+            self.notify("\n".join(problems), severity="error", timeout=12)
+
+    def key_for(self, binding_id: str) -> str:
+        """The key shown for a binding id after the user's keymap (for hint texts)."""
+        for cls in [type(self), *(c for _v, _t, c in VIEWS), LogTable]:
+            for b in cls.BINDINGS:  # type: ignore[attr-defined]
+                if isinstance(b, Binding) and b.id == binding_id:
+                    return self.key_of(b).split(", ")[0]
+        return "?"
+
+    # --- the theme picked in the palette, kept for the next start
+
+    def _restore_theme(self) -> None:
+        try:
+            name = self.engine.tui_theme()
+        except QpodError:
+            name = None
+        if name and name in self.available_themes:
+            self.theme = name
+        self._saved_theme = self.theme
+        self.theme_changed_signal.subscribe(self, self._theme_changed)
+
+    def _theme_changed(self, theme: object) -> None:
+        name = getattr(theme, "name", None)
+        if name and name != self._saved_theme:
+            self._saved_theme = name
+            self._save_theme(name)
+
+    @work(thread=True, group="theme")
+    def _save_theme(self, name: str) -> None:
+        try:
+            self.engine.save_tui_theme(name)
+        except QpodError as err:
+            self.call_from_thread(self.notify, f"{err} (it applies until you quit)", severity="warning")
 
     def notify(self, message: str, *, title: str = "", severity: str = "information",  # type: ignore[override]
                timeout: float | None = None, markup: bool = True) -> None:
@@ -154,7 +207,8 @@ class QpodApp(App[int]):
     def help_sections(self) -> list[tuple[str, list[tuple[str, str, str]]]]:
         sections = [("Everywhere", type(self).BINDINGS)]
         sections += [(title[2:], cls.BINDINGS) for _id, title, cls in VIEWS]
-        sections += [("Command log table", LogTable.BINDINGS)]
+        sections += [("Every table", NAV_BINDINGS),
+                     ("Command log table", [b for b in LogTable.BINDINGS if b not in NAV_BINDINGS])]
         out = []
         for title, bindings in sections:
             rows = [(self.key_of(b), b.tooltip or b.description, b.id or "")

@@ -6,9 +6,11 @@ file (written once into ``state_dir``) so the log view runs its real reading cod
 import json
 import os
 from collections.abc import Callable
+from typing import Any
 
 from qpod_engine.api import ContainerRow, Engine, EnvRow, FieldError, LogIndex, RepoRow
 from qpod_engine.config import Environment
+from qpod_engine.container_stats import ContainerInfo, Stats
 from qpod_engine.errors import QpodError
 
 NOW = 1_764_000_000.0  # a fixed "now" so uptimes do not change between runs
@@ -58,6 +60,21 @@ def write_demo_log(path: str, count: int, repos: list[str], envs: list[str]) -> 
             f.write(json.dumps(rec, separators=(",", ":")) + "\n")
 
 
+def write_running(path: str, count: int, ctrs: list[ContainerRow]) -> None:
+    """Start records of ``count`` commands still running (started 7 s to 12 min before NOW)."""
+    running = [c for c in ctrs if c.state == "running"]
+    argvs = (["make", "-j8", "all"], ["gdb", "-batch", "-ex", "run", "./mmsx"], ["waf", "build", "--jobs=4"])
+    with open(path, "a", encoding="utf-8") as f:
+        for i in range(count):
+            c = running[i % len(running)]
+            argv = argvs[i % len(argvs)]
+            rec = {"id": f"demo{i:04x}", "time": _utc(NOW - [734, 95, 7][i % 3]), "repo": c.repository,
+                   "branch": "main", "env": c.environment, "container": c.name, "cwd": c.repository, "argv": argv,
+                   "path": f"/usr/bin/{argv[0]}", "reason": f"'{argv[0]}' is a command of environment "
+                   f"'{c.environment}'", "pid": 1, "status": None}
+            f.write(json.dumps(rec, separators=(",", ":")) + "\n")
+
+
 def _utc(t: float) -> str:
     import time
 
@@ -68,7 +85,7 @@ class DemoEngine(Engine):
     """Fixed repositories, environments and containers; a real log file in ``state_dir``."""
 
     def __init__(self, state_dir: str, repos: int = 12, envs: int = 4, containers: int = 6, records: int = 60,
-                 podman: bool = True) -> None:
+                 podman: bool = True, running: int = 0) -> None:
         self.state_dir = state_dir
         self.envs = demo_envs(envs)
         env_names = list(self.envs)
@@ -79,19 +96,28 @@ class DemoEngine(Engine):
         for i, root in enumerate(list(self.repos)[:containers]):
             env = self.repos[root][0] or env_names[0]
             state = "running" if i % 3 != 2 else "exited"
-            self.ctrs.append(ContainerRow(
+            self.ctrs.append(ContainerInfo(
                 name=f"qpod-{env}-{os.path.basename(root)}-{i:08x}", id=f"{i:012x}", environment=env,
                 repository=root, image=self.envs[env].image, state=state,
-                started=NOW - 3600 * (i + 1) - 60 * i if state == "running" else None))
+                started=NOW - 3600 * (i + 1) - 60 * i if state == "running" else None, outdated=i == 3))
         self.calls: list[tuple[str, ...]] = []  # what the UI asked for, for tests
+        self.theme: str | None = None
         if records:
             write_demo_log(self.log_path(), records, list(self.repos), env_names)
+        if running:
+            write_running(self.log_path(), running, self.ctrs)
 
     def now(self) -> float:
         return NOW
 
     def keymap(self) -> dict[str, str]:
         return {}
+
+    def tui_theme(self) -> str | None:
+        return self.theme
+
+    def save_tui_theme(self, name: str) -> None:
+        self.theme = name  # never the user's state dir
 
     def config_dir(self) -> str:
         return os.path.join(self.state_dir, "config")
@@ -190,9 +216,14 @@ class DemoEngine(Engine):
         self._need_podman()
         return list(self.ctrs)
 
+    def container_stats(self, ids: list[str]) -> dict[str, Stats]:
+        self._need_podman()
+        return {cid: Stats(cpu=[97.5, 0.1, 12.0, 180.4][int(cid, 16) % 4], memory=(38 + int(cid, 16) * 217) << 20,
+                           memory_limit=16 << 30, pids=1 + int(cid, 16)) for cid in ids}
+
     def stop_container(self, name: str) -> None:
         self.calls.append(("stop_container", name))
-        self.ctrs = [ContainerRow(**{**c.__dict__, "state": "exited", "started": None}) if c.name == name else c
+        self.ctrs = [ContainerInfo(**{**c.__dict__, "state": "exited", "started": None}) if c.name == name else c
                      for c in self.ctrs]
 
     def restart_container(self, name: str) -> None:
@@ -205,4 +236,11 @@ class DemoEngine(Engine):
         return os.path.join(self.state_dir, "commands.log")
 
     def open_log(self) -> LogIndex:
-        return LogIndex(self.log_path())
+        return DemoLogIndex(self.log_path())
+
+
+class DemoLogIndex(LogIndex):
+    """The demo's start records stand for commands still running (no launcher to ask)."""
+
+    def running(self, alive: Callable[[dict[str, Any]], bool] | None = None) -> list[dict[str, Any]]:
+        return super().running(alive=lambda _rec: True)

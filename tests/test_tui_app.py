@@ -20,7 +20,7 @@ from qpod_engine.errors import QpodError
 from qpod_tui.app import QpodApp, make_app
 from qpod_tui.demo import DemoEngine
 from qpod_tui.screens.bind import BindScreen
-from qpod_tui.screens.dialogs import ConfirmScreen, PickScreen
+from qpod_tui.screens.dialogs import ConfirmScreen, PickScreen, TextScreen
 from qpod_tui.screens.env_form import EnvFormScreen
 from qpod_tui.screens.help import HelpScreen
 from qpod_tui.screens.record import RecordScreen
@@ -457,9 +457,9 @@ async def test_every_binding_has_an_id_and_a_palette_entry(engine):
 async def test_keymap_from_settings(engine):
     os.makedirs(paths.config_dir(), exist_ok=True)
     with open(paths.settings_file(), "w") as f:
-        f.write("keymap:\n  repos.bind: ctrl+b\n  view.log: l\n")
+        f.write("keymap:\n  repos.bind: ctrl+b\n  repos.bnid: ctrl+x\n  view.log: l\n  nav.down: n\n")
     app = make_app(engine)
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
         await settle(pilot)
         await pilot.press("b")
         assert not isinstance(app.screen, BindScreen)
@@ -470,6 +470,17 @@ async def test_keymap_from_settings(engine):
         assert app.active_view == "log"
         assert ("ctrl+b", "Bind a repository to an environment", "repos.bind") in [
             (k.replace("^", "ctrl+").lower(), d, i) for _t, rows in app.help_sections() for k, d, i in rows]
+        # the misspelt id is reported once, with the file and its line, not ignored silently
+        reports = [n.message for n in app._notifications if "repos.bnid" in n.message]
+        assert len(reports) == 1 and f"{paths.settings_file()}:3: keymap: unknown binding id" in reports[0]
+        # one id remaps the key in every table: n moves down the log as it would in the others
+        table = log_view(app).table
+        append_records(3)
+        await until(pilot, lambda: len(table.rows) == 3, timeout=10)
+        await pilot.press("g")
+        assert table.cursor == 0
+        await pilot.press("n")
+        assert table.cursor == 1
 
 
 async def test_podman_unavailable_only_the_containers_view_says_so(tmp_path):
@@ -579,3 +590,92 @@ async def test_running_commands_tick_at_the_top_and_end_into_their_row(engine):
         for p in (launcher, other):
             p.kill()
             p.wait()
+
+
+# --- keys and the theme ---------------------------------------------------------------------
+
+async def test_one_navigation_vocabulary_in_every_table_and_enter_is_the_views_action(tmp_path):
+    engine = DemoEngine(str(tmp_path))
+    app = make_app(engine, view="containers", watch=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        for view_id, key in (("repositories", "1"), ("environments", "2"), ("containers", "3")):
+            await pilot.press(key)
+            await settle(pilot)
+            table = app.view(view_id).table
+            last = table.row_count - 1
+            await pilot.press("G")
+            assert table.cursor_row == last, view_id
+            await pilot.press("k")
+            assert table.cursor_row == last - 1
+            await pilot.press("g")
+            assert table.cursor_row == 0
+            await pilot.press("j", "j")
+            assert table.cursor_row == 2
+            await pilot.press("home")
+            assert table.cursor_row == 0
+            await pilot.press("end")
+            assert table.cursor_row == last
+            await pilot.press("pageup")
+            assert table.cursor_row == 0
+        # Enter is each view's primary action, and the footer shows it first
+        from textual.widgets._footer import FooterKey
+
+        for key, action, screen in (("2", "edit", EnvFormScreen), ("3", "output", TextScreen)):
+            await pilot.press(key)
+            await settle(pilot)
+            first = app.screen.query(FooterKey).first()
+            assert first.key == "enter" and first.action == action
+            await pilot.press("enter")
+            await until(pilot, lambda screen=screen: isinstance(app.screen, screen))
+            await pilot.press("escape")
+            await settle(pilot)
+
+
+async def test_footer_ends_with_help_and_quit_at_every_size(tmp_path):
+    from textual.widgets._footer import FooterKey
+
+    for size in ((80, 24), (120, 40), (200, 50)):
+        app = make_app(DemoEngine(str(tmp_path / str(size[0]))), view="repositories", watch=False)
+        async with app.run_test(size=size) as pilot:
+            await settle(pilot)
+            keys = list(app.screen.query(FooterKey))
+            assert [k.action for k in keys[-2:]] == ["help", "quit"], size
+            assert all(k.region.right <= size[0] for k in keys), size  # none cut by the edge
+            assert keys[-1].region.right >= size[0] - 1  # at the right end
+
+
+async def test_the_theme_picked_is_kept_for_the_next_start(engine):
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert app.theme != "nord"
+        app.theme = "nord"  # what the palette's theme picker does
+        await until(pilot, lambda: os.path.exists(engine.theme_file()))
+        await settle(pilot)
+    assert Path(engine.theme_file()).read_text().strip() == "nord"
+    assert oct(os.stat(engine.theme_file()).st_mode & 0o777) == "0o600"  # state: private
+    again = make_app(NoPodmanEngine())
+    async with again.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert again.theme == "nord"
+
+
+# --- layout ---------------------------------------------------------------------------------
+
+async def test_wide_characters_are_measured_in_cells_and_cuts_show_an_ellipsis(tmp_path):
+    from rich.cells import cell_len
+
+    engine = DemoEngine(str(tmp_path))
+    wide = "/home/dev/src/製品-二〇一八年版-とても長い名前のリポジトリ"
+    engine.repos[wide] = ("tools-busybox", {})
+    app = make_app(engine, watch=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        table = app.view("repositories").table
+        assert table.virtual_size.width <= table.size.width  # no column pushed off the screen
+        for name, column in table.columns.items():
+            for row in table.ordered_rows:
+                assert table.get_cell(row.key, name).cell_len <= column.width, (name.value, row.key.value)
+        cut = table.get_cell(wide, "Repository").plain
+        assert cut.startswith("…") and cut.endswith("リポジトリ") and cell_len(cut) <= table.columns["Repository"].width

@@ -15,6 +15,7 @@ from qpod_engine.containers import container_name
 from qpod_tui.app import make_app
 from qpod_tui.screens.dialogs import ConfirmScreen, TextScreen
 from qpod_tui.screens.pull import PullScreen
+from qpod_tui.widgets.running import RunningPanel
 
 pytestmark = [pytest.mark.podman, pytest.mark.skipif(not podman_available(), reason="podman is not installed")]
 SIZE = (160, 40)
@@ -80,6 +81,38 @@ async def test_stop_restart_and_output_of_a_real_container(warm):
 
 
 @pytest.mark.anyio
+async def test_a_redirected_command_is_shown_running_then_as_its_row(warm):
+    """A real ``qpod exec`` in the bound repository: the log view lists it as running (with the
+    count in the tab title) while it waits for a file, then as its record once it ends."""
+    from textual.widgets import TabbedContent
+
+    root, _name = warm
+    script = "while [ ! -e go-on ]; do sleep 0.1; done"
+    cmd = subprocess.Popen([sys.executable, "-m", "qpod_engine.cli", "exec", "--", "sh", "-c", script], cwd=root,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        app = make_app(Engine(), view="log")
+        async with app.run_test(size=SIZE) as pilot:
+            view = app.view("log")
+            panel = view.query_one(RunningPanel)
+            tab = app.query_one(TabbedContent).get_tab("log")
+            await wait(pilot, lambda: script in str(panel.render()))
+            assert str(tab.label).endswith("1 running")
+            assert root in str(panel.render()) or "…" in str(panel.render())
+            rows = len(view.table.rows)
+            open(os.path.join(root, "go-on"), "w").close()
+            await wait(pilot, lambda: len(view.table.rows) == rows + 1)
+            rec = view.index.record(view.table.rows[-1])
+            assert rec["argv"] == ["sh", "-c", script] and rec["status"] == 0 and rec["repo"] == root
+            await wait(pilot, lambda: not panel.display)
+            assert str(tab.label) == "4 Command log"
+        assert cmd.wait(timeout=DEADLINE) == 0, cmd.stderr.read() if cmd.stderr else ""
+    finally:
+        cmd.kill()
+        cmd.wait()
+
+
+@pytest.mark.anyio
 async def test_pull_failure_is_reported_in_the_dialog(qpod_home):
     engine = Engine()
     app = make_app(engine, view="environments", watch=False)
@@ -105,16 +138,18 @@ def test_qpod_tui_end_to_end_in_tmux(warm, qpod_home):
         assert "Repositories" in screen
         tui.wait_for("running", timeout=DEADLINE)  # the container state, once podman answered
         tui.send("3")
+        tui.wait_for("Uptime", timeout=DEADLINE)  # the containers view (the name is on view 1 too)
         screen = tui.wait_for(name, timeout=DEADLINE)
         assert "bb" in screen
-        # a shell in the container: the TUI steps aside, the shell runs in this terminal, exit comes back
+        # your shell in the container, through qpod's launcher in the repository: the TUI steps
+        # aside, the shell runs in this terminal, exit comes back
         tui.send("e")
-        tui.wait_for(f"shell in {name}", timeout=DEADLINE)
+        tui.wait_for(f"shell in {name} in {root}", timeout=DEADLINE)
         marker = os.path.join(root, "shell-was-here")
-        tui.type(f"test -e /run/.containerenv && echo in-container > {marker}; exit")
+        tui.type(f"test -e /run/.containerenv && echo \"in-container $PWD $FIXED\" > {marker}; exit")
         tui.wait_for("Uptime", timeout=DEADLINE)  # back in the containers view
-        with open(marker) as f:
-            assert f.read() == "in-container\n"
+        with open(marker) as f:  # in the container, in the repository, with the environment's variables
+            assert f.read() == f"in-container {root} 1\n"
         tui.send("4")
         tui.wait_for("true", timeout=DEADLINE)  # the record of 'qpod exec true'
         assert run_qpod("exec", "false", cwd=root).returncode == 1

@@ -18,6 +18,8 @@ def keys(*presses: str):
         for key in presses:
             await pilot.press(key)
             await settle(pilot)
+        await pilot.wait_for_scheduled_animations()  # a tab's underline follows its new title
+        await settle(pilot)
     return run
 
 
@@ -28,24 +30,37 @@ def app_for(tmp_path):
     return make
 
 
-def test_repositories_view(snap_compare, app_for):
-    assert snap_compare(app_for(), terminal_size=SIZE, run_before=keys("down", "down"))
+SIZES = [(80, 24), (120, 40), (200, 50)]  # the sizes the layout is checked at
 
 
-def test_environments_view(snap_compare, app_for):
-    assert snap_compare(app_for("environments"), terminal_size=SIZE, run_before=keys())
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_repositories_view(snap_compare, app_for, size):
+    assert snap_compare(app_for(), terminal_size=size, run_before=keys("down", "down"))
 
 
-def test_containers_view(snap_compare, app_for):
-    assert snap_compare(app_for("containers"), terminal_size=SIZE, run_before=keys())
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_environments_view(snap_compare, app_for, size):
+    assert snap_compare(app_for("environments"), terminal_size=size, run_before=keys())
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_containers_view(snap_compare, app_for, size):
+    assert snap_compare(app_for("containers", running=2), terminal_size=size, run_before=keys())
 
 
 def test_containers_view_without_podman(snap_compare, app_for):
     assert snap_compare(app_for("containers", podman=False), terminal_size=SIZE, run_before=keys())
 
 
-def test_command_log_view(snap_compare, app_for):
-    assert snap_compare(app_for("log"), terminal_size=SIZE, run_before=keys())
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_command_log_view(snap_compare, app_for, size):
+    assert snap_compare(app_for("log"), terminal_size=size, run_before=keys())
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_command_log_with_running_commands(snap_compare, app_for, size):
+    """What is building now: three commands above the log, their elapsed times, the tab's count."""
+    assert snap_compare(app_for("log", running=3), terminal_size=size, run_before=keys())
 
 
 def test_command_log_filtered(snap_compare, app_for):

@@ -83,10 +83,9 @@ class CommandLogView(Vertical):
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="log-filters"):
-            yield Input(placeholder="/ filter: text in command, repository, environment, cwd", id="log-text",
-                        compact=True)
-            yield Select([], prompt="any repository", id="log-repo", compact=True)
-            yield Select([], prompt="any environment", id="log-env", compact=True)
+            yield Input(placeholder="/ filter text", id="log-text", compact=True)
+            yield Select([], prompt="any repo", id="log-repo", compact=True)
+            yield Select([], prompt="any env", id="log-env", compact=True)
             yield Checkbox("failed only", id="log-failed", compact=True)
         yield RunningPanel(id="log-running")
         yield LogTable(id="log-table")
@@ -165,7 +164,7 @@ class CommandLogView(Vertical):
     def show_running(self, records: list[dict[str, Any]]) -> None:
         before = len(self.running)
         self.running = records
-        self.query_one(RunningPanel).show(records, self.engine.now(), self.table.size.width or self.size.width)
+        self.query_one(RunningPanel).show(records, self.engine.now())
         if len(records) != before:
             self.app.running_count(len(records))  # type: ignore[attr-defined]
 
@@ -177,9 +176,10 @@ class CommandLogView(Vertical):
     def _status(self) -> None:
         total = len(self.index) if self.index is not None else 0
         shown = f"{len(self.rows):,} of {total:,} records" if self.flt is not None else f"{total:,} records"
-        follow = "following (s pauses)" if self.table.follow else "paused (s follows)"
+        key = self.app.key_for("log.follow")  # type: ignore[attr-defined]
+        follow = f"following ({key} pauses)" if self.table.follow else f"paused ({key} follows)"
         busy = " · filtering…" if self.scanning else ""
-        self.query_one("#log-status", Static).update(f"{shown} · {follow}{busy}")
+        self.query_one("#log-status", Static).update(literal(f"{shown} · {follow}{busy}"))
 
     # --- filtering
 

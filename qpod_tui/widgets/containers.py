@@ -1,14 +1,19 @@
-"""View 3: qpod's containers. Stop/restart (confirmed), a shell inside, recent output."""
+"""View 3: qpod's containers, as lazydocker shows them: state, uptime, CPU and memory (one
+one-shot stats call per refresh), the commands running in each (from the command log's start
+records), a marker when the config changed since it was made. Stop/restart (confirmed), a shell
+inside (through qpod's own launcher: as you, in the repository), recent output."""
 
 import subprocess
+from collections import Counter
 from typing import Any, ClassVar
 
+from rich.text import Text
 from textual import on, work
 from textual.binding import Binding, BindingType
 from textual.message import Message
-from textual.widgets import DataTable
 
 from qpod_engine.api import ContainerRow, uptime
+from qpod_engine.container_stats import Stats, human_bytes
 from qpod_engine.errors import QpodError
 from qpod_engine.textsafe import visible
 
@@ -19,8 +24,10 @@ from .table_view import TableView
 
 
 class ContainersView(TableView):
-    COLUMNS = ("Environment", "Repository", "State", "Uptime", "Image", "Name")
+    COLUMNS = ("Environment", "Repository", "State", "Uptime", "CPU", "Memory", "Cmds", "Image", "Name")
+    PRIMARY = "output"
     BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "output", "Output", tooltip="Show the container's recent output", id="containers.open"),
         Binding("s", "stop", "Stop", tooltip="Stop the container", id="containers.stop"),
         Binding("r", "restart", "Restart", tooltip="Restart the container", id="containers.restart"),
         Binding("e", "shell", "Shell", tooltip="Open a shell in the container", id="containers.shell"),
@@ -33,6 +40,18 @@ class ContainersView(TableView):
             super().__init__()
             self.rows, self.error, self.now = rows, error, now
 
+    class Figures(Message):
+        """CPU and memory of the running containers, by 12-digit id."""
+
+        def __init__(self, stats: dict[str, Stats]) -> None:
+            super().__init__()
+            self.stats = stats
+
+    class Shell(Message):
+        def __init__(self, name: str, argv: list[str], env: dict[str, str], cwd: str | None) -> None:
+            super().__init__()
+            self.name, self.argv, self.env, self.cwd = name, argv, env, cwd
+
     class Output(Message):
         def __init__(self, name: str, text: str) -> None:
             super().__init__()
@@ -42,6 +61,8 @@ class ContainersView(TableView):
         super().__init__(**kwargs)
         self.containers: dict[str, ContainerRow] = {}
         self.podman_error: str | None = None
+        self.stats: dict[str, Stats] = {}
+        self.now = 0.0
 
     def on_mount(self) -> None:
         self.set_interval(self.REFRESH_SECONDS, self._tick)
@@ -61,6 +82,12 @@ class ContainersView(TableView):
             self.post_message(self.Loaded(None, str(err)))
             return
         self.post_message(self.Loaded(rows, now=self.engine.now()))
+        running = [c.id for c in rows if c.state == "running"]
+        try:
+            stats = self.engine.container_stats(running) if running else {}
+        except QpodError:
+            stats = {}  # the figures stay empty; the rows are podman's anyway
+        self.post_message(self.Figures(stats))
 
     @on(Loaded)
     def _loaded(self, msg: Loaded) -> None:
@@ -74,9 +101,35 @@ class ContainersView(TableView):
         self.show_message(None if msg.rows else "No qpod containers: a bound repository's first redirected "
                           "command creates one.")
         self.containers = {c.name: c for c in msg.rows}
-        self.set_rows([(c.name, (c.environment, c.repository, state_text(c.state),
-                                 uptime(c.started, msg.now) if c.state == "running" else "-", c.image, c.name))
-                       for c in msg.rows])
+        self.now = msg.now
+        self._refill()
+
+    @on(Figures)
+    def _figures(self, msg: Figures) -> None:
+        self.stats = msg.stats
+        self._refill()
+
+    def commands_running(self) -> Counter[str]:
+        """Commands running now per container, from the command log's start records."""
+        log = self.app.view("log")  # type: ignore[attr-defined]
+        return Counter(str(r.get("container") or "") for r in getattr(log, "running", []))
+
+    def _refill(self) -> None:
+        counts = self.commands_running()
+        self.set_rows([(c.name, self._cells(c, counts)) for c in self.containers.values()])
+
+    def _cells(self, c: ContainerRow, counts: Counter[str]) -> tuple[str | Text, ...]:
+        running = c.state == "running"
+        state = state_text(c.state)
+        if getattr(c, "outdated", None):
+            state = assemble(state, (" (outdated)", "yellow"))  # the next command replaces it
+        s = self.stats.get(c.id) if running else None
+        cpu = f"{s.cpu:.1f}%" if s is not None else "-"
+        memory = human_bytes(s.memory) if s is not None else "-"
+        cmds = getattr(c, "commands_running", None)
+        cmds = counts.get(c.name, 0) if cmds is None else cmds
+        return (c.environment, c.repository, state, uptime(c.started, self.now) if running else "-", cpu, memory,
+                str(cmds) if cmds else "-", c.image, c.name)
 
     def _need_selection(self) -> ContainerRow | None:
         key = self.selected_key
@@ -84,10 +137,6 @@ class ContainersView(TableView):
         if c is None:
             self.notify("No container selected", severity="warning")
         return c
-
-    @on(DataTable.RowSelected)
-    def _enter(self) -> None:
-        self.action_output()
 
     def action_stop(self) -> None:
         c = self._need_selection()
@@ -104,20 +153,34 @@ class ContainersView(TableView):
                                                   f"restarted {visible(c.name)}"))
 
     def action_shell(self) -> None:
-        """Suspend the TUI, run an interactive shell in the container, come back."""
+        """Your shell in the container's repository, as a redirected command (qpod exec -t):
+        the dashboard steps aside, exit comes back."""
         c = self._need_selection()
         if c is None:
             return
         if c.state != "running":
-            self.notify(f"{visible(c.name)} is {visible(c.state)}: restart it (r) first", severity="warning")
+            key = self.app.key_for("containers.restart")  # type: ignore[attr-defined]
+            self.notify(f"{visible(c.name)} is {visible(c.state)}: restart it ({key}) first", severity="warning")
             return
+        self._prepare_shell(c)
+
+    @work(thread=True, exclusive=True, group="shell")
+    def _prepare_shell(self, c: ContainerRow) -> None:
         try:
-            argv, env = self.engine.shell_command(c.name)
-            with self.app.suspend():
-                print(f"qpod: shell in {visible(c.name)}; exit returns to qpod tui", flush=True)
-                subprocess.run(argv, env=env, check=False)
+            found = self.engine.repo_shell_command(c.repository, c.environment)
+            argv, env, cwd = found if found is not None else (*self.engine.shell_command(c.name), None)
         except QpodError as err:
-            self.notify(str(err), severity="error")
+            self.app.call_from_thread(self.notify, str(err), severity="error")
+            return
+        self.post_message(self.Shell(c.name, argv, env, cwd))
+
+    @on(Shell)
+    def _run_shell(self, msg: Shell) -> None:
+        try:
+            with self.app.suspend():
+                where = f" in {visible(msg.cwd)}" if msg.cwd else ""
+                print(f"qpod: shell in {visible(msg.name)}{where}; exit returns to qpod tui", flush=True)
+                subprocess.run(msg.argv, env=msg.env, cwd=msg.cwd, check=False)
         except Exception as err:  # noqa: BLE001 - SuspendNotSupported (e.g. textual-web) or exec failure
             self.notify(f"cannot open a shell here: {err}", severity="error")
         self.load()

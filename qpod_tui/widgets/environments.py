@@ -7,7 +7,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.message import Message
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from qpod_engine.api import EnvRow
 from qpod_engine.errors import QpodError
@@ -21,7 +21,9 @@ from .table_view import TableView
 
 class EnvironmentsView(TableView):
     COLUMNS = ("Name", "Image", "Repos", "Image here")
+    PRIMARY = "edit"
     BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "edit", "Edit", tooltip="Edit the environment", id="envs.open"),
         Binding("n", "new", "New", tooltip="Create an environment", id="envs.new"),
         Binding("e", "edit", "Edit", tooltip="Edit the environment", id="envs.edit"),
         Binding("d", "delete", "Delete", tooltip="Delete the environment (refused while bound)", id="envs.delete"),
@@ -72,7 +74,9 @@ class EnvironmentsView(TableView):
         if msg.rows is None:
             self.show_message(assemble(("Cannot read the environments: ", "red"), literal(msg.error or "")))
             return
-        self.show_message(None if msg.rows else "No environments yet: press [b]n[/] to create one.")
+        key = self.app.key_for("envs.new")  # type: ignore[attr-defined]
+        self.show_message(None if msg.rows else assemble("No environments yet: press ", (key, "bold"),
+                                                          " to create one."))
         self.envs = {r.name: r for r in msg.rows}
         self._refill()
 
@@ -105,7 +109,8 @@ class EnvironmentsView(TableView):
 
     def selection_changed(self) -> None:
         r = self.selected
-        self.query_one("#env-detail", Static).update(detail_text(r, self.presence(r.image)) if r else "")
+        pull = self.app.key_for("envs.pull")  # type: ignore[attr-defined]
+        self.query_one("#env-detail", Static).update(detail_text(r, self.presence(r.image), pull) if r else "")
 
     # --- actions
 
@@ -123,10 +128,6 @@ class EnvironmentsView(TableView):
         if message:
             self.notify(message)
             self.load()
-
-    @on(DataTable.RowSelected)
-    def _enter(self) -> None:
-        self.action_edit()
 
     def action_delete(self) -> None:
         r = self.selected
@@ -153,7 +154,7 @@ def _list(values: list[str]) -> str:
     return ", ".join(values) if values else "-"
 
 
-def detail_text(r: EnvRow, image_here: str) -> Text:
+def detail_text(r: EnvRow, image_here: str, pull_key: str = "p") -> Text:
     """The detail pane: every setting of the environment and who uses it."""
     if r.error:
         return assemble((visible(r.name) + "\n", "bold"), (visible(r.error), "red"))
@@ -164,7 +165,7 @@ def detail_text(r: EnvRow, image_here: str) -> Text:
     if s.get("seccomp"):
         options.append(f"seccomp={s['seccomp']}")
     options += [f"ulimit {k}={v}" for k, v in s.get("ulimits", {}).items()]
-    here = {"unknown": "unknown (podman unavailable)", "no": "no (p pulls it)"}.get(image_here, image_here)
+    here = {"unknown": "unknown (podman unavailable)", "no": f"no ({pull_key} pulls it)"}.get(image_here, image_here)
     rows = [
         ("image", f"{r.image}  — present locally: {here}"),
         ("repositories", _list(r.repositories)),

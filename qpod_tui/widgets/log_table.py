@@ -22,6 +22,8 @@ from textual.strip import Strip
 from qpod_engine.api import LogIndex
 from qpod_engine.textsafe import visible
 
+from .nav_table import NAV_BINDINGS
+
 TIME_W, STATUS_W, DURATION_W = 19, 6, 9
 
 
@@ -86,12 +88,7 @@ class LogTable(ScrollView, can_focus=True):
         "logtable--header", "logtable--cursor", "logtable--ok", "logtable--failed", "logtable--dim",
     }
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("up,k", "cursor_up", "Up", show=False, id="log.up"),
-        Binding("down,j", "cursor_down", "Down", show=False, id="log.down"),
-        Binding("pageup", "page_up", "Page up", show=False, id="log.page_up"),
-        Binding("pagedown", "page_down", "Page down", show=False, id="log.page_down"),
-        Binding("home,g", "first", "First", show=False, id="log.first"),
-        Binding("end,G", "last", "Last", show=False, id="log.last"),
+        *NAV_BINDINGS,  # the ids every table shares
         Binding("enter", "open", "Open", tooltip="Open the record in full", id="log.open"),
     ]
 
@@ -120,7 +117,7 @@ class LogTable(ScrollView, can_focus=True):
     def set_rows(self, index: LogIndex, rows: Sequence[int]) -> None:
         """Show ``rows`` (record numbers, oldest first). Follow mode moves to the newest."""
         self.index, self.rows = index, rows
-        self.virtual_size = Size(self.size.width, len(rows) + 1)  # +1: the header line
+        self.virtual_size = Size(self.width_cells, len(rows) + 1)  # +1: the header line
         if self.follow:
             self.cursor = max(0, len(rows) - 1)
             self.call_after_refresh(self._to_last)  # the new virtual size takes effect on refresh
@@ -139,8 +136,14 @@ class LogTable(ScrollView, can_focus=True):
     def page(self) -> int:
         return max(1, self.size.height - 1)
 
+    @property
+    def width_cells(self) -> int:
+        """The cells a row has: the table's width minus its scrollbar (rows cut by the
+        scrollbar would lose their end without an ellipsis)."""
+        return self.scrollable_content_region.width
+
     def render_line(self, y: int) -> Strip:
-        width = self.size.width
+        width = self.width_cells
         if y == 0:
             style = self.rich_style + self.get_component_rich_style("logtable--header")
             return Strip([Segment(header_cells(width), style)]).crop_extend(0, width, style)
@@ -154,14 +157,18 @@ class LogTable(ScrollView, can_focus=True):
         segments = []
         for text, role in record_cells(rec, width):
             style = base + self.get_component_rich_style(f"logtable--{role}") if role else base
-            if cursor_style is not None:
-                style = style + Style(bgcolor=cursor_style.bgcolor, bold=cursor_style.bold)
+            if cursor_style is not None:  # the cursor's own colours: red on blue is unreadable
+                style = base + cursor_style + Style(bold=role == "failed")
             segments.append(Segment(text, style))
         fill = base + cursor_style if cursor_style is not None else base
         return Strip(segments).crop_extend(0, width, fill)
 
     def on_resize(self, event: events.Resize) -> None:
-        self.virtual_size = Size(event.size.width, len(self.rows) + 1)
+        self.virtual_size = Size(self.width_cells, len(self.rows) + 1)
+        if self.follow:  # shorter now (the running commands above it grew): the newest stays in view
+            self.call_after_refresh(self._to_last)
+        else:
+            self.call_after_refresh(self._scroll_to_cursor)
 
     # --- cursor and scrolling
 

@@ -27,7 +27,10 @@ def state_text(state: str) -> Text:
 
 class RepositoriesView(TableView):
     COLUMNS = ("Repository", "Branch", "Environment", "Branch rules", "Container")
+    PRIMARY = "change_environment"
     BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "change_environment", "Environment", tooltip="Change the repository's environment",
+                id="repos.open"),
         Binding("b", "bind", "Bind", tooltip="Bind a repository to an environment", id="repos.bind"),
         Binding("e", "change_environment", "Environment",
                 tooltip="Change the repository's environment (any branch)", id="repos.environment"),
@@ -75,7 +78,9 @@ class RepositoriesView(TableView):
         if msg.rows is None:
             self.show_message(assemble(("Cannot read the bindings: ", "red"), msg.error or ""))
             return
-        self.show_message(None if msg.rows else "No bound repositories yet: press [b]b[/] to bind one.")
+        key = self.app.key_for("repos.bind")  # type: ignore[attr-defined]
+        self.show_message(None if msg.rows else assemble("No bound repositories yet: press ", (key, "bold"),
+                                                          " to bind one."))
         self.repos = {r.root: r for r in msg.rows}
         self.set_rows([(r.root, self._cells(r)) for r in msg.rows])
 

@@ -45,24 +45,33 @@ def title_suffix(count: int) -> str:
 
 
 class RunningPanel(Static):
-    """Hidden when nothing runs."""
+    """Hidden when nothing runs; drawn at the log table's width so the columns line up."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("", **kwargs)
         self.records: list[dict[str, Any]] = []
+        self.now = 0.0
         self.display = False
 
-    def show(self, records: list[dict[str, Any]], now: float, width: int) -> None:
-        """``width``: the log table's, so the columns line up with it."""
-        self.records = records
+    def show(self, records: list[dict[str, Any]], now: float) -> None:
+        self.records, self.now = records, now
         self.display = bool(records)
-        if not records:
-            self.update("")
-            return
-        width = max(20, width)
+        self.refresh(layout=True)
+
+    def render(self) -> Text:
+        from .log_table import LogTable
+
+        try:
+            width = self.screen.query_one(LogTable).width_cells
+        except Exception:  # noqa: BLE001 - not mounted with a log table (tests of the panel alone)
+            width = 0
+        width = max(20, width or self.size.width)
         text = Text(end="")
-        for i, rec in enumerate(records):
+        for i, rec in enumerate(self.records):
             if i:
                 text.append("\n")
-            text.append_text(running_line(rec, now, width))
-        self.update(text)
+            text.append_text(running_line(rec, self.now, width))
+        return text
+
+    def on_resize(self) -> None:
+        self.refresh()

@@ -14,16 +14,22 @@ from textual.widgets import DataTable, Input, Static
 from qpod_engine.api import Engine
 from qpod_engine.errors import QpodError
 
+from ..cells import cells, fit_columns, fit_text
 from ..safe import literal
 from ..screens.dialogs import ConfirmScreen
+from .nav_table import NavTable
 
 Cell = str | Text
 
 
 class TableView(Vertical):
-    """Rows keyed by a string; ``/`` shows a filter that keeps rows whose cells contain the text."""
+    """Rows keyed by a string; ``/`` shows a filter that keeps rows whose cells contain the text.
+    Enter (and a click on the selected row) runs ``PRIMARY``, the view's main action: each view
+    binds enter to it first in its BINDINGS, so the footer shows it first."""
 
     COLUMNS: ClassVar[tuple[str, ...]] = ()
+    LEFT_CUT: ClassVar[frozenset[str]] = frozenset({"Repository"})  # paths: a cut keeps their end
+    PRIMARY: ClassVar[str] = ""
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "clear_filter", "Clear filter", show=False,
                 tooltip="Clear the list filter", id="list.clear_filter"),
@@ -47,9 +53,7 @@ class TableView(Vertical):
     def compose(self) -> ComposeResult:
         yield Input(placeholder="filter (Esc clears)", classes="list-filter hidden")
         yield Static("", classes="view-message hidden")
-        table: DataTable[Cell] = DataTable(cursor_type="row", zebra_stripes=True)
-        table.add_columns(*self.COLUMNS)
-        yield table
+        yield NavTable(cursor_type="row", zebra_stripes=True)
 
     @property
     def table(self) -> DataTable[Cell]:
@@ -75,15 +79,35 @@ class TableView(Vertical):
         table = self.table
         keep = self.selected_key
         needle = self.query_one(".list-filter", Input).value.strip().lower()
-        shown = [(k, cells) for k, cells in self._rows
-                 if not needle or needle in " ".join(str(c) for c in cells).lower()]
-        table.clear()
-        for key, cells in shown:
-            table.add_row(*cells, key=key)
+        shown = [(k, row) for k, row in self._rows
+                 if not needle or needle in " ".join(str(c) for c in row).lower()]
+        widths = self._widths(shown)
+        table.clear(columns=True)
+        for name, w in zip(self.COLUMNS, widths, strict=True):
+            table.add_column(fit_text(Text(name), w), width=w, key=name)
+        for key, row in shown:
+            table.add_row(*[fit_text(c, w, left=name in self.LEFT_CUT) if isinstance(c, Text) else c
+                            for name, c, w in zip(self.COLUMNS, row, widths, strict=True)], key=key)
         keys = [k for k, _ in shown]
         if keep in keys:
             table.move_cursor(row=keys.index(keep), animate=False)
         self.selection_changed()
+
+    def _widths(self, shown: list[tuple[str, Sequence[Cell]]]) -> list[int]:
+        """Each column's width in cells: its widest cell, unless the table is too narrow for
+        them all; then the widest columns are cut (with an ellipsis, see ``fit_text``)."""
+        natural = [cells(name) for name in self.COLUMNS]
+        for _key, row in shown:
+            for i, c in enumerate(row):
+                natural[i] = max(natural[i], c.cell_len if isinstance(c, Text) else cells(str(c)))
+        width = self.table.size.width or self.size.width or self.app.size.width
+        scrollbar = 2 if len(shown) + 1 > max(1, self.table.size.height) else 0
+        padding = 2 * self.table.cell_padding * len(self.COLUMNS)
+        return fit_columns(natural, width - padding - scrollbar)
+
+    def on_resize(self) -> None:
+        if self._rows:
+            self.call_after_refresh(self._show)  # the table has its new size then
 
     @property
     def selected_key(self) -> str | None:
@@ -101,6 +125,11 @@ class TableView(Vertical):
     @on(DataTable.RowHighlighted)
     def _highlighted(self) -> None:
         self.selection_changed()
+
+    @on(DataTable.RowSelected)
+    def _selected(self) -> None:
+        if self.PRIMARY:
+            getattr(self, f"action_{self.PRIMARY}")()
 
     def action_filter(self) -> None:
         box = self.query_one(".list-filter", Input)

@@ -1,0 +1,106 @@
+"""What the containers view shows beyond ``podman ps``: CPU and memory of the running
+containers (one one-shot ``/containers/stats`` call for all of them, never a stream), and the
+container row with the fields podman_backend may add (``outdated``, ``commands_running``).
+
+CPU % is measured between two calls (the CPU time the container used over the wall time
+passed, as ``podman stats`` does between its samples); the first call for a container gives
+podman's average since it started.
+"""
+
+import threading
+from dataclasses import dataclass, fields
+from typing import Any
+
+from .api import ContainerRow
+from .errors import QpodError
+
+
+@dataclass(frozen=True)
+class ContainerInfo(ContainerRow):
+    """A container row; ``None`` where the backend does not say."""
+
+    outdated: bool | None = None  # its config changed since it was made: the next command replaces it
+    commands_running: int | None = None
+
+
+_ROW_FIELDS = frozenset(f.name for f in fields(ContainerInfo))
+
+
+def container_info(row: dict[str, Any]) -> ContainerInfo:
+    """A backend row (``podman_backend.list_containers``), keys it does not know ignored."""
+    return ContainerInfo(**{k: v for k, v in row.items() if k in _ROW_FIELDS})
+
+
+@dataclass(frozen=True)
+class Stats:
+    cpu: float  # percent of one CPU (200 = two CPUs busy)
+    memory: int  # bytes
+    memory_limit: int  # bytes (the host's memory when the container has no limit)
+    pids: int
+
+
+_previous: dict[str, tuple[int, int]] = {}  # container id -> (CPU ns, wall ns) of the last call
+_lock = threading.Lock()
+
+
+def parse_stats(payload: dict[str, Any]) -> dict[str, Stats]:
+    """libpod's ``/containers/stats?stream=false`` answer -> Stats by 12-digit container id."""
+    out: dict[str, Stats] = {}
+    for s in payload.get("Stats") or []:
+        if not isinstance(s, dict) or not isinstance(s.get("ContainerID"), str):
+            continue
+        cid = s["ContainerID"][:12]
+        cpu = float(s.get("CPU") or 0.0)
+        cpu_ns, wall_ns = s.get("CPUNano"), s.get("SystemNano")
+        if isinstance(cpu_ns, int) and isinstance(wall_ns, int):
+            with _lock:
+                before = _previous.get(cid)
+                _previous[cid] = (cpu_ns, wall_ns)
+            if before is not None and wall_ns > before[1] and cpu_ns >= before[0]:
+                cpu = 100.0 * (cpu_ns - before[0]) / (wall_ns - before[1])
+        out[cid] = Stats(cpu=max(0.0, cpu), memory=int(s.get("MemUsage") or 0),
+                         memory_limit=int(s.get("MemLimit") or 0), pids=int(s.get("PIDs") or 0))
+    return out
+
+
+def container_stats(ids: list[str]) -> dict[str, Stats]:
+    """Stats of the running containers ``ids`` in one call. Raises QpodError when podman
+    cannot be asked; a container that stopped meanwhile is simply absent."""
+    if not ids:
+        return {}
+    import json
+
+    from .podman_backend import client
+
+    try:
+        response = client().api.get("/containers/stats", params={"containers": ids, "stream": False})
+        if response.status_code != 200:  # one of them stopped meanwhile: ask for each alone
+            return _one_by_one(ids)
+        return parse_stats(json.loads(response.content))
+    except QpodError:
+        raise
+    except Exception as err:  # noqa: BLE001 - connection refused, bad JSON: no figures this time
+        raise QpodError(f"podman: container stats: {err}") from None
+
+
+def _one_by_one(ids: list[str]) -> dict[str, Stats]:
+    import json
+
+    from .podman_backend import client
+
+    out: dict[str, Stats] = {}
+    for cid in ids:
+        response = client().api.get("/containers/stats", params={"containers": [cid], "stream": False})
+        if response.status_code == 200:
+            out.update(parse_stats(json.loads(response.content)))
+    return out
+
+
+def human_bytes(n: int) -> str:
+    """``512K``, ``38.2M``, ``1.4G`` (powers of 1024, as podman stats shows them)."""
+    value = float(n)
+    for unit in ("B", "K", "M", "G", "T"):
+        if value < 1024 or unit == "T":
+            return f"{value:.0f}{unit}" if unit in ("B", "K") else f"{value:.1f}{unit}"
+        value /= 1024
+    return f"{n}B"
