@@ -58,6 +58,12 @@ async def test_stop_restart_and_output_of_a_real_container(warm):
         view = app.view("containers")
         await wait(pilot, lambda: name in view.containers)
         assert view.containers[name].repository == root and view.containers[name].state == "running"
+        # CPU and memory from podman's one-shot stats, shown in the row
+        cid = view.containers[name].id
+        await wait(pilot, lambda: cid in view.stats)
+        assert view.stats[cid].memory > 0 and view.stats[cid].cpu >= 0
+        row = dict(zip(view.COLUMNS, view.table.get_row(name), strict=True))
+        assert str(row["CPU"]).endswith("%") and str(row["Memory"])[-1] in "BKMG"
         view.table.move_cursor(row=view.table.get_row_index(name))
         await pilot.press("s")
         assert isinstance(app.screen, ConfirmScreen)
@@ -86,7 +92,7 @@ async def test_a_redirected_command_is_shown_running_then_as_its_row(warm):
     count in the tab title) while it waits for a file, then as its record once it ends."""
     from textual.widgets import TabbedContent
 
-    root, _name = warm
+    root, name = warm
     script = "while [ ! -e go-on ]; do sleep 0.1; done"
     cmd = subprocess.Popen([sys.executable, "-m", "qpod_engine.cli", "exec", "--", "sh", "-c", script], cwd=root,
                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -99,6 +105,18 @@ async def test_a_redirected_command_is_shown_running_then_as_its_row(warm):
             await wait(pilot, lambda: script in str(panel.render()))
             assert str(tab.label).endswith("1 running")
             assert root in str(panel.render()) or "…" in str(panel.render())
+            # the containers view counts it in its container's row
+            await pilot.press("3")
+            ctrs = app.view("containers")
+
+            def cmds() -> str:
+                try:
+                    return str(dict(zip(ctrs.COLUMNS, ctrs.table.get_row(name), strict=True))["Cmds"])
+                except Exception:  # noqa: BLE001 - the row is not there yet
+                    return ""
+
+            await wait(pilot, lambda: cmds() == "1")
+            await pilot.press("4")
             rows = len(view.table.rows)
             open(os.path.join(root, "go-on"), "w").close()
             await wait(pilot, lambda: len(view.table.rows) == rows + 1)
