@@ -244,6 +244,25 @@ def cmd_deny(a: "argparse.Namespace") -> int:
     return 0
 
 
+def cmd_prune(a: "argparse.Namespace") -> int:
+    """Images built from repository files that no checked-out file of a registered repository
+    uses any more (other branches' recipes included: a checkout builds them again)."""
+    from . import snapshot
+    from .imagebuild import prune
+    from .textsafe import visible
+
+    snap = snapshot.load()
+    keep = {e["build"]["tag"] for e in snap.get("repo_envs", {}).values() if e.get("build")}
+    removed, in_use = prune(keep, dry_run=a.dry_run)
+    for ref in removed:
+        print(f"{'would remove' if a.dry_run else 'removed'} {visible(ref)}")
+    for ref in in_use:
+        print(f"kept {visible(ref)} (a container uses it; 'qpod stop' and 'podman rm' it first)")
+    if not removed and not in_use:
+        print("no unused built images")
+    return 0
+
+
 def cmd_unbind(a: "argparse.Namespace") -> int:
     from . import bindings, gitinfo
 
@@ -574,6 +593,10 @@ def build_parser() -> "argparse.ArgumentParser":
     dny = sub.add_parser("deny", help="stop using the repository's .qpod.yaml (every allowed version)")
     dny.add_argument("--path", help=argparse.SUPPRESS)
     dny.set_defaults(func=cmd_deny)
+    prn = sub.add_parser("prune", help="remove images built from repository files that no checked-out "
+                         ".qpod.yaml uses")
+    prn.add_argument("--dry-run", action="store_true", help="only list them")
+    prn.set_defaults(func=cmd_prune)
     unb = sub.add_parser("unbind", help="remove the binding of the repository around the cwd")
     unb.add_argument("--branch", metavar="GLOB")
     unb.add_argument("--path", help=argparse.SUPPRESS)

@@ -20,6 +20,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+LABEL_BUILD_CONFIG = "qpod.build.config"
+
 
 def _run(args: list[str], env: dict[str, str], quiet: bool) -> int:
     import subprocess
@@ -34,9 +36,11 @@ def image_exists(podman: str, env: dict[str, str], tag: str) -> bool:
 
 
 def build_args(podman: str, build: dict[str, Any], settings: dict[str, Any], context: str) -> list[str]:
+    from .containers import config_id
     from .podman_backend import runtime_name
 
     args = [podman, "build", "--file", build["containerfile"], "--tag", build["tag"], "--label", "qpod.build=1",
+            "--label", f"{LABEL_BUILD_CONFIG}={config_id()}",  # prune touches this config's builds only
             "--network", "host"]  # RUN steps get the network qpod's containers have
     rt = runtime_name(settings.get("runtime", "auto"))
     if rt:
@@ -71,3 +75,33 @@ def ensure_built(build: dict[str, Any], settings: dict[str, Any]) -> bool:
         raise QpodError(f"podman build of {build['containerfile']} failed (exit {rc}; its output is above)",
                         EXIT_QPOD)
     return True
+
+
+def prune(keep: set[str], dry_run: bool = False) -> tuple[list[str], list[str]]:
+    """Remove this config's built images whose tag is not in ``keep`` (the tags the checked-out
+    repository files give). An image a container still uses is kept (podman refuses without
+    force). Returns (removed or, with ``dry_run``, to remove; kept because in use)."""
+    import subprocess
+
+    from .containers import config_id
+    from .repo_env import BUILD_TAG_PREFIX
+    from .service import podman_binary, podman_env
+
+    podman = podman_binary()
+    env = podman_env()
+    proc = subprocess.run([podman, "images", "--filter", f"label={LABEL_BUILD_CONFIG}={config_id()}", "--format",
+                           "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True, env=env,
+                          stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise QpodError(f"podman images failed: {' '.join(proc.stderr.split())}", 1)
+    removed: list[str] = []
+    in_use: list[str] = []
+    for ref in dict.fromkeys(proc.stdout.split()):
+        tag = ref.rsplit(":", 1)[0]
+        if not tag.startswith(BUILD_TAG_PREFIX) or tag in keep:
+            continue
+        if dry_run or _run([podman, "rmi", ref], env, quiet=True) == 0:
+            removed.append(ref)
+        else:
+            in_use.append(ref)
+    return removed, in_use

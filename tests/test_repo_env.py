@@ -254,6 +254,13 @@ def test_a_build_is_reused_while_unchanged_and_rebuilt_when_its_context_changes(
         assert tags[1] != tags[0]
         r = run_qpod("exec", "cat", "/marker", cwd=root)
         assert (r.returncode, r.stdout) == (0, "two\n") and f"qpod: building {tags[1]}" in r.stderr, r.stderr
+
+        # the old recipe's image is pruned; the one the checked-out file gives stays
+        assert run_qpod("prune", "--dry-run").stdout == f"would remove {tags[0]}:latest\n"
+        remove_containers_of(str(root))
+        assert run_qpod("prune").stdout == f"removed {tags[0]}:latest\n"
+        exists = [subprocess.run(["podman", "image", "exists", t]).returncode for t in tags]
+        assert exists == [1, 0]
     finally:
         remove_containers_of(str(root))
         remove_images(*tags)
