@@ -460,7 +460,7 @@ def test_workdir_root_maps_cwd_and_programs_and_the_umask_is_kept(qpod_home: Pat
                                                                    busybox_image: str) -> None:
     root = make_repo("wr-" + uuid.uuid4().hex[:6], {"sub/dir/tool.sh": "#!/bin/sh\necho tool-in-$(pwd)\n"})
     (root / "sub/dir/tool.sh").chmod(0o755)
-    env_file("wr", busybox_image, workdir_root="/qpod")
+    env_file("wr", busybox_image, workdir_root="/qpod", share=[])  # /tmp unshared: root.parent is not visible
     assert run_qpod("init", "wr", cwd=root).returncode == 0
     try:
         r = run_qpod("exec", "pwd", cwd=root / "sub")

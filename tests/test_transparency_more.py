@@ -60,6 +60,7 @@ def test_repository_program_from_outside_is_a_clear_error(bound_repo: Path, tmp_
     tool.chmod(0o755)
     outside = tmp_path / "elsewhere"
     outside.mkdir()
+    assert run_qpod("env", "set", "bb", "share=").returncode == 0  # /tmp shared (the default) shows it
     r = run_qpod("exec", str(tool), "in.txt", cwd=outside)
     assert r.returncode == 125
     assert r.stderr.strip() == (f"qpod: {outside}: not visible in the container of environment 'bb' "
