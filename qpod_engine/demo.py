@@ -94,7 +94,7 @@ def run_demo(directory: str | None = None) -> int:
     from . import config, images, snapshot
 
     t0 = time.monotonic()
-    _say("1/5 the old OS: a Debian 11 image with gcc 10, make and gdb, built here from Debian packages")
+    _say("1/5 the old OS: a Debian 11 image with gcc 10, make, gdb and python3, built here from Debian packages")
     ref = images.build_debian11_image(progress=lambda line: print(f"    {line}", flush=True))
     _say(f"    image ready: {ref}")
 

@@ -6,7 +6,7 @@ every image is built here from Debian packages and brought in with
 
 - ``BUSYBOX_REF``: busybox-static with its applets linked in (a few MB,
   built in about a second) for fast tests.
-- ``DEBIAN11_REF``: Debian 11 (bullseye) with make, gcc 10, libc6-dev and gdb:
+- ``DEBIAN11_REF``: Debian 11 (bullseye) with make, gcc 10, libc6-dev, gdb and python3:
   the "old OS" an old branch builds in. Made by mmdebstrap, as a normal user too
   (``--mode=unshare``: no root needed, the image goes to that user's own podman
   storage); as root without mmdebstrap, by debootstrap and chroot.
@@ -40,7 +40,11 @@ DEBIAN_MIRROR = "http://deb.debian.org/debian"
 DEBIAN11_SUITE = "bullseye"
 # gdb is added with apt afterwards: debootstrap's own resolver broke on one of its dependencies.
 DEBIAN11_INCLUDE = ("make", "gcc", "libc6-dev")
-DEBIAN11_APT_PACKAGES = ("gdb",)
+DEBIAN11_APT_PACKAGES = ("gdb", "python3-minimal")  # python3: waf and the build scripts of its era
+# the recipe's version, a label of the image: an image of an older recipe is rebuilt, not reused
+RECIPE_LABEL = "qpod.recipe"
+DEBIAN11_RECIPE = "2"
+_DEBIAN11_CHANGES = ('CMD ["/bin/bash"]', f"LABEL {RECIPE_LABEL}={DEBIAN11_RECIPE}")
 
 # Applets tests and users reach for; the image gets every applet busybox has, these must be among them.
 COMMON_APPLETS = (
@@ -81,6 +85,19 @@ def image_id(ref: str) -> str | None:
     """The full image id of ``ref``, or None if there is no such image."""
     proc = subprocess.run([_podman(), "image", "inspect", "--format", "{{.Id}}", ref], capture_output=True, text=True)
     return (proc.stdout.strip() or None) if proc.returncode == 0 else None
+
+
+def image_label(ref: str, key: str) -> str | None:
+    """The value of label ``key`` of image ``ref`` (None: no such label or image)."""
+    import json
+
+    proc = subprocess.run([_podman(), "image", "inspect", ref], capture_output=True, text=True)
+    try:
+        labels = json.loads(proc.stdout)[0].get("Labels") or {} if proc.returncode == 0 else {}
+    except (ValueError, IndexError, AttributeError):
+        return None
+    value = labels.get(key)
+    return value if isinstance(value, str) else None
 
 
 def _import_dir(root: Path, ref: str, changes: Sequence[str], tar_opts: Sequence[str], what: str) -> None:
@@ -448,7 +465,7 @@ def build_debian11_image(
     mirror: str = DEBIAN_MIRROR,
     builder: str = "auto",
 ) -> str:
-    """Build (or reuse) a Debian 11 image with make, gcc 10, libc6-dev and gdb; return ``ref``.
+    """Build (or reuse) a Debian 11 image with make, gcc 10, libc6-dev, gdb and python3; return ``ref``.
 
     mmdebstrap builds it as whoever calls (a normal user: ``--mode=unshare``, into that user's own
     podman storage; about 30 s); without mmdebstrap, root uses debootstrap and chroot (about a
@@ -457,10 +474,14 @@ def build_debian11_image(
     Raises QpodError naming the step that failed and the line that says why.
     """
     what = f"building {ref}"
-    if not force and image_exists(ref):
+
+    def current() -> bool:
+        return image_exists(ref) and image_label(ref, RECIPE_LABEL) == DEBIAN11_RECIPE
+
+    if not force and current():
         return ref
     with _image_lock(ref):
-        if not force and image_exists(ref):
+        if not force and current():
             return ref
         try:
             tool = debian11_builder(builder)
@@ -496,7 +517,7 @@ def _debian11_mmdebstrap(ref: str, progress: Progress, mirror: str, what: str) -
            '--customize-hook=rm -f "$1/etc/resolv.conf" "$1/etc/hostname"',
            DEBIAN11_SUITE, str(tarball), mirror]
     try:
-        _say(progress, f"mmdebstrap --mode={mode} {DEBIAN11_SUITE} from {mirror} (make, gcc 10, libc6-dev, gdb)")
+        _say(progress, f"mmdebstrap --mode={mode} {DEBIAN11_SUITE} from {mirror} ({packages})")
         env = podman_env()  # the caller's environment minus qpod's preload library
         try:
             _run_step("mmdebstrap", cmd, progress, env=env)
@@ -505,7 +526,7 @@ def _debian11_mmdebstrap(ref: str, progress: Progress, mirror: str, what: str) -
             line = errors[0] if errors else (err.tail[-1] if err.tail else "no output")
             raise QpodError(f"{what}: mmdebstrap failed (exit {err.rc}): {line}") from None
         _say(progress, f"importing {ref} ({tarball.stat().st_size // 2**20} MiB)")
-        _import_tarball(tarball, ref, ['CMD ["/bin/bash"]', f"ENV PATH={_IMAGE_PATH}"], what)
+        _import_tarball(tarball, ref, [*_DEBIAN11_CHANGES, f"ENV PATH={_IMAGE_PATH}"], what)
         _say(progress, f"built {ref}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -575,7 +596,7 @@ def _debian11_debootstrap(ref: str, progress: Progress, cache_dir: Path | None, 
         if leftover:
             raise QpodError(f"{what}: refusing to import, still mounted: {leftover[0]}")
         _say(progress, f"importing {ref}")
-        _import_dir(root, ref, ['CMD ["/bin/bash"]', f"ENV PATH={_IMAGE_PATH}"], [], what)
+        _import_dir(root, ref, [*_DEBIAN11_CHANGES, f"ENV PATH={_IMAGE_PATH}"], [], what)
         _say(progress, f"built {ref}")
     finally:
         _remove_tree(work)

@@ -78,7 +78,7 @@ def busybox_image() -> str:
 
 @pytest.fixture(scope="session")
 def debian11_image() -> str:
-    """Debian 11 with gcc 10, make and gdb (CI builds it before the tests)."""
+    """Debian 11 with gcc 10, make, gdb and python3 (CI builds it before the tests)."""
     if not podman_available():
         pytest.skip("podman is not installed")
     from qpod_engine.images import build_debian11_image

@@ -199,3 +199,34 @@ def test_a_routed_command_missing_from_the_image_is_one_line_127(bound_repo: Pat
     assert run_qpod("env", "set", "bb", "commands=make waf sh", cwd=bound_repo).returncode == 0
     there = run_qpod("which", "sh", cwd=bound_repo)  # routing-only change: the same container
     assert "; in the container: " in there.stdout, there.stdout
+
+
+# a waf-shaped build script: python, run as ./waf or as waf's docs say, python3 ./waf
+WAF = r'''#!/usr/bin/env python3
+import os, subprocess, sys
+where = "container" if os.environ.get("container") else "host"
+if "build" in sys.argv:
+    subprocess.run(["gcc", "-O1", "-o", "hello", "hello.c"], check=True)
+print(f"waf {' '.join(sys.argv[1:])} ran in the {where} with python {sys.version_info[0]}.{sys.version_info[1]}")
+'''
+
+
+@pytest.mark.podman
+@pytest.mark.demo
+def test_a_waf_script_runs_in_the_container_both_ways(qpod_home: Path, make_repo: Callable[..., Path],
+                                                      debian11_image: str) -> None:
+    root = make_repo("waf-" + uuid.uuid4().hex[:6], {"hello.c": HELLO_C, "waf": WAF})
+    (root / "waf").chmod(0o755)
+    assert run_qpod("env", "add", "deb11", "--image", debian11_image).returncode == 0
+    assert run_qpod("init", "deb11", cwd=root).returncode == 0
+    try:
+        r = qpod_shell("python3 ./waf configure build && ./waf build", cwd=root)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        # Debian 11's python is 3.9, the host's (Debian 12) 3.11
+        assert r.stdout.splitlines() == ["waf configure build ran in the container with python 3.9",
+                                         "waf build ran in the container with python 3.9"], r.stdout
+        assert "GCC: (Debian 10." in comment_of(root / "hello")
+        which = run_qpod("which", "python3", "./waf", "build", cwd=root)
+        assert which.stdout.startswith("container (deb11): a script of bound repository"), which.stdout
+    finally:
+        remove_containers_of(str(root))
