@@ -344,3 +344,11 @@ def deny(root: str) -> tuple[int, bool]:
             bindings.save_bindings(binds)
         snapshot.compile_config()
     return gone, unregistered
+
+
+def waiting(snap: dict[str, Any]) -> list[tuple[str, str]]:
+    """(root, the one-line reason) of every registered repository whose checked-out file cannot
+    be used now (changed and not allowed again, or broken): what a front end lists for
+    ``qpod allow``."""
+    return [(root, entry["error"]) for root, entry in sorted(snap.get("repo_envs", {}).items())
+            if "error" in entry]

@@ -161,6 +161,8 @@ def test_a_checkout_switches_the_environment_with_no_qpod_command_between(
         f"{root}/.qpod.yaml: changed since you allowed it; review and allow it with 'qpod allow' in {root} "
         "(or 'qpod deny')\n")
     assert where("ls")[0] == "host"  # an unallowed file's own list routes nothing
+    assert repo_env.waiting(snapshot.load()) == [(str(root), repo_env.gate_message(
+        str(root / ".qpod.yaml"), str(root), changed=True))]
 
 
 # --- with podman: the gate, the two branches, the build cache --------------------------------
