@@ -76,6 +76,7 @@ class CommandLogView(Vertical):
         self.scanning = False
         self._filter_timer: Timer | None = None
         self.running: list[dict[str, Any]] = []
+        self.first_rows = False
 
     @property
     def engine(self) -> Engine:
@@ -172,6 +173,7 @@ class CommandLogView(Vertical):
         assert self.index is not None
         self.table.set_rows(self.index, self.rows)
         self._status()
+        self.first_rows = True
 
     def _status(self) -> None:
         total = len(self.index) if self.index is not None else 0

@@ -111,8 +111,9 @@ class ContainersView(TableView):
 
     def commands_running(self) -> Counter[str]:
         """Commands running now per container, from the command log's start records."""
-        log = self.app.view("log")  # type: ignore[attr-defined]
-        return Counter(str(r.get("container") or "") for r in getattr(log, "running", []))
+        logs = self.app.query("#log-view")  # mounted after the first paint
+        running = getattr(logs.first(), "running", []) if logs else []
+        return Counter(str(r.get("container") or "") for r in running)
 
     def _refill(self) -> None:
         counts = self.commands_running()

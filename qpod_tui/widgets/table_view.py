@@ -45,6 +45,9 @@ class TableView(Vertical):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._rows: list[tuple[str, Sequence[Cell]]] = []
+        self.first_rows = False  # set once rows (or a message saying why none) were shown
+        self._drawn: list[tuple[str, list[Cell]]] = []  # the rows in the table, as drawn
+        self._drawn_widths: list[int] = []
 
     @property
     def engine(self) -> Engine:
@@ -74,6 +77,7 @@ class TableView(Vertical):
         markup); a Text cell is the caller's, built with ``qpod_tui.safe``."""
         self._rows = [(key, [literal(c) if isinstance(c, str) else c for c in cells]) for key, cells in rows]
         self._show()
+        self.first_rows = True
 
     def _show(self) -> None:
         table = self.table
@@ -82,16 +86,28 @@ class TableView(Vertical):
         shown = [(k, row) for k, row in self._rows
                  if not needle or needle in " ".join(str(c) for c in row).lower()]
         widths = self._widths(shown)
-        table.clear(columns=True)
-        for name, w in zip(self.COLUMNS, widths, strict=True):
-            table.add_column(fit_text(Text(name), w), width=w, key=name)
-        for key, row in shown:
-            table.add_row(*[fit_text(c, w, left=name in self.LEFT_CUT) if isinstance(c, Text) else c
-                            for name, c, w in zip(self.COLUMNS, row, widths, strict=True)], key=key)
-        keys = [k for k, _ in shown]
-        if keep in keys:
-            table.move_cursor(row=keys.index(keep), animate=False)
+        fitted = [(key, [fit_text(c, w, left=name in self.LEFT_CUT) if isinstance(c, Text) else c
+                         for name, c, w in zip(self.COLUMNS, row, widths, strict=True)]) for key, row in shown]
+        keys = [k for k, _ in fitted]
+        if widths == self._drawn_widths and keys == [k for k, _ in self._drawn]:
+            self._update_cells(fitted)  # a refresh of the same rows (uptime, CPU): changed cells only
+        else:
+            table.clear(columns=True)
+            for name, w in zip(self.COLUMNS, widths, strict=True):
+                table.add_column(fit_text(Text(name), w), width=w, key=name)
+            for key, row in fitted:
+                table.add_row(*row, key=key)
+            if keep in keys:
+                table.move_cursor(row=keys.index(keep), animate=False)
+        self._drawn, self._drawn_widths = fitted, widths
         self.selection_changed()
+
+    def _update_cells(self, fitted: list[tuple[str, list[Cell]]]) -> None:
+        table = self.table
+        for (key, row), (_key, before) in zip(fitted, self._drawn, strict=True):
+            for name, cell, old in zip(self.COLUMNS, row, before, strict=True):
+                if cell != old:
+                    table.update_cell(key, name, cell)
 
     def _widths(self, shown: list[tuple[str, Sequence[Cell]]]) -> list[int]:
         """Each column's width in cells: its widest cell, unless the table is too narrow for
@@ -157,6 +173,7 @@ class TableView(Vertical):
         table stays, focused, so the view's keys keep working. A str is qpod's own markup;
         anything quoting a path or an error is a Text (``qpod_tui.safe``)."""
         msg = self.query_one(".view-message", Static)
+        self.first_rows = True
         msg.update(text or "")
         msg.set_class(text is None, "hidden")
 
