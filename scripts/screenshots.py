@@ -18,16 +18,17 @@ from qpod_tui.app import make_app  # noqa: E402
 from qpod_tui.demo import DemoEngine  # noqa: E402
 
 SIZE = (130, 36)
-# (file name, first view, keys pressed before the shot, size)
+# (file name, first view, keys pressed before the shot, size, commands running in the demo)
 SHOTS = (
-    ("repositories", "repositories", ["down", "down"], SIZE),
-    ("environments", "environments", [], SIZE),
-    ("environment-form", "environments", ["e"], (130, 46)),
-    ("containers", "containers", [], SIZE),
-    ("command-log", "log", ["up", "up", "up"], SIZE),
-    ("command-log-record", "log", ["up", "enter"], SIZE),
-    ("bind", "repositories", ["b"], SIZE),
-    ("help", "repositories", ["question_mark"], (130, 60)),
+    ("repositories", "repositories", ["down", "down"], SIZE, 0),
+    ("environments", "environments", [], SIZE, 0),
+    ("environment-form", "environments", ["e"], (130, 46), 0),
+    ("containers", "containers", [], SIZE, 2),
+    ("command-log", "log", ["up", "up", "up"], SIZE, 0),
+    ("command-log-running", "log", [], SIZE, 3),
+    ("command-log-record", "log", ["up", "enter"], SIZE, 0),
+    ("bind", "repositories", ["b"], SIZE, 0),
+    ("help", "repositories", ["question_mark"], (130, 60), 0),
 )
 
 
@@ -41,9 +42,9 @@ async def settle(pilot, timeout: float = 10.0) -> None:
         quiet = 0 if busy else quiet + 1
 
 
-def shoot(out: Path, name: str, view: str, keys: list[str], size: tuple[int, int]) -> Path:
+def shoot(out: Path, name: str, view: str, keys: list[str], size: tuple[int, int], running: int = 0) -> Path:
     with tempfile.TemporaryDirectory() as state:
-        app = make_app(DemoEngine(state), view=view, watch=False)
+        app = make_app(DemoEngine(state, running=running), view=view, watch=False)
 
         async def pilot_run(pilot) -> None:
             await settle(pilot)
@@ -64,8 +65,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "screenshots")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, view, keys, size in SHOTS:
-        print(shoot(args.out, name, view, keys, size))
+    for name, view, keys, size, running in SHOTS:
+        print(shoot(args.out, name, view, keys, size, running))
     return 0
 
 
