@@ -679,3 +679,67 @@ async def test_wide_characters_are_measured_in_cells_and_cuts_show_an_ellipsis(t
                 assert table.get_cell(row.key, name).cell_len <= column.width, (name.value, row.key.value)
         cut = table.get_cell(wide, "Repository").plain
         assert cut.startswith("…") and cut.endswith("リポジトリ") and cell_len(cut) <= table.columns["Repository"].width
+
+
+# --- the containers view's figures and markers ----------------------------------------------
+
+def test_cpu_percent_is_measured_between_two_stats_calls():
+    from qpod_engine.container_stats import parse_stats
+
+    cid = "c0ffee" * 10
+    first = parse_stats({"Stats": [{"ContainerID": cid, "CPU": 7.5, "CPUNano": 10**9, "SystemNano": 100 * 10**9,
+                                    "MemUsage": 5 << 20, "MemLimit": 1 << 30, "PIDs": 2}]})
+    assert first[cid[:12]].cpu == 7.5  # podman's average since start, until there are two samples
+    # 1.5 s of CPU in 1 s of wall time: one and a half CPUs busy
+    second = parse_stats({"Stats": [{"ContainerID": cid, "CPU": 7.6, "CPUNano": 25 * 10**8,
+                                     "SystemNano": 101 * 10**9, "MemUsage": 6 << 20, "MemLimit": 1 << 30,
+                                     "PIDs": 2}]})
+    assert second[cid[:12]].cpu == pytest.approx(150.0) and second[cid[:12]].memory == 6 << 20
+    assert parse_stats({"Stats": [{"ContainerID": 5}, "junk"]}) == {}  # malformed entries are skipped
+
+
+async def test_containers_show_figures_outdated_and_commands_running(tmp_path):
+    from dataclasses import replace
+
+    engine = DemoEngine(str(tmp_path), running=2)
+    engine.ctrs[1] = replace(engine.ctrs[1], commands_running=4)  # the backend's own count wins
+    app = make_app(engine, view="containers", watch=False)
+    async with app.run_test(size=(200, 50)) as pilot:
+        await settle(pilot)
+        view = app.view("containers")
+        await until(pilot, lambda: bool(view.stats))
+
+        def row(i: int) -> dict[str, str]:
+            name = engine.ctrs[i].name
+            return {k: str(v) for k, v in zip(view.COLUMNS, view.table.get_row(name), strict=True)}
+
+        # the demo's running commands (start records) are in containers 0 and 1
+        await until(pilot, lambda: row(0)["Cmds"] == "1", timeout=10)
+        assert row(1)["Cmds"] == "4"
+        assert row(0)["CPU"] == "97.5%" and row(0)["Memory"] == "38.0M"
+        assert row(2)["CPU"] == "-" and row(2)["State"] == "exited"
+        assert row(3)["State"] == "running (outdated)"
+
+
+async def test_hostile_text_in_a_running_command_is_shown_literally(engine):
+    import subprocess
+
+    from qpod_tui.widgets.running import RunningPanel
+
+    launcher = subprocess.Popen(["sleep", "600"])
+    try:
+        rec = start_record("h1", launcher.pid, ["make", "[/bold]\x1b[2J", "[link=http://x]y"])
+        rec["repo"] = "/src/\x1b]0;title\x07repo"
+        cmdlog.append(rec)
+        app = make_app(engine, view="log")
+        async with app.run_test(size=(200, 40)) as pilot:
+            await settle(pilot)
+            panel = app.view("log").query_one(RunningPanel)
+            await until(pilot, lambda: panel.display, timeout=10)
+            text = panel.render()
+            assert "[/bold]\\x1b[2J" in text.plain and "[link=http://x]y" in text.plain
+            assert "\x1b" not in text.plain and "\\x1b]0;title\\x07repo" in text.plain
+            assert not any("link" in str(span.style) for span in text.spans)
+    finally:
+        launcher.kill()
+        launcher.wait()
