@@ -288,3 +288,41 @@ def test_parallel_commands_wait_for_one_build(
     finally:
         remove_containers_of(str(root))
         remove_images(tag)
+
+
+def test_the_gate_names_a_hostile_path_literally_in_one_line(
+        qpod_home: Path, make_repo: Callable[..., Path]) -> None:
+    root = make_repo("evil\x1b]0;title\x07-\u202erepo", {".qpod.yaml": "image: localhost/none:1\n"})
+    assert run_qpod("allow", cwd=root).returncode == 0
+    (root / ".qpod.yaml").write_text("image: localhost/none:2\n")
+    r = run_qpod("exec", "true", cwd=root)
+    shown = str(root).replace("\x1b", "\\x1b").replace("\x07", "\\x07").replace("\u202e", "\\u202e")
+    assert r.returncode == 125 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith(f"qpod: {shown}/.qpod.yaml: changed since you allowed it; review and allow it with "
+                               f"'qpod allow' in {shown}")
+    assert "\x1b" not in r.stderr and "\u202e" not in r.stderr
+
+
+def test_init_without_env_needs_a_file_and_asks_at_a_terminal(
+        qpod_home: Path, make_repo: Callable[..., Path]) -> None:
+    import pty
+
+    plain = make_repo("plain")
+    r = run_qpod("init", cwd=plain)
+    assert r.returncode == 2 and "no .qpod.yaml at the repository's root; bind an environment with: qpod init ENV" \
+        in r.stderr
+
+    root = make_repo("asks", {".qpod.yaml": "image: localhost/none:1\ncap_add: [SYS_PTRACE]\n"})
+    for answer, status in (("n\n", 1), ("y\n", 0)):
+        leader, follower = pty.openpty()
+        try:
+            os.write(leader, answer.encode())  # typed ahead: the terminal keeps it for the prompt
+            p = subprocess.run([sys.executable, "-m", "qpod_engine.cli", "init"], cwd=root, stdin=follower,
+                               capture_output=True, text=True, timeout=60)
+        finally:
+            os.close(leader)
+            os.close(follower)
+        assert p.returncode == status, (p.stdout, p.stderr)
+        assert "! capabilities: SYS_PTRACE" in p.stdout and "allow it? [y/N] " in p.stdout
+        assert Path(os.environ["QPOD_CONFIG_DIR"], "allowed.json").exists() == (status == 0)
+    assert run_qpod("which", "make", cwd=root).stdout.startswith("container (.qpod.yaml)")
