@@ -63,6 +63,7 @@ class RepoFile:
     env: Environment | None  # None when the file has problems
     build: Build | None
     problems: list[ConfigError]
+    watch: list[str] = field(default_factory=list)  # what the file refers to: a change there recompiles
 
 
 def _inside(root: str, rel: Any, what: str, file: str, line: int | None, want_dir: bool) -> str:
@@ -168,8 +169,13 @@ def parse(root: str, text: str, path: str) -> RepoFile:
     problems: list[ConfigError] = []
     build = None
     body = dict(data)
+    watch: list[str] = []
     if "build" in body:
         raw = body.pop("build")
+        # what it names, even when it is not there (yet): restoring it must recompile
+        names = [raw] if isinstance(raw, str) else [raw.get(k) for k in ("containerfile", "context")] \
+            if isinstance(raw, dict) else []
+        watch = [os.path.normpath(os.path.join(root, n)) for n in names if isinstance(n, str) and n.strip()]
         if "image" in body:
             problems.append(ConfigError(path, "give 'image' or 'build', not both", lines.get("build")))
         else:
@@ -192,7 +198,9 @@ def parse(root: str, text: str, path: str) -> RepoFile:
         body["image"] = "unknown"
     env, found = config.check_environment("repository", body, path, lines)
     problems += [p for p in found if p.key != "name"]
-    return RepoFile(root, path, sha, None if problems else replace(env, name=REPO_FILE), build, problems)
+    if build is not None and build.tag:
+        watch = build.watch
+    return RepoFile(root, path, sha, None if problems else replace(env, name=REPO_FILE), build, problems, watch)
 
 
 def load(root: str) -> RepoFile | None:
@@ -290,8 +298,7 @@ def compile_root(root: str, records: dict[str, dict[str, dict[str, Any]]]) -> tu
         return {"error": gate_message(path, root, changed), "commands": allowed_cmds,
                 "why": f"repository file {REPO_FILE} ({'changed, ' if changed else ''}not allowed: run qpod allow)"}, \
             watch
-    if rf.build:
-        watch += rf.build.watch
+    watch += [w for w in rf.watch if w not in watch]
     if rf.problems or rf.env is None:
         return {"error": str(rf.problems[0]), "commands": allowed_cmds,
                 "why": f"repository file {REPO_FILE} (broken)"}, watch

@@ -165,6 +165,20 @@ def test_a_checkout_switches_the_environment_with_no_qpod_command_between(
         str(root / ".qpod.yaml"), str(root), changed=True))]
 
 
+def test_a_missing_containerfile_fails_in_one_line_and_its_return_is_seen(
+        qpod_home: Path, make_repo: Callable[..., Path]) -> None:
+    root = make_repo("recipe", {".qpod.yaml": "build: ci/Containerfile\n", "ci/Containerfile": "FROM scratch\n"})
+    assert run_qpod("allow", cwd=root).returncode == 0
+    (root / "ci" / "Containerfile").unlink()
+    r = run_qpod("exec", "true", cwd=root)
+    assert (r.returncode, r.stderr) == (125, f"qpod: {root}/.qpod.yaml:1: 'build: containerfile': 'ci/Containerfile' "
+                                              "is not a file in the repository\n")
+    git("checkout", "-q", "--", "ci/Containerfile", cwd=root)  # back: the next command sees it, no qpod between
+    assert run_qpod("which", "make", cwd=root).stdout.startswith(
+        "container (.qpod.yaml): 'make' is a command of the repository file .qpod.yaml")
+    assert "it would fail" not in run_qpod("which", "make", cwd=root).stdout
+
+
 # --- with podman: the gate, the two branches, the build cache --------------------------------
 
 @pytest.mark.podman
