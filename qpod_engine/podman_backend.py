@@ -171,59 +171,72 @@ def image_present(ref: str) -> bool:
         raise _api_error(err) from None
 
 
-def _registry_of(ref: str) -> str | None:
-    first = ref.split("/", 1)[0]
-    if "/" in ref and ("." in first or ":" in first or first == "localhost"):
-        return first
-    return None
-
-
 def pull_image(ref: str, progress: Callable[[str, int, int], None] | None = None) -> None:
-    """Pull ``ref``; ``progress(layer, done, total)`` is called as bytes arrive. A failure is
-    one line naming the image (podman-py 5.8 returns an empty Image instead of raising)."""
+    """Pull ``ref`` as ``podman pull`` would: the credentials podman would use for it
+    (registry.credentials: REGISTRY_AUTH_FILE and the standard auth files), registries.conf's
+    TLS settings. ``progress(layer, done, total)`` gets bytes where podman reports them (its
+    Docker-compatible endpoint does, while a layer downloads; total 0: not known) and each
+    step's text otherwise. A failure is one line naming the image, with a hint from the
+    registry's own answer (registry.diagnose), not from podman's wording."""
+    import json
+
+    from .registry import registry_auth_header, split_ref
+
     cl = client()
-    repo, tag = _split_tag(ref)
+    _reg, _name, ver = split_ref(ref)
+    # a digest goes whole; a tag apart (an implicit one is "latest")
+    params = {"fromImage": ref} if "@" in ref else {"fromImage": ref.removesuffix(f":{ver}"), "tag": ver}
+    last_error = None
     try:
-        last_error = None
-        # tls_verify=None leaves the parameter out, so registries.conf decides (podman-py
-        # would send tlsVerify=true and override an 'insecure = true' registry)
-        for event in cl.images.pull(repo, tag=tag, stream=True, decode=True, tls_verify=None):
-            if not isinstance(event, dict):
-                continue
-            if event.get("error"):
-                last_error = event["error"]
-            if progress and event.get("progressDetail"):
-                det = event["progressDetail"]
-                progress(event.get("id", ""), int(det.get("current", 0)), int(det.get("total", 0)))
-            elif progress and event.get("stream"):
-                progress(event["stream"].strip(), 0, 0)
-    except Exception as err:  # noqa: BLE001
-        last_error = str(err)
+        resp = cl.api.post("/images/create", params=params, headers=registry_auth_header(ref), stream=True,
+                           compatible=True)
+        if resp.status_code >= 400:
+            last_error = _explanation(resp)
+        else:
+            for line in resp.iter_lines():
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if not isinstance(event, dict):
+                    continue
+                if event.get("error"):
+                    last_error = event["error"]
+                elif progress:
+                    detail = event.get("progressDetail") or {}
+                    layer = str(event.get("id") or "")
+                    if detail.get("total"):
+                        progress(layer, int(detail.get("current", 0)), int(detail["total"]))
+                    elif event.get("status"):
+                        progress(f"{layer} {event['status']}".strip(), 0, 0)
+    except Exception as err:  # noqa: BLE001 - podman unreachable mid-pull: one line all the same
+        last_error = str(err) or type(err).__name__
     if last_error or not cl.images.exists(ref):
         raise QpodError(pull_failure_message(ref, last_error or "image not found after pull"), EXIT_QPOD)
 
 
+def _explanation(resp: Any) -> str:
+    try:
+        data = resp.json()
+        return str(data.get("message") or data.get("cause") or data)
+    except Exception:  # noqa: BLE001
+        return f"HTTP {resp.status_code}"
+
+
 def pull_failure_message(ref: str, detail: str) -> str:
+    """``cannot pull image REF: podman's words; a hint`` (the hint from the registry's answer)."""
+    from .registry import diagnose, registry_of
+
     detail = " ".join(str(detail).split())
-    registry = _registry_of(ref)
-    hint = ""
-    lowered = detail.lower()
-    if registry and registry != "localhost" and any(
-        w in lowered for w in ("unauthorized", "authentication", "denied", "401", "403", "login")
-    ):
-        hint = f"; run 'podman login {registry}'"
-    elif registry and registry != "localhost":
+    registry = registry_of(ref)
+    problem = diagnose(ref) if registry != "localhost" else None
+    if problem is not None:
+        hint = f"; {problem.hint}"
+    elif registry != "localhost":
         hint = f"; check the name, or run 'podman login {registry}' if it needs credentials"
+    else:
+        hint = "; a localhost/ image is built here, not pulled (qpod demo, or podman build)"
     return f"cannot pull image {ref}: {detail}{hint}"
-
-
-def _split_tag(ref: str) -> tuple[str, str]:
-    if "@" in ref:
-        return ref, ""
-    name, sep, tag = ref.rpartition(":")
-    if sep and "/" not in tag:
-        return name, tag
-    return ref, "latest"
 
 
 def _print_pull_progress(ref: str) -> Callable[[str, int, int], None]:

@@ -2,10 +2,14 @@
 a missing image is pulled on first use; a registry that wants credentials gives one line that
 names the image and suggests podman login."""
 
+import base64
+import contextlib
+import json
 import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -18,6 +22,9 @@ with warnings.catch_warnings():  # deprecated, still the shortest way to a bcryp
     import crypt
 
 from conftest import remove_containers_of, run_qpod
+
+from qpod_engine import podman_backend
+from qpod_engine.errors import QpodError
 
 pytestmark = pytest.mark.podman
 REGISTRY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
@@ -102,3 +109,115 @@ def test_registry_wanting_login_is_one_line(registries: tuple[str, str], make_re
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith(f"qpod: cannot pull image {auth_reg}/team/secret:2: ")
     assert f"run 'podman login {auth_reg}'" in last
+
+
+def _throttled_proxy(target: str, bytes_per_s: int) -> tuple[str, threading.Event]:
+    """A TCP proxy to ``target`` that sends the registry's answers slowly (a big layer on a slow
+    link), so podman has time to report bytes while a layer downloads."""
+    host, port = target.split(":")
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def pipe(a: socket.socket, b: socket.socket, slow: bool) -> None:
+        try:
+            while data := a.recv(16384):
+                b.sendall(data)
+                if slow:
+                    time.sleep(len(data) / bytes_per_s)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                continue
+            u = socket.create_connection((host, int(port)))
+            threading.Thread(target=pipe, args=(c, u, False), daemon=True).start()
+            threading.Thread(target=pipe, args=(u, c, True), daemon=True).start()
+        srv.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"127.0.0.1:{srv.getsockname()[1]}", stop
+
+
+def _podman(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["podman", *args], capture_output=True, text=True, env={**os.environ, "QPOD_OFF": "1"})
+
+
+def _trust(*locations: str) -> None:
+    conf = Path("/etc/containers/registries.conf.d/99-qpod-test.conf")
+    conf.write_text(conf.read_text() + "".join(f'[[registry]]\nlocation = "{r}"\ninsecure = true\n\n'
+                                               for r in locations))
+
+
+def test_pull_reports_bytes_while_a_layer_downloads(registries: tuple[str, str], tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    open_reg, _ = registries
+    blob = tmp_path / "layer"
+    blob.mkdir()
+    (blob / "data").write_bytes(os.urandom(12_000_000))  # random: no compression shrinks it
+    ref = f"{open_reg}/team/big:1"
+    subprocess.run(["tar", "-C", str(blob), "-cf", str(tmp_path / "layer.tar"), "."], check=True)
+    assert _podman("import", "-q", str(tmp_path / "layer.tar"), ref).returncode == 0
+    assert _podman("push", "-q", "--tls-verify=false", ref).returncode == 0
+    assert _podman("rmi", "-f", ref).returncode == 0  # its layer must come from the registry
+    slow, stop = _throttled_proxy(open_reg, 4_000_000)
+    _trust(slow)  # before qpod starts its private service, which reads registries.conf once
+    monkeypatch.setattr(podman_backend, "_client", None)
+    seen: list[tuple[str, int, int]] = []
+    try:
+        podman_backend.pull_image(f"{slow}/team/big:1", lambda layer, done, total: seen.append((layer, done, total)))
+    finally:
+        stop.set()
+        _podman("rmi", "-f", ref, f"{slow}/team/big:1")
+    partial = [(d, t) for _, d, t in seen if t and 0 < d < t]
+    assert partial, seen  # bytes and total of the layer while it downloads, not only "complete"
+    assert all(t >= 12_000_000 for _, t in partial)
+
+
+def test_credentials_come_from_registry_auth_file_as_podman_reads_them(
+        registries: tuple[str, str], make_repo, qpod_home: Path, tmp_path: Path, busybox_image: str) -> None:
+    _, auth_reg = registries
+    ref = f"{auth_reg}/team/secret:2"
+    assert _podman("push", "-q", "--tls-verify=false", "--creds", "dev:secret", busybox_image, ref).returncode == 0
+    _podman("rmi", "-f", ref)
+    token = base64.b64encode(b"dev:secret").decode()
+    auth_file = tmp_path / "auth.json"
+    auth_file.write_text(json.dumps({"auths": {auth_reg: {"auth": token}}}))
+    root = make_repo("private-ok")
+    assert run_qpod("env", "add", "private", "--image", ref).returncode == 0
+    assert run_qpod("init", "private", cwd=root).returncode == 0
+    try:
+        r = run_qpod("exec", "echo", "pulled-with-credentials", cwd=root, env={"REGISTRY_AUTH_FILE": str(auth_file)})
+        assert (r.returncode, r.stdout) == (0, "pulled-with-credentials\n"), r.stderr
+    finally:
+        remove_containers_of(str(root))
+        _podman("rmi", "-f", ref)
+
+
+def test_a_failed_pull_names_its_cause(registries: tuple[str, str], tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    open_reg, _ = registries
+    (tmp_path / "tls").mkdir()
+    tls_proc, tls_reg = _start_registry(tmp_path / "tls", auth=False)  # plain HTTP, not marked insecure
+    monkeypatch.setattr(podman_backend, "_client", None)
+    try:
+        for ref, expect in ((f"{open_reg}/team/nope:1", f"{open_reg} has no image team/nope:1"),
+                            (f"127.0.0.1:{_free_port()}/team/bb:1", "does not answer (connection refused)"),
+                            (f"{tls_reg}/team/bb:1", f"TLS with {tls_reg} failed")):
+            with pytest.raises(QpodError) as err:
+                podman_backend.pull_image(ref)
+            line = str(err.value)
+            assert line.startswith(f"cannot pull image {ref}: ") and expect in line, line
+            assert "\n" not in line
+    finally:
+        tls_proc.kill()
