@@ -128,6 +128,20 @@ def test_an_explicit_binding_wins_and_init_without_env_takes_the_file(
     assert run_qpod("which", "make", cwd=root).stdout.startswith("host: not in a bound repository")
 
 
+def test_a_branch_rule_wins_on_its_branches_and_the_file_applies_on_the_others(
+        qpod_home: Path, make_repo: Callable[..., Path]) -> None:
+    root = make_repo("rules", {".qpod.yaml": "image: localhost/img:1\n"})
+    assert run_qpod("env", "add", "old", "--image", "localhost/old:1").returncode == 0
+    assert run_qpod("init", "old", "--branch", "release/*", cwd=root).returncode == 0
+    r = run_qpod("allow", cwd=root)
+    assert r.returncode == 0 and "uses its .qpod.yaml" in r.stdout, r.stdout
+    assert run_qpod("which", "make", cwd=root).stdout.startswith("container (.qpod.yaml)")
+    git("checkout", "-q", "-b", "release/2018.3", cwd=root)
+    assert run_qpod("which", "make", cwd=root).stdout.startswith("container (old)")
+    assert "old (branch 'release/2018.3' matches rule 'release/*', wins over its .qpod.yaml)" in run_qpod(
+        "status", cwd=root).stdout
+
+
 def test_a_checkout_switches_the_environment_with_no_qpod_command_between(
         qpod_home: Path, make_repo: Callable[..., Path]) -> None:
     root = make_repo("switch", {"README": "x\n", ".qpod.yaml": "image: localhost/one:1\ncommands: [make]\n"})
