@@ -104,9 +104,9 @@ class QpodApp(App[int]):
         then the file watcher. Before, they would compete with the first rows for the CPU."""
         first = self.view(self.start_view)
         deadline = time.monotonic() + 2.0
-        while not getattr(first, "first_rows", True) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.1)  # the screen's next update (at most 60 a second) paints them first
+        while not getattr(first, "first_rows_painted", True) and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.01)  # the frame drawing them is written meanwhile
         for view_id, _title, _cls in VIEWS:
             if view_id != self.start_view:
                 await self._mount_view(view_id)

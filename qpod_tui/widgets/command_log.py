@@ -93,6 +93,10 @@ class CommandLogView(Vertical):
         yield Static("", id="log-status")
 
     @property
+    def first_rows_painted(self) -> bool:
+        return self.first_rows or self.table.painted_rows
+
+    @property
     def table(self) -> LogTable:
         return self.query_one(LogTable)
 
@@ -173,7 +177,8 @@ class CommandLogView(Vertical):
         assert self.index is not None
         self.table.set_rows(self.index, self.rows)
         self._status()
-        self.first_rows = True
+        if not self.rows:
+            self.first_rows = True  # nothing to paint
 
     def _status(self) -> None:
         total = len(self.index) if self.index is not None else 0

@@ -39,7 +39,8 @@ class QFooter(Footer):
         rest = [k for k in keys if k not in end]
         width = self.size.width or self.app.size.width
         compact = width < 100
-        self.compact = compact
+        if self.compact != compact:  # (a change restyles every key: costly, so only when it changes)
+            self.compact = compact
         budget = width - sum(key_width(k, compact) for k in end) - 1
         shown: list[Widget] = []
         for k in rest:

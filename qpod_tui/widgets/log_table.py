@@ -111,6 +111,7 @@ class LogTable(ScrollView, can_focus=True):
         super().__init__(**kwargs)
         self.index: LogIndex | None = None
         self.rows: Sequence[int] = range(0)
+        self.painted_rows = False  # a record has been drawn once
 
     # --- data
 
@@ -151,6 +152,7 @@ class LogTable(ScrollView, can_focus=True):
         base = self.rich_style
         if row >= len(self.rows) or self.index is None:
             return Strip.blank(width, base)
+        self.painted_rows = True
         rec = self.index.record(self.rows[row])
         cursor = row == self.cursor
         cursor_style = self.get_component_rich_style("logtable--cursor") if cursor else None

@@ -77,7 +77,8 @@ class TableView(Vertical):
         markup); a Text cell is the caller's, built with ``qpod_tui.safe``."""
         self._rows = [(key, [literal(c) if isinstance(c, str) else c for c in cells]) for key, cells in rows]
         self._show()
-        self.first_rows = True
+        if not rows:
+            self.first_rows = True  # nothing to paint
 
     def _show(self) -> None:
         table = self.table
@@ -124,6 +125,11 @@ class TableView(Vertical):
     def on_resize(self) -> None:
         if self._rows:
             self.call_after_refresh(self._show)  # the table has its new size then
+
+    @property
+    def first_rows_painted(self) -> bool:
+        """Rows (or the note saying why there are none) have reached the screen."""
+        return self.first_rows or getattr(self.table, "painted_rows", False)
 
     @property
     def selected_key(self) -> str | None:
