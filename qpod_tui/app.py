@@ -262,7 +262,8 @@ class QpodApp(App[int]):
 
     def run_view_action(self, view_id: str, action: str) -> None:
         self.action_show_view(view_id)
-        self.call_after_refresh(getattr(self.view(view_id), f"action_{action}"))
+        # looked up once shown: a view is mounted when first shown if the app has just started
+        self.call_after_refresh(lambda: getattr(self.view(view_id), f"action_{action}")())
 
     # --- watching the log and the config
 

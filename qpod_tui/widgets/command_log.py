@@ -156,6 +156,8 @@ class CommandLogView(Vertical):
 
     @on(RunningNow)
     def _running_now(self, msg: RunningNow) -> None:
+        if not self.rows:
+            self.first_rows = True  # the log was read: nothing to paint (yet)
         self.show_running(msg.records)
 
     def _tick(self) -> None:
