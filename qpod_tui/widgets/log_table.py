@@ -181,13 +181,18 @@ class LogTable(ScrollView, can_focus=True):
     def _scroll_to_cursor(self) -> None:
         top = int(self.scroll_offset.y)
         if self.cursor < top:
-            self.scroll_to(y=self.cursor, animate=False, immediate=True)
+            self.scroll_to(y=self.cursor, animate=False, immediate=True, force=True)
         elif self.cursor >= top + self.page:
-            self.scroll_to(y=self.cursor - self.page + 1, animate=False, immediate=True)
+            self.scroll_to(y=self.cursor - self.page + 1, animate=False, immediate=True, force=True)
 
-    def _to_last(self) -> None:
+    def _to_last(self, tries: int = 20) -> None:
         self.cursor = max(0, len(self.rows) - 1)
-        self.scroll_end(animate=False, immediate=True, x_axis=False)
+        # force: the scrollbar may not be laid out yet (scrolling would be refused without it)
+        self.scroll_end(animate=False, immediate=True, x_axis=False, force=True)
+        # the new virtual size may not be laid out yet (other views mounting meanwhile): again
+        # after the next refresh, until the newest record is in view
+        if self.follow and tries and self.max_scroll_y < len(self.rows) + 1 - self.size.height:
+            self.call_after_refresh(self._to_last, tries - 1)
 
     def watch_follow(self, follow: bool) -> None:
         if follow:
