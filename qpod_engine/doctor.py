@@ -87,7 +87,12 @@ def _config_checks() -> Iterator[Check]:
             yield (False, f"bound repository {repo['root']} exists",
                    f"qpod unbind --path {repo['root']} (or move it back)")
         for env in ([repo["environment"]] if repo["environment"] else []) + [e for _, e in repo["branches"]]:
-            if env not in snap["envs"]:
+            if env == snapshot.REPO_FILE:  # the repository's own file: its problems, if any
+                entry = snapshot.environment_entry(snap, env, repo["root"]) or {"absent": True}
+                if entry.get("absent") or "error" in entry:
+                    why = entry.get("error") or f"no {env} in the checked-out tree"
+                    yield (False, f"{repo['root']}: {why}", f"fix {env}, then qpod allow (or qpod init ENV)")
+            elif env not in snap["envs"]:
                 yield (False, f"{repo['root']}: environment '{env}' is defined", f"qpod env add {env} --image IMAGE")
 
 

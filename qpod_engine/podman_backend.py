@@ -476,7 +476,7 @@ def list_containers(all_configs: bool = False) -> list[dict[str, Any]]:
     except Exception as err:  # noqa: BLE001
         raise _api_error(err) from None
     out = []
-    envs = _current_envs()
+    snap = _current_snapshot()
     for c in ctrs:
         attrs = c.attrs
         state = attrs.get("State")
@@ -485,8 +485,8 @@ def list_containers(all_configs: bool = False) -> list[dict[str, Any]]:
         if RETIRED_MARK in c.name and status != "running" and c.labels.get(naming.LABEL_CONFIG) == naming.config_id():
             _remove_quietly(c)  # retired, and its last command has ended: nothing left to show
             continue
-        env = envs.get(c.labels.get(naming.LABEL_ENV, ""))
         repo = c.labels.get(naming.LABEL_REPO, "")
+        env = _environment_entry(snap, c.labels.get(naming.LABEL_ENV, ""), repo)
         outdated = RETIRED_MARK in c.name or (env is not None and c.labels.get(naming.LABEL_HASH) !=
                                               naming.container_hash(env, repo))
         out.append({
@@ -503,15 +503,26 @@ def list_containers(all_configs: bool = False) -> list[dict[str, Any]]:
     return sorted(out, key=lambda c: (c["environment"], c["repository"]))
 
 
-def _current_envs() -> dict[str, dict[str, Any]]:
-    """The environments as the compiled config holds them now (empty when it cannot be read:
-    then nothing is called outdated for its config)."""
+def _current_snapshot() -> dict[str, Any] | None:
+    """The compiled config as it stands now (None when it cannot be read: then nothing is
+    called outdated)."""
     from . import snapshot
 
     try:
-        return dict(snapshot.load().get("envs") or {})
+        return snapshot.load()
     except QpodError:
-        return {}
+        return None
+
+
+def _environment_entry(snap: dict[str, Any] | None, name: str, root: str) -> dict[str, Any] | None:
+    """The environment a container's labels name, as it applies now (a repository's own file
+    included); None when unknown or broken."""
+    from . import snapshot
+
+    if snap is None:
+        return None
+    env = snapshot.environment_entry(snap, name, root)
+    return env if env and "error" not in env and not env.get("absent") else None
 
 
 def stop_containers(names: list[str], remove: bool = False) -> list[str]:
