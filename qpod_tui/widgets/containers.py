@@ -36,9 +36,10 @@ class ContainersView(TableView):
     REFRESH_SECONDS = 5.0  # states change behind our back (the launcher starts containers)
 
     class Loaded(Message):
-        def __init__(self, rows: list[ContainerRow] | None, error: str | None = None, now: float = 0.0) -> None:
+        def __init__(self, rows: list[ContainerRow] | None, error: str | None = None, now: float = 0.0,
+                     stats: dict[str, Stats] | None = None) -> None:
             super().__init__()
-            self.rows, self.error, self.now = rows, error, now
+            self.rows, self.error, self.now, self.stats = rows, error, now, stats
 
     class Figures(Message):
         """CPU and memory of the running containers, by 12-digit id."""
@@ -81,13 +82,18 @@ class ContainersView(TableView):
         except QpodError as err:
             self.post_message(self.Loaded(None, str(err)))
             return
-        self.post_message(self.Loaded(rows, now=self.engine.now()))
+        first = not self.containers
+        if first:  # the rows at once; their figures follow
+            self.post_message(self.Loaded(rows, now=self.engine.now()))
         running = [c.id for c in rows if c.state == "running"]
         try:
             stats = self.engine.container_stats(running) if running else {}
         except QpodError:
             stats = {}  # the figures stay empty; the rows are podman's anyway
-        self.post_message(self.Figures(stats))
+        if first:
+            self.post_message(self.Figures(stats))
+        else:  # a refresh: rows and figures in one update of the table (one redraw, not two)
+            self.post_message(self.Loaded(rows, now=self.engine.now(), stats=stats))
 
     @on(Loaded)
     def _loaded(self, msg: Loaded) -> None:
@@ -102,6 +108,8 @@ class ContainersView(TableView):
                           "command creates one.")
         self.containers = {c.name: c for c in msg.rows}
         self.now = msg.now
+        if msg.stats is not None:
+            self.stats = msg.stats
         self._refill()
 
     @on(Figures)
