@@ -743,3 +743,25 @@ async def test_hostile_text_in_a_running_command_is_shown_literally(engine):
     finally:
         launcher.kill()
         launcher.wait()
+
+
+async def test_type_ahead_in_the_environment_picker(engine, make_repo):
+    for name in ("alpha", "beta", "bravo", "charlie"):
+        env_add(name)
+    root = os.path.realpath(make_repo("proj"))
+    assert run_qpod("init", "alpha", cwd=root).returncode == 0
+    app = make_app(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("e")
+        await settle(pilot)
+        picker = app.screen
+        assert isinstance(picker, PickScreen)
+        await pilot.press("b", "r")  # bravo, not beta
+        from textual.widgets import OptionList
+
+        options = picker.query_one(OptionList)
+        assert options.get_option_at_index(options.highlighted).id == "bravo"
+        await pilot.press("enter")
+        await settle(pilot)
+    assert bindings.load_bindings()[root].environment == "bravo"

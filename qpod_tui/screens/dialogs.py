@@ -1,8 +1,9 @@
 """Small modal dialogs: confirm, pick one of a list, pick an environment, show text."""
 
+import time
 from typing import ClassVar
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
@@ -48,13 +49,17 @@ class ConfirmScreen(ModalScreen[bool]):
 
 
 class PickScreen(ModalScreen[str | None]):
-    """Choose one option (label, value); Esc cancels."""
+    """Choose one option (label, value); Esc cancels. Typing jumps to the first option whose
+    label starts with what was typed (type-ahead; a pause of a second starts over)."""
+
+    TYPE_AHEAD_RESET = 1.0  # seconds
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", id="pick.cancel")]
 
     def __init__(self, title: str, options: list[tuple[str, str]], current: str | None = None) -> None:
         super().__init__()
         self.title_text, self.options, self.current = title, options, current
+        self.typed, self._typed_at = "", 0.0
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -75,6 +80,22 @@ class PickScreen(ModalScreen[str | None]):
         elif values:
             ol.highlighted = 0
         ol.focus()
+
+    def on_key(self, event: events.Key) -> None:
+        if not (event.character and event.character.isprintable() and not event.character.isspace()):
+            return
+        now = time.monotonic()
+        if now - self._typed_at > self.TYPE_AHEAD_RESET:
+            self.typed = ""
+        self.typed, self._typed_at = self.typed + event.character.lower(), now
+        ol = self.query_one(OptionList)
+        labels = [str(ol.get_option_at_index(i).prompt).lower() for i in range(ol.option_count)]
+        found = next((i for i, label in enumerate(labels) if label.startswith(self.typed)), None)
+        if found is None:
+            found = next((i for i, label in enumerate(labels) if self.typed in label), None)
+        if found is not None:
+            ol.highlighted = found
+        event.stop()
 
     @on(OptionList.OptionSelected)
     def _selected(self, event: OptionList.OptionSelected) -> None:
