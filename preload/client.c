@@ -600,6 +600,7 @@ static void send_signal(int sock, int sig)
 struct args {
     const char *root, *spec, *reason, *path, *cwd;
     int explicit; /* qpod exec: any command started in the repository runs there */
+    int by_command; /* the preload library routed it by its name: a command of the environment */
     char **launcher; /* LAUNCHER... --shim PATH CWD -- ARGV (for the fallback) */
     char **argv;
     int tty; /* -1 auto, 0 never, 1 always */
@@ -617,6 +618,8 @@ static int parse_args(int argc, char **argv, struct args *a)
             a->spec = argv[++i];
         else if (strcmp(argv[i], "--reason") == 0 && i + 1 < argc)
             a->reason = argv[++i];
+        else if (strcmp(argv[i], "--by-command") == 0)
+            a->by_command = 1;
         else if (strcmp(argv[i], "--tty") == 0)
             a->tty = 1;
         else if (strcmp(argv[i], "--no-tty") == 0)
@@ -946,6 +949,10 @@ int main(int argc, char **argv)
         fallback(&a, "branch changed"); /* another branch may mean another environment */
     if (head && strncmp(head, "ref: refs/heads/", 16) == 0)
         rec.branch = head + 16;
+    if (a.by_command && !in_list(base_name(a.path), (const char *const *)s.cmds, s.ncmds))
+        /* the rules route the commands of every branch's environment; not this one's: the
+         * launcher decides (the host, or another rule) */
+        fallback(&a, "not a command of this branch's environment");
 
     /* where it runs, and what */
     char *cwd = map_path(&s, a.cwd);

@@ -408,6 +408,7 @@ struct dec_out {
     char launcher[LAUNCHER_MAX]; /* fields, each NUL-terminated */
     char client[CLIENT_MAX];     /* the native-exec client, "" when the rules name none */
     char root[PATH_MAX];         /* the root that decided (the client runs its spec) */
+    int by_command;              /* decided by the cwd's root and the command's name */
 };
 
 static int within(const char *path, const char *root, size_t rl)
@@ -539,6 +540,7 @@ static int parse_rules(const char *buf, size_t len, const struct dec_in *in, str
         home_root = script_root;
         home_host = script_host;
     }
+    out->by_command = home_len < 0;
     if (home_len >= 0)
         out->redirect = !home_host;
     else
@@ -952,7 +954,7 @@ static int plan_launch(const struct launch *l, struct plan *p)
     size_t argc = 0;
     while (l->argv && l->argv[argc])
         argc++;
-    size_t n = (size_t)p->dec.nfields + 8 + argc + 1;
+    size_t n = (size_t)p->dec.nfields + 9 + argc + 1;
     char **a = scratch_get(&p->s_argv, n * sizeof(char *), p->argv_stack, sizeof(p->argv_stack));
     if (!a) {
         p->redirect = 0;
@@ -963,6 +965,8 @@ static int plan_launch(const struct launch *l, struct plan *p)
         a[k++] = p->dec.client;
         a[k++] = "--root";
         a[k++] = p->dec.root;
+        if (p->dec.by_command) /* the rules list every branch's commands: the client checks this one's */
+            a[k++] = "--by-command";
     }
     char *f = p->dec.launcher;
     for (int i = 0; i < p->dec.nfields; i++, f += strlen(f) + 1)

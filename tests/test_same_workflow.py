@@ -230,3 +230,31 @@ def test_a_waf_script_runs_in_the_container_both_ways(qpod_home: Path, make_repo
         assert which.stdout.startswith("container (deb11): a script of bound repository"), which.stdout
     finally:
         remove_containers_of(str(root))
+
+
+@pytest.mark.podman
+def test_a_command_only_another_branchs_environment_routes_runs_on_the_host(
+        qpod_home: Path, make_repo: Callable[..., Path], busybox_image: str, tmp_path: Path) -> None:
+    """The preload rules list the commands of every environment a repository's branches use;
+    on master, ninja (routed only on release branches) stays the host's, also once the launch
+    spec of master's environment is warm."""
+    root = make_repo("branches-" + uuid.uuid4().hex[:6])
+    host_bin = tmp_path / "bin"
+    host_bin.mkdir()
+    (host_bin / "ninja").write_text('#!/bin/sh\necho "ninja-in-${container:-host}"\n')
+    (host_bin / "ninja").chmod(0o755)
+    assert run_qpod("env", "add", "now", "--image", busybox_image, "--command", "sh").returncode == 0
+    assert run_qpod("env", "add", "old", "--image", busybox_image, "--command", "sh", "--command", "ninja"
+                    ).returncode == 0
+    assert run_qpod("init", "now", cwd=root).returncode == 0
+    assert run_qpod("init", "old", "--branch", "release/*", cwd=root).returncode == 0
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_SHELL")}
+    env["PATH"] = f"{host_bin}:{env['PATH']}"
+    script = "sh -c 'echo sh-in-$container'; ninja"
+    try:
+        for _ in range(2):  # the second time with the launch spec of 'now' warm (the C fast path)
+            r = subprocess.run([sys.executable, "-m", "qpod_engine.shell", "--shell", "/bin/sh", "-c", script],
+                               cwd=root, env=env, capture_output=True, text=True, timeout=120)
+            assert r.stdout.split() == ["sh-in-podman", "ninja-in-host"], (r.stdout, r.stderr)
+    finally:
+        remove_containers_of(str(root))
