@@ -19,7 +19,7 @@ from . import bindings, cmdlog, config, fileio, gitinfo, paths, snapshot
 from .config import Environment, Settings
 from .containers import container_name
 from .env_form import check_form, environment_to_form
-from .errors import ConfigError, FieldError, QpodError
+from .errors import ConfigError, FieldError, InUse, QpodError
 
 
 @dataclass(frozen=True)
@@ -315,7 +315,7 @@ class Engine:
                 raise QpodError(config.unknown_environment_message(name), 2)
             bound = self.bound_to(name)
             if bound and not force:
-                raise QpodError(f"environment '{name}' is used by {', '.join(bound)}; unbind first", 2)
+                raise InUse(f"environment '{name}' is used by {', '.join(bound)}; unbind first", bound)
             try:
                 os.unlink(path)
             except OSError as err:

@@ -135,11 +135,12 @@ def cmd_env_show(a: "argparse.Namespace") -> int:
 
 
 def cmd_env_rm(a: "argparse.Namespace") -> int:
+    from .errors import InUse
+
     try:
         _engine().delete_environment(a.name, force=a.force)
-    except QpodError as err:
-        if "unbind first" in str(err):
-            err.args = (f"{err}, or use --force",)
+    except InUse as err:
+        err.args = (f"{err}, or use --force",)
         raise
     print(f"environment '{a.name}' removed")
     return 0

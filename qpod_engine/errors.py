@@ -37,6 +37,14 @@ class ConfigError(QpodError):
         self.key = key  # the option it is about, where there is one (a form shows it there)
 
 
+class InUse(QpodError):
+    """An environment still bound to repositories (``users``): removing it is refused."""
+
+    def __init__(self, message: str, users: list[str]) -> None:
+        super().__init__(message, status=2)
+        self.users = users
+
+
 class FieldError(QpodError):
     """A validation failure that belongs to one input field of a form."""
 
