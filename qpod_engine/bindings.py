@@ -132,13 +132,10 @@ def save_bindings(bindings: dict[str, Binding]) -> Path:
 
 def find_binding(bindings: dict[str, Binding], path: str) -> Binding | None:
     """The binding whose root contains ``path`` (the innermost, for nested repositories)."""
-    from .gitinfo import is_within
+    from .gitinfo import innermost_root
 
-    best: Binding | None = None
-    for root, b in bindings.items():
-        if is_within(path, root) and (best is None or len(root) > len(best.root)):
-            best = b
-    return best
+    root = innermost_root(path, bindings)
+    return bindings[root] if root is not None else None
 
 
 def bind(bindings: dict[str, Binding], root: str, env: str, branch_glob: str | None) -> Binding:

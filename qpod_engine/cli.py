@@ -299,8 +299,8 @@ def cmd_status(a: "argparse.Namespace") -> int:
 
     cwd = _cwd()
     rows = _repo_rows(_container_states())
-    row = next((r for r in sorted(rows, key=lambda r: -len(r["repository"]))
-                if gitinfo.is_within(cwd, r["repository"])), None)
+    here = gitinfo.innermost_root(cwd, (r["repository"] for r in rows))
+    row = next((r for r in rows if r["repository"] == here), None)
     if row is None:
         try:
             root = gitinfo.discover_root(cwd)

@@ -5,6 +5,10 @@ import os
 
 from .errors import QpodError
 
+TYPE_CHECKING = False  # typing is not imported on the launcher's path
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
 
 def discover_root(start: str) -> str:
     """The work tree root of the git repository containing ``start`` (worktrees included)."""
@@ -104,6 +108,16 @@ def is_within(path: str, root: str) -> bool:
     if root == "/":
         return path.startswith("/")
     return path == root or path.startswith(root + "/")
+
+
+def innermost_root(path: str, roots: "Iterable[str]") -> str | None:
+    """The innermost of ``roots`` that holds ``path`` (nested repositories: the inner one). The
+    one way qpod picks a root for a path (the preload library and the client do the same in C)."""
+    best = None
+    for root in roots:
+        if is_within(path, root) and (best is None or len(root) > len(best)):
+            best = root
+    return best
 
 
 def exists(root: str) -> bool:

@@ -68,10 +68,11 @@ def _resolve(path: str, argv: Sequence[str], cwd: str, explicit: bool,
             from .config import unknown_environment_message
 
             raise QpodError(unknown_environment_message(env_name), EXIT_QPOD)
-        here = next((t for t in sorted(targets, key=lambda t: -len(t.root))
-                     if cwd == t.root or cwd.startswith(t.root + "/")), None)
-        if here:
-            root = here.root
+        from .gitinfo import innermost_root
+
+        found = innermost_root(cwd, (t.root for t in targets))
+        if found is not None:
+            root = found
         else:
             from .gitinfo import discover_root
 

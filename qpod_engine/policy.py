@@ -8,7 +8,7 @@ it does not know the branch); the launcher then calls ``decide`` for the final w
 import os
 from collections.abc import Iterable, Sequence
 
-from .gitinfo import is_within
+from .gitinfo import innermost_root, is_within
 
 
 class Target:
@@ -44,15 +44,6 @@ class Decision:
     @property
     def in_container(self) -> bool:
         return self.where == "container"
-
-
-def innermost_root(path: str, roots: Iterable[str]) -> str | None:
-    """The innermost of ``roots`` that holds ``path`` (nested repositories: the inner one)."""
-    best = None
-    for root in roots:
-        if is_within(path, root) and (best is None or len(root) > len(best)):
-            best = root
-    return best
 
 
 def link_target(path: str) -> str | None:

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import paths
-from .policy import innermost_root, program_root, script_of
+from .gitinfo import innermost_root
+from .policy import program_root, script_of
 
 LIB_NAME = "libqpod_preload.so"
 LIB_DIR = Path(__file__).resolve().parent / "_lib"
