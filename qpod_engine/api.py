@@ -186,6 +186,37 @@ class Engine:
     def unbind(self, root: str) -> None:
         self._update(lambda b: bindings.unbind(b, root, None))
 
+    # --- a repository's own .qpod.yaml (see repo_env): what waits for an allow, and allowing it
+
+    def waiting_files(self) -> dict[str, str]:
+        """Registered repositories whose checked-out .qpod.yaml cannot be used now (changed
+        since it was allowed, or broken): root -> the one-line reason."""
+        from . import repo_env
+
+        return dict(repo_env.waiting(snapshot.load()))
+
+    def repo_file_summary(self, root: str) -> tuple[str, list[str], list[str]]:
+        """(sha256 of the file as checked out now, what it asks beyond the repository, what it
+        sets up besides), lines not yet escaped. QpodError when there is none or it is broken."""
+        from . import repo_env
+
+        rf = repo_env.load(root)
+        if rf is None:
+            raise QpodError(f"{root}: no {repo_env.REPO_FILE} at the repository's root")
+        if rf.problems or rf.env is None:
+            raise QpodError(str(rf.problems[0]) if rf.problems else f"{rf.path}: cannot be used")
+        risky, info = repo_env.requests(rf)
+        return rf.sha, risky, info
+
+    def allow_repo_file(self, root: str, sha: str) -> None:
+        """Allow the content the user was shown (``sha``): refused when the file changed since."""
+        from . import repo_env
+
+        rf = repo_env.load(root)
+        if rf is None or rf.sha != sha or rf.problems or rf.env is None:
+            raise QpodError(f"{root}: {repo_env.REPO_FILE} changed since it was shown: look again before allowing")
+        repo_env.allow(rf)
+
     def _check_environment(self, env: str) -> None:
         if env not in config.environment_names():
             raise FieldError("environment", config.unknown_environment_message(env))
