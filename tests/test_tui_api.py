@@ -211,3 +211,26 @@ def test_log_index_follows_rotation_and_truncation(tmp_path):
         f.write(json.dumps({"argv": ["new"]}) + "\n")
     added, reset = index.refresh()
     assert reset and index.record(len(index) - 1)["argv"] == ["new"]
+
+
+def test_repository_files_waiting_for_allow_and_allowing_what_was_shown(home):
+    engine = Engine()
+    root = git_repo(home / "own")
+    qy = os.path.join(root, ".qpod.yaml")
+    with open(qy, "w") as f:
+        f.write("image: localhost/qpod-busybox:latest\nmounts: ['/:/host']\n")
+    sha, risky, info = engine.repo_file_summary(root)
+    assert any("/:/host" in line for line in risky) and any("localhost/qpod-busybox" in line for line in info)
+    engine.allow_repo_file(root, sha)
+    assert engine.waiting_files() == {}
+    with open(qy, "a") as f:
+        f.write("cap_add: [SYS_ADMIN]\n")  # a new commit, an edit: the gate closes again
+    waiting = engine.waiting_files()
+    assert list(waiting) == [root] and "qpod allow" in waiting[root]
+    with pytest.raises(QpodError) as err:
+        engine.allow_repo_file(root, sha)  # the content shown before is not what is there now
+    assert "changed since it was shown" in str(err.value)
+    new_sha, risky, _ = engine.repo_file_summary(root)
+    assert any("SYS_ADMIN" in line for line in risky)
+    engine.allow_repo_file(root, new_sha)
+    assert engine.waiting_files() == {}
