@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import gc
 import os
-import time
 from collections.abc import Iterable
 from dataclasses import replace
 from functools import partial
@@ -19,7 +18,7 @@ from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widget import AwaitMount, Widget
+from textual.widget import Widget
 from textual.widgets import TabbedContent, TabPane, Tabs
 
 from qpod_engine.api import Engine
@@ -73,13 +72,10 @@ class QpodApp(App[int]):
         self._saved_theme = ""
 
     def compose(self) -> ComposeResult:
-        """Only the first view: the others are mounted right after the first paint (each view
-        is dozens of widgets whose styles cost time before anything is on screen)."""
         with TabbedContent(id="views", initial=self.start_view):
             for view_id, title, cls in VIEWS:
                 with TabPane(title, id=view_id):
-                    if view_id == self.start_view:
-                        yield cls(id=f"{view_id}-view", classes="view")
+                    yield cls(id=f"{view_id}-view", classes="view")
         yield QFooter()
 
     def on_mount(self) -> None:
@@ -89,38 +85,20 @@ class QpodApp(App[int]):
         if self.keymap_error:
             self.notify(f"keymap ignored: {self.keymap_error}", severity="error", timeout=10)
         self._restore_theme()
+        for view_id, _title, _cls in VIEWS:
+            if view_id not in (self.start_view, "log"):  # the others load now, so switching is instant
+                self.view(view_id).load()  # type: ignore[attr-defined]
         self._activate(self.start_view)
-        self.call_after_refresh(self._mount_rest)
+        if self.start_view != "log":  # after the first paint: the log tab counts what runs
+            self.call_after_refresh(self.view("log").prepare)  # type: ignore[attr-defined]
+        if self.watch:
+            self.watch_files()
         if self.freeze_gc:
             # ~100,000 objects of imported modules live as long as the app: a full collection
             # walking them all stalls a frame for 50-100 ms; frozen, they are never walked again
             # (now, and once the workers' lazy imports, podman-py and pygit2, are done)
             gc.freeze()
             self.set_timer(1.0, gc.freeze)
-
-    async def _mount_rest(self) -> None:
-        """Once the first view's rows are painted (or after 2 s): the other views, loaded now so
-        switching is instant; the log is indexed too (its tab counts the running commands);
-        then the file watcher. Before, they would compete with the first rows for the CPU."""
-        first = self.view(self.start_view)
-        deadline = time.monotonic() + 2.0
-        while not getattr(first, "first_rows_painted", True) and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
-        await asyncio.sleep(0.01)  # the frame drawing them is written meanwhile
-        for view_id, _title, _cls in VIEWS:
-            if view_id != self.start_view:
-                await self._mount_view(view_id)
-                if view_id != "log":
-                    self.view(view_id).load()  # type: ignore[attr-defined]
-        self.view("log").prepare()  # type: ignore[attr-defined]
-        if self.watch:
-            self.watch_files()
-
-    def _mount_view(self, view_id: str) -> AwaitMount | None:
-        if self.query(f"#{view_id}-view"):
-            return None
-        cls = next(c for v, _t, c in VIEWS if v == view_id)
-        return self.query_one(f"#{view_id}", TabPane).mount(cls(id=f"{view_id}-view", classes="view"))
 
     def _apply_keymap(self) -> None:
         """Apply the usable entries; report the others once (file:line), never silently."""
@@ -192,9 +170,6 @@ class QpodApp(App[int]):
 
     def _activate(self, view_id: str) -> None:
         self.active_view = view_id
-        if self._mount_view(view_id) is not None:  # switched to before it was mounted
-            self.call_after_refresh(self._activate, view_id)
-            return
         self.view(view_id).activated()  # type: ignore[attr-defined]
 
     @on(TabbedContent.TabActivated)
@@ -262,7 +237,6 @@ class QpodApp(App[int]):
 
     def run_view_action(self, view_id: str, action: str) -> None:
         self.action_show_view(view_id)
-        # looked up once shown: a view is mounted when first shown if the app has just started
         self.call_after_refresh(lambda: getattr(self.view(view_id), f"action_{action}")())
 
     # --- watching the log and the config

@@ -765,3 +765,37 @@ async def test_type_ahead_in_the_environment_picker(engine, make_repo):
         await pilot.press("enter")
         await settle(pilot)
     assert bindings.load_bindings()[root].environment == "bravo"
+
+
+async def test_a_pull_goes_on_when_its_dialog_closes_and_says_when_it_ends(tmp_path):
+    import threading
+
+    from qpod_tui.screens.pull import PullScreen
+
+    release = threading.Event()
+
+    class SlowPull(DemoEngine):
+        def pull_image(self, ref, progress=None):  # type: ignore[no-untyped-def]
+            if progress:
+                progress("sha256:" + "ab" * 32, 250_000_000, 500_000_000)
+            assert release.wait(60)
+            super().pull_image(ref, progress)
+
+    engine = SlowPull(str(tmp_path))
+    app = make_app(engine, view="environments", watch=False)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await settle(pilot)
+        view = app.view("environments")
+        ref = "docker.io/library/debian:10"
+        await pilot.press("down")  # mmsx-2021.1-debian10: its image is not here
+        assert view.presence(ref) == "no"
+        await pilot.press("p")
+        dialog = app.screen
+        assert isinstance(dialog, PullScreen)
+        await until(pilot, lambda: "50%" in str(dialog.query_one("#pull-status").render()))
+        assert "250.0 /   500.0 MB   50.0%" in str(dialog.query_one("#pull-layers").render())
+        await pilot.press("escape")
+        assert not isinstance(app.screen, PullScreen)
+        release.set()
+        await until(pilot, lambda: any("pulled" in n.message for n in app._notifications), timeout=10)
+        await until(pilot, lambda: view.presence(ref) == "yes", timeout=10)  # refreshed without F5

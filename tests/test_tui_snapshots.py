@@ -2,6 +2,8 @@
 Update after an intended change with: pytest tests/test_tui_snapshots.py --snapshot-update"""
 
 
+import time
+
 import pytest
 from tui_pilot import settle
 
@@ -19,6 +21,20 @@ def keys(*presses: str):
             await pilot.press(key)
             await settle(pilot)
         await pilot.wait_for_scheduled_animations()  # a tab's underline follows its new title
+        await settle(pilot)
+    return run
+
+
+def following(*presses: str):
+    """``keys``, then until the log table (following) shows its newest record: the running
+    panel above it takes rows, and the table scrolls again after that layout."""
+    async def run(pilot) -> None:
+        await keys(*presses)(pilot)
+        table = pilot.app.query_one("#log-table")
+        deadline = time.monotonic() + 10
+        while not (table.scroll_offset.y == table.max_scroll_y and table.max_scroll_y > 0):
+            assert time.monotonic() < deadline, "the log did not scroll to its newest record"
+            await pilot.pause(0.02)
         await settle(pilot)
     return run
 
@@ -54,13 +70,13 @@ def test_containers_view_without_podman(snap_compare, app_for):
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_command_log_view(snap_compare, app_for, size):
-    assert snap_compare(app_for("log"), terminal_size=size, run_before=keys())
+    assert snap_compare(app_for("log"), terminal_size=size, run_before=following())
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_command_log_with_running_commands(snap_compare, app_for, size):
     """What is building now: three commands above the log, their elapsed times, the tab's count."""
-    assert snap_compare(app_for("log", running=3), terminal_size=size, run_before=keys())
+    assert snap_compare(app_for("log", running=3), terminal_size=size, run_before=following())
 
 
 def test_command_log_filtered(snap_compare, app_for):

@@ -76,7 +76,6 @@ class CommandLogView(Vertical):
         self.scanning = False
         self._filter_timer: Timer | None = None
         self.running: list[dict[str, Any]] = []
-        self.first_rows = False
 
     @property
     def engine(self) -> Engine:
@@ -91,10 +90,6 @@ class CommandLogView(Vertical):
         yield RunningPanel(id="log-running")
         yield LogTable(id="log-table")
         yield Static("", id="log-status")
-
-    @property
-    def first_rows_painted(self) -> bool:
-        return self.first_rows or self.table.painted_rows
 
     @property
     def table(self) -> LogTable:
@@ -156,8 +151,6 @@ class CommandLogView(Vertical):
 
     @on(RunningNow)
     def _running_now(self, msg: RunningNow) -> None:
-        if not self.rows:
-            self.first_rows = True  # the log was read: nothing to paint (yet)
         self.show_running(msg.records)
 
     def _tick(self) -> None:
@@ -179,8 +172,6 @@ class CommandLogView(Vertical):
         assert self.index is not None
         self.table.set_rows(self.index, self.rows)
         self._status()
-        if not self.rows:
-            self.first_rows = True  # nothing to paint
 
     def _status(self) -> None:
         total = len(self.index) if self.index is not None else 0

@@ -147,7 +147,8 @@ class EnvironmentsView(TableView):
         if r is None or not r.image:
             self.notify("No environment with an image selected", severity="warning")
             return
-        self.app.push_screen(PullScreen(self.engine, r.image), lambda _: self.load())
+        # on_done: "Image here" is refreshed when the pull ends, even after the dialog was closed
+        self.app.push_screen(PullScreen(self.engine, r.image, on_done=lambda _ok: self.load()))
 
 
 def _list(values: list[str]) -> str:

@@ -111,7 +111,6 @@ class LogTable(ScrollView, can_focus=True):
         super().__init__(**kwargs)
         self.index: LogIndex | None = None
         self.rows: Sequence[int] = range(0)
-        self.painted_rows = False  # a record has been drawn once
 
     # --- data
 
@@ -152,7 +151,6 @@ class LogTable(ScrollView, can_focus=True):
         base = self.rich_style
         if row >= len(self.rows) or self.index is None:
             return Strip.blank(width, base)
-        self.painted_rows = True
         rec = self.index.record(self.rows[row])
         cursor = row == self.cursor
         cursor_style = self.get_component_rich_style("logtable--cursor") if cursor else None
@@ -181,17 +179,17 @@ class LogTable(ScrollView, can_focus=True):
     def _scroll_to_cursor(self) -> None:
         top = int(self.scroll_offset.y)
         if self.cursor < top:
-            self.scroll_to(y=self.cursor, animate=False, immediate=True, force=True)
+            self.scroll_to(y=self.cursor, animate=False, immediate=True)
         elif self.cursor >= top + self.page:
-            self.scroll_to(y=self.cursor - self.page + 1, animate=False, immediate=True, force=True)
+            self.scroll_to(y=self.cursor - self.page + 1, animate=False, immediate=True)
 
     def _to_last(self, tries: int = 20) -> None:
         self.cursor = max(0, len(self.rows) - 1)
-        # force: the scrollbar may not be laid out yet (scrolling would be refused without it)
-        self.scroll_end(animate=False, immediate=True, x_axis=False, force=True)
-        # the new virtual size may not be laid out yet (other views mounting meanwhile): again
-        # after the next refresh, until the newest record is in view
-        if self.follow and tries and self.max_scroll_y < len(self.rows) + 1 - self.size.height:
+        self.scroll_end(animate=False, immediate=True, x_axis=False)
+        # before the table is laid out (its scrollbar, its new virtual size) a scroll is refused
+        # or falls short: again after the next refresh, until the newest record is in view
+        short = self.scroll_offset.y < self.max_scroll_y or self.max_scroll_y < len(self.rows) + 1 - self.size.height
+        if self.follow and tries and short:
             self.call_after_refresh(self._to_last, tries - 1)
 
     def watch_follow(self, follow: bool) -> None:

@@ -26,13 +26,6 @@ class NavTable(DataTable[str | Text], inherit_bindings=False):
         Binding("right", "scroll_right", "Right", show=False, tooltip="Scroll right", id="nav.right"),
     ]
 
-    painted_rows = False  # rows have been drawn once (the app mounts its other views after that)
-
-    def render_lines(self, crop):  # type: ignore[no-untyped-def]
-        if self.row_count:
-            self.painted_rows = True
-        return super().render_lines(crop)
-
     def action_first(self) -> None:
         if self.row_count:
             self.move_cursor(row=0)

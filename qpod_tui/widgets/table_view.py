@@ -45,7 +45,6 @@ class TableView(Vertical):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._rows: list[tuple[str, Sequence[Cell]]] = []
-        self.first_rows = False  # set once rows (or a message saying why none) were shown
         self._drawn: list[tuple[str, list[Cell]]] = []  # the rows in the table, as drawn
         self._drawn_widths: list[int] = []
 
@@ -77,8 +76,6 @@ class TableView(Vertical):
         markup); a Text cell is the caller's, built with ``qpod_tui.safe``."""
         self._rows = [(key, [literal(c) if isinstance(c, str) else c for c in cells]) for key, cells in rows]
         self._show()
-        if not rows:
-            self.first_rows = True  # nothing to paint
 
     def _show(self) -> None:
         table = self.table
@@ -125,11 +122,6 @@ class TableView(Vertical):
     def on_resize(self) -> None:
         if self._rows:
             self.call_after_refresh(self._show)  # the table has its new size then
-
-    @property
-    def first_rows_painted(self) -> bool:
-        """Rows (or the note saying why there are none) have reached the screen."""
-        return self.first_rows or getattr(self.table, "painted_rows", False)
 
     @property
     def selected_key(self) -> str | None:
@@ -179,7 +171,6 @@ class TableView(Vertical):
         table stays, focused, so the view's keys keep working. A str is qpod's own markup;
         anything quoting a path or an error is a Text (``qpod_tui.safe``)."""
         msg = self.query_one(".view-message", Static)
-        self.first_rows = True
         msg.update(text or "")
         msg.set_class(text is None, "hidden")
 
