@@ -35,13 +35,14 @@ class RepoRow:
     branches: dict[str, str]  # glob -> environment, in file order
     container: str | None
     container_state: str  # podman's state, "none" when not created, "unknown" when podman was not asked
+    waiting: str | None = None  # why its .qpod.yaml waits for 'qpod allow' (changed or broken), if it does
 
     def to_dict(self) -> dict[str, Any]:
         """The shape ``qpod repos --json`` prints."""
         return {"repository": self.root, "exists": self.exists, "branch": self.branch,
                 "environment": self.environment, "why": self.why, "default_environment": self.default_environment,
                 "branches": dict(self.branches), "container": self.container,
-                "container_state": self.container_state}
+                "container_state": self.container_state, "waiting": self.waiting}
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,10 @@ class Engine:
 
     def repositories(self, states: dict[str, str] | None = None) -> list[RepoRow]:
         """Every bound repository; container states from ``states`` ("unknown" when None)."""
+        from . import repo_env
+
         snap = snapshot.load()
+        waiting = dict(repo_env.waiting(snap))
         rows = []
         for t, repo in zip(snapshot.targets(snap), snap["repos"], strict=True):
             exists = gitinfo.exists(t.root)
@@ -148,6 +152,7 @@ class Engine:
                 why=t.why if exists else "repository path is missing (moved or deleted?)",
                 default_environment=repo["environment"], branches=dict(repo["branches"]), container=name,
                 container_state=states.get(name or "", "none") if states is not None else "unknown",
+                waiting=waiting.get(t.root),
             ))
         return rows
 
@@ -190,7 +195,7 @@ class Engine:
 
     def waiting_files(self) -> dict[str, str]:
         """Registered repositories whose checked-out .qpod.yaml cannot be used now (changed
-        since it was allowed, or broken): root -> the one-line reason."""
+        since it was allowed, or broken): root -> the one-line reason (RepoRow.waiting too)."""
         from . import repo_env
 
         return dict(repo_env.waiting(snapshot.load()))
