@@ -38,12 +38,21 @@ class RepositoriesView(TableView):
                 tooltip="Add a branch rule (branch glob -> environment)", id="repos.add_rule"),
         Binding("x", "remove_rule", "Remove rule", tooltip="Remove a branch rule", id="repos.remove_rule"),
         Binding("u", "unbind", "Unbind", tooltip="Unbind the repository", id="repos.unbind"),
+        Binding("A", "allow", "Allow file", tooltip="Show the repository's .qpod.yaml and allow this content of it",
+                id="repos.allow"),
     ]
 
     class Loaded(Message):
         def __init__(self, rows: list[RepoRow] | None, error: str | None = None) -> None:
             super().__init__()
             self.rows, self.error = rows, error
+
+    class FileRead(Message):
+        """A repository's .qpod.yaml as it is now: its sha256 and what it asks for."""
+
+        def __init__(self, root: str, sha: str, risky: list[str], info: list[str]) -> None:
+            super().__init__()
+            self.root, self.sha, self.risky, self.info = root, sha, risky, info
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -88,6 +97,8 @@ class RepositoriesView(TableView):
     def _cells(r: RepoRow) -> tuple[Text | str, ...]:
         path = literal(r.root) if r.exists else assemble(r.root, (" (missing)", "red"))
         env = literal(r.environment) if r.environment else Text("none", style="dim")
+        if r.waiting:  # its .qpod.yaml changed (or broke) since it was allowed: routed commands fail
+            env = assemble(env, (" waiting for qpod allow", "bold red"))
         rules = ", ".join(f"{g} → {e}" for g, e in r.branches.items()) or "-"  # a str: set_rows escapes it
         return path, r.branch or "-", env, rules, state_text(r.container_state)
 
@@ -105,6 +116,8 @@ class RepositoriesView(TableView):
             container = f"; container {r.container}" if r.container else ""
             text.append(visible(f"  environment {r.environment or 'none'} ({r.why}); any branch: "
                                 f"{r.default_environment or 'none'}{container}"))
+            if r.waiting:
+                text.append(visible(f"  {r.waiting}"), style="red")
         self.query_one("#repo-detail", Static).update(text)
 
     # --- actions
@@ -170,3 +183,28 @@ class RepositoriesView(TableView):
         if r is not None:
             self.confirm(f"Unbind {visible(r.root)}?\nIts commands will run on the host again.",
                          lambda: self.call_engine(lambda: self.engine.unbind(r.root), f"unbound {visible(r.root)}"))
+
+    def action_allow(self) -> None:
+        r = self._need_selection()
+        if r is not None:
+            self._read_file(r.root)
+
+    @work(thread=True, group="action")
+    def _read_file(self, root: str) -> None:
+        try:
+            sha, risky, info = self.engine.repo_file_summary(root)
+        except QpodError as err:
+            self.post_message(self.Done("", str(err), None))
+            return
+        self.post_message(self.FileRead(root, sha, risky, info))
+
+    @on(FileRead)
+    def _ask_allow(self, msg: FileRead) -> None:
+        """What the file asks for, literally (ConfirmScreen shows the text as text), then allow
+        exactly that content (refused if the file changed since it was read)."""
+        lines = [f"Allow this .qpod.yaml of {msg.root} (sha256 {msg.sha[:16]})?", *msg.info]
+        if msg.risky:
+            lines += ["It asks for access beyond the repository:", *(f"! {line}" for line in msg.risky)]
+        self.confirm("\n".join(visible(line) for line in lines),
+                     lambda: self.call_engine(lambda: self.engine.allow_repo_file(msg.root, msg.sha),
+                                              f"allowed the .qpod.yaml of {visible(msg.root)}"))
