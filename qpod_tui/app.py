@@ -59,6 +59,8 @@ class QpodApp(App[int]):
         Binding("q", "quit", "Quit", tooltip="Quit", id="app.quit"),
     ]
 
+    INDEX_LOG_AFTER = 1.0  # seconds after start
+
     def __init__(self, engine: Engine, view: str = "repositories", keymap: dict[str, str] | None = None,
                  keymap_error: str | None = None, watch: bool = True, freeze_gc: bool = False) -> None:
         super().__init__()
@@ -89,8 +91,9 @@ class QpodApp(App[int]):
             if view_id not in (self.start_view, "log"):  # the others load now, so switching is instant
                 self.view(view_id).load()  # type: ignore[attr-defined]
         self._activate(self.start_view)
-        if self.start_view != "log":  # after the first paint: the log tab counts what runs
-            self.call_after_refresh(self.view("log").prepare)  # type: ignore[attr-defined]
+        if self.start_view != "log":  # the log tab counts what runs: index the log once the first
+            # view is on screen (indexing 100,000 records meanwhile would delay its first paint)
+            self.set_timer(self.INDEX_LOG_AFTER, self.view("log").prepare)  # type: ignore[attr-defined]
         if self.watch:
             self.watch_files()
         if self.freeze_gc:
@@ -160,6 +163,12 @@ class QpodApp(App[int]):
         """The log tab's title says how many commands run now."""
         title = next(t for v, t, _c in VIEWS if v == "log")
         self.query_one(TabbedContent).get_tab("log").label = title + title_suffix(count)
+        # the underline under the active tab does not follow a new title by itself
+        tabs = self.query_one(Tabs)
+        move = getattr(tabs, "_highlight_active", None)
+        if move is not None:
+            self.call_after_refresh(move, False)
+        self.view("containers").running_changed()  # type: ignore[attr-defined]
 
     def view(self, view_id: str) -> Widget:
         return self.query_one(f"#{view_id}-view")

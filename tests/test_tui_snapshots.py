@@ -36,6 +36,9 @@ def following(*presses: str):
             assert time.monotonic() < deadline, "the log did not scroll to its newest record"
             await pilot.pause(0.02)
         await settle(pilot)
+        await pilot.wait_for_scheduled_animations()  # the tab's underline after a title change
+        await pilot.wait_for_animation()
+        await settle(pilot)
     return run
 
 

@@ -75,6 +75,15 @@ class ContainersView(TableView):
     def load(self) -> None:
         self._load_rows()
 
+    def activated(self) -> None:
+        super().activated()
+        self.app.view("log").prepare()  # type: ignore[attr-defined]  # its start records count the commands
+
+    def running_changed(self) -> None:
+        """The commands running now changed (the log view says): recount them per container."""
+        if self.containers:
+            self._refill()
+
     @work(thread=True, exclusive=True, group="load")
     def _load_rows(self) -> None:
         try:
