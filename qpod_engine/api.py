@@ -466,22 +466,19 @@ class Engine:
         return paths.settings_file()
 
     def theme_file(self) -> str:
-        """Where the dashboard keeps the theme picked in its palette (state, not config: it is
-        not a setting users write; settings.yaml has no key for it)."""
-        return os.path.join(paths.state_dir(), "tui-theme")
+        """Where the dashboard keeps the theme picked in its palette: ``theme`` in settings.yaml."""
+        return paths.settings_file()
 
     def tui_theme(self) -> str | None:
-        try:
-            with open(self.theme_file(), encoding="utf-8") as f:
-                name = f.read(200).strip()
-        except OSError:
-            return None
+        name = self.settings().theme
         return name if name and name.isprintable() else None
 
     def save_tui_theme(self, name: str) -> None:
-        """Raises QpodError (the dashboard says so, the theme still applies this session)."""
+        """``theme`` in settings.yaml, the rest of the file untouched. Raises QpodError (the
+        dashboard says so, the theme still applies this session)."""
         try:
-            fileio.write_atomic(self.theme_file(), name + "\n")
+            with config_lock():
+                config.set_setting("theme", name)
         except OSError as err:
             raise QpodError(f"{self.theme_file()}: cannot save the theme: {err.strerror or err}") from None
 

@@ -184,6 +184,7 @@ class Settings:
     log_keep: int = 3
     service_idle_seconds: int = 3600  # the API service started on demand exits after this idle time
     keymap: dict[str, str] = field(default_factory=dict)  # TUI binding id -> key
+    theme: str = ""  # the dashboard's theme ("": Textual's default); the palette's pick is kept here
 
 
 def load_settings() -> Settings:
@@ -219,3 +220,33 @@ def load_settings() -> Settings:
         _expect(bool(ULIMIT_RE.match(v)), file, lines.get("ulimits", k),
                 f"'ulimits': '{k}' must be SOFT[:HARD], not '{v}'")
     return settings
+
+
+def set_setting(key: str, value: str) -> "Path":
+    """Write one top-level string setting into settings.yaml, keeping the rest of the file as
+    the user wrote it (comments too): the line ``key: ...`` is replaced, or appended. The result
+    is validated before it replaces the file; the caller holds the config lock."""
+    import json
+    import re
+    from pathlib import Path
+
+    from . import yamlio
+
+    assert key in Settings.__dataclass_fields__ and isinstance(getattr(Settings(), key), str)
+    path = Path(paths.settings_file())
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = ""
+    line = f"{key}: {json.dumps(value)}"  # a JSON string is a YAML scalar: any name, safely quoted
+    pattern = re.compile(rf"^{re.escape(key)}\s*:.*$", re.MULTILINE)
+    if pattern.search(text):
+        new = pattern.sub(lambda _m: line, text, count=1)
+    else:
+        new = text + ("" if not text or text.endswith("\n") else "\n") + line + "\n"
+    data, lines = yamlio.loads(new, str(path))
+    if not isinstance(data, dict) or data.get(key) != value:  # e.g. a key inside a block, not top-level
+        raise ConfigError(str(path), f"cannot set '{key}' here without rewriting the file: edit it by hand",
+                          lines.get(key))
+    yamlio.write_atomic(path, new)
+    return path

@@ -131,3 +131,27 @@ def test_readme_reference_is_the_field_table():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert markdown_table() in readme, "README's environment keys differ from env_fields.FIELDS: " \
         "paste the output of 'python -m qpod_engine.env_fields'"
+
+
+def test_set_setting_keeps_the_users_file_as_written(qpod_home):
+    """The dashboard saves its theme into settings.yaml: one line replaced or appended, the
+    user's comments and other keys kept; a file where that cannot be done safely is left alone."""
+    from pathlib import Path
+
+    from qpod_engine import config, paths
+    from qpod_engine.errors import ConfigError
+
+    settings = Path(paths.settings_file())
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    mine = "# my settings\nlog_keep: 5  # more history\ntheme: dracula\n"
+    settings.write_text(mine)
+    config.set_setting("theme", "nord")
+    assert settings.read_text() == mine.replace("theme: dracula", 'theme: "nord"')
+    assert config.load_settings().theme == "nord" and config.load_settings().log_keep == 5
+    odd = "keymap:\n  theme: x\nlog_keep: [\n"  # broken YAML: refused, the file unchanged
+    settings.write_text(odd)
+    import pytest
+
+    with pytest.raises(ConfigError):
+        config.set_setting("theme", "nord")
+    assert settings.read_text() == odd

@@ -646,15 +646,15 @@ async def test_footer_ends_with_help_and_quit_at_every_size(tmp_path):
 
 
 async def test_the_theme_picked_is_kept_for_the_next_start(engine):
+    settings = Path(paths.settings_file())
     app = make_app(engine)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         assert app.theme != "nord"
         app.theme = "nord"  # what the palette's theme picker does
-        await until(pilot, lambda: os.path.exists(engine.theme_file()))
+        await until(pilot, lambda: settings.exists() and "theme" in settings.read_text())
         await settle(pilot)
-    assert Path(engine.theme_file()).read_text().strip() == "nord"
-    assert oct(os.stat(engine.theme_file()).st_mode & 0o777) == "0o600"  # state: private
+    assert settings.read_text() == 'theme: "nord"\n' and engine.settings().theme == "nord"
     again = make_app(NoPodmanEngine())
     async with again.run_test(size=SIZE) as pilot:
         await settle(pilot)
