@@ -46,6 +46,17 @@ class RepoRow:
 
 
 @dataclass(frozen=True)
+class ImageRow:
+    """A local image that qpod's environments use, or that qpod built from a repository file."""
+
+    id: str
+    tags: list[str]
+    size: int  # bytes
+    used_by: list[str]  # "environment NAME", ".qpod.yaml of ROOT", "container NAME"
+    built_here: bool  # built by this config from a repository file (prune removes it when unused)
+
+
+@dataclass(frozen=True)
 class EnvRow:
     """An environment file: its settings (None when the file is broken) and who uses it."""
 
@@ -464,6 +475,49 @@ class Engine:
     def settings_path(self) -> str:
         """settings.yaml (the dashboard names it when a keymap entry is unusable)."""
         return paths.settings_file()
+
+    def images(self) -> list[ImageRow]:
+        """The images qpod's environments name (and the ones this config built from repository
+        files), with size and what uses them. Raises QpodError when podman cannot be asked."""
+        from .containers import config_id
+        from .imagebuild import LABEL_BUILD_CONFIG
+        from .podman_backend import client, list_containers
+
+        snap = snapshot.load()
+        wanted: dict[str, list[str]] = {}
+        for name, env in snap["envs"].items():
+            if env.get("image"):
+                wanted.setdefault(env["image"], []).append(f"environment {name}")
+        for root, env in snap.get("repo_envs", {}).items():
+            ref = (env.get("build") or {}).get("tag") or env.get("image")
+            if ref and "error" not in env:
+                wanted.setdefault(ref, []).append(f".qpod.yaml of {root}")
+        users: dict[str, list[str]] = {}
+        for c in list_containers():
+            users.setdefault(c["image"], []).append(f"container {c['name']}")
+        try:
+            found = client().images.list()
+        except Exception as err:  # noqa: BLE001 - podman-py raises several types: one line
+            raise QpodError(f"podman: {err}") from None
+        rows = []
+        for img in found:
+            attrs = img.attrs
+            tags = [t for t in attrs.get("RepoTags") or [] if t]
+            names = set(tags) | {t.removesuffix(":latest") for t in tags}
+            built = (attrs.get("Labels") or {}).get(LABEL_BUILD_CONFIG) == config_id()
+            used = [u for ref in sorted(names) for u in wanted.get(ref, []) + users.get(ref, [])]
+            if used or built:
+                rows.append(ImageRow(id=str(attrs.get("Id", ""))[:12], tags=tags, size=int(attrs.get("Size") or 0),
+                                     used_by=list(dict.fromkeys(used)), built_here=built))
+        return sorted(rows, key=lambda r: (not r.used_by, r.tags))
+
+    def prune_images(self) -> list[str]:
+        """Remove this config's images built from repository files that nothing uses now (no
+        checked-out .qpod.yaml names them, no container runs them): what ``qpod prune`` does.
+        Returns what was removed."""
+        from .imagebuild import prune, tags_in_use
+
+        return prune(tags_in_use(snapshot.load()))[0]
 
     def theme_file(self) -> str:
         """Where the dashboard keeps the theme picked in its palette: ``theme`` in settings.yaml."""

@@ -249,12 +249,10 @@ def cmd_prune(a: "argparse.Namespace") -> int:
     """Images built from repository files that no checked-out file of a registered repository
     uses any more (other branches' recipes included: a checkout builds them again)."""
     from . import snapshot
-    from .imagebuild import prune
+    from .imagebuild import prune, tags_in_use
     from .textsafe import visible
 
-    snap = snapshot.load()
-    keep = {e["build"]["tag"] for e in snap.get("repo_envs", {}).values() if e.get("build")}
-    removed, in_use = prune(keep, dry_run=a.dry_run)
+    removed, in_use = prune(tags_in_use(snapshot.load()), dry_run=a.dry_run)
     for ref in removed:
         print(f"{'would remove' if a.dry_run else 'removed'} {visible(ref)}")
     for ref in in_use:

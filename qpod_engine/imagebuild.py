@@ -77,6 +77,11 @@ def ensure_built(build: dict[str, Any], settings: dict[str, Any]) -> bool:
     return True
 
 
+def tags_in_use(snap: dict[str, Any]) -> set[str]:
+    """The build tags the checked-out repository files give (what ``prune`` keeps)."""
+    return {e["build"]["tag"] for e in snap.get("repo_envs", {}).values() if e.get("build")}
+
+
 def prune(keep: set[str], dry_run: bool = False) -> tuple[list[str], list[str]]:
     """Remove this config's built images whose tag is not in ``keep`` (the tags the checked-out
     repository files give). An image a container still uses is kept (podman refuses without

@@ -15,6 +15,7 @@ from qpod_engine.textsafe import visible
 
 from ..safe import assemble, literal
 from ..screens.env_form import EnvFormScreen
+from ..screens.images import ImagesScreen
 from ..screens.pull import PullScreen
 from .table_view import TableView
 
@@ -28,6 +29,8 @@ class EnvironmentsView(TableView):
         Binding("e", "edit", "Edit", tooltip="Edit the environment", id="envs.edit"),
         Binding("d", "delete", "Delete", tooltip="Delete the environment (refused while bound)", id="envs.delete"),
         Binding("p", "pull", "Pull image", tooltip="Pull the environment's image", id="envs.pull"),
+        Binding("i", "images", "Images", tooltip="The images of qpod's environments: size, use, prune",
+                id="envs.images"),
     ]
 
     class Loaded(Message):
@@ -149,6 +152,10 @@ class EnvironmentsView(TableView):
             return
         # on_done: "Image here" is refreshed when the pull ends, even after the dialog was closed
         self.app.push_screen(PullScreen(self.engine, r.image, on_done=lambda _ok: self.load()))
+
+
+    def action_images(self) -> None:
+        self.app.push_screen(ImagesScreen(self.engine), lambda _: self.load())
 
 
 def _list(values: list[str]) -> str:

@@ -1,0 +1,113 @@
+"""The images qpod's environments use, with size and what uses them; prune the images this
+config built from repository files that nothing uses any more (after a confirmation)."""
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.message import Message
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Label
+
+from qpod_engine.api import Engine, ImageRow
+from qpod_engine.errors import QpodError
+from qpod_engine.textsafe import visible
+
+from ..safe import literal
+from .dialogs import ConfirmScreen
+
+
+def human_size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    return f"{n} B"
+
+
+class ImagesScreen(ModalScreen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("p", "prune", "Prune unused builds", id="images.prune"),
+        Binding("escape,q", "close", "Close", id="images.close"),
+    ]
+
+    class Loaded(Message):
+        def __init__(self, rows: list[ImageRow] | None, error: str | None = None) -> None:
+            super().__init__()
+            self.rows, self.error = rows, error
+
+    class Pruned(Message):
+        def __init__(self, removed: list[str] | None, error: str | None = None) -> None:
+            super().__init__()
+            self.removed, self.error = removed, error
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__()
+        self.engine = engine
+        self.rows: list[ImageRow] = []
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog wide"):
+            yield Label("Images of qpod's environments", classes="title")
+            table: DataTable[Text | str] = DataTable(id="images-table", cursor_type="row")
+            table.add_columns("Image", "Size", "In use by")
+            yield table
+            yield Label("", id="images-message", classes="hint")
+            yield Label("p prunes this config's unused builds, Esc closes", classes="hint")
+
+    def on_mount(self) -> None:
+        self.load()
+
+    @work(thread=True, exclusive=True, group="images")
+    def load(self) -> None:
+        try:
+            self.post_message(self.Loaded(self.engine.images()))
+        except QpodError as err:
+            self.post_message(self.Loaded(None, str(err)))
+
+    @on(Loaded)
+    def _loaded(self, msg: Loaded) -> None:
+        table = self.query_one("#images-table", DataTable)
+        table.clear()
+        message = self.query_one("#images-message", Label)
+        if msg.rows is None:
+            message.update(literal(f"cannot list images: {msg.error}", style="red"))
+            return
+        self.rows = msg.rows
+        for r in msg.rows:
+            name = ", ".join(r.tags) or r.id
+            used = "; ".join(r.used_by) if r.used_by else ("unused (a build of this config)" if r.built_here
+                                                            else "unused")
+            table.add_row(literal(name), human_size(r.size),
+                          literal(used, style="" if r.used_by else "yellow"), key=r.id)
+        message.update(f"{len(msg.rows)} image(s)" if msg.rows else "no images of qpod's environments here")
+
+    def action_prune(self) -> None:
+        unused = [r for r in self.rows if r.built_here and not r.used_by]
+        if not unused:
+            self.notify("no unused builds to prune")
+            return
+        names = "\n".join(visible(", ".join(r.tags) or r.id) for r in unused)
+        self.app.push_screen(ConfirmScreen(f"Remove {len(unused)} unused build image(s)?\n{names}"),
+                             lambda yes: self._prune() if yes else None)
+
+    @work(thread=True, group="images")
+    def _prune(self) -> None:
+        try:
+            self.post_message(self.Pruned(self.engine.prune_images()))
+        except QpodError as err:
+            self.post_message(self.Pruned(None, str(err)))
+
+    @on(Pruned)
+    def _pruned(self, msg: Pruned) -> None:
+        if msg.error is not None:
+            self.notify(visible(msg.error), severity="error", timeout=8, markup=False)
+        else:
+            self.notify(f"removed {len(msg.removed or [])} image(s)")
+        self.load()
+
+    def action_close(self) -> None:
+        self.dismiss(None)

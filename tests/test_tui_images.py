@@ -1,0 +1,65 @@
+"""The dashboard's images: what qpod's environments use, with size and users, and pruning the
+builds of repository files nothing uses any more (real podman, a real Containerfile build)."""
+
+import subprocess
+
+import pytest
+from conftest import remove_containers_of, run_qpod
+from tui_pilot import settle
+
+from qpod_engine.api import Engine
+from qpod_tui.app import make_app
+from qpod_tui.screens.dialogs import ConfirmScreen
+from qpod_tui.screens.images import ImagesScreen
+
+pytestmark = [pytest.mark.anyio, pytest.mark.podman]
+SIZE = (160, 40)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def image_exists(ref: str) -> bool:
+    return subprocess.run(["podman", "image", "exists", ref], capture_output=True).returncode == 0
+
+
+async def test_images_with_their_users_and_pruning_an_unused_build(qpod_home, make_repo, busybox_image) -> None:
+    assert run_qpod("env", "add", "bb", "--image", busybox_image).returncode == 0
+    root = make_repo("built", {".qpod.yaml": "build: Containerfile\n",
+                               "Containerfile": f"FROM {busybox_image}\nENV FLAVOUR=old-recipe\n"})
+    assert run_qpod("allow", cwd=root).returncode == 0
+    r = run_qpod("exec", "true", cwd=root)  # builds the image of the recipe
+    assert r.returncode == 0, r.stderr
+    remove_containers_of(str(root))
+    engine = Engine()
+    [old_build] = [i for i in engine.images() if i.built_here]
+    assert old_build.used_by == [f".qpod.yaml of {root}"]
+    # a new commit moves the branch to a plain image: the old build is used by nothing now
+    (root / ".qpod.yaml").write_text(f"image: {busybox_image}\n")
+    assert run_qpod("allow", cwd=root).returncode == 0
+    tag = old_build.tags[0]
+    try:
+        app = make_app(engine, view="environments")
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.press("i")
+            await settle(pilot)
+            screen = app.screen
+            assert isinstance(screen, ImagesScreen)
+            rows = {tuple(r.tags): r for r in screen.rows}
+            busybox = next(r for tags, r in rows.items() if busybox_image in tags)
+            assert "environment bb" in busybox.used_by and f".qpod.yaml of {root}" in busybox.used_by
+            assert busybox.size > 0
+            assert rows[(tag,)].used_by == [] and rows[(tag,)].built_here
+            await pilot.press("p")
+            await settle(pilot)
+            assert isinstance(app.screen, ConfirmScreen) and tag in app.screen.question
+            await pilot.press("y")
+            await settle(pilot)
+            assert not image_exists(tag)
+            assert image_exists(busybox_image)  # what an environment uses is never pruned
+            assert all(tag not in r.tags for r in screen.rows)
+    finally:
+        subprocess.run(["podman", "rmi", "-f", tag], capture_output=True)
