@@ -511,6 +511,22 @@ class Engine:
                                      used_by=list(dict.fromkeys(used)), built_here=built))
         return sorted(rows, key=lambda r: (not r.used_by, r.tags))
 
+    def build_repo_image(self, root: str, progress: Callable[[str], None]) -> bool:
+        """Build the image the repository's .qpod.yaml gives (``build:``), each line of podman
+        build's output to ``progress``; False when it exists already. QpodError when the file
+        waits for an allow, is broken, or names an image instead of a Containerfile."""
+        from .imagebuild import ensure_built
+
+        snap = snapshot.load()
+        env = snapshot.environment_entry(snap, snapshot.REPO_FILE, root)
+        if env is None or env.get("absent"):
+            raise QpodError(f"{root}: no allowed {snapshot.REPO_FILE} in force here")
+        if "error" in env:
+            raise QpodError(str(env["error"]))
+        if not env.get("build"):
+            raise QpodError(f"{root}: its {snapshot.REPO_FILE} names an image ({env.get('image')}), not a build")
+        return ensure_built(env["build"], snap["settings"], progress)
+
     def prune_images(self) -> list[str]:
         """Remove this config's images built from repository files that nothing uses now (no
         checked-out .qpod.yaml names them, no container runs them): what ``qpod prune`` does.

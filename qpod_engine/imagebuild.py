@@ -18,14 +18,24 @@ from .errors import EXIT_QPOD, QpodError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
+
+    Progress = Callable[[str], None]  # one line of the build's output
 
 LABEL_BUILD_CONFIG = "qpod.build.config"
 
 
-def _run(args: list[str], env: dict[str, str], quiet: bool) -> int:
+def _run(args: list[str], env: dict[str, str], quiet: bool, progress: Progress | None = None) -> int:
     import subprocess
 
+    if progress is not None:  # a front end shows the lines (the dashboard's build dialog)
+        proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, errors="replace")
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            progress(line.rstrip("\n"))
+        return proc.wait()
     # the build's progress is the user's to see, on stderr: stdout belongs to the command
     out = subprocess.DEVNULL if quiet else sys.stderr.fileno()
     return subprocess.run(args, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out).returncode
@@ -50,9 +60,10 @@ def build_args(podman: str, build: dict[str, Any], settings: dict[str, Any], con
     return [*args, context]
 
 
-def ensure_built(build: dict[str, Any], settings: dict[str, Any]) -> bool:
+def ensure_built(build: dict[str, Any], settings: dict[str, Any], progress: Progress | None = None) -> bool:
     """Build ``build["tag"]`` unless it exists; True when it was built now. Concurrent
-    launches (make -j) wait for one build under a lock. Raises QpodError (exit 125)."""
+    launches (make -j) wait for one build under a lock. The build's output goes to stderr, or
+    line by line to ``progress``. Raises QpodError (exit 125)."""
     from .fileio import locked, private_dir
     from .service import podman_binary, podman_env
     from .textsafe import visible
@@ -66,14 +77,18 @@ def ensure_built(build: dict[str, Any], settings: dict[str, Any]) -> bool:
             if image_exists(podman, env, tag):
                 return False
             context = build.get("context") or private_dir(os.path.join(builds, "empty"))
-            sys.stderr.write(f"qpod: building {visible(tag)} from {visible(build['containerfile'])}\n")
-            sys.stderr.flush()
-            rc = _run(build_args(podman, build, settings, context), env, quiet=False)
+            say = f"qpod: building {visible(tag)} from {visible(build['containerfile'])}"
+            if progress is not None:
+                progress(say)
+            else:
+                sys.stderr.write(say + "\n")
+                sys.stderr.flush()
+            rc = _run(build_args(podman, build, settings, context), env, quiet=False, progress=progress)
     except OSError as err:
         raise QpodError(f"{err.filename or builds}: cannot build: {err.strerror or err}", EXIT_QPOD) from None
     if rc != 0:
-        raise QpodError(f"podman build of {build['containerfile']} failed (exit {rc}; its output is above)",
-                        EXIT_QPOD)
+        where = "its output is above" if progress is None else "see its output"
+        raise QpodError(f"podman build of {build['containerfile']} failed (exit {rc}; {where})", EXIT_QPOD)
     return True
 
 

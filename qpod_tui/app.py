@@ -167,7 +167,10 @@ class QpodApp(App[int]):
         tabs = self.query_one(Tabs)
         move = getattr(tabs, "_highlight_active", None)
         if move is not None:
+            # after the next refresh, and once more when the new label's width has surely been
+            # laid out (a single refresh sometimes comes before the tab's new size)
             self.call_after_refresh(move, False)
+            self.set_timer(0.15, lambda: move(False))
         self.view("containers").running_changed()  # type: ignore[attr-defined]
 
     def view(self, view_id: str) -> Widget:

@@ -2,6 +2,7 @@
 builds of repository files nothing uses any more (real podman, a real Containerfile build)."""
 
 import subprocess
+import uuid
 
 import pytest
 from conftest import remove_containers_of, run_qpod
@@ -9,6 +10,7 @@ from tui_pilot import settle
 
 from qpod_engine.api import Engine
 from qpod_tui.app import make_app
+from qpod_tui.screens.build import BuildScreen
 from qpod_tui.screens.dialogs import ConfirmScreen
 from qpod_tui.screens.images import ImagesScreen
 
@@ -63,3 +65,44 @@ async def test_images_with_their_users_and_pruning_an_unused_build(qpod_home, ma
             assert all(tag not in r.tags for r in screen.rows)
     finally:
         subprocess.run(["podman", "rmi", "-f", tag], capture_output=True)
+
+
+async def test_a_repository_image_is_built_from_the_dashboard_with_its_output(qpod_home, make_repo,
+                                                                              busybox_image) -> None:
+    flavour = uuid.uuid4().hex[:8]  # a recipe no earlier run built
+    root = make_repo("tobuild", {".qpod.yaml": "build: Containerfile\n",
+                                 "Containerfile": f"FROM {busybox_image}\nENV FLAVOUR={flavour}\n"})
+    assert run_qpod("allow", cwd=root).returncode == 0
+    engine = Engine()
+    app = make_app(engine)
+    tag = None
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.press("B")
+            screen = app.screen
+            assert isinstance(screen, BuildScreen)
+            for _ in range(600):  # a build on a loaded machine: up to a minute
+                if screen.result is not None:
+                    break
+                await pilot.pause(0.1)
+            assert screen.result == "built", screen.result
+            lines = screen.query_one("#build-log").lines
+            assert any(line.startswith("qpod: building localhost/qpod-build-") for line in lines), lines
+            assert any("STEP 2/" in line and flavour in line for line in lines), lines
+            tag = next(line.split()[2] for line in lines if line.startswith("qpod: building"))
+            assert image_exists(tag)
+            await pilot.press("escape")
+            await settle(pilot)
+            await pilot.press("B")  # built already: nothing to do, said so
+            again = app.screen
+            assert isinstance(again, BuildScreen)
+            for _ in range(300):
+                if again.result is not None:
+                    break
+                await pilot.pause(0.1)
+            assert again.result == "the image exists already: nothing to build"
+    finally:
+        remove_containers_of(str(root))
+        if tag:
+            subprocess.run(["podman", "rmi", "-f", tag], capture_output=True)

@@ -39,7 +39,24 @@ def following(*presses: str):
         await pilot.wait_for_scheduled_animations()  # the tab's underline after a title change
         await pilot.wait_for_animation()
         await settle(pilot)
+        await underline_follows(pilot)
     return run
+
+
+async def underline_follows(pilot) -> None:
+    """Until the tabs' underline spans the active tab's label (the log tab's title grows with
+    its running count, and the underline follows a moment later)."""
+    from textual.widgets import Tabs
+    from textual.widgets._tabs import Underline
+
+    tabs = pilot.app.query_one(Tabs)
+    underline = tabs.query_one(Underline)
+    deadline = time.monotonic() + 10
+    while tabs.active_tab is None or (underline.highlight_end - underline.highlight_start
+                                      != tabs.active_tab.region.width - 2):
+        assert time.monotonic() < deadline, "the tab underline did not follow the tab's title"
+        await pilot.pause(0.02)
+    await settle(pilot)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from qpod_engine.textsafe import visible
 
 from ..safe import assemble, literal
 from ..screens.bind import BindScreen, BranchRuleScreen
+from ..screens.build import BuildScreen
 from ..screens.dialogs import PickEnvironmentScreen, PickScreen
 from .table_view import TableView
 
@@ -40,6 +41,8 @@ class RepositoriesView(TableView):
         Binding("u", "unbind", "Unbind", tooltip="Unbind the repository", id="repos.unbind"),
         Binding("A", "allow", "Allow file", tooltip="Show the repository's .qpod.yaml and allow this content of it",
                 id="repos.allow"),
+        Binding("B", "build", "Build image", tooltip="Build the image the repository's .qpod.yaml gives (build:)",
+                id="repos.build"),
     ]
 
     class Loaded(Message):
@@ -208,3 +211,9 @@ class RepositoriesView(TableView):
         self.confirm("\n".join(visible(line) for line in lines),
                      lambda: self.call_engine(lambda: self.engine.allow_repo_file(msg.root, msg.sha),
                                               f"allowed the .qpod.yaml of {visible(msg.root)}"))
+
+    def action_build(self) -> None:
+        r = self._need_selection()
+        if r is not None:
+            self.app.push_screen(BuildScreen(self.engine, r.root), lambda _: self.load())
+
