@@ -298,7 +298,8 @@ def ensure_container(env: dict[str, Any], root: str, settings: dict[str, Any]) -
             # commands running in it are never killed for that: it is retired, not removed
             _replace(ctr, name)
             ctr = None
-        _remove_idle_retired(cl, env["name"], root, name)
+        if _has_retired(name):
+            _remove_idle_retired(cl, env["name"], root, name)
         if ctr is not None and ctr.status == "stopping":
             # left so by 'podman system migrate' after a reboot or a killed session
             # (podman_userns): nothing runs in it, and podman will not start it again
@@ -387,6 +388,15 @@ def _replace(ctr: Any, name: str) -> None:
     if not _busy(ctr):  # its last command ended meanwhile
         ctr.remove(force=True)
         shutil.rmtree(new_dir, ignore_errors=True)
+
+
+def _has_retired(name: str) -> bool:
+    """Whether a retired container of ``name`` may be left: its agent dir, moved along when it
+    was retired, is still there (a local listing: podman is asked only then)."""
+    try:
+        return any(e.startswith(name + RETIRED_MARK) for e in os.listdir(os.path.dirname(naming.agent_dir(name))))
+    except OSError:
+        return False
 
 
 def _remove_idle_retired(cl: Any, env_name: str, root: str, name: str) -> None:

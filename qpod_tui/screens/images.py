@@ -13,19 +13,12 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label
 
 from qpod_engine.api import Engine, ImageRow
+from qpod_engine.container_stats import human_bytes
 from qpod_engine.errors import QpodError
 from qpod_engine.textsafe import visible
 
 from ..safe import literal
 from .dialogs import ConfirmScreen
-
-
-def human_size(n: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000  # type: ignore[assignment]
-    return f"{n} B"
 
 
 class ImagesScreen(ModalScreen[None]):
@@ -81,7 +74,7 @@ class ImagesScreen(ModalScreen[None]):
             name = ", ".join(r.tags) or r.id
             used = "; ".join(r.used_by) if r.used_by else ("unused (a build of this config)" if r.built_here
                                                             else "unused")
-            table.add_row(literal(name), human_size(r.size),
+            table.add_row(literal(name), human_bytes(r.size),
                           literal(used, style="" if r.used_by else "yellow"), key=r.id)
         message.update(f"{len(msg.rows)} image(s)" if msg.rows else "no images of qpod's environments here")
 
