@@ -527,8 +527,15 @@ static void shutdown_all(int sfd)
     }
 }
 
+int bridge_main(int argc, char **argv); /* bridge.c: the remote side of the relay */
+int check_main(int argc, char **argv);
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "--bridge") == 0)
+        return bridge_main(argc, argv);
+    if (argc > 1 && strcmp(argv[1], "--check") == 0)
+        return check_main(argc, argv);
     const char *sock_path = NULL;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--socket") == 0)

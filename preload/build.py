@@ -86,17 +86,17 @@ def probe_dst_lib(lib: Path) -> str | None:
     return None
 
 
-def compile_program(out: Path, source: Path, static: bool = False) -> Path:
+def compile_program(out: Path, *sources: Path, static: bool = False) -> Path:
     """Compile one program of the native-exec transport (the agent static: it runs inside any
     image, whatever its C library)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     flags = ["-O2", "-g0", "-Wall", "-Wextra", "-Wl,--gc-sections", "-ffunction-sections", "-fdata-sections"]
-    cmd = [*cc(), *flags, *(["-static"] if static else []), "-o", str(tmp), str(source)]
+    cmd = [*cc(), *flags, *(["-static"] if static else []), "-o", str(tmp), *map(str, sources)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         hint = " (a static build needs the C library's static archive: apt-get install libc6-dev)" if static else ""
-        raise RuntimeError(f"compiling {source.name} failed{hint}:\n{' '.join(cmd)}\n{proc.stderr}")
+        raise RuntimeError(f"compiling {sources[0].name} failed{hint}:\n{' '.join(cmd)}\n{proc.stderr}")
     os.replace(tmp, out)  # a running container may have the old one mapped: never write in place
     return out
 
@@ -104,7 +104,7 @@ def compile_program(out: Path, source: Path, static: bool = False) -> Path:
 def build(lib_dir: Path) -> Path:
     """Build the library and its "$LIB" layout, the agent and the client into ``lib_dir``;
     returns the library's path."""
-    compile_program(lib_dir / AGENT_DIR / AGENT_NAME, HERE / "agent.c", static=True)
+    compile_program(lib_dir / AGENT_DIR / AGENT_NAME, HERE / "agent.c", HERE / "bridge.c", static=True)
     compile_program(lib_dir / CLIENT_NAME, HERE / "client.c")
     lib = compile_library(lib_dir / LIB_NAME)
     for old in lib_dir.glob(f"*/**/{LIB_NAME}"):  # a layout from another machine's loader

@@ -17,6 +17,7 @@
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <poll.h>
@@ -33,6 +34,7 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
@@ -154,6 +156,9 @@ struct spec {
     long groups[MAX_LIST];
     int ngroups;
     int stale; /* a source file changed since the launcher wrote this */
+    char *host, *facts; /* an environment on another host: its name, and the launcher's facts file */
+    char *ssh[MAX_LIST + 1]; /* the command that reaches its bridge (qpod_proto.h, "The relay") */
+    int nssh;
 };
 
 static char *unescape(char *s)
@@ -240,7 +245,8 @@ static int load_spec(const char *path, struct spec *s, int check)
         if (0) {
         }
         ONE("root", root) ONE("env", env) ONE("image", image) ONE("container", container) ONE("hash", hash)
-        ONE("agent", agent_dir)
+        ONE("agent", agent_dir) ONE("host", host) ONE("facts", facts)
+        else if (strcmp(k, "ssh") == 0 && n >= 2 && s->nssh < MAX_LIST) s->ssh[s->nssh++] = f[1];
         else if (strcmp(k, "head") == 0 && n >= 3) s->head_path = f[1], s->head_want = f[2];
         else if (strcmp(k, "branch_rules") == 0 && n >= 2) s->branch_rules = atoi(f[1]);
         else if (strcmp(k, "log") == 0 && n >= 4) s->log_path = f[1], s->log_max = atol(f[2]), s->log_keep = atol(f[3]);
@@ -848,6 +854,77 @@ static void iso_time(struct record *r)
     snprintf(r->id, sizeof(r->id), "%lx%09lx%x", (long)now.tv_sec, now.tv_nsec, (unsigned)getpid());
 }
 
+/* Why the command runs in the container, in the words of qpod_engine/policy.py decide(). */
+static const char *why(const struct spec *s, const struct args *a, char *out, size_t size)
+{
+    if (a->path[0] == '/' && within(a->path, s->root))
+        snprintf(out, size, "program lives in bound repository %s", s->root);
+    else if (in_list(base_name(a->path), (const char *const *)s->cmds, s->ncmds))
+        snprintf(out, size, "'%s' is a command of environment '%s'", base_name(a->path), s->env);
+    else if (a->explicit)
+        snprintf(out, size, "qpod exec in repository bound to '%s'", s->env);
+    else /* the preload library matched an interpreter's script */
+        snprintf(out, size, "a script of bound repository %s, run by %s", s->root, base_name(a->path));
+    return out;
+}
+
+/* The status and the one line for a command the agent could not start (QP_EXEC_FAILED). */
+static int exec_failed(const struct spec *s, const struct args *a, const char *cwd, int value)
+{
+    int err = value & ~QP_CHDIR_FLAG;
+    if (value & QP_CHDIR_FLAG) {
+        say("qpod: %s: cannot enter it in the container of environment '%s': %s", cwd, s->env, strerror(err));
+        return EXIT_QPOD;
+    }
+    if (err == ENOENT) {
+        say("qpod: %s: not found in environment %s (image %s)", a->argv[0], s->env, s->image ? s->image : "?");
+        return 127;
+    }
+    if (err == ENOEXEC) {
+        say("qpod: %s: cannot execute binary file: Exec format error", a->argv[0]);
+        return 126;
+    }
+    say("qpod: %s: %s", a->argv[0], strerror(err));
+    return err == EACCES || err == EISDIR ? 126 : EXIT_QPOD;
+}
+
+/* Signals: what the caller ignores stays ignored (and is not forwarded; the payload says which
+ * the command starts with ignored or blocked); the rest of the forwarded set comes to the main
+ * loop through the pipe sp. */
+static int setup_signals(struct buf *payload, int handled[NSIG], int sp[2])
+{
+    if (pipe2(sp, O_CLOEXEC | O_NONBLOCK) < 0) {
+        say("qpod: pipe: %s", strerror(errno));
+        return -1;
+    }
+    sigpipe_w = sp[1];
+    sigset_t blocked;
+    sigprocmask(SIG_SETMASK, NULL, &blocked);
+    for (int sig = 1; sig < NSIG; sig++) {
+        struct sigaction old;
+        if (sigaction(sig, NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+            buf_tagn(payload, 'i', sig);
+        if (sig < 32 && sigismember(&blocked, sig) == 1)
+            buf_tagn(payload, 'b', sig);
+    }
+    for (int i = 0; i < NFWD; i++) {
+        struct sigaction old, sa;
+        sigaction(forwarded[i], NULL, &old);
+        if (old.sa_handler == SIG_IGN && forwarded[i] != SIGCONT && forwarded[i] != SIGWINCH)
+            continue;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = on_signal;
+        sa.sa_flags = SA_RESTART;
+        sigaction(forwarded[i], &sa, NULL);
+        handled[forwarded[i]] = 1;
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGPIPE, SIG_IGN); /* a relay write to a closed terminal is an error, not our death */
+    return 0;
+}
+
 static void reraise(int sig)
 {
     struct rlimit rl = {0, 0};
@@ -860,6 +937,347 @@ static void reraise(int sig)
     sigaddset(&s, sig);
     sigprocmask(SIG_UNBLOCK, &s, NULL);
     kill(getpid(), sig);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The relay, for an environment on another host (qpod_proto.h, "The relay"): ssh runs the
+ * agent's bridge there, and the command's stdin, stdout and stderr travel as frames.
+ */
+struct outq {
+    char *p;
+    size_t len, cap;
+};
+
+static int frame(struct outq *q, uint32_t type, const void *data, size_t len)
+{
+    if (q->len + sizeof(struct qw_frame) + len > q->cap) {
+        size_t cap = (q->len + sizeof(struct qw_frame) + len) * 2;
+        char *p = realloc(q->p, cap);
+        if (!p)
+            return -1;
+        q->p = p, q->cap = cap;
+    }
+    struct qw_frame h = {htonl(type), htonl((uint32_t)len)};
+    memcpy(q->p + q->len, &h, sizeof(h));
+    if (len)
+        memcpy(q->p + q->len + sizeof(h), data, len);
+    q->len += sizeof(h) + len;
+    return 0;
+}
+
+static int frame_int(struct outq *q, uint32_t type, int32_t v)
+{
+    uint32_t n = htonl((uint32_t)v);
+    return frame(q, type, &n, sizeof(n));
+}
+
+static int write_all(int fd, const char *p, size_t len)
+{
+    while (len) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN) {
+            struct pollfd q = {fd, POLLOUT, 0};
+            poll(&q, 1, -1);
+            continue;
+        }
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* ssh, with the stream socket as its stdin and stdout and a pipe as its stderr (its own
+ * complaints end in qpod's one line); in its own process group, so that Ctrl-C reaches the
+ * command through the relay instead of killing the connection. */
+static pid_t start_ssh(const struct spec *s, int *sock, int *errfd)
+{
+    int sv[2], ep[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 || pipe2(ep, O_CLOEXEC) < 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        setpgid(0, 0);
+        dup2(sv[1], 0), dup2(sv[1], 1), dup2(ep[1], 2);
+        closefrom(3); /* the caller's descriptors are not ssh's to hold open */
+        signal(SIGPIPE, SIG_DFL);
+        char *argv[MAX_LIST + 1];
+        for (int i = 0; i < s->nssh; i++)
+            argv[i] = s->ssh[i];
+        argv[s->nssh] = NULL;
+        execvp(argv[0], argv);
+        dprintf(2, "cannot run %s: %s\n", argv[0], strerror(errno));
+        _exit(255);
+    }
+    close(sv[1]), close(ep[1]);
+    if (pid < 0)
+        return -1;
+    fcntl(sv[0], F_SETFL, O_NONBLOCK);
+    fcntl(ep[0], F_SETFL, O_NONBLOCK);
+    *sock = sv[0], *errfd = ep[0];
+    return pid;
+}
+
+static int relay(struct spec *s, struct args *a, struct record *rec, struct buf *payload, const char *cwd,
+                 const int *fds, int nfds)
+{
+    int tty_in = isatty(0), fg = tty_in && tcgetpgrp(0) == getpgrp();
+    /* a remote pty when the caller's 0, 1 and 2 are its terminal, in the foreground (as ssh -t
+     * does; streams are merged only where both ends are the terminal anyway); otherwise pipes:
+     * stdout and stderr stay apart, and a terminal's stdin is not read (type-ahead stays here) */
+    int rpty = a->tty == 0 ? 0 : tty_in && fg && (a->tty == 1 || (isatty(1) && isatty(2)));
+    int relay_in = rpty || !tty_in; /* else the command's stdin ends at once */
+    struct winsize ws = {24, 80, 0, 0};
+    if (rpty) {
+        term_fd = 0;
+        ioctl(0, TIOCGWINSZ, &ws);
+        char t[32];
+        snprintf(t, sizeof(t), "%ux%u", ws.ws_row, ws.ws_col);
+        buf_tag(payload, 't', t);
+    }
+    int sp[2], handled[NSIG] = {0};
+    if (setup_signals(payload, handled, sp) < 0)
+        return EXIT_QPOD;
+    for (int i = 0; i < nfds; i++) /* only 0, 1 and 2 travel */
+        if (fds[i] > 2)
+            close(fds[i]);
+    char *in = malloc(QW_MAX_DATA + sizeof(struct qw_frame));
+    if (!in)
+        return EXIT_QPOD;
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int attempt = 0, rs, errfd;
+    pid_t ssh;
+    struct outq q = {0};
+    size_t inlen, sshlen, inflight;
+    char sshmsg[512];
+    int started, status, death, want_stop, in_eof, raw, closed[3], heard;
+again:
+    ssh = start_ssh(s, &rs, &errfd);
+    if (ssh < 0) {
+        say("qpod: cannot start ssh for host %s: %s", s->host, strerror(errno));
+        return EXIT_QPOD;
+    }
+    q.len = 0;
+    if (frame(&q, QW_REQUEST, payload->p, payload->len) < 0 || (!relay_in && frame(&q, QW_STDIN_EOF, NULL, 0) < 0))
+        return EXIT_QPOD;
+    inlen = sshlen = inflight = 0;
+    sshmsg[0] = 0;
+    started = death = want_stop = raw = heard = 0;
+    closed[0] = closed[1] = closed[2] = 0;
+    status = -1;
+    in_eof = !relay_in;
+    for (;;) {
+        /* stdin is read once the bridge has answered: until then a failed connection can be
+         * tried again without losing input */
+        int read_stdin = heard && !in_eof && (!rpty || raw) && inflight < QW_WINDOW && q.len < QW_WINDOW;
+        struct pollfd pf[4] = {{rs, POLLIN | (q.len ? POLLOUT : 0), 0}, {sp[0], POLLIN, 0},
+                               {read_stdin ? 0 : -1, POLLIN, 0}, {errfd, POLLIN, 0}};
+        if (poll(pf, 4, -1) < 0 && errno != EINTR)
+            break;
+        if (pf[3].revents) {
+            char b[512];
+            ssize_t n = read(errfd, b, sizeof(b));
+            if (n > 0) {
+                /* keep the last line ssh said */
+                for (ssize_t i = 0; i < n; i++) {
+                    if (b[i] == '\n' || b[i] == '\r') {
+                        if (sshlen)
+                            sshmsg[sshlen] = 0, sshlen = 0;
+                    } else if (sshlen < sizeof(sshmsg) - 1) {
+                        if (sshlen == 0)
+                            sshmsg[0] = 0;
+                        sshmsg[sshlen++] = b[i];
+                        sshmsg[sshlen] = 0;
+                    }
+                }
+            } else if (n == 0 || errno != EAGAIN) {
+                close(errfd);
+                errfd = -1;
+            }
+        }
+        if (pf[1].revents) {
+            unsigned char sig;
+            while (read(sp[0], &sig, 1) == 1) {
+                if (sig == SIGWINCH) {
+                    if (rpty && ioctl(0, TIOCGWINSZ, &ws) == 0) {
+                        uint16_t rc[2] = {htons(ws.ws_row), htons(ws.ws_col)};
+                        frame(&q, QW_WINSIZE, rc, sizeof(rc));
+                    }
+                    continue; /* the remote pty signals its own foreground */
+                }
+                if (sig == SIGCONT && raw)
+                    tty_raw(1);
+                if (handled[sig])
+                    frame_int(&q, QW_SIGNAL, sig);
+            }
+        }
+        if (pf[2].revents) {
+            char b[QW_MAX_DATA];
+            size_t room = QW_WINDOW - inflight;
+            ssize_t n = read(0, b, room < sizeof(b) ? room : sizeof(b));
+            if (n > 0) {
+                frame(&q, QW_STDIN, b, (size_t)n);
+                inflight += (size_t)n;
+            } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+                frame(&q, QW_STDIN_EOF, NULL, 0);
+                in_eof = 1;
+            }
+        }
+        if (pf[0].revents & POLLOUT) {
+            ssize_t n = send(rs, q.p, q.len, MSG_NOSIGNAL);
+            if (n > 0) {
+                memmove(q.p, q.p + n, q.len - (size_t)n);
+                q.len -= (size_t)n;
+            }
+        }
+        if (!(pf[0].revents & (POLLIN | POLLHUP | POLLERR)))
+            goto stopped;
+        ssize_t n = read(rs, in + inlen, QW_MAX_DATA + sizeof(struct qw_frame) - inlen);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+            goto stopped;
+        if (n <= 0 && !heard && ++attempt < 10) {
+            /* ssh did not get through (a server refuses connections beyond its MaxStartups
+             * while many commands start at once): nothing ran there, try again a little later */
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            if (now.tv_sec - t0.tv_sec < 60) {
+                close(rs);
+                if (errfd >= 0)
+                    close(errfd);
+                waitpid(ssh, NULL, 0);
+                struct timespec pause = {0, (long)(50 + attempt * 100 + (getpid() * 7919 + attempt * 104729) % 250) *
+                                                1000000L};
+                while (pause.tv_nsec >= 1000000000L)
+                    pause.tv_sec++, pause.tv_nsec -= 1000000000L;
+                nanosleep(&pause, NULL);
+                goto again;
+            }
+        }
+        if (n <= 0) {
+            /* the connection ended before the command did */
+            tty_restore();
+            if (started) {
+                say("qpod: lost the connection to host %s%s%s", s->host, *sshmsg ? ": " : "", sshmsg);
+                status = 255;
+            } else {
+                say("qpod: cannot reach host %s for environment '%s'%s%s", s->host, s->env, *sshmsg ? ": " : "",
+                    sshmsg);
+                status = EXIT_QPOD;
+            }
+            break;
+        }
+        inlen += (size_t)n;
+        heard = 1;
+        /* every complete frame */
+        size_t off = 0;
+        while (status < 0 && inlen - off >= sizeof(struct qw_frame)) {
+            struct qw_frame h;
+            memcpy(&h, in + off, sizeof(h));
+            uint32_t type = ntohl(h.type), len = ntohl(h.len);
+            if (len > QW_MAX_DATA) {
+                tty_restore();
+                say("qpod: host %s: the relay sent a frame too long", s->host);
+                status = EXIT_QPOD;
+                break;
+            }
+            if (inlen - off < sizeof(h) + len)
+                break;
+            const char *d = in + off + sizeof(h);
+            off += sizeof(h) + len;
+            int32_t v = 0;
+            if (len >= 4) {
+                uint32_t x;
+                memcpy(&x, d, 4);
+                v = (int32_t)ntohl(x);
+            }
+            if (type == QW_STDOUT || type == QW_STDERR) {
+                int fd = type == QW_STDOUT ? 1 : 2;
+                if (!closed[fd] && write_all(fd, d, len) < 0 && errno == EPIPE) {
+                    /* our reader went away: the command's next write fails as it would here */
+                    closed[fd] = 1;
+                    frame_int(&q, QW_CLOSED, fd);
+                }
+            } else if (type == QW_ACK) {
+                inflight -= (size_t)v < inflight ? (size_t)v : inflight;
+            } else if (type == QW_FAIL) {
+                tty_restore();
+                int code = v;
+                char msg[1100];
+                snprintf(msg, sizeof(msg), "%.*s", (int)(len > 4 ? len - 4 : 0), d + 4);
+                if (code == QW_FAIL_AGENT) {
+                    /* the container is gone on that host: the launcher makes it again */
+                    if (s->facts)
+                        unlink(s->facts);
+                    fallback(a, "the remote agent does not answer");
+                }
+                say("qpod: host %s: %s", s->host, msg);
+                status = EXIT_QPOD;
+            } else if (type == QW_EVENT && len >= 8) {
+                uint32_t x[2];
+                memcpy(x, d, 8);
+                int32_t value = (int32_t)ntohl(x[1]);
+                switch (ntohl(x[0])) {
+                case QP_PTY:
+                    raw = 1;
+                    tty_raw(1);
+                    break;
+                case QP_STARTED:
+                    started = 1;
+                    log_write(s, rec, 0, 0);
+                    break;
+                case QP_STOPPED:
+                    want_stop = 1;
+                    break;
+                case QP_EXITED:
+                    status = value;
+                    break;
+                case QP_SIGNALED:
+                    status = 128 + value;
+                    death = value;
+                    break;
+                case QP_EXEC_FAILED:
+                    tty_restore();
+                    status = exec_failed(s, a, cwd, value);
+                    break;
+                case QP_REFUSED:
+                    tty_restore();
+                    say("qpod: the agent of container %s on host %s refused the command: %s", s->container, s->host,
+                        strerror(value));
+                    status = EXIT_QPOD;
+                    break;
+                case QP_STALE:
+                    tty_restore();
+                    fallback(a, "container from another configuration");
+                    say("qpod: container %s on host %s was created from another configuration; run the command "
+                        "again", s->container, s->host);
+                    status = EXIT_QPOD;
+                    break;
+                }
+            }
+        }
+        memmove(in, in + off, inlen - off);
+        inlen -= off;
+        if (status >= 0)
+            break;
+    stopped:
+        if (want_stop) {
+            /* the command stopped (Ctrl-Z): stop too; the SIGCONT that resumes us is forwarded */
+            want_stop = 0;
+            tty_restore();
+            kill(getpid(), SIGSTOP);
+        }
+    }
+    tty_restore();
+    free(payload->p);
+    close(rs); /* ssh sees its end and exits; the bridge has already gone */
+    if (started || status != EXIT_QPOD)
+        log_write(s, rec, status, 1);
+    if (death && status == 128 + death)
+        reraise(death);
+    return status < 0 ? EXIT_QPOD : status;
 }
 
 int main(int argc, char **argv)
@@ -988,6 +1406,13 @@ int main(int argc, char **argv)
             buf_tagn(&payload, 'G', s.groups[i]);
     }
 
+    rec.repo = s.root, rec.env = s.env, rec.container = s.container, rec.cwd = a.cwd, rec.path = a.path;
+    rec.argv = a.argv;
+    char reason[4200];
+    rec.reason = a.reason ? a.reason : why(&s, &a, reason, sizeof(reason));
+    if (s.nssh)
+        return relay(&s, &a, &rec, &payload, cwd, fds, nfds);
+
     /* the terminal: a job in the background must not read it (natively it would stop on
      * SIGTTIN when it tried), and only terminal-owning programs get a pty */
     int tty_in = isatty(0), fg = 0;
@@ -1034,40 +1459,9 @@ int main(int argc, char **argv)
         buf_tag(&payload, pty == 1 ? 't' : 'T', t);
     }
 
-    /* signals: what the caller ignores stays ignored (and is not forwarded); the rest of the
-     * forwarded set comes to the main loop */
-    int sp[2];
-    if (pipe2(sp, O_CLOEXEC | O_NONBLOCK) < 0) {
-        say("qpod: pipe: %s", strerror(errno));
+    int sp[2], handled[NSIG] = {0};
+    if (setup_signals(&payload, handled, sp) < 0)
         return EXIT_QPOD;
-    }
-    sigpipe_w = sp[1];
-    sigset_t blocked;
-    sigprocmask(SIG_SETMASK, NULL, &blocked);
-    for (int sig = 1; sig < NSIG; sig++) {
-        struct sigaction old;
-        if (sigaction(sig, NULL, &old) == 0 && old.sa_handler == SIG_IGN)
-            buf_tagn(&payload, 'i', sig);
-        if (sig < 32 && sigismember(&blocked, sig) == 1)
-            buf_tagn(&payload, 'b', sig);
-    }
-    int handled[NSIG] = {0};
-    for (int i = 0; i < NFWD; i++) {
-        struct sigaction old, sa;
-        sigaction(forwarded[i], NULL, &old);
-        if (old.sa_handler == SIG_IGN && forwarded[i] != SIGCONT && forwarded[i] != SIGWINCH)
-            continue;
-        memset(&sa, 0, sizeof(sa));
-        sa.sa_handler = on_signal;
-        sa.sa_flags = SA_RESTART;
-        sigaction(forwarded[i], &sa, NULL);
-        handled[forwarded[i]] = 1;
-    }
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    signal(SIGPIPE, SIG_IGN); /* a relay write to a closed terminal is an error, not our death */
-
     int sock = connect_agent(s.agent_dir);
     if (sock < 0) {
         fallback(&a, "agent does not answer");
@@ -1080,25 +1474,6 @@ int main(int argc, char **argv)
         return EXIT_QPOD;
     }
     free(payload.p);
-
-    rec.repo = s.root, rec.env = s.env, rec.container = s.container, rec.cwd = a.cwd, rec.path = a.path;
-    rec.argv = a.argv;
-    /* why, in the words of qpod_engine/policy.py decide() */
-    char reason[4200];
-    if (a.reason)
-        rec.reason = a.reason;
-    else {
-        if (a.path[0] == '/' && within(a.path, s.root))
-            snprintf(reason, sizeof(reason), "program lives in bound repository %s", s.root);
-        else if (in_list(base_name(a.path), (const char *const *)s.cmds, s.ncmds))
-            snprintf(reason, sizeof(reason), "'%s' is a command of environment '%s'", base_name(a.path), s.env);
-        else if (a.explicit)
-            snprintf(reason, sizeof(reason), "qpod exec in repository bound to '%s'", s.env);
-        else /* the preload library matched an interpreter's script */
-            snprintf(reason, sizeof(reason), "a script of bound repository %s, run by %s", s.root,
-                     base_name(a.path));
-        rec.reason = reason;
-    }
 
     int master = -1, started = 0, status = -1, death = 0, want_stop = 0, master_open = 0, in_open = 1;
     int relay_in = pty == 1 ? 0 : ttyfd, relay_out = pty == 1 ? 1 : ttyfd, slave_open = pty == 1;
@@ -1197,26 +1572,10 @@ int main(int argc, char **argv)
                 status = 128 + ev.value;
                 death = ev.value;
                 break;
-            case QP_EXEC_FAILED: {
-                int err = ev.value & ~QP_CHDIR_FLAG;
-                if (ev.value & QP_CHDIR_FLAG) {
-                    say("qpod: %s: cannot enter it in the container of environment '%s': %s", cwd, s.env,
-                        strerror(err));
-                    status = EXIT_QPOD;
-                } else if (err == ENOENT) {
-                    say("qpod: %s: not found in environment %s (image %s)", a.argv[0], s.env,
-                        s.image ? s.image : "?");
-                    status = 127;
-                } else if (err == ENOEXEC) {
-                    say("qpod: %s: cannot execute binary file: Exec format error", a.argv[0]);
-                    status = 126;
-                } else {
-                    say("qpod: %s: %s", a.argv[0], strerror(err));
-                    status = err == EACCES || err == EISDIR ? 126 : EXIT_QPOD;
-                }
+            case QP_EXEC_FAILED:
+                status = exec_failed(&s, &a, cwd, ev.value);
                 death = 0;
                 break;
-            }
             case QP_REFUSED:
                 say("qpod: the agent of container %s refused the command: %s", s.container, strerror(ev.value));
                 status = EXIT_QPOD;

@@ -143,4 +143,39 @@ static inline int qp_recv(int sock, void *buf, size_t len, int *fds, int maxfds,
     return cut ? -2 : 0;
 }
 
+/* ------------------------------------------------------------------------------------------
+ * The relay, for an environment on another host (its agent is reached through ssh).
+ *
+ * Descriptors cannot cross machines: the client runs `ssh HOST qpod-agent --bridge DIR NAME`
+ * and speaks frames over its stdio; the bridge, on the remote host, makes pipes (or, in
+ * terminal mode, has the agent make a pty) for the command's 0, 1 and 2, hands them to the
+ * agent as a local client would, and relays. A frame is a header (type, length, both in
+ * network byte order) and that many bytes.
+ */
+struct qw_frame {
+    uint32_t type;
+    uint32_t len;
+};
+
+enum {
+    /* client -> bridge */
+    QW_REQUEST = 1, /* the request payload (as above, without 'f' tags); first and once */
+    QW_STDIN,       /* bytes for the command's stdin (or its pty) */
+    QW_STDIN_EOF,   /* the client's stdin ended */
+    QW_SIGNAL,      /* int32: a signal for the command's process group */
+    QW_WINSIZE,     /* uint16 rows, uint16 cols: the terminal was resized */
+    QW_CLOSED,      /* int32 1 or 2: the client's reader of that stream has gone (EPIPE) */
+    /* bridge -> client */
+    QW_STDOUT = 16, /* bytes the command wrote to its stdout (or its pty) */
+    QW_STDERR,      /* bytes the command wrote to its stderr */
+    QW_EVENT,       /* struct qp_msg (network byte order): the agent's events, QP_PTY without its fd */
+    QW_ACK,         /* uint32: stdin bytes delivered to the command (the client's window opens) */
+    QW_FAIL,        /* int32 code, then a message: the bridge could not run the command */
+};
+
+enum { QW_FAIL_AGENT = 1, QW_FAIL_PROTO };
+
+#define QW_WINDOW (256u << 10)  /* stdin bytes in flight at most: the bridge never queues more */
+#define QW_MAX_DATA (64u << 10) /* largest data frame */
+
 #endif
