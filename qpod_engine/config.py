@@ -51,6 +51,7 @@ class Environment:
     seccomp: str | None = _default("seccomp")
     ulimits: dict[str, str] = _default("ulimits")
     podman_options: dict[str, Any] = _default("podman_options")
+    host: str | None = _default("host")
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """What goes in the file: defaults left out so the file stays what the user wrote."""
@@ -65,6 +66,8 @@ class Environment:
         for opt in FIELDS:
             if not opt.container:  # routing-only keys do not change the container
                 data.pop(opt.key)
+        if data["host"] is None:
+            del data["host"]  # added later: local environments keep their hash (and containers)
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 

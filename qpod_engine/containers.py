@@ -19,6 +19,7 @@ LABEL_ENV = "qpod.env"
 LABEL_REPO = "qpod.repo"
 LABEL_HASH = "qpod.hash"
 LABEL_ROOT_ID = "qpod.root-id"  # the repository directory the container mounted (dev:inode)
+LABEL_HOST = "qpod.host"  # the podman connection the container runs on (absent: this machine)
 LABEL_CONFIG = "qpod.config"  # which config (and state) owns the container: see config_id()
 # Never passed into a container, whatever an environment's lists say: the host side of qpod.
 ALWAYS_DENIED = ("LD_PRELOAD", "QPOD_*")
@@ -174,7 +175,7 @@ def client_program() -> str:
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "_lib", "qpod-client")
 
 
-def _facts_file(name: str) -> str:
+def facts_path(name: str) -> str:
     return os.path.join(paths.containers_cache_dir(), f"{name}.json")
 
 
@@ -200,7 +201,7 @@ def facts_lock(name: str) -> str:
 
 def read_facts(name: str) -> dict[str, Any] | None:
     try:
-        with open(_facts_file(name), encoding="utf-8") as f:
+        with open(facts_path(name), encoding="utf-8") as f:
             return json.load(f)
     except (OSError, ValueError):
         return None
@@ -210,12 +211,12 @@ def write_facts(facts: dict[str, Any]) -> None:
 
     from .fileio import write_atomic
 
-    write_atomic(_facts_file(facts["name"]), json.dumps(facts))
+    write_atomic(facts_path(facts["name"]), json.dumps(facts))
 
 
 def forget_facts(name: str) -> None:
     try:
-        os.unlink(_facts_file(name))
+        os.unlink(facts_path(name))
     except OSError:
         pass
 
@@ -234,6 +235,8 @@ def warm_facts(name: str, want_hash: str, root: str) -> dict[str, Any] | None:
     """The cached facts when the container is still running with the wanted config and mount."""
     facts = read_facts(name)
     if (facts and facts.get("hash") == want_hash and facts.get("root_id") == root_id(root)
-            and proc_start_time(facts.get("pid", 0)) == facts.get("pid_start")):
+            and (facts.get("host") or proc_start_time(facts.get("pid", 0)) == facts.get("pid_start"))):
+        # (on another host the process cannot be looked at from here: the bridge starts a
+        # stopped container, and the client forgets these facts when it is gone)
         return facts
     return None

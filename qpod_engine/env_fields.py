@@ -130,6 +130,11 @@ FIELDS: tuple[Option, ...] = (
            "/proc/PID/environ included, so deny keeps nothing secret)",
            default=dict, flag="--podman-options", metavar="YAML", multiline=True,
            hint='YAML mapping of podman create options'),
+    Option("host", "text", "Host", "a podman system connection (podman system connection list) whose machine "
+           "runs the container, reached over ssh with the connection's identity; the repository and the mounts "
+           "must be at the same paths there (a shared home), and qpod installed at the same path",
+           default_doc="this machine", flag="--host", metavar="CONNECTION",
+           hint='podman connection name (empty: this machine)'),
 )
 BY_KEY: dict[str, Option] = {f.key: f for f in FIELDS}
 

@@ -113,6 +113,12 @@ def spec_text(snap: dict[str, Any], env: dict[str, Any], root: str, facts: dict[
                 lines.append(_line("head", head, f.read().rstrip("\r\n")))
         except OSError:
             pass
+    if facts.get("host"):
+        # on another host: the client relays through ssh, and forgets the facts when the
+        # container is gone there (containers.warm_facts cannot look at a remote process)
+        lines.append(_line("host", facts["host"]))
+        lines.append(_line("facts", naming.facts_path(facts["name"])))
+        lines += [_line("ssh", word) for word in facts.get("ssh") or ()]
     lines += [_line("map", host, ctr) for host, ctr in naming.path_maps(env, root)]
     lines += [_line("cmd", c) for c in env.get("commands", ())]
     lines += [_line("pass", g) for g in env.get("passthrough", ())]

@@ -17,22 +17,27 @@ from . import containers as naming
 from .errors import EXIT_QPOD, QpodError
 from .service import ensure_service, is_rootless
 
-_client = None
+_clients: dict[str | None, Any] = {}
 
 
-def client() -> Any:
-    """A connected podman-py client (service started on demand)."""
-    global _client
-    if _client is None:
+def client(host: str | None = None) -> Any:
+    """A connected podman-py client: this machine's (service started on demand), or the podman
+    of connection ``host`` (an environment's ``host:``), through a socket ssh forwards."""
+    if host not in _clients:
         try:
             from podman import PodmanClient
         except ImportError:  # pragma: no cover - a dependency of the package
             raise QpodError("podman-py is not installed (pip install podman)", EXIT_QPOD) from None
-        from . import config
+        if host:
+            from . import remote
 
-        url = ensure_service(config.load_settings().service_idle_seconds)
-        _client = PodmanClient(base_url=url, timeout=120)
-    return _client
+            url = "unix://" + remote.api_socket(remote.connection(host))
+        else:
+            from . import config
+
+            url = ensure_service(config.load_settings().service_idle_seconds)
+        _clients[host] = PodmanClient(base_url=url, timeout=120)
+    return _clients[host]
 
 
 def _api_error(err: Exception) -> QpodError:
@@ -92,12 +97,13 @@ def worktree_git_dirs(root: str) -> list[str]:
 
 
 def container_spec(env: dict[str, Any], root: str, settings: dict[str, Any],
-                   transport: str = naming.TRANSPORT_AGENT) -> dict[str, Any]:
+                   transport: str = naming.TRANSPORT_AGENT, remote_rootless: bool | None = None) -> dict[str, Any]:
     """podman-py ``containers.create`` keyword arguments for the warm container of ``env`` x ``root``:
     the agent is its main process (static, mounted read-only), listening in a directory of the
     user's state dir that only the user can open. With ``transport`` "exec" (the agent could not
     run in this image or under this environment's restrictions) the main process only waits,
-    and commands go through ``podman exec``."""
+    and commands go through ``podman exec``. ``remote_rootless``: made by the podman of the
+    environment's host, rootless or not there (the paths are the same there)."""
     from .fileio import private_dir
 
     name = naming.container_name(env["name"], root)
@@ -129,6 +135,7 @@ def container_spec(env: dict[str, Any], root: str, settings: dict[str, Any],
             naming.LABEL_ROOT_ID: naming.root_id(root),
             naming.LABEL_CONFIG: naming.config_id(),
             naming.LABEL_TRANSPORT: transport,
+            **({naming.LABEL_HOST: env["host"]} if env.get("host") else {}),
         },
         "mounts": mounts,
         # the container's own pid namespace (the agent forwards signals inside it); host
@@ -141,14 +148,16 @@ def container_spec(env: dict[str, Any], root: str, settings: dict[str, Any],
     if transport != naming.TRANSPORT_AGENT:
         kwargs.pop("entrypoint")
         kwargs["command"] = ["sleep", "2147483647"]  # (as PID 1 it ignores SIGTERM: stop kills it)
-    rt = runtime_name(settings.get("runtime", "auto"))
+    setting = settings.get("runtime", "auto")
+    rt = runtime_name(setting) if remote_rootless is None else (None if setting == "auto" else setting)
     if rt:
         kwargs["runtime"] = rt
     if env["cap_add"]:
         kwargs["cap_add"] = list(env["cap_add"])
     if env["seccomp"]:
         kwargs["seccomp_profile_path"] = env["seccomp"]
-    if is_rootless() and env["run_as"] == "user":
+    rootless = is_rootless() if remote_rootless is None else remote_rootless
+    if rootless and env["run_as"] == "user":
         kwargs["userns_mode"] = "keep-id"  # the agent runs as the user, so do the commands
     else:
         kwargs["user"] = "0:0"  # rootful: the agent switches to the invoking user per command
@@ -273,18 +282,27 @@ class ContainerFacts:
     hash: str
     root_id: str
     transport: str = naming.TRANSPORT_AGENT
+    host: str = ""  # the connection of an environment on another host ("": this machine)
+    ssh: list[str] | None = None  # there: what the client runs to reach the agent (remote.bridge_argv)
 
 
 def ensure_container(env: dict[str, Any], root: str, settings: dict[str, Any]) -> ContainerFacts:
     """The running warm container of (env, root): reused, started, or (re)created when its
-    config hash changed or it was removed behind qpod's back. Pulls the image if missing."""
+    config hash changed or it was removed behind qpod's back. Pulls the image if missing.
+    On another host (``host:``) only after that host is seen to have this very tree."""
     from podman import errors as perr
 
     from .fileio import private_dir
 
-    cl = client()
+    host = env.get("host") or None
     name = naming.container_name(env["name"], root)
     want_hash = naming.container_hash(env, root)
+    if host:
+        from . import remote
+
+        conn = remote.connection(host)
+        remote.check_tree(conn, root, [os.path.expanduser(_parse_mount(m)[0]) for m in env["mounts"]], name)
+    cl = client(host)
     try:
         try:
             ctr = cl.containers.get(name)
@@ -306,11 +324,18 @@ def ensure_container(env: dict[str, Any], root: str, settings: dict[str, Any]) -
             ctr.remove(force=True)
             ctr = None
         if ctr is None:
-            if not cl.images.exists(env["image"]):
-                pull_image(env["image"], _print_pull_progress(env["image"]))
-                if sys.stderr.isatty():
-                    sys.stderr.write("\n")
-            ctr = cl.containers.create(**container_spec(env, root, settings))
+            if host:
+                if not cl.images.exists(env["image"]):
+                    sys.stderr.write(f"qpod: pulling {env['image']} on host {host}\n")
+                    cl.images.pull(env["image"])
+                rootless = bool(cl.info().get("host", {}).get("security", {}).get("rootless"))
+                ctr = cl.containers.create(**container_spec(env, root, settings, remote_rootless=rootless))
+            else:
+                if not cl.images.exists(env["image"]):
+                    pull_image(env["image"], _print_pull_progress(env["image"]))
+                    if sys.stderr.isatty():
+                        sys.stderr.write("\n")
+                ctr = cl.containers.create(**container_spec(env, root, settings))
         ctr.reload()
         transport = ctr.labels.get(naming.LABEL_TRANSPORT, naming.TRANSPORT_AGENT)
         if ctr.status != "running":
@@ -318,6 +343,15 @@ def ensure_container(env: dict[str, Any], root: str, settings: dict[str, Any]) -
             private_dir(naming.agent_dir(name))
             ctr.start()
             ctr.reload()
+        if host:
+            # its agent's socket is on that host: the bridge waits for it (preload/bridge.c)
+            if ctr.status != "running":
+                raise QpodError(f"container {name} did not start on host {host} (state {ctr.status}); see "
+                                f"'podman --connection {host} logs {name}'", EXIT_QPOD)
+            facts = ContainerFacts(name, ctr.id, 0, "", want_hash, rid, transport, host,
+                                   remote.bridge_argv(conn, name))
+            naming.write_facts(facts.__dict__)
+            return facts
         up = ctr.status == "running" and (transport != naming.TRANSPORT_AGENT or _agent_up(ctr, name))
         if not up and transport == naming.TRANSPORT_AGENT and ctr.status == "running":
             # running, yet its agent does not answer here: the socket dir it listens in was
