@@ -381,6 +381,13 @@ def cmd_which(a: "argparse.Namespace") -> int:
         # a repository file not allowed (or broken): the command would fail, say so and why
         blocked = (snapshot.environment_entry(snapshot.load(), REPO_FILE, d.target.root) or {}).get("error")
         data["blocked"] = blocked
+    if d.in_container and d.target and not blocked:
+        env_entry = snapshot.environment_entry(snapshot.load(), d.target.environment, d.target.root) or {}
+        if env_entry.get("host"):
+            from .remote import DIFFERENCES
+
+            data["host"] = env_entry["host"]
+            data["differences"] = DIFFERENCES
     if d.in_container and d.target and "/" not in a.argv[0] and not blocked:
         from .podman_backend import command_in_container
 
@@ -395,7 +402,8 @@ def cmd_which(a: "argparse.Namespace") -> int:
         there = "" if found is None else f"; in the container: {visible(found)}" if found else \
             "; not found in the container: it would exit 127"
         but = f"; it would fail (exit 125): {visible(blocked)}" if blocked else ""
-        print(f"{d.where}{env}: {visible(d.reason)}{there}{but}")
+        host = f"; on host {visible(data['host'])} over ssh ({data['differences']})" if data.get("host") else ""
+        print(f"{d.where}{env}: {visible(d.reason)}{there}{but}{host}")
     return 0
 
 
@@ -421,16 +429,22 @@ def cmd_exec(a: "argparse.Namespace") -> int:
 def cmd_ps(a: "argparse.Namespace") -> int:
     from .podman_backend import list_containers
 
-    rows = list_containers(all_configs=a.all_configs)
+    unreachable: list[str] = []
+    rows = list_containers(all_configs=a.all_configs, unreachable=unreachable)
+    from .textsafe import visible
+
+    for why in unreachable:
+        print(f"qpod: host {visible(why)}", file=sys.stderr)
     if a.json:
         _out_json(rows)
     elif not rows:
         print("no qpod containers")
     else:
         _table([[c["name"], c["environment"], c["repository"], c["image"],
-                 c["state"] + (" (outdated)" if c.get("outdated") else ""), _uptime(c["started"])]
-                for c in rows], ["NAME", "ENVIRONMENT", "REPOSITORY", "IMAGE", "STATE", "UPTIME"])
-    return 0
+                 c["state"] + (" (outdated)" if c.get("outdated") else ""), _uptime(c["started"]),
+                 c["host"] or "local"]
+                for c in rows], ["NAME", "ENVIRONMENT", "REPOSITORY", "IMAGE", "STATE", "UPTIME", "HOST"])
+    return 1 if unreachable else 0
 
 
 def cmd_stop(a: "argparse.Namespace") -> int:
@@ -438,15 +452,20 @@ def cmd_stop(a: "argparse.Namespace") -> int:
 
     if not a.all and not a.env:
         raise QpodError("usage: qpod stop ENV | --all", 2)
-    names = [c["name"] for c in list_containers(all_configs=a.all_configs)
-             if c["state"] == "running" and (a.all or c["environment"] == a.env)]
+    unreachable: list[str] = []
+    rows = [c for c in list_containers(all_configs=a.all_configs, unreachable=unreachable)
+            if c["state"] == "running" and (a.all or c["environment"] == a.env)]
+    names = [c["name"] for c in rows]
+    where = {c["name"]: f" on host {c['host']}" if c["host"] else "" for c in rows}
     from .textsafe import visible
 
+    for why in unreachable:
+        print(f"qpod: host {visible(why)}", file=sys.stderr)
     for n in stop_containers(names):
-        print(f"stopped {visible(n)}")
+        print(f"stopped {visible(n)}{visible(where[n])}")
     if not names:
         print("nothing to stop")
-    return 0
+    return 1 if unreachable else 0
 
 
 # --- log ------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ def run_checks() -> Iterator[Check]:
     yield from _config_checks()
     yield from _preload_checks()
     yield from _transport_checks()
+    yield from _remote_checks(exe)
 
 
 def _service_fix() -> str:
@@ -48,27 +49,74 @@ def _service_fix() -> str:
         return f"podman itself fails here: {err}"
 
 
-def _trivial_container(exe: str, runtime: str | None) -> Check:
-    """Start a throwaway container with qpod's runtime and limits, from any local image."""
+def _trivial_container(exe: str, runtime: str | None, connection: str | None = None) -> Check:
+    """Start a throwaway container with qpod's runtime and limits, from any image there (this
+    machine's, or that of podman connection ``connection``)."""
     from .podman_backend import default_ulimits
     from .service import podman_env
 
     env = podman_env()
-    images = subprocess.run([exe, "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True,
+    podman = [exe, "--connection", connection] if connection else [exe]
+    where = f" on host {connection}" if connection else ""
+    images = subprocess.run([*podman, "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True,
                             text=True, env=env, timeout=60).stdout.split()
     images = [i for i in images if not i.startswith("<none>")]
     if not images:
-        return (True, "trivial container: skipped (no local image yet; 'qpod demo' builds one)", "")
+        return (True, f"trivial container{where}: skipped (no image there yet; 'qpod demo' builds one)", "")
     limits = [arg for k, v in default_ulimits().items() for arg in ("--ulimit", f"{k}={v}")]
     rt = ["--runtime", runtime] if runtime else []
     # rootless: the host network, as qpod's containers use (slirp4netns needs /dev/net/tun)
-    net = ["--network=host"] if os.geteuid() != 0 else []
-    proc = subprocess.run([exe, "run", "--rm", *rt, *net, *limits, images[0], "true"], capture_output=True, text=True,
-                          env=env, timeout=120)
+    net = ["--network=host"] if os.geteuid() != 0 or connection else []
+    proc = subprocess.run([*podman, "run", "--rm", *rt, *net, *limits, images[0], "true"], capture_output=True,
+                          text=True, env=env, timeout=120)
     last = (proc.stderr.strip().splitlines() or [""])[-1]
-    return (proc.returncode == 0, f"trivial container starts ({images[0]}, runtime {runtime or 'default'})"
+    return (proc.returncode == 0, f"trivial container starts{where} ({images[0]}, runtime {runtime or 'default'})"
             + ("" if proc.returncode == 0 else f": {last}"),
             "set 'runtime' and 'ulimits' in settings.yaml (see README: Podman on restricted hosts)")
+
+
+def _remote_checks(exe: str) -> Iterator[Check]:
+    """Each connection an environment runs on: defined, reachable by ssh without a prompt,
+    qpod there at the same path, its podman answering and able to start a container."""
+    from . import remote
+    from .podman_backend import client, remote_hosts
+
+    for host in remote_hosts():
+        try:
+            conn = remote.connection(host)
+        except QpodError as err:
+            yield (False, f"host {host}: {err}",
+                   f"podman system connection add {host} ssh://USER@HOST/PATH/podman.sock --identity KEY")
+            continue
+        probe = remote.remote_argv(conn, "test", "-x", remote.agent_program())
+        try:
+            proc = subprocess.run(probe, capture_output=True, text=True, timeout=remote.SSH_TIMEOUT,
+                                  stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            yield (False, f"host {host}: ssh to {conn.host} did not answer", "check the network and the ssh server")
+            continue
+        port = f" -p {conn.port}" if conn.port else ""
+        ident = f" -i {conn.identity}" if conn.identity else ""
+        who = f"{conn.user}@{conn.host}" if conn.user else conn.host
+        if proc.returncode == 255:
+            last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+            yield (False, f"host {host}: ssh {who} without a prompt: {last}",
+                   f"run ssh{port}{ident} {who} true once (accept the host key into {remote.known_hosts()}; "
+                   "the key must be in the server's authorized_keys)")
+            continue
+        yield (True, f"host {host}: ssh {who} works without a prompt", "")
+        yield (proc.returncode == 0, f"host {host}: qpod installed at {remote.agent_program()}",
+               "install qpod on that host at the same path as here (scripts/setup.sh from the same clone)")
+        try:
+            info = client(host).info()
+        except Exception as err:  # noqa: BLE001 - any failure here is the finding
+            yield (False, f"host {host}: podman at {conn.socket} answers: {err}",
+                   f"on {conn.host}: systemctl --user enable --now podman.socket (or the system one for root)")
+            continue
+        version = info.get("version", {}).get("Version", "?")
+        rootless = info.get("host", {}).get("security", {}).get("rootless")
+        yield (True, f"host {host}: podman {version} answers ({'rootless' if rootless else 'root'})", "")
+        yield _trivial_container(exe, None, host)
 
 
 def _config_checks() -> Iterator[Check]:

@@ -463,7 +463,8 @@ def command_in_container(env_name: str, root: str, command: str) -> str | bool |
     the path (or what else the shell calls it), False when it is not there, None when that cannot be told (no
     running container yet, no shell in the image, podman unreachable)."""
     try:
-        ctr = client().containers.get(naming.container_name(env_name, root))
+        name = naming.container_name(env_name, root)
+        ctr = client(_host_of(name)).containers.get(name)
         if ctr.status != "running":
             return None
         # the marker tells "not found" (127 in ash and dash, 1 in bash) from "no shell to ask"
@@ -508,20 +509,38 @@ def _agent_up(ctr: Any, name: str, timeout: float = 15.0) -> bool:
     return False
 
 
-def list_containers(all_configs: bool = False) -> list[dict[str, Any]]:
+def remote_hosts(snap: dict[str, Any] | None = None) -> list[str]:
+    """The connections the configured environments run on (``host:``), in name order."""
+    snap = snap if snap is not None else _current_snapshot()
+    return sorted({e["host"] for e in (snap or {}).get("envs", {}).values() if e.get("host")})
+
+
+def list_containers(all_configs: bool = False, unreachable: list[str] | None = None) -> list[dict[str, Any]]:
     """This config's containers (every qpod container of the podman instance with
-    ``all_configs``): name, env, repo, image, state, started (epoch seconds or None), transport.
-    Another user's or another config's containers are never listed, so never stopped."""
+    ``all_configs``), on this machine and on the hosts environments name: name, env, repo,
+    image, state, started (epoch seconds or None), transport, host ("" here). Another user's or
+    another config's containers are never listed, so never stopped. A host that cannot be
+    reached is named in ``unreachable`` (with why) instead of failing the whole list."""
     label = naming.LABEL if all_configs else f"{naming.LABEL_CONFIG}={naming.config_id()}"
-    try:
-        ctrs = client().containers.list(all=True, filters={"label": label})
-    except QpodError:
-        raise
-    except Exception as err:  # noqa: BLE001
-        raise _api_error(err) from None
-    out = []
     snap = _current_snapshot()
-    for c in ctrs:
+    ctrs: dict[str, Any] = {}
+    for host in [None, *remote_hosts(snap)]:
+        try:
+            found = client(host).containers.list(all=True, filters={"label": label})
+        except QpodError as err:
+            if host is None or unreachable is None:
+                raise
+            unreachable.append(f"{host}: {err}")
+            continue
+        except Exception as err:  # noqa: BLE001
+            if host is None or unreachable is None:
+                raise _api_error(err) from None
+            unreachable.append(f"{host}: {_api_error(err)}")
+            continue
+        for c in found:
+            ctrs.setdefault(c.id, c)  # (a host that is this machine lists the same ones)
+    out = []
+    for c in ctrs.values():
         attrs = c.attrs
         state = attrs.get("State")
         status = state if isinstance(state, str) else (state or {}).get("Status", "unknown")
@@ -543,6 +562,7 @@ def list_containers(all_configs: bool = False) -> list[dict[str, Any]]:
             "started": started if isinstance(started, (int, float)) and started > 0 else None,
             "transport": c.labels.get(naming.LABEL_TRANSPORT, naming.TRANSPORT_AGENT),
             "outdated": outdated,  # made for another config: replaced once its commands end
+            "host": c.labels.get(naming.LABEL_HOST, ""),
         })
     return sorted(out, key=lambda c: (c["environment"], c["repository"]))
 
@@ -569,12 +589,23 @@ def _environment_entry(snap: dict[str, Any] | None, name: str, root: str) -> dic
     return env if env and "error" not in env and not env.get("absent") else None
 
 
+def _host_of(name: str) -> str | None:
+    """The connection container ``name`` runs on (None: this machine), from its facts, else from
+    its name: a container of a remote environment is named after that environment."""
+    facts = naming.read_facts(name)
+    if facts is not None:
+        return facts.get("host") or None
+    snap = _current_snapshot()
+    named = [(len(env_name), env["host"]) for env_name, env in ((snap or {}).get("envs") or {}).items()
+             if env.get("host") and name.startswith(f"qpod-{env_name}-")]
+    return max(named)[1] if named else None
+
+
 def stop_containers(names: list[str], remove: bool = False) -> list[str]:
-    cl = client()
     done = []
     for name in names:
         try:
-            ctr = cl.containers.get(name)
+            ctr = client(_host_of(name)).containers.get(name)
             ctr.stop(timeout=5)
             if remove:
                 ctr.remove(force=True)
@@ -587,7 +618,7 @@ def stop_containers(names: list[str], remove: bool = False) -> list[str]:
 
 def restart_container(name: str) -> None:
     try:
-        client().containers.get(name).restart(timeout=5)
+        client(_host_of(name)).containers.get(name).restart(timeout=5)
     except Exception as err:  # noqa: BLE001
         raise _api_error(err) from None
     naming.forget_facts(name)
@@ -595,7 +626,7 @@ def restart_container(name: str) -> None:
 
 def container_logs(name: str, tail: int = 200) -> str:
     try:
-        out = client().containers.get(name).logs(tail=tail, stream=False)
+        out = client(_host_of(name)).containers.get(name).logs(tail=tail, stream=False)
     except Exception as err:  # noqa: BLE001
         raise _api_error(err) from None
     if isinstance(out, (bytes, bytearray)):
