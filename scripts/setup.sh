@@ -62,8 +62,20 @@ done
 apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 \
   podman runc conmon fuse-overlayfs uidmap slirp4netns containernetworking-plugins \
   mmdebstrap gpg mount debootstrap busybox-static docker-registry \
-  git gcc make libc6-dev binutils tmux zsh dash procps util-linux passwd \
+  git gcc make libc6-dev binutils tmux zsh dash procps util-linux passwd openssh-client \
   python3 python3-venv python3-dev ca-certificates
+if [ "$test_venv" = 1 ] && [ ! -x /usr/sbin/sshd ]; then
+  # the remote-host tests start their own sshd on 127.0.0.1; the package must not start (and
+  # open port 22) on its own: a policy-rc.d says no to service starts while it installs
+  no_start=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && no_start=1
+  fi
+  apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 openssh-server
+  if [ "$no_start" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+  if command -v systemctl >/dev/null; then systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true; fi
+  [ -x /usr/sbin/sshd ] || die "openssh-server did not install"
+fi
 echo "setup.sh: Debian packages ready ($((SECONDS - t0)) s)"
 
 venv() {  # venv DIR: made with Debian's python; remade when it is not (or is broken)

@@ -1,0 +1,288 @@
+"""Environments on another host (``host:``): this machine through a real sshd on 127.0.0.1
+(tests/sshd_host.py), so paths are shared as with a home over NFS. Real ssh, real podman, real
+qpod-shell in tmux."""
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import sshd_host
+from conftest import remove_containers_of, run_qpod
+from tmux_driver import Tmux
+
+from qpod_engine import preload_lib, remote
+
+pytestmark = [
+    pytest.mark.podman,
+    pytest.mark.skipif(sshd_host.available() is not None, reason=sshd_host.available() or ""),
+    pytest.mark.skipif(not preload_lib.library_path().is_file(), reason="qpod is not installed with its library"),
+]
+
+OLD_C = "int main(void) { int unused; return 0; }\n"
+MAKEFILE = """\
+prog: prog.c
+\tgcc -O1 -o prog prog.c
+long:
+\t@echo long-started; sleep 41.75; echo long-finished
+"""
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sshd_host.SshHost]:
+    h = sshd_host.SshHost(tmp_path_factory.mktemp("sshd"))
+    yield h
+    h.stop()
+
+
+@pytest.fixture
+def on_host(host: sshd_host.SshHost, qpod_home: Path, monkeypatch: pytest.MonkeyPatch) -> sshd_host.SshHost:
+    """qpod (and podman) of this test see the host's connection and known_hosts."""
+    for k, v in host.env().items():
+        monkeypatch.setenv(k, v)
+    remote._connections = None  # asked once per process: this process asks again
+    return host
+
+
+@pytest.fixture
+def remote_repo(on_host: sshd_host.SshHost, make_repo: Callable[..., Path], busybox_image: str) -> Iterator[Path]:
+    root = make_repo("far-" + uuid.uuid4().hex[:6])
+    r = run_qpod("env", "add", "rbb", "--image", busybox_image, "--host", on_host.name)
+    assert r.returncode == 0, r.stderr
+    assert run_qpod("init", "rbb", cwd=root).returncode == 0
+    yield root
+    remove_containers_of(str(root))
+
+
+def qexec(*argv: str, cwd: Path, **kw: object) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "qpod_engine.cli", "exec", *argv], cwd=cwd, capture_output=True,
+                          timeout=180, **kw)  # type: ignore[call-overload]
+
+
+def _sessions_logged(host: sshd_host.SshHost) -> int:
+    return host.log.read_text(errors="replace").count("Starting session: command")
+
+
+def test_a_build_through_qpod_shell_runs_on_the_remote_host(on_host: sshd_host.SshHost, qpod_home: Path,
+                                                            make_repo: Callable[..., Path], debian11_image: str,
+                                                            tmp_path: Path) -> None:
+    root = make_repo("legacy-" + uuid.uuid4().hex[:6], {"prog.c": OLD_C, "Makefile": MAKEFILE})
+    assert run_qpod("env", "add", "rdeb", "--image", debian11_image, "--host", on_host.name).returncode == 0
+    assert run_qpod("init", "rdeb", cwd=root).returncode == 0
+    home = tmp_path / "shell-home"
+    home.mkdir()
+    env = {"PATH": os.environ["PATH"], "HOME": str(on_host.home), "SHELL": "/bin/bash", "TERM": "xterm",
+           "LANG": "C.UTF-8", "CONTAINERS_CONF": str(on_host.conf), "QPOD_CONFIG_DIR": os.environ["QPOD_CONFIG_DIR"],
+           "QPOD_STATE_DIR": os.environ["QPOD_STATE_DIR"]}
+    before = _sessions_logged(on_host)
+    tmux = Tmux(f"{sys.executable} -m qpod_engine.shell", env=env, cwd=str(root))
+    try:
+        tmux.wait_for("in qpod mode")
+        n = 0
+
+        def run(cmd: str, timeout: float = 300) -> str:
+            nonlocal n
+            n += 1
+            tmux.type(f'{cmd}; echo "DONE-$((1000+{n}))-$?"')
+            screen = tmux.wait_for(f"DONE-{1000 + n}-", timeout)
+            return screen[screen.rfind(f"DONE-$((1000+{n}))"):]
+
+        out = run("make")
+        assert "gcc -O1 -o prog prog.c" in out and f"DONE-{1000 + n}-0" in out, out
+        comment = subprocess.run(["readelf", "-p", ".comment", str(root / "prog")], capture_output=True,
+                                 text=True).stdout
+        assert "GCC: (Debian 10." in comment, comment  # the container's gcc built it
+        assert _sessions_logged(on_host) > before  # through the test's sshd
+        # stdin, stdout and stderr are the terminal: a pty on the host, as ssh -t gives
+        out = run("make -s -f /dev/null -E 'x:; @test -t 0 && test -t 1 && test -t 2 && echo all-ttys-there' x")
+        assert "all-ttys-there" in out, out
+        # Ctrl-C reaches the build there and ends it
+        tmux.type("make -s long")
+        tmux.wait_for("long-started", 120)
+        _wait_for(lambda: _running("sleep 41.75"), "the build's sleep")
+        tmux.send("C-c")
+        _wait_for(lambda: not _running("sleep 41.75"), "the build to end after Ctrl-C")
+        out = run("echo after-int")
+        assert "long-finished" not in out
+        # Ctrl-Z stops it there, fg resumes it
+        tmux.type("make -s -f /dev/null -E 'x:; @echo zz-started; sleep 3.25; echo zz-finished' x")
+        tmux.wait_for("zz-started", 120)
+        _wait_for(lambda: _running("sleep 3.25"), "the build's sleep")
+        tmux.send("C-z")
+        tmux.wait_for("Stopped")
+        assert _stopped("sleep 3.25"), "the command there did not stop"
+        out = run("fg")
+        assert "zz-finished" in out and f"DONE-{1000 + n}-0" in out, out
+    finally:
+        tmux.kill()
+        remove_containers_of(str(root))
+    ps = run_qpod("ps")
+    assert ps.returncode == 0
+
+
+def _running(pattern: str) -> list[str]:
+    return subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
+
+
+def _stopped(pattern: str) -> bool:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        for pid in _running(pattern):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                        return True
+            except OSError:
+                continue
+        time.sleep(0.1)
+    return False
+
+
+def _wait_for(cond: Callable[[], object], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_streams_status_and_signals_are_relayed(remote_repo: Path, on_host: sshd_host.SshHost) -> None:
+    # stdin through, 3 MB, bytes intact; the command ends at our EOF
+    data = os.urandom(3 << 20)
+    r = qexec("cat", cwd=remote_repo, input=data)
+    assert r.returncode == 0 and hashlib.sha256(r.stdout).digest() == hashlib.sha256(data).digest(), r.stderr
+    # stdout and stderr apart, the exit status as it was
+    r = qexec("sh", "-c", "echo out; echo err >&2; exit 7", cwd=remote_repo)
+    assert (r.returncode, r.stdout, r.stderr) == (7, b"out\n", b"err\n")
+    # a command killed by a signal there: killed by it here too
+    r = qexec("sh", "-c", "kill -TERM $$", cwd=remote_repo)
+    assert r.returncode == -signal.SIGTERM, r
+    # our reader goes away: the command there gets SIGPIPE, as natively
+    r = subprocess.run(["bash", "-c", f"{sys.executable} -m qpod_engine.cli exec yes | head -2; "
+                        'echo "status=${PIPESTATUS[0]}"'], cwd=remote_repo, capture_output=True, text=True, timeout=120)
+    assert r.stdout == "y\ny\nstatus=141\n", r
+    # a signal to the client reaches the command's process group there
+    p = subprocess.Popen([sys.executable, "-m", "qpod_engine.cli", "exec", "sh", "-c",
+                          'trap "echo got-int; exit 5" INT; echo ready; while :; do sleep 0.1; done'],
+                         cwd=remote_repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None
+    assert p.stdout.readline() == b"ready\n"
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert (p.returncode, out) == (5, b"got-int\n"), err
+    # each command is in the log as a local one is, with its status
+    r = run_qpod("log", "--json", "--env", "rbb")
+    records = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [(rec["argv"][:2], rec["status"]) for rec in records if rec["argv"][0] == "sh"][:2] == [
+        (["sh", "-c"], 7), (["sh", "-c"], 128 + signal.SIGTERM)], records
+
+
+def test_eighty_parallel_commands_lose_no_output(remote_repo: Path) -> None:
+    # more at once than sshd's default MaxSessions (10 per connection) and MaxStartups (10)
+    def one(i: int) -> tuple[int, int, bytes]:
+        r = qexec("sh", "-c", f"echo line-{i}; seq 1 3000", cwd=remote_repo)
+        return i, r.returncode, r.stdout + r.stderr
+
+    want = "".join(f"{k}\n" for k in range(1, 3001)).encode()
+    with ThreadPoolExecutor(80) as pool:
+        results = list(pool.map(one, range(80)))
+    bad = [(i, rc, out[:200]) for i, rc, out in results if rc != 0 or out != f"line-{i}\n".encode() + want]
+    assert not bad, bad
+
+
+def test_a_dropped_connection_ends_the_command_with_255(remote_repo: Path, on_host: sshd_host.SshHost) -> None:
+    assert qexec("true", cwd=remote_repo).returncode == 0  # the container is up
+    p = subprocess.Popen([sys.executable, "-m", "qpod_engine.cli", "exec", "sh", "-c", "echo started; sleep 1234.5"],
+                         cwd=remote_repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None and p.stdout.readline() == b"started\n"
+    _wait_for(lambda: _running("sleep 1234.5"), "the command there")
+    on_host.drop_connections()
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 255, (out, err)
+    lines = err.decode().splitlines()
+    assert lines == [f"qpod: lost the connection to host {on_host.name}"], lines
+    _wait_for(lambda: not _running("sleep 1234.5"), "nothing left running there")
+    r = qexec("echo", "back", cwd=remote_repo)  # the next command connects again
+    assert (r.returncode, r.stdout) == (0, b"back\n"), r.stderr
+
+
+def test_which_ps_and_doctor_name_the_host(remote_repo: Path, on_host: sshd_host.SshHost) -> None:
+    assert qexec("true", cwd=remote_repo).returncode == 0
+    r = run_qpod("which", "cat", cwd=remote_repo)
+    assert r.stdout.startswith("host:") and "over ssh" not in r.stdout  # not routed: this machine's own
+    r = run_qpod("which", "make", cwd=remote_repo)
+    assert f"on host {on_host.name} over ssh" in r.stdout, r.stdout
+    assert "a terminal's stdin is read only when" in r.stdout, r.stdout
+    r = run_qpod("ps", cwd=remote_repo)
+    row = [ln for ln in r.stdout.splitlines() if str(remote_repo) in ln]
+    assert r.returncode == 0 and len(row) == 1 and row[0].split()[-1] == on_host.name, r.stdout
+    r = run_qpod("doctor")
+    for want in (f"ok   host {on_host.name}: ssh root@127.0.0.1 works without a prompt",
+                 f"ok   host {on_host.name}: podman ", f"ok   trivial container starts on host {on_host.name}"):
+        assert want in r.stdout, r.stdout
+    r = run_qpod("stop", "rbb")
+    assert r.returncode == 0 and f"on host {on_host.name}" in r.stdout, r.stdout
+    # stopped there: the bridge starts it again for the next command
+    r = qexec("echo", "again", cwd=remote_repo)
+    assert (r.returncode, r.stdout) == (0, b"again\n"), r.stderr
+
+
+def test_an_unknown_or_unreachable_host_fails_with_125_never_on_this_machine(
+        on_host: sshd_host.SshHost, make_repo: Callable[..., Path], busybox_image: str) -> None:
+    root = make_repo("nohost-" + uuid.uuid4().hex[:6])
+    assert run_qpod("env", "add", "ghost", "--image", busybox_image, "--host", "no-such-conn").returncode == 0
+    assert run_qpod("init", "ghost", cwd=root).returncode == 0
+    r = qexec("sh", "-c", "echo ran-somewhere", cwd=root)
+    assert r.returncode == 125 and b"ran-somewhere" not in r.stdout
+    assert r.stderr.decode().splitlines() == [
+        "qpod: host 'no-such-conn' is not a podman ssh connection (add it: podman system connection add no-such-conn "
+        "ssh://USER@HOST[:PORT]/PATH/TO/podman.sock --identity KEY)"], r.stderr
+    r = run_qpod("doctor")
+    assert "FAIL host no-such-conn" in r.stdout and r.returncode == 1
+
+
+def test_a_tree_the_host_does_not_see_is_refused(on_host: sshd_host.SshHost, tmp_path: Path,
+                                                 tmp_path_factory: pytest.TempPathFactory,
+                                                 make_repo: Callable[..., Path], busybox_image: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # a second "host" whose sessions see this test's directory empty: a tree it does not share
+    blind = sshd_host.SshHost(tmp_path_factory.mktemp("blind"), name="blind", hide=str(tmp_path),
+                              podman_socket=on_host.socket)
+    try:
+        on_host.add_connection(blind)
+        remote._connections = None
+        root = make_repo("unshared-" + uuid.uuid4().hex[:6])
+        assert run_qpod("env", "add", "rblind", "--image", busybox_image, "--host", "blind").returncode == 0
+        assert run_qpod("init", "rblind", cwd=root).returncode == 0
+        r = qexec("sh", "-c", "echo built-a-stale-tree", cwd=root)
+        assert r.returncode == 125 and b"built-a-stale-tree" not in r.stdout
+        lines = r.stderr.decode().splitlines()
+        assert len(lines) == 1 and re.fullmatch(
+            rf"qpod: host 'blind' does not see this tree at {re.escape(str(root))} \(a marker written here is not "
+            r"there\): an environment on another host needs the repository at the same path on both machines, as "
+            r"with a home shared over NFS", lines[0]), lines
+        assert not list((root / ".git").glob("qpod-marker-*"))  # the marker is cleaned up
+    finally:
+        blind.stop()
+        remove_containers_of(str(tmp_path))
+
+
+def test_connections_are_read_from_podman_and_ssh_runs_without_prompts(on_host: sshd_host.SshHost) -> None:
+    conn = remote.connection(on_host.name)
+    assert (conn.host, conn.user, conn.port, conn.socket) == ("127.0.0.1", "root", on_host.port, on_host.socket)
+    argv = remote.bridge_argv(conn, "qpod-x-y-1")
+    assert "BatchMode=yes" in argv and f"UserKnownHostsFile={on_host.home}/.ssh/known_hosts" in argv
+    control = remote.control_dir()
+    assert os.stat(control).st_mode & 0o777 == 0o700
+    # the remote command is one word list, quoted for the remote shell: a path with spaces or
+    # quotes stays one argument
+    assert argv[-1].startswith("exec ") and "--bridge" in argv[-1]
