@@ -60,7 +60,7 @@ class SshHost:
         self.log = work / "sshd.log"
         (work / "sshd_config").write_text(
             f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {work / 'hostkey'}\n"
-            f"AuthorizedKeysFile {work / 'authorized_keys'}\nPasswordAuthentication no\n"
+            f"AuthorizedKeysFile {work / 'authorized_keys'} .ssh/authorized_keys\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin prohibit-password\nStrictModes no\n"
             f"PidFile {work / 'sshd.pid'}\nLogLevel VERBOSE\n")
         hostkey = (work / "hostkey.pub").read_text().split()[:2]

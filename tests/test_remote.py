@@ -286,3 +286,60 @@ def test_connections_are_read_from_podman_and_ssh_runs_without_prompts(on_host: 
     # the remote command is one word list, quoted for the remote shell: a path with spaces or
     # quotes stays one argument
     assert argv[-1].startswith("exec ") and "--bridge" in argv[-1]
+
+
+@pytest.mark.rootless
+def test_a_developer_with_rootless_podman_builds_on_a_host(host: sshd_host.SshHost) -> None:
+    """A normal user: their own key, known_hosts and podman connection, their rootless podman
+    serving the "remote" side; the installed qpod (/usr/local/bin/qpod)."""
+    from rootless_user import ensure_installed, make_user
+
+    ensure_installed()
+    user = make_user("qpodremote")
+    # useradd leaves the password locked ("!"), and sshd without PAM refuses a locked account
+    # even for a key: "*" is no password, not locked
+    subprocess.run(["usermod", "-p", "*", user.name], check=True, capture_output=True)
+    service = None
+    try:
+        ssh_dir = user.home / ".ssh"
+        for d in (ssh_dir, user.home / ".config" / "containers", user.home / "rsock"):
+            assert user.run("mkdir", "-p", "-m", "700", str(d)).returncode == 0
+        assert user.run("rm", "-f", str(ssh_dir / "id"), str(ssh_dir / "id.pub")).returncode == 0
+        assert user.run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ssh_dir / "id")).returncode == 0
+        # sshd reads a user's keys as that user: theirs, in their home
+        assert user.run("cp", str(ssh_dir / "id.pub"), str(ssh_dir / "authorized_keys")).returncode == 0
+        known = (host.home / ".ssh" / "known_hosts").read_text()
+        sock = user.home / "rsock" / "podman.sock"
+        conf = (f'[engine]\n[engine.service_destinations]\n  [engine.service_destinations.{host.name}]\n'
+                f'    uri = "ssh://{user.name}@127.0.0.1:{host.port}{sock}"\n    identity = "{ssh_dir / "id"}"\n')
+        for path, text in ((ssh_dir / "known_hosts", known), (user.home / ".config/containers/containers.conf", conf)):
+            assert user.run("sh", "-c", 'cat > "$0"', str(path), input=text).returncode == 0
+        # the build server's podman: the user's own, rootless
+        service = subprocess.Popen(user.argv("podman", "system", "service", "--time=0", f"unix://{sock}"),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        _wait_for(sock.exists, "the user's podman service")
+        r = user.run("/opt/qpod/bin/python", "-c",
+                     "from qpod_engine.images import build_busybox_image as b; print(b())")
+        assert r.returncode == 0, r.stderr
+        image = r.stdout.strip()
+        qenv = {"QPOD_CONFIG_DIR": str(user.home / "rcfg"), "QPOD_STATE_DIR": str(user.home / "rstate")}
+        assert user.run("rm", "-rf", str(user.home / "rcfg"), str(user.home / "rstate"),
+                        str(user.home / "far")).returncode == 0
+        repo = user.home / "far"
+        assert user.run("git", "init", "-q", str(repo)).returncode == 0
+        assert user.qpod("env", "add", "far", "--image", image, "--host", host.name, **qenv).returncode == 0
+        assert user.qpod("init", "far", cwd=repo, **qenv).returncode == 0
+        before = _sessions_logged(host)
+        r = user.qpod("exec", "sh", "-c", "id -u; echo built > out; echo err >&2; exit 3", cwd=repo, **qenv)
+        assert (r.returncode, r.stdout, r.stderr) == (3, f"{user.uid}\n", "err\n"), r
+        assert (repo / "out").stat().st_uid == user.uid  # rootless keep-id there: the file is the user's
+        log = host.log.read_text(errors="replace")
+        assert _sessions_logged(host) > before and f"Accepted publickey for {user.name}" in log
+        r = user.qpod("ps", **qenv)
+        assert r.returncode == 0 and r.stdout.splitlines()[1].split()[-1] == host.name, r.stdout
+    finally:
+        if service is not None:
+            os.killpg(service.pid, signal.SIGKILL)
+            service.wait(timeout=30)
+        user.run("podman", "rm", "-af", "-t", "0", timeout=120)
+        user.stop_everything()
