@@ -71,7 +71,24 @@ def cmd_env_add(a: "argparse.Namespace") -> int:
     env = config.environment_from_dict(a.name, data, "command line")
     written = _engine().save_environment(env, create=False)
     print(f"environment '{a.name}' saved to {written}")
+    _warn_unknown_host(env.host)
     return 0
+
+
+def _warn_unknown_host(host: str | None) -> None:
+    """Saved all the same (the connection may be added next): a word now spares a failed build."""
+    if not host:
+        return
+    from . import remote
+    from .textsafe import visible
+
+    try:
+        known = remote.connections()
+    except QpodError:
+        return
+    if host not in known:
+        print(f"qpod: note: host '{visible(host)}' is not a podman ssh connection yet (podman system connection "
+              "add NAME ssh://USER@HOST/PATH/podman.sock --identity KEY)", file=sys.stderr)
 
 
 def cmd_env_set(a: "argparse.Namespace") -> int:
@@ -92,6 +109,7 @@ def cmd_env_set(a: "argparse.Namespace") -> int:
         changes[opt.key] = opt.default() if value is None else value
     written = _engine().set_options(a.name, changes)
     print(f"environment '{a.name}' saved to {written} ({', '.join(changes)} changed)")
+    _warn_unknown_host(changes.get("host"))
     return 0
 
 

@@ -239,7 +239,8 @@ def test_which_ps_and_doctor_name_the_host(remote_repo: Path, on_host: sshd_host
 def test_an_unknown_or_unreachable_host_fails_with_125_never_on_this_machine(
         on_host: sshd_host.SshHost, make_repo: Callable[..., Path], busybox_image: str) -> None:
     root = make_repo("nohost-" + uuid.uuid4().hex[:6])
-    assert run_qpod("env", "add", "ghost", "--image", busybox_image, "--host", "no-such-conn").returncode == 0
+    r = run_qpod("env", "add", "ghost", "--image", busybox_image, "--host", "no-such-conn")
+    assert r.returncode == 0 and "host 'no-such-conn' is not a podman ssh connection yet" in r.stderr, r.stderr
     assert run_qpod("init", "ghost", cwd=root).returncode == 0
     r = qexec("sh", "-c", "echo ran-somewhere", cwd=root)
     assert r.returncode == 125 and b"ran-somewhere" not in r.stdout
