@@ -145,6 +145,8 @@ def child(containers: int, real_podman: bool) -> dict[str, float]:
     class BenchEngine(Engine):
         """The real engine; containers synthetic unless --podman made real ones."""
 
+        stats_calls = 0
+
         def containers(self) -> list[ContainerRow]:
             if real_podman:
                 return super().containers()
@@ -163,7 +165,10 @@ def child(containers: int, real_podman: bool) -> dict[str, float]:
                 return super().container_stats(ids)
             from qpod_engine.container_stats import Stats
 
-            return {cid: Stats(cpu=float(i % 300), memory=(40 + i) << 20, memory_limit=16 << 30, pids=3)
+            # figures that move between refreshes, as a busy machine's do (every CPU cell changes)
+            self.stats_calls += 1
+            return {cid: Stats(cpu=(i * 7 + self.stats_calls * 13) % 300 + 0.5,
+                               memory=(40 + i + self.stats_calls % 3) << 20, memory_limit=16 << 30, pids=3)
                     for i, cid in enumerate(ids)}
 
     figures: dict[str, float] = {}

@@ -20,7 +20,23 @@ from qpod_engine.textsafe import visible
 from ..safe import assemble, literal
 from ..screens.dialogs import TextScreen
 from .repositories import state_text
-from .table_view import TableView
+from .table_view import Layout, Prepared, TableView
+
+
+def container_cells(c: ContainerRow, stats: dict[str, Stats], counts: Counter[str],
+                    now: float) -> tuple[str | Text, ...]:
+    """A container's row (a pure function: the loading worker calls it)."""
+    running = c.state == "running"
+    state = state_text(c.state)
+    if getattr(c, "outdated", None):
+        state = assemble(state, (" (outdated)", "yellow"))  # the next command replaces it
+    s = stats.get(c.id) if running else None
+    cpu = f"{s.cpu:.1f}%" if s is not None else "-"
+    memory = human_bytes(s.memory) if s is not None else "-"
+    cmds = getattr(c, "commands_running", None)
+    cmds = counts.get(c.name, 0) if cmds is None else cmds
+    return (c.environment, c.repository, state, uptime(c.started, now) if running else "-", cpu, memory,
+            str(cmds) if cmds else "-", c.image, c.name)
 
 
 class ContainersView(TableView):
@@ -36,17 +52,13 @@ class ContainersView(TableView):
     REFRESH_SECONDS = 5.0  # states change behind our back (the launcher starts containers)
 
     class Loaded(Message):
+        """Podman's containers (None: podman failed, ``error`` says why), CPU and memory by
+        12-digit id once asked, and their cells ready to draw."""
+
         def __init__(self, rows: list[ContainerRow] | None, error: str | None = None, now: float = 0.0,
-                     stats: dict[str, Stats] | None = None) -> None:
+                     stats: dict[str, Stats] | None = None, prepared: Prepared | None = None) -> None:
             super().__init__()
-            self.rows, self.error, self.now, self.stats = rows, error, now, stats
-
-    class Figures(Message):
-        """CPU and memory of the running containers, by 12-digit id."""
-
-        def __init__(self, stats: dict[str, Stats]) -> None:
-            super().__init__()
-            self.stats = stats
+            self.rows, self.error, self.now, self.stats, self.prepared = rows, error, now, stats, prepared
 
     class Shell(Message):
         def __init__(self, name: str, argv: list[str], env: dict[str, str], cwd: str | None) -> None:
@@ -73,11 +85,14 @@ class ContainersView(TableView):
             self.load()
 
     def load(self) -> None:
-        self._load_rows()
+        # what the cells depend on besides podman's answer, read here on the UI thread
+        self._load_rows(self.commands_running(), self.layout_inputs())
 
     def activated(self) -> None:
         super().activated()
-        self.app.view("log").prepare()  # type: ignore[attr-defined]  # its start records count the commands
+        logs = self.app.query("#log-view")  # its start records count the commands
+        if logs:
+            logs.first().prepare()  # type: ignore[attr-defined]
 
     def running_changed(self) -> None:
         """The commands running now changed (the log view says): recount them per container."""
@@ -85,24 +100,30 @@ class ContainersView(TableView):
             self._refill()
 
     @work(thread=True, exclusive=True, group="load")
-    def _load_rows(self) -> None:
+    def _load_rows(self, counts: Counter[str], layout: Layout) -> None:
+        """Podman's rows and figures, their cells made ready to draw here (formatted, cut to
+        the columns' widths, diffed against the table): the UI thread only puts them in."""
         try:
             rows = self.engine.containers()
         except QpodError as err:
             self.post_message(self.Loaded(None, str(err)))
             return
+        now = self.engine.now()
         first = not self.containers
         if first:  # the rows at once; their figures follow
-            self.post_message(self.Loaded(rows, now=self.engine.now()))
+            self.post_message(self.Loaded(rows, now=now, prepared=self._prepare(rows, {}, counts, now, layout)))
         running = [c.id for c in rows if c.state == "running"]
         try:
             stats = self.engine.container_stats(running) if running else {}
         except QpodError:
             stats = {}  # the figures stay empty; the rows are podman's anyway
-        if first:
-            self.post_message(self.Figures(stats))
-        else:  # a refresh: rows and figures in one update of the table (one redraw, not two)
-            self.post_message(self.Loaded(rows, now=self.engine.now(), stats=stats))
+        # rows and figures in one update of the table (one redraw, not two)
+        self.post_message(self.Loaded(rows, now=now, stats=stats,
+                                      prepared=self._prepare(rows, stats, counts, now, layout)))
+
+    def _prepare(self, rows: list[ContainerRow], stats: dict[str, Stats], counts: Counter[str], now: float,
+                 layout: Layout) -> Prepared:
+        return self.prepare([(c.name, container_cells(c, stats, counts, now)) for c in rows], layout)
 
     @on(Loaded)
     def _loaded(self, msg: Loaded) -> None:
@@ -119,12 +140,10 @@ class ContainersView(TableView):
         self.now = msg.now
         if msg.stats is not None:
             self.stats = msg.stats
-        self._refill()
-
-    @on(Figures)
-    def _figures(self, msg: Figures) -> None:
-        self.stats = msg.stats
-        self._refill()
+        if msg.prepared is not None:
+            self.set_prepared(msg.prepared)  # (prepared again if the filter or the size changed)
+        else:
+            self._refill()
 
     def commands_running(self) -> Counter[str]:
         """Commands running now per container, from the command log's start records."""
@@ -134,20 +153,7 @@ class ContainersView(TableView):
 
     def _refill(self) -> None:
         counts = self.commands_running()
-        self.set_rows([(c.name, self._cells(c, counts)) for c in self.containers.values()])
-
-    def _cells(self, c: ContainerRow, counts: Counter[str]) -> tuple[str | Text, ...]:
-        running = c.state == "running"
-        state = state_text(c.state)
-        if getattr(c, "outdated", None):
-            state = assemble(state, (" (outdated)", "yellow"))  # the next command replaces it
-        s = self.stats.get(c.id) if running else None
-        cpu = f"{s.cpu:.1f}%" if s is not None else "-"
-        memory = human_bytes(s.memory) if s is not None else "-"
-        cmds = getattr(c, "commands_running", None)
-        cmds = counts.get(c.name, 0) if cmds is None else cmds
-        return (c.environment, c.repository, state, uptime(c.started, self.now) if running else "-", cpu, memory,
-                str(cmds) if cmds else "-", c.image, c.name)
+        self.set_rows([(c.name, container_cells(c, self.stats, counts, self.now)) for c in self.containers.values()])
 
     def _need_selection(self) -> ContainerRow | None:
         key = self.selected_key

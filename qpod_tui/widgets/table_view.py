@@ -1,6 +1,7 @@
 """A view made of a DataTable with a ``/`` filter line: the base of views 1-3."""
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -20,6 +21,35 @@ from ..screens.dialogs import ConfirmScreen
 from .nav_table import NavTable
 
 Cell = str | Text
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a table's cells are prepared for: the filter text, the table's size and cell
+    padding, and the rows drawn at the time (a refresh sends only the cells that differ)."""
+
+    needle: str
+    width: int
+    height: int
+    padding: int
+    drawn: list[tuple[str, list[Cell]]] = field(compare=False)
+    drawn_widths: list[int] = field(compare=False)
+
+    def same_layout(self, other: "Layout") -> bool:
+        return (self.needle, self.width, self.height, self.padding) == (
+            other.needle, other.width, other.height, other.padding)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Rows ready to draw: ``fitted`` cut to ``widths``; ``changes`` (key, column, cell) when
+    only cells differ from ``layout.drawn``, None when the table is to be rebuilt."""
+
+    rows: list[tuple[str, list[Cell]]]
+    layout: Layout
+    widths: list[int]
+    fitted: list[tuple[str, list[Cell]]]
+    changes: list[tuple[str, str, Cell]] | None
 
 
 class TableView(Vertical):
@@ -44,7 +74,7 @@ class TableView(Vertical):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._rows: list[tuple[str, Sequence[Cell]]] = []
+        self._rows: list[tuple[str, list[Cell]]] = []
         self._drawn: list[tuple[str, list[Cell]]] = []  # the rows in the table, as drawn
         self._drawn_widths: list[int] = []
 
@@ -74,50 +104,75 @@ class TableView(Vertical):
     def set_rows(self, rows: list[tuple[str, Sequence[Cell]]]) -> None:
         """``rows``: (key, cells). A str cell is shown literally (DataTable would parse it as
         markup); a Text cell is the caller's, built with ``qpod_tui.safe``."""
-        self._rows = [(key, [literal(c) if isinstance(c, str) else c for c in cells]) for key, cells in rows]
-        self._show()
+        self.set_prepared(self.prepare(rows, self.layout_inputs()))
 
-    def _show(self) -> None:
+    def layout_inputs(self) -> Layout:
+        """What the cells' widths depend on, read here on the UI thread (a worker preparing
+        rows gets them from its caller), with the rows drawn now that a refresh diffs against."""
         table = self.table
-        keep = self.selected_key
         needle = self.query_one(".list-filter", Input).value.strip().lower()
-        shown = [(k, row) for k, row in self._rows
+        width = table.size.width or self.size.width or self.app.size.width
+        return Layout(needle, width, table.size.height, 2 * table.cell_padding, self._drawn, self._drawn_widths)
+
+    @classmethod
+    def prepare(cls, rows: Sequence[tuple[str, Sequence[Cell]]], layout: Layout) -> Prepared:
+        """The rows made ready to draw, as a pure function of its arguments, so a worker can do
+        it off the UI thread: cells made literal, filtered, column widths in terminal cells,
+        cells cut to them, and the cells that differ from ``layout.drawn`` when only cells changed."""
+        literal_rows = [(key, [literal(c) if isinstance(c, str) else c for c in cells]) for key, cells in rows]
+        needle = layout.needle
+        shown = [(k, row) for k, row in literal_rows
                  if not needle or needle in " ".join(str(c) for c in row).lower()]
-        widths = self._widths(shown)
-        fitted = [(key, [fit_text(c, w, left=name in self.LEFT_CUT) if isinstance(c, Text) else c
-                         for name, c, w in zip(self.COLUMNS, row, widths, strict=True)]) for key, row in shown]
-        keys = [k for k, _ in fitted]
-        if widths == self._drawn_widths and keys == [k for k, _ in self._drawn]:
-            self._update_cells(fitted)  # a refresh of the same rows (uptime, CPU): changed cells only
-        else:
-            table.clear(columns=True)
-            for name, w in zip(self.COLUMNS, widths, strict=True):
-                table.add_column(fit_text(Text(name), w), width=w, key=name)
-            for key, row in fitted:
-                table.add_row(*row, key=key)
-            if keep in keys:
-                table.move_cursor(row=keys.index(keep), animate=False)
-        self._drawn, self._drawn_widths = fitted, widths
-        self.selection_changed()
+        widths = cls.column_widths(shown, layout)
+        left = [name in cls.LEFT_CUT for name in cls.COLUMNS]
+        fitted = [(key, [fit_text(c, w, left=lc) if isinstance(c, Text) else c
+                         for c, w, lc in zip(row, widths, left, strict=True)]) for key, row in shown]
+        changes: list[tuple[str, str, Cell]] | None = None
+        if widths == layout.drawn_widths and [k for k, _ in fitted] == [k for k, _ in layout.drawn]:
+            changes = [(key, name, cell)  # a refresh of the same rows (uptime, CPU): changed cells only
+                       for (key, row), (_key, before) in zip(fitted, layout.drawn, strict=True)
+                       for name, cell, old in zip(cls.COLUMNS, row, before, strict=True) if cell != old]
+        return Prepared(literal_rows, layout, widths, fitted, changes)
 
-    def _update_cells(self, fitted: list[tuple[str, list[Cell]]]) -> None:
-        table = self.table
-        for (key, row), (_key, before) in zip(fitted, self._drawn, strict=True):
-            for name, cell, old in zip(self.COLUMNS, row, before, strict=True):
-                if cell != old:
-                    table.update_cell(key, name, cell)
-
-    def _widths(self, shown: list[tuple[str, Sequence[Cell]]]) -> list[int]:
+    @classmethod
+    def column_widths(cls, shown: list[tuple[str, list[Cell]]], layout: Layout) -> list[int]:
         """Each column's width in cells: its widest cell, unless the table is too narrow for
         them all; then the widest columns are cut (with an ellipsis, see ``fit_text``)."""
-        natural = [cells(name) for name in self.COLUMNS]
+        natural = [cells(name) for name in cls.COLUMNS]
         for _key, row in shown:
             for i, c in enumerate(row):
                 natural[i] = max(natural[i], c.cell_len if isinstance(c, Text) else cells(str(c)))
-        width = self.table.size.width or self.size.width or self.app.size.width
-        scrollbar = 2 if len(shown) + 1 > max(1, self.table.size.height) else 0
-        padding = 2 * self.table.cell_padding * len(self.COLUMNS)
-        return fit_columns(natural, width - padding - scrollbar)
+        scrollbar = 2 if len(shown) + 1 > max(1, layout.height) else 0
+        return fit_columns(natural, layout.width - layout.padding * len(cls.COLUMNS) - scrollbar)
+
+    def set_prepared(self, prepared: Prepared) -> None:
+        """Draw rows prepared by ``prepare`` (maybe in a worker): only the changed cells when
+        the table still shows what they were diffed against, else the whole table. Prepared
+        for another filter or size (it changed meanwhile), they are prepared again here."""
+        self._rows = prepared.rows
+        now = self.layout_inputs()
+        if prepared.layout.drawn is not self._drawn or not now.same_layout(prepared.layout):
+            prepared = self.prepare(prepared.rows, now)  # the table changed meanwhile
+        table = self.table
+        if prepared.changes is not None:
+            for key, name, cell in prepared.changes:
+                table.update_cell(key, name, cell)
+        else:
+            keep = self.selected_key
+            keys = [k for k, _ in prepared.fitted]
+            table.clear(columns=True)
+            for name, w in zip(self.COLUMNS, prepared.widths, strict=True):
+                table.add_column(fit_text(Text(name), w), width=w, key=name)
+            for key, row in prepared.fitted:
+                table.add_row(*row, key=key)
+            if keep in keys:
+                table.move_cursor(row=keys.index(keep), animate=False)
+        self._drawn, self._drawn_widths = prepared.fitted, prepared.widths
+        self.selection_changed()
+
+    def _show(self) -> None:
+        """Draw the rows again (the filter or the size changed)."""
+        self.set_prepared(self.prepare(self._rows, self.layout_inputs()))
 
     def on_resize(self) -> None:
         if self._rows:
