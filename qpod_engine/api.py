@@ -77,6 +77,7 @@ class ContainerRow:
     state: str
     started: float | None  # epoch seconds
     transport: str = "agent"  # or "exec": the podman exec fallback (see podman_backend.ensure_container)
+    host: str = ""  # the podman connection it runs on (an environment's host:), "" for this machine
 
 
 def uptime(started: float | None, now: float) -> str:
@@ -119,6 +120,10 @@ def config_lock() -> Iterator[None]:
 class Engine:
     """What the TUI may ask of the engine. Config and state locations come from the usual
     environment variables (QPOD_CONFIG_DIR, QPOD_STATE_DIR)."""
+
+    # build hosts the last containers() could not reach, each with why (their containers are
+    # missing from it; this machine's are there)
+    unreachable_hosts: list[str] = []
 
     def now(self) -> float:
         return time.time()
@@ -383,7 +388,8 @@ class Engine:
         from .container_stats import container_info
         from .podman_backend import list_containers
 
-        return [container_info(c) for c in list_containers()]
+        self.unreachable_hosts = []
+        return [container_info(c) for c in list_containers(unreachable=self.unreachable_hosts)]
 
     def stop_container(self, name: str) -> None:
         from .podman_backend import stop_containers
