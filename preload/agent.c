@@ -52,21 +52,6 @@ static int send_msg(int fd, uint32_t type, int32_t value, int attach)
     return qp_send(fd, &m, sizeof(m), &attach, attach >= 0 ? 1 : 0);
 }
 
-static int read_full(int fd, void *buf, size_t len)
-{
-    char *p = buf;
-    while (len) {
-        ssize_t n = read(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* ------------------------------------------------------------------------------------------ */
 
 struct request {
@@ -147,7 +132,7 @@ static int receive_request(int conn, struct request *r, char **payload)
         h.payload_len > QP_MAX_PAYLOAD)
         return -1;
     *payload = malloc(h.payload_len + 1);
-    if (!*payload || read_full(conn, *payload, h.payload_len) < 0)
+    if (!*payload || qp_read_full(conn, *payload, h.payload_len) < 0)
         return -1;
     (*payload)[h.payload_len] = 0;
     return parse_payload(*payload, h.payload_len, r);
@@ -413,7 +398,7 @@ static int session(int conn)
             break;
         if (!client_gone && pf[0].revents) {
             struct qp_msg m;
-            if (read_full(conn, &m, sizeof(m)) < 0) {
+            if (qp_read_full(conn, &m, sizeof(m)) < 0) {
                 /* the client is gone (killed, its terminal closed): nothing may outlive it */
                 kill(-pid, SIGKILL);
                 client_gone = 1;

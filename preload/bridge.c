@@ -36,46 +36,11 @@
 int bridge_main(int argc, char **argv);
 int check_main(int argc, char **argv);
 
-static int write_all(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-    while (len) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN) {
-            struct pollfd q = {fd, POLLOUT, 0};
-            poll(&q, 1, -1);
-            continue;
-        }
-        if (n <= 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-static int read_all(int fd, void *buf, size_t len)
-{
-    char *p = buf;
-    while (len) {
-        ssize_t n = read(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* A frame to the client (stdout: ssh's channel). -1 when the channel is gone. */
 static int put(uint32_t type, const void *data, size_t len)
 {
     struct qw_frame h = {htonl(type), htonl((uint32_t)len)};
-    return write_all(1, &h, sizeof(h)) < 0 || (len && write_all(1, data, len) < 0) ? -1 : 0;
+    return qp_write_full(1, &h, sizeof(h)) < 0 || (len && qp_write_full(1, data, len) < 0) ? -1 : 0;
 }
 
 static int put_int(uint32_t type, int32_t v)
@@ -103,26 +68,6 @@ static int fail(int code, const char *msg)
     return 1;
 }
 
-static int connect_dir(const char *dir)
-{
-    int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0)
-        return -1;
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    snprintf(a.sun_path, sizeof(a.sun_path), "/proc/self/fd/%d/agent.sock", dfd);
-    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int r = s < 0 ? -1 : connect(s, (struct sockaddr *)&a, sizeof(a));
-    int e = errno;
-    close(dfd);
-    if (r < 0) {
-        if (s >= 0)
-            close(s);
-        errno = e;
-        return -1;
-    }
-    return s;
-}
-
 /* The container was stopped (a reboot, `podman stop`): start it with this host's podman and
  * wait for its agent. Its config is unchanged: the client's request carries the config hash,
  * and the agent refuses a stale one. */
@@ -142,7 +87,7 @@ static int start_container(const char *dir, const char *name)
     clock_gettime(CLOCK_MONOTONIC, &end);
     end.tv_sec += 30;
     for (;;) {
-        int s = connect_dir(dir);
+        int s = qp_connect_dir(dir);
         if (s >= 0)
             return s;
         clock_gettime(CLOCK_MONOTONIC, &now);
@@ -191,18 +136,18 @@ int bridge_main(int argc, char **argv)
     signal(SIGHUP, SIG_IGN); /* sshd hangs up as the channel closes: the channel's end is what counts */
 
     struct qw_frame h;
-    if (read_all(0, &h, sizeof(h)) < 0)
+    if (qp_read_full(0, &h, sizeof(h)) < 0)
         return 0;
     uint32_t type = ntohl(h.type), len = ntohl(h.len);
     if (type != QW_REQUEST || len == 0 || len > QP_MAX_PAYLOAD)
         return fail(QW_FAIL_PROTO, "the first frame is not a request");
     char *payload = malloc((size_t)len + 64);
-    if (!payload || read_all(0, payload, len) < 0)
+    if (!payload || qp_read_full(0, payload, len) < 0)
         return 1;
     int pty = has_tag(payload, len, 't');
     put_int(QW_ACK, 0); /* heard: the client may send stdin now (before, it could retry) */
 
-    int sock = connect_dir(dir);
+    int sock = qp_connect_dir(dir);
     if (sock < 0)
         sock = start_container(dir, name);
     if (sock < 0) {
@@ -278,13 +223,13 @@ int bridge_main(int argc, char **argv)
         if (!pty && in_eof && !qlen && in_w >= 0)
             close(in_w), in_w = -1;
         if (pf[0].revents) {
-            if (read_all(0, &h, sizeof(h)) < 0)
+            if (qp_read_full(0, &h, sizeof(h)) < 0)
                 return 0; /* the client or the connection is gone: closing sock ends the command */
             type = ntohl(h.type), len = ntohl(h.len);
             if (len > QW_MAX_DATA)
                 return fail(QW_FAIL_PROTO, "frame too long");
             char b[QW_MAX_DATA];
-            if (read_all(0, b, len) < 0)
+            if (qp_read_full(0, b, len) < 0)
                 return 0;
             int32_t v = 0;
             if (len >= 4) {

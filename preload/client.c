@@ -557,28 +557,6 @@ static int wants_terminal(const struct spec *s, char *const *argv)
 /* ------------------------------------------------------------------------------------------
  * Talking to the agent.
  */
-static int connect_agent(const char *dir)
-{
-    /* the state dir may be deeper than a socket address allows: reach the socket through the
-     * directory's descriptor */
-    int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0)
-        return -1;
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    snprintf(a.sun_path, sizeof(a.sun_path), "/proc/self/fd/%d/agent.sock", dfd);
-    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int r = s < 0 ? -1 : connect(s, (struct sockaddr *)&a, sizeof(a));
-    int e = errno;
-    close(dfd);
-    if (r < 0) {
-        if (s >= 0)
-            close(s);
-        errno = e;
-        return -1;
-    }
-    return s;
-}
-
 static int send_request(int sock, const struct buf *payload, const int *fds, int nfds)
 {
     struct qp_req h = {QP_MAGIC, QP_VERSION, (uint32_t)payload->len, (uint32_t)nfds};
@@ -971,25 +949,6 @@ static int frame_int(struct outq *q, uint32_t type, int32_t v)
     return frame(q, type, &n, sizeof(n));
 }
 
-static int write_all(int fd, const char *p, size_t len)
-{
-    while (len) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN) {
-            struct pollfd q = {fd, POLLOUT, 0};
-            poll(&q, 1, -1);
-            continue;
-        }
-        if (n <= 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* ssh, with the stream socket as its stdin and stdout and a pipe as its stderr (its own
  * complaints end in qpod's one line); in its own process group, so that Ctrl-C reaches the
  * command through the relay instead of killing the connection. */
@@ -1195,7 +1154,7 @@ again:
             }
             if (type == QW_STDOUT || type == QW_STDERR) {
                 int fd = type == QW_STDOUT ? 1 : 2;
-                if (!closed[fd] && write_all(fd, d, len) < 0 && errno == EPIPE) {
+                if (!closed[fd] && qp_write_full(fd, d, len) < 0 && errno == EPIPE) {
                     /* our reader went away: the command's next write fails as it would here */
                     closed[fd] = 1;
                     frame_int(&q, QW_CLOSED, fd);
@@ -1462,7 +1421,7 @@ int main(int argc, char **argv)
     int sp[2], handled[NSIG] = {0};
     if (setup_signals(&payload, handled, sp) < 0)
         return EXIT_QPOD;
-    int sock = connect_agent(s.agent_dir);
+    int sock = qp_connect_dir(s.agent_dir);
     if (sock < 0) {
         fallback(&a, "agent does not answer");
         say("qpod: container %s is not running (its agent does not answer: %s)", s.container, strerror(errno));

@@ -8,9 +8,14 @@
 #define QPOD_PROTO_H
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #define QP_MAGIC 0x51504f44u /* "QPOD" */
 #define QP_VERSION 1u
@@ -141,6 +146,65 @@ static inline int qp_recv(int sock, void *buf, size_t len, int *fds, int maxfds,
         got += (size_t)n;
     }
     return cut ? -2 : 0;
+}
+
+/* Reads exactly len bytes. 0; -1 at end of stream or on error. */
+static inline int qp_read_full(int fd, void *buf, size_t len)
+{
+    char *p = buf;
+    while (len) {
+        ssize_t n = read(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Writes all of buf (waiting when the descriptor is non-blocking and full). 0, or -1. */
+static inline int qp_write_full(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN) {
+            struct pollfd q = {fd, POLLOUT, 0};
+            poll(&q, 1, -1);
+            continue;
+        }
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Connects to dir/agent.sock. The state dir may be deeper than a socket address allows: the
+ * socket is reached through the directory's descriptor. The socket, or -1 (errno set). */
+static inline int qp_connect_dir(const char *dir)
+{
+    int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return -1;
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof(a.sun_path), "/proc/self/fd/%d/agent.sock", dfd);
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int r = s < 0 ? -1 : connect(s, (struct sockaddr *)&a, sizeof(a));
+    int e = errno;
+    close(dfd);
+    if (r < 0) {
+        if (s >= 0)
+            close(s);
+        errno = e;
+        return -1;
+    }
+    return s;
 }
 
 /* ------------------------------------------------------------------------------------------
