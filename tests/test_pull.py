@@ -172,7 +172,7 @@ def test_pull_reports_bytes_while_a_layer_downloads(registries: tuple[str, str],
     assert _podman("rmi", "-f", ref).returncode == 0  # its layer must come from the registry
     slow, stop = _throttled_proxy(open_reg, 4_000_000)
     _trust(slow)  # before qpod starts its private service, which reads registries.conf once
-    monkeypatch.setattr(podman_backend, "_client", None)
+    monkeypatch.setattr(podman_backend, "_clients", {})
     seen: list[tuple[str, int, int]] = []
     try:
         podman_backend.pull_image(f"{slow}/team/big:1", lambda layer, done, total: seen.append((layer, done, total)))
@@ -209,7 +209,7 @@ def test_a_failed_pull_names_its_cause(registries: tuple[str, str], tmp_path: Pa
     open_reg, _ = registries
     (tmp_path / "tls").mkdir()
     tls_proc, tls_reg = _start_registry(tmp_path / "tls", auth=False)  # plain HTTP, not marked insecure
-    monkeypatch.setattr(podman_backend, "_client", None)
+    monkeypatch.setattr(podman_backend, "_clients", {})
     try:
         for ref, expect in ((f"{open_reg}/team/nope:1", f"{open_reg} has no image team/nope:1"),
                             (f"127.0.0.1:{_free_port()}/team/bb:1", "does not answer (connection refused)"),
