@@ -178,6 +178,11 @@ def parse(root: str, text: str, path: str) -> RepoFile:
         watch = [os.path.normpath(os.path.join(root, n)) for n in names if isinstance(n, str) and n.strip()]
         if "image" in body:
             problems.append(ConfigError(path, "give 'image' or 'build', not both", lines.get("build")))
+        elif body.get("host"):
+            # the image is built here, and the container would be made on that host
+            problems.append(ConfigError(path, "'build' with 'host' is not supported: build the image on that host "
+                                        "and name it with 'image'", lines.get("build")))
+            body["image"] = BUILD_TAG_PREFIX + "unbuilt"
         else:
             try:
                 build = _check_build(root, raw, path, lines)
@@ -251,6 +256,9 @@ def requests(rf: RepoFile) -> tuple[list[str], list[str]]:
         risky.append("run_as: root (commands run as root in the container)")
     if env.podman_options:
         risky.append(f"podman options: {json.dumps(env.podman_options, sort_keys=True)}")
+    if env.host:
+        risky.append(f"host: {env.host} (commands run on the machine of that podman connection, reached over ssh "
+                     "with its identity)")
     if rf.build:
         ctx = os.path.relpath(rf.build.context, rf.root) if rf.build.context else "none"
         args = ", ".join(f"{k}={v}" for k, v in rf.build.args.items()) or "none"

@@ -87,13 +87,15 @@ def test_a_file_asking_for_the_host_is_shown_literally_before_it_is_allowed(
             "mounts: ['/:/host']\n"
             'cap_add: ["SYS_ADMIN\\e]0;pwned\\a"]\n'
             "run_as: root\n"
-            "podman_options: {privileged: true}\n")
+            "podman_options: {privileged: true}\n"
+            "host: build-farm\n")
     root = make_repo("evil", {"README": "x\n", ".qpod.yaml": evil})
     r = run_qpod("allow", cwd=root, input="")  # not a terminal: nothing is asked, nothing recorded
     assert r.returncode == 1, (r.stdout, r.stderr)
     assert "! mount of a host path outside the repository: /:/host" in r.stdout
     assert "! capabilities: SYS_ADMIN\\x1b]0;pwned\\x07" in r.stdout and "\x1b" not in r.stdout
     assert "! run_as: root" in r.stdout and '! podman options: {"privileged": true}' in r.stdout
+    assert "! host: build-farm (commands run on the machine of that podman connection" in r.stdout
     assert "qpod allow --yes" in r.stderr
     assert not Path(os.environ["QPOD_CONFIG_DIR"], "allowed.json").exists()
     assert run_qpod("which", "make", cwd=root).stdout.startswith("host: not in a bound repository")
@@ -354,3 +356,12 @@ def test_init_without_env_needs_a_file_and_asks_at_a_terminal(
         assert "! capabilities: SYS_PTRACE" in p.stdout and "allow it? [y/N] " in p.stdout
         assert Path(os.environ["QPOD_CONFIG_DIR"], "allowed.json").exists() == (status == 0)
     assert run_qpod("which", "make", cwd=root).stdout.startswith("container (.qpod.yaml)")
+
+
+def test_a_repository_file_cannot_build_for_another_host(qpod_home: Path, make_repo: Callable[..., Path]) -> None:
+    root = make_repo("farbuild", {"Containerfile": "FROM scratch\n",
+                                  ".qpod.yaml": "host: build1\nbuild: Containerfile\n"})
+    r = run_qpod("allow", cwd=root, input="")
+    assert r.returncode == 2 and "not allowed: fix the problems above first" in r.stderr, r.stderr
+    assert (f"error: {root}/.qpod.yaml:2: 'build' with 'host' is not supported: build the image on that host and "
+            "name it with 'image'") in r.stdout, r.stdout
