@@ -9,7 +9,7 @@ import argparse
 import asyncio
 import gc
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from functools import partial
 from typing import ClassVar
@@ -18,7 +18,7 @@ from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widget import Widget
+from textual.widget import AwaitMount, Widget
 from textual.widgets import TabbedContent, TabPane, Tabs
 
 from qpod_engine.api import Engine
@@ -60,6 +60,8 @@ class QpodApp(App[int]):
     ]
 
     INDEX_LOG_AFTER = 1.0  # seconds after start
+    FIRST_ROWS_WAIT = 0.3  # seconds the first frame may wait for the first view's rows (config files)
+    MOUNT_REST_AFTER = 1.0  # seconds after start: the other views, even if the first view's rows are late
 
     def __init__(self, engine: Engine, view: str = "repositories", keymap: dict[str, str] | None = None,
                  keymap_error: str | None = None, watch: bool = True, freeze_gc: bool = False) -> None:
@@ -72,12 +74,19 @@ class QpodApp(App[int]):
         self.freeze_gc = freeze_gc
         self.active_view = ""
         self._saved_theme = ""
+        self.views_ready = False  # every view mounted (the first one is, from the start)
+        self._mounting: dict[str, AwaitMount] = {}
+        self._rest_mounting = False
+        self._log_wanted = False
 
     def compose(self) -> ComposeResult:
+        """Only the first view: the others are mounted once its rows are on screen (each view is
+        dozens of widgets whose styles would be computed before the first frame)."""
         with TabbedContent(id="views", initial=self.start_view):
             for view_id, title, cls in VIEWS:
                 with TabPane(title, id=view_id):
-                    yield cls(id=f"{view_id}-view", classes="view")
+                    if view_id == self.start_view:
+                        yield cls(id=f"{view_id}-view", classes="view")
         yield QFooter()
 
     def on_mount(self) -> None:
@@ -87,21 +96,80 @@ class QpodApp(App[int]):
         if self.keymap_error:
             self.notify(f"keymap ignored: {self.keymap_error}", severity="error", timeout=10)
         self._restore_theme()
-        for view_id, _title, _cls in VIEWS:
-            if view_id not in (self.start_view, "log"):  # the others load now, so switching is instant
-                self.view(view_id).load()  # type: ignore[attr-defined]
-        self._activate(self.start_view)
+        self.active_view = self.start_view
+        # its rows in the first frame when the config is read in time (see first_load)
+        self.view(self.start_view).first_load(self.FIRST_ROWS_WAIT)  # type: ignore[attr-defined]
+        self.set_timer(self.MOUNT_REST_AFTER, self.first_rows_shown)
         if self.start_view != "log":  # the log tab counts what runs: index the log once the first
             # view is on screen (indexing 100,000 records meanwhile would delay its first paint)
-            self.set_timer(self.INDEX_LOG_AFTER, self.view("log").prepare)  # type: ignore[attr-defined]
-        if self.watch:
-            self.watch_files()
+            self.set_timer(self.INDEX_LOG_AFTER, self.prepare_log)
         if self.freeze_gc:
             # ~100,000 objects of imported modules live as long as the app: a full collection
             # walking them all stalls a frame for 50-100 ms; frozen, they are never walked again
             # (now, and once the workers' lazy imports, podman-py and pygit2, are done)
             gc.freeze()
             self.set_timer(1.0, gc.freeze)
+
+    # --- the other views, mounted after the first paint
+
+    def first_rows_shown(self) -> None:
+        """The first view drew its first rows (or MOUNT_REST_AFTER passed): once they are on
+        screen, the other views are mounted and loaded, then the file watcher starts."""
+        if not self._rest_mounting:
+            self._rest_mounting = True
+            self.call_after_refresh(self._mount_rest)
+
+    @work(group="views")
+    async def _mount_rest(self) -> None:
+        for view_id, _title, _cls in VIEWS:
+            mounting = self._mount_view(view_id)
+            if mounting is not None:
+                await mounting  # one view at a time: frames go on between them
+                if not self.query(f"#{view_id}-view"):
+                    return  # the app is closing
+                if view_id != "log":  # loaded now, so switching to them is instant
+                    self.view(view_id).load()  # type: ignore[attr-defined]
+        self.views_ready = True
+        if self._log_wanted:
+            self.prepare_log()
+        if self.watch:
+            self.watch_files()
+
+    def _mount_view(self, view_id: str) -> AwaitMount | None:
+        """Mount a view not mounted yet; its AwaitMount while it is being mounted, else None."""
+        if view_id in self._mounting:
+            mounting = self._mounting[view_id]
+            return None if self.query(f"#{view_id}-view").first().is_mounted else mounting
+        if self.query(f"#{view_id}-view"):
+            return None  # (the first view, composed)
+        cls = next(c for v, _t, c in VIEWS if v == view_id)
+        pane = self.query_one(f"#{view_id}", TabPane)
+        if not pane.is_attached:  # the app is closing
+            return AwaitMount(pane, [])
+        mounting = pane.mount(cls(id=f"{view_id}-view", classes="view"))
+        self._mounting[view_id] = mounting
+        return mounting
+
+    def when_view(self, view_id: str, then: Callable[[Widget], object]) -> None:
+        """``then(view)`` now if the view is mounted, else once it is (switched to at once)."""
+        mounting = self._mount_view(view_id)
+        if mounting is None:
+            then(self.view(view_id))
+            return
+
+        async def later() -> None:
+            await mounting
+            if self.query(f"#{view_id}-view"):  # (else the app is closing)
+                then(self.view(view_id))
+
+        self.run_worker(later(), group="views")
+
+    def prepare_log(self) -> None:
+        """Index the log (its tab counts the running commands), now or once it is mounted."""
+        if self.query("#log-view"):
+            self.view("log").prepare()  # type: ignore[attr-defined]
+        else:
+            self._log_wanted = True  # once mounted
 
     def _apply_keymap(self) -> None:
         """Apply the usable entries; report the others once (file:line), never silently."""
@@ -171,18 +239,26 @@ class QpodApp(App[int]):
             # laid out (a single refresh sometimes comes before the tab's new size)
             self.call_after_refresh(move, False)
             self.set_timer(0.15, lambda: move(False))
-        self.view("containers").running_changed()  # type: ignore[attr-defined]
+        for view in self.query("#containers-view"):
+            view.running_changed()  # type: ignore[attr-defined]
 
     def view(self, view_id: str) -> Widget:
         return self.query_one(f"#{view_id}-view")
 
     @property
-    def current_view(self) -> Widget:
-        return self.view(self.query_one(TabbedContent).active)
+    def current_view(self) -> Widget | None:
+        """The view on screen; None while it is being mounted (just switched to at start)."""
+        found = self.query(f"#{self.query_one(TabbedContent).active}-view")
+        return found.first() if found and found.first().is_mounted else None
 
     def _activate(self, view_id: str) -> None:
         self.active_view = view_id
-        self.view(view_id).activated()  # type: ignore[attr-defined]
+
+        def activate(view: Widget) -> None:
+            if self.active_view == view_id:  # (not switched away while it was being mounted)
+                view.activated()  # type: ignore[attr-defined]
+
+        self.when_view(view_id, activate)
 
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
@@ -199,13 +275,14 @@ class QpodApp(App[int]):
             self._activate(view_id)
 
     def action_filter(self) -> None:
-        self.current_view.action_filter()  # type: ignore[attr-defined]
+        if self.current_view is not None:
+            self.current_view.action_filter()  # type: ignore[attr-defined]
 
     def action_reload(self) -> None:
         view = self.current_view
         if isinstance(view, CommandLogView):
             view.changed()
-        else:
+        elif view is not None:
             view.load()  # type: ignore[attr-defined]
 
     def action_help(self) -> None:
@@ -249,7 +326,7 @@ class QpodApp(App[int]):
 
     def run_view_action(self, view_id: str, action: str) -> None:
         self.action_show_view(view_id)
-        self.call_after_refresh(lambda: getattr(self.view(view_id), f"action_{action}")())
+        self.when_view(view_id, lambda view: self.call_after_refresh(getattr(view, f"action_{action}")))
 
     # --- watching the log and the config
 

@@ -103,6 +103,9 @@ class CommandLogView(Vertical):
         self.prepare()
         self._load_choices()
 
+    def first_load(self, wait: float) -> None:  # noqa: ARG002 - the log is indexed in a worker
+        self.activated()
+
     def prepare(self) -> None:
         """Open and index the log (in a worker), also while another view is shown: the tab
         title counts the running commands."""
@@ -172,6 +175,7 @@ class CommandLogView(Vertical):
         assert self.index is not None
         self.table.set_rows(self.index, self.rows)
         self._status()
+        self.app.first_rows_shown()  # type: ignore[attr-defined]  # (the first view's: the others follow)
 
     def _status(self) -> None:
         total = len(self.index) if self.index is not None else 0

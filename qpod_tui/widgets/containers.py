@@ -90,9 +90,7 @@ class ContainersView(TableView):
 
     def activated(self) -> None:
         super().activated()
-        logs = self.app.query("#log-view")  # its start records count the commands
-        if logs:
-            logs.first().prepare()  # type: ignore[attr-defined]
+        self.app.prepare_log()  # type: ignore[attr-defined]  # its start records count the commands
 
     def running_changed(self) -> None:
         """The commands running now changed (the log view says): recount them per container."""

@@ -17,7 +17,7 @@ from ..safe import assemble, literal
 from ..screens.env_form import EnvFormScreen
 from ..screens.images import ImagesScreen
 from ..screens.pull import PullScreen
-from .table_view import TableView
+from .table_view import TableView, read_briefly
 
 
 class EnvironmentsView(TableView):
@@ -55,14 +55,32 @@ class EnvironmentsView(TableView):
     def load(self) -> None:
         self._load_rows()
 
-    @work(thread=True, exclusive=True, group="load")
-    def _load_rows(self) -> None:
-        try:
-            rows = self.engine.environments()
-        except QpodError as err:
-            self.post_message(self.Loaded(None, str(err)))
+    def first_load(self, wait: float) -> None:
+        """At start the config's rows are read before the first frame (see ``read_briefly``);
+        whether their images are here follows from a worker."""
+        self.table.focus()
+        msg = read_briefly(self._read_config, wait)
+        if msg is None:
+            self.load()
             return
-        self.post_message(self.Loaded(rows))
+        self._loaded(msg)
+        if msg.rows is not None:  # (after the first frame, which it would slow down)
+            self.call_after_refresh(self._load_rows, msg.rows)
+
+    def _read_config(self) -> "EnvironmentsView.Loaded":
+        try:
+            return self.Loaded(self.engine.environments())
+        except QpodError as err:
+            return self.Loaded(None, str(err))
+
+    @work(thread=True, exclusive=True, group="load")
+    def _load_rows(self, rows: list[EnvRow] | None = None) -> None:
+        if rows is None:  # (else read by first_load)
+            msg = self._read_config()
+            self.post_message(msg)
+            if msg.rows is None:
+                return
+            rows = msg.rows
         present: dict[str, bool | None] = {}
         for ref in dict.fromkeys(r.image for r in rows if r.image):
             try:

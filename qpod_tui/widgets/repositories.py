@@ -17,7 +17,7 @@ from ..safe import assemble, literal
 from ..screens.bind import BindScreen, BranchRuleScreen
 from ..screens.build import BuildScreen
 from ..screens.dialogs import PickEnvironmentScreen, PickScreen
-from .table_view import TableView
+from .table_view import TableView, read_briefly
 
 STATE_STYLE = {"running": "green", "exited": "yellow", "stopped": "yellow", "none": "dim", "unknown": "dim"}
 
@@ -68,14 +68,32 @@ class RepositoriesView(TableView):
     def load(self) -> None:
         self._load_rows()
 
-    @work(thread=True, exclusive=True, group="load")
-    def _load_rows(self) -> None:
-        # config first (fast, disk only), then again with podman's container states
-        try:
-            self.post_message(self.Loaded(self.engine.repositories()))
-        except QpodError as err:
-            self.post_message(self.Loaded(None, str(err)))
+    def first_load(self, wait: float) -> None:
+        """At start the config's rows are read before the first frame (see ``read_briefly``);
+        podman's states follow from a worker."""
+        self.table.focus()
+        msg = read_briefly(self._read_config, wait)
+        if msg is None:
+            self.load()
             return
+        self._loaded(msg)
+        if msg.rows is not None:  # (after the first frame, which it would slow down)
+            self.call_after_refresh(self._load_rows, config_read=True)
+
+    def _read_config(self) -> "RepositoriesView.Loaded":
+        try:
+            return self.Loaded(self.engine.repositories())
+        except QpodError as err:
+            return self.Loaded(None, str(err))
+
+    @work(thread=True, exclusive=True, group="load")
+    def _load_rows(self, config_read: bool = False) -> None:
+        # config first (fast, disk only), then again with podman's container states
+        if not config_read:
+            msg = self._read_config()
+            self.post_message(msg)
+            if msg.rows is None:
+                return
         try:
             states = self.engine.container_states()
         except QpodError:

@@ -1,8 +1,9 @@
 """A view made of a DataTable with a ``/`` filter line: the base of views 1-3."""
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from rich.text import Text
 from textual import on, work
@@ -21,6 +22,20 @@ from ..screens.dialogs import ConfirmScreen
 from .nav_table import NavTable
 
 Cell = str | Text
+T = TypeVar("T")
+
+
+def read_briefly(read: Callable[[], T], wait: float) -> T | None:
+    """``read()`` on a thread this one waits for, at most ``wait`` seconds; None when it takes
+    longer (it then ends unobserved). For the first view's rows at start: read by a worker
+    while the UI thread lays out the first frame, 20 ms of config reads took 200-350 ms (each
+    file access gives the GIL up and waits for it again); waited for, they take their 20 ms and
+    are in the first frame. A hung disk costs ``wait``, not the dashboard."""
+    box: list[T] = []
+    thread = threading.Thread(target=lambda: box.append(read()), name="qpod-first-rows", daemon=True)
+    thread.start()
+    thread.join(wait)
+    return box[0] if box else None
 
 
 @dataclass(frozen=True)
@@ -77,6 +92,7 @@ class TableView(Vertical):
         self._rows: list[tuple[str, list[Cell]]] = []
         self._drawn: list[tuple[str, list[Cell]]] = []  # the rows in the table, as drawn
         self._drawn_widths: list[int] = []
+        self._shown = False
 
     @property
     def engine(self) -> Engine:
@@ -98,6 +114,17 @@ class TableView(Vertical):
 
     def load(self) -> None:
         """Fetch this view's rows (in a worker)."""
+
+    def first_load(self, wait: float) -> None:
+        """The first view's first load, at start (``wait``: see ``read_briefly``)."""
+        self.activated()
+
+    def shown(self) -> None:
+        """Rows (or a message instead) are in the view: the app mounts the other views once
+        the first view's are on screen."""
+        if not self._shown:
+            self._shown = True
+            self.app.first_rows_shown()  # type: ignore[attr-defined]
 
     # --- rows and filtering
 
@@ -169,6 +196,7 @@ class TableView(Vertical):
                 table.move_cursor(row=keys.index(keep), animate=False)
         self._drawn, self._drawn_widths = prepared.fitted, prepared.widths
         self.selection_changed()
+        self.shown()
 
     def _show(self) -> None:
         """Draw the rows again (the filter or the size changed)."""
@@ -228,6 +256,8 @@ class TableView(Vertical):
         msg = self.query_one(".view-message", Static)
         msg.update(text or "")
         msg.set_class(text is None, "hidden")
+        if text is not None:
+            self.shown()
 
     # --- actions that call the engine
 
