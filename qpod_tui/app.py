@@ -130,6 +130,8 @@ class QpodApp(App[int]):
                 if view_id != "log":  # loaded now, so switching to them is instant
                     self.view(view_id).load()  # type: ignore[attr-defined]
         self.views_ready = True
+        if self.freeze_gc:
+            gc.freeze()  # the views' widgets and styles live as long as the app, as the imports do
         if self._log_wanted:
             self.prepare_log()
         if self.watch:

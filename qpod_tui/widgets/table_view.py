@@ -93,6 +93,7 @@ class TableView(Vertical):
         self._drawn: list[tuple[str, list[Cell]]] = []  # the rows in the table, as drawn
         self._drawn_widths: list[int] = []
         self._shown = False
+        self._message: str | Text | None = None  # shown above the table
 
     @property
     def engine(self) -> Engine:
@@ -253,6 +254,9 @@ class TableView(Vertical):
         """A note above the table (nothing to show, podman unavailable); None removes it. The
         table stays, focused, so the view's keys keep working. A str is qpod's own markup;
         anything quoting a path or an error is a Text (``qpod_tui.safe``)."""
+        if text is None and self._message is None:
+            return  # (each refresh says so: an update would lay the whole screen out again)
+        self._message = text
         msg = self.query_one(".view-message", Static)
         msg.update(text or "")
         msg.set_class(text is None, "hidden")
