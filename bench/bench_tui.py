@@ -165,9 +165,9 @@ def child(containers: int, real_podman: bool) -> dict[str, float]:
         def image_present(self, ref: str) -> bool:
             return super().image_present(ref) if real_podman else False
 
-        def container_stats(self, ids: list[str]) -> dict[str, Any]:
+        def container_stats(self, ids: list[str], hosts: dict[str, str] | None = None) -> dict[str, Any]:
             if real_podman:
-                return super().container_stats(ids)
+                return super().container_stats(ids, hosts)
             from qpod_engine.container_stats import Stats
 
             # figures that move between refreshes, as a busy machine's do (every CPU cell changes)

@@ -451,12 +451,23 @@ class Engine:
 
     # --- container figures, the dashboard's own preferences
 
-    def container_stats(self, ids: list[str]) -> "dict[str, Any]":
+    def container_stats(self, ids: list[str], hosts: dict[str, str] | None = None) -> "dict[str, Any]":
         """CPU %, memory and pids of the running containers ``ids`` (``container_stats.Stats``
-        by 12-digit id), one call to podman. Raises QpodError when podman cannot be asked."""
+        by 12-digit id), one call to each podman (``hosts``: the host of a container on
+        another machine, by id). Raises QpodError when this machine's podman cannot be asked;
+        a build host that cannot be leaves its containers without figures."""
         from .container_stats import container_stats
 
-        return container_stats(ids)
+        by_host: dict[str, list[str]] = {}
+        for cid in ids:
+            by_host.setdefault((hosts or {}).get(cid, ""), []).append(cid)
+        out = container_stats(by_host.pop("", []))
+        for host, group in by_host.items():
+            try:
+                out.update(container_stats(group, host))
+            except QpodError:
+                continue
+        return out
 
     def repo_shell_command(self, repository: str, environment: str) -> tuple[list[str], dict[str, str], str] | None:
         """argv, environment and cwd of your shell in the container of (``environment``,

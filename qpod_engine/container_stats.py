@@ -63,9 +63,10 @@ def parse_stats(payload: dict[str, Any]) -> dict[str, Stats]:
     return out
 
 
-def container_stats(ids: list[str]) -> dict[str, Stats]:
-    """Stats of the running containers ``ids`` in one call. Raises QpodError when podman
-    cannot be asked; a container that stopped meanwhile is simply absent."""
+def container_stats(ids: list[str], host: str | None = None) -> dict[str, Stats]:
+    """Stats of the running containers ``ids`` (on podman connection ``host``: an environment's
+    host:) in one call. Raises QpodError when podman cannot be asked; a container that stopped
+    meanwhile is simply absent."""
     if not ids:
         return {}
     import json
@@ -73,9 +74,9 @@ def container_stats(ids: list[str]) -> dict[str, Stats]:
     from .podman_backend import client
 
     try:
-        response = client().api.get("/containers/stats", params={"containers": ids, "stream": False})
+        response = client(host).api.get("/containers/stats", params={"containers": ids, "stream": False})
         if response.status_code != 200:  # one of them stopped meanwhile: ask for each alone
-            return _one_by_one(ids)
+            return _one_by_one(ids, host)
         return parse_stats(json.loads(response.content))
     except QpodError:
         raise
@@ -83,14 +84,14 @@ def container_stats(ids: list[str]) -> dict[str, Stats]:
         raise QpodError(f"podman: container stats: {err}") from None
 
 
-def _one_by_one(ids: list[str]) -> dict[str, Stats]:
+def _one_by_one(ids: list[str], host: str | None) -> dict[str, Stats]:
     import json
 
     from .podman_backend import client
 
     out: dict[str, Stats] = {}
     for cid in ids:
-        response = client().api.get("/containers/stats", params={"containers": [cid], "stream": False})
+        response = client(host).api.get("/containers/stats", params={"containers": [cid], "stream": False})
         if response.status_code == 200:
             out.update(parse_stats(json.loads(response.content)))
     return out

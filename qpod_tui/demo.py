@@ -216,7 +216,7 @@ class DemoEngine(Engine):
         self._need_podman()
         return list(self.ctrs)
 
-    def container_stats(self, ids: list[str]) -> dict[str, Stats]:
+    def container_stats(self, ids: list[str], hosts: dict[str, str] | None = None) -> dict[str, Stats]:
         self._need_podman()
         return {cid: Stats(cpu=[97.5, 0.1, 12.0, 180.4][int(cid, 16) % 4], memory=(38 + int(cid, 16) * 217) << 20,
                            memory_limit=16 << 30, pids=1 + int(cid, 16)) for cid in ids}

@@ -344,3 +344,46 @@ def test_a_developer_with_rootless_podman_builds_on_a_host(host: sshd_host.SshHo
             service.wait(timeout=30)
         user.run("podman", "rm", "-af", "-t", "0", timeout=120)
         user.stop_everything()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_the_dashboard_shows_stops_and_measures_a_container_on_a_host(remote_repo: Path,
+                                                                          on_host: sshd_host.SshHost) -> None:
+    from qpod_engine import podman_backend
+    from qpod_engine.api import Engine
+    from qpod_engine.containers import container_name
+    from qpod_tui.app import make_app
+    from qpod_tui.screens.dialogs import ConfirmScreen
+
+    assert qexec("true", cwd=remote_repo).returncode == 0
+    name = container_name("rbb", os.path.realpath(remote_repo))
+    app = make_app(Engine(), view="containers", watch=False)
+    async with app.run_test(size=(160, 40)) as pilot:
+        view = app.view("containers")
+
+        async def until(cond: Callable[[], object]) -> None:
+            deadline = time.monotonic() + 180
+            while not cond():
+                assert time.monotonic() < deadline, "condition not met in time"
+                await pilot.pause(0.1)
+
+        await until(lambda: name in view.containers)
+        assert view.containers[name].host == on_host.name
+        row = dict(zip(view.COLUMNS, view.table.get_row(name), strict=True))
+        assert str(row["Environment"]) == f"rbb @{on_host.name}"
+        # its figures come from that host's podman
+        cid = view.containers[name].id
+        await until(lambda: cid in view.stats)
+        assert view.stats[cid].memory > 0 and on_host.name in podman_backend._clients
+        view.table.move_cursor(row=view.table.get_row_index(name))
+        await pilot.press("s")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await until(lambda: view.containers[name].state in ("exited", "stopped"))
+    r = qexec("echo", "started-again", cwd=remote_repo)  # the next command starts it there
+    assert (r.returncode, r.stdout) == (0, b"started-again\n"), r.stderr

@@ -35,7 +35,9 @@ def container_cells(c: ContainerRow, stats: dict[str, Stats], counts: Counter[st
     memory = human_bytes(s.memory) if s is not None else "-"
     cmds = getattr(c, "commands_running", None)
     cmds = counts.get(c.name, 0) if cmds is None else cmds
-    return (c.environment, c.repository, state, uptime(c.started, now) if running else "-", cpu, memory,
+    # a container on another machine (an environment's host:) says which, beside its environment
+    env = assemble(c.environment, (f" @{c.host}", "cyan")) if getattr(c, "host", "") else c.environment
+    return (env, c.repository, state, uptime(c.started, now) if running else "-", cpu, memory,
             str(cmds) if cmds else "-", c.image, c.name)
 
 
@@ -56,9 +58,11 @@ class ContainersView(TableView):
         12-digit id once asked, and their cells ready to draw."""
 
         def __init__(self, rows: list[ContainerRow] | None, error: str | None = None, now: float = 0.0,
-                     stats: dict[str, Stats] | None = None, prepared: Prepared | None = None) -> None:
+                     stats: dict[str, Stats] | None = None, prepared: Prepared | None = None,
+                     unreachable: list[str] | None = None) -> None:
             super().__init__()
             self.rows, self.error, self.now, self.stats, self.prepared = rows, error, now, stats, prepared
+            self.unreachable = unreachable or []  # build hosts whose containers are missing, with why
 
     class Shell(Message):
         def __init__(self, name: str, argv: list[str], env: dict[str, str], cwd: str | None) -> None:
@@ -107,17 +111,20 @@ class ContainersView(TableView):
             self.post_message(self.Loaded(None, str(err)))
             return
         now = self.engine.now()
+        unreachable = list(self.engine.unreachable_hosts)
         first = not self.containers
         if first:  # the rows at once; their figures follow
-            self.post_message(self.Loaded(rows, now=now, prepared=self._prepare(rows, {}, counts, now, layout)))
+            self.post_message(self.Loaded(rows, now=now, prepared=self._prepare(rows, {}, counts, now, layout),
+                                          unreachable=unreachable))
         running = [c.id for c in rows if c.state == "running"]
         try:
-            stats = self.engine.container_stats(running) if running else {}
+            stats = self.engine.container_stats(running, {c.id: c.host for c in rows if c.host}) if running else {}
         except QpodError:
             stats = {}  # the figures stay empty; the rows are podman's anyway
         # rows and figures in one update of the table (one redraw, not two)
         self.post_message(self.Loaded(rows, now=now, stats=stats,
-                                      prepared=self._prepare(rows, stats, counts, now, layout)))
+                                      prepared=self._prepare(rows, stats, counts, now, layout),
+                                      unreachable=unreachable))
 
     def _prepare(self, rows: list[ContainerRow], stats: dict[str, Stats], counts: Counter[str], now: float,
                  layout: Layout) -> Prepared:
@@ -132,8 +139,12 @@ class ContainersView(TableView):
             self.show_message(assemble(("podman is unavailable", "bold"), ": ", literal(msg.error or ""),
                                        "\n\nThe other views keep working; this one retries every few seconds."))
             return
-        self.show_message(None if msg.rows else "No qpod containers: a bound repository's first redirected "
-                          "command creates one.")
+        if msg.unreachable:
+            self.show_message(assemble(("Not reachable", "bold"), " (their containers are not listed): ",
+                                       literal("; ".join(msg.unreachable))))
+        else:
+            self.show_message(None if msg.rows else "No qpod containers: a bound repository's first redirected "
+                              "command creates one.")
         self.containers = {c.name: c for c in msg.rows}
         self.now = msg.now
         if msg.stats is not None:
