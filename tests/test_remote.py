@@ -113,15 +113,22 @@ def test_a_build_through_qpod_shell_runs_on_the_remote_host(on_host: sshd_host.S
         _wait_for(lambda: not _running("sleep 41.75"), "the build to end after Ctrl-C")
         out = run("echo after-int")
         assert "long-finished" not in out
-        # Ctrl-Z stops it there, fg resumes it
-        tmux.type("make -s -f /dev/null -E 'x:; @echo zz-started; sleep 3.25; echo zz-finished' x")
-        tmux.wait_for("zz-started", 120)
+        # Ctrl-Z stops it there, fg resumes it (the markers are computed: the typed line does
+        # not contain them)
+        tmux.type("make -s -f /dev/null -E 'x:; @echo zz-$$((6*7)); sleep 3.25; echo zz-$$((7*7))' x")
+        tmux.wait_for("zz-42", 120)
         _wait_for(lambda: _running("sleep 3.25"), "the build's sleep")
         tmux.send("C-z")
-        tmux.wait_for("Stopped")
+        try:
+            tmux.wait_for("Stopped", 120)
+        except AssertionError as err:  # what each process was doing, for whoever reads the failure
+            ps = subprocess.run(["ps", "-eo", "pid,ppid,pgid,stat,wchan:20,args"], capture_output=True,
+                                text=True).stdout
+            raise AssertionError(f"{err}\n" + "\n".join(ln for ln in ps.splitlines() if re.search(
+                r"qpod|ssh|sleep|make|PID", ln))) from None
         assert _stopped("sleep 3.25"), "the command there did not stop"
         out = run("fg")
-        assert "zz-finished" in out and f"DONE-{1000 + n}-0" in out, out
+        assert "zz-49" in out and f"DONE-{1000 + n}-0" in out, out
     finally:
         tmux.kill()
         remove_containers_of(str(root))
@@ -129,8 +136,9 @@ def test_a_build_through_qpod_shell_runs_on_the_remote_host(on_host: sshd_host.S
     assert ps.returncode == 0
 
 
-def _running(pattern: str) -> list[str]:
-    return subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
+def _running(command: str) -> list[str]:
+    """Processes whose command line is ``command`` (not one that merely mentions it)."""
+    return subprocess.run(["pgrep", "-fx", command], capture_output=True, text=True).stdout.split()
 
 
 def _stopped(pattern: str) -> bool:
