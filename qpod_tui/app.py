@@ -237,10 +237,14 @@ class QpodApp(App[int]):
         tabs = self.query_one(Tabs)
         move = getattr(tabs, "_highlight_active", None)
         if move is not None:
+            def follow() -> None:
+                if tabs.is_attached and tabs.query("Underline"):  # (not when the app is closing)
+                    move(False)
+
             # after the next refresh, and once more when the new label's width has surely been
             # laid out (a single refresh sometimes comes before the tab's new size)
-            self.call_after_refresh(move, False)
-            self.set_timer(0.15, lambda: move(False))
+            self.call_after_refresh(follow)
+            self.set_timer(0.15, follow)
         for view in self.query("#containers-view"):
             view.running_changed()  # type: ignore[attr-defined]
 
