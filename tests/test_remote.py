@@ -179,14 +179,15 @@ def test_streams_status_and_signals_are_relayed(remote_repo: Path, on_host: sshd
                         'echo "status=${PIPESTATUS[0]}"'], cwd=remote_repo, capture_output=True, text=True, timeout=120)
     assert r.stdout == "y\ny\nstatus=141\n", r
     # a signal to the client reaches the command's process group there
-    p = subprocess.Popen([sys.executable, "-m", "qpod_engine.cli", "exec", "sh", "-c",
-                          'trap "echo got-int; exit 5" INT; echo ready; while :; do sleep 0.1; done'],
-                         cwd=remote_repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert p.stdout is not None
-    assert p.stdout.readline() == b"ready\n"
-    p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=60)
-    assert (p.returncode, out) == (5, b"got-int\n"), err
+    for sig, name in ((signal.SIGINT, "INT"), (signal.SIGTERM, "TERM"), (signal.SIGHUP, "HUP")):
+        p = subprocess.Popen([sys.executable, "-m", "qpod_engine.cli", "exec", "sh", "-c",
+                              f'trap "echo got-{name}; exit 5" {name}; echo ready; while :; do sleep 0.1; done'],
+                             cwd=remote_repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert p.stdout is not None
+        assert p.stdout.readline() == b"ready\n"
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=60)
+        assert (p.returncode, out) == (5, f"got-{name}\n".encode()), err
     # each command is in the log as a local one is, with its status
     r = run_qpod("log", "--json", "--env", "rbb")
     records = [json.loads(line) for line in r.stdout.splitlines()]
