@@ -17,7 +17,7 @@ from ..safe import assemble, literal
 from ..screens.env_form import EnvFormScreen
 from ..screens.images import ImagesScreen
 from ..screens.pull import PullScreen
-from .table_view import TableView, read_briefly
+from .table_view import TableView
 
 
 class EnvironmentsView(TableView):
@@ -56,16 +56,8 @@ class EnvironmentsView(TableView):
         self._load_rows()
 
     def first_load(self, wait: float) -> None:
-        """At start the config's rows are read before the first frame (see ``read_briefly``);
-        whether their images are here follows from a worker."""
-        self.table.focus()
-        msg = read_briefly(self._read_config, wait)
-        if msg is None:
-            self.load()
-            return
-        self._loaded(msg)
-        if msg.rows is not None:  # (after the first frame, which it would slow down)
-            self.call_after_refresh(self._load_rows, msg.rows)
+        """The config's rows before the first frame; whether their images are here follows."""
+        self.first_load_from_config(self._read_config, wait, lambda msg: self._load_rows(msg.rows))
 
     def _read_config(self) -> "EnvironmentsView.Loaded":
         try:

@@ -17,7 +17,7 @@ from ..safe import assemble, literal
 from ..screens.bind import BindScreen, BranchRuleScreen
 from ..screens.build import BuildScreen
 from ..screens.dialogs import PickEnvironmentScreen, PickScreen
-from .table_view import TableView, read_briefly
+from .table_view import TableView
 
 STATE_STYLE = {"running": "green", "exited": "yellow", "stopped": "yellow", "none": "dim", "unknown": "dim"}
 
@@ -69,16 +69,8 @@ class RepositoriesView(TableView):
         self._load_rows()
 
     def first_load(self, wait: float) -> None:
-        """At start the config's rows are read before the first frame (see ``read_briefly``);
-        podman's states follow from a worker."""
-        self.table.focus()
-        msg = read_briefly(self._read_config, wait)
-        if msg is None:
-            self.load()
-            return
-        self._loaded(msg)
-        if msg.rows is not None:  # (after the first frame, which it would slow down)
-            self.call_after_refresh(self._load_rows, config_read=True)
+        """The config's rows before the first frame; podman's states follow."""
+        self.first_load_from_config(self._read_config, wait, lambda _msg: self._load_rows(config_read=True))
 
     def _read_config(self) -> "RepositoriesView.Loaded":
         try:

@@ -120,6 +120,19 @@ class TableView(Vertical):
         """The first view's first load, at start (``wait``: see ``read_briefly``)."""
         self.activated()
 
+    def first_load_from_config(self, read: Callable[[], Any], wait: float, then: Callable[[Any], object]) -> None:
+        """``first_load`` of a view whose rows come from the config: ``read()`` (a Loaded
+        message) before the first frame, handled as a worker's would be (``_loaded``); ``then``
+        (podman's part) after that frame, which it would slow down."""
+        self.table.focus()
+        msg = read_briefly(read, wait)
+        if msg is None:
+            self.load()
+            return
+        self._loaded(msg)  # type: ignore[attr-defined]
+        if msg.rows is not None:
+            self.call_after_refresh(then, msg)
+
     def shown(self) -> None:
         """Rows (or a message instead) are in the view: the app mounts the other views once
         the first view's are on screen."""
