@@ -22,7 +22,13 @@ _clients: dict[str | None, Any] = {}
 
 def client(host: str | None = None) -> Any:
     """A connected podman-py client: this machine's (service started on demand), or the podman
-    of connection ``host`` (an environment's ``host:``), through a socket ssh forwards."""
+    of connection ``host`` (an environment's ``host:``), through a socket ssh forwards (made
+    again when that ssh has ended: a dropped connection, in a long-running dashboard)."""
+    if host and host in _clients:
+        from . import remote
+
+        if not remote.forward_alive(host):
+            del _clients[host]
     if host not in _clients:
         try:
             from podman import PodmanClient

@@ -248,6 +248,11 @@ def api_socket(conn: Connection) -> str:
     return local
 
 
+def forward_alive(name: str) -> bool:
+    got = _forwards.get(name)
+    return got is not None and got[0].poll() is None
+
+
 def _close_forward(proc: subprocess.Popen[bytes], tmp: str) -> None:
     import shutil
 

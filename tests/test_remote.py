@@ -396,3 +396,16 @@ async def test_the_dashboard_shows_stops_and_measures_a_container_on_a_host(remo
         await until(lambda: view.containers[name].state in ("exited", "stopped"))
     r = qexec("echo", "started-again", cwd=remote_repo)  # the next command starts it there
     assert (r.returncode, r.stdout) == (0, b"started-again\n"), r.stderr
+
+
+def test_a_long_running_process_reaches_a_host_again_after_its_forward_dropped(remote_repo: Path,
+                                                                                on_host: sshd_host.SshHost) -> None:
+    from qpod_engine import podman_backend
+
+    assert qexec("true", cwd=remote_repo).returncode == 0
+    first = podman_backend.client(on_host.name)
+    assert first.ping()
+    on_host.drop_connections()  # the forward's ssh ends with its connection
+    _wait_for(lambda: not remote.forward_alive(on_host.name), "the forward to end")
+    again = podman_backend.client(on_host.name)
+    assert again is not first and again.ping()
