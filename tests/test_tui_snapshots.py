@@ -22,7 +22,19 @@ def keys(*presses: str):
             await settle(pilot)
         await pilot.wait_for_scheduled_animations()  # a tab's underline follows its new title
         await settle(pilot)
+        await still_cursors(pilot)
     return run
+
+
+async def still_cursors(pilot) -> None:
+    """Every text field's cursor drawn and no longer blinking: the blink is a 0.5 s wall-clock
+    timer, so which phase the picture catches would be a race (it was, on a loaded machine)."""
+    from textual.widgets import Input
+
+    for screen in pilot.app.screen_stack:
+        for field in screen.query(Input):
+            field.cursor_blink = False
+    await pilot.pause()
 
 
 def following(*presses: str):
@@ -40,6 +52,7 @@ def following(*presses: str):
         await pilot.wait_for_animation()
         await settle(pilot)
         await underline_follows(pilot)
+        await still_cursors(pilot)
     return run
 
 
@@ -114,6 +127,7 @@ def test_environment_form_with_error(snap_compare, app_for):
         pilot.app.screen.query_one("#field-commands").value = "make /usr/bin/gdb"
         await pilot.press("ctrl+s")
         await settle(pilot)
+        await still_cursors(pilot)
 
     assert snap_compare(app_for("environments"), terminal_size=(120, 44), run_before=run)
 
