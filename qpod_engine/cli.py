@@ -389,18 +389,20 @@ def cmd_which(a: "argparse.Namespace") -> int:
         raise QpodError("usage: qpod which [--] CMD [ARGS...]", 2)
     cwd = _cwd()
     path = find_program(a.argv[0]) or a.argv[0]
-    d = decide(path, a.argv, cwd, snapshot.targets(snapshot.load()))
+    snap = snapshot.load()
+    d = decide(path, a.argv, cwd, snapshot.targets(snap))
     data = {"where": d.where, "reason": d.reason, "path": path, "cwd": cwd,
             "repository": d.target.root if d.target else None,
             "environment": d.target.environment if d.target and d.in_container else None,
             "in_image": None}
     blocked = None
+    env_entry = (snapshot.environment_entry(snap, d.target.environment, d.target.root) or {}
+                 if d.in_container and d.target else {})
     if d.in_container and d.target and d.target.environment == REPO_FILE:
         # a repository file not allowed (or broken): the command would fail, say so and why
-        blocked = (snapshot.environment_entry(snapshot.load(), REPO_FILE, d.target.root) or {}).get("error")
+        blocked = env_entry.get("error")
         data["blocked"] = blocked
-    if d.in_container and d.target and not blocked:
-        env_entry = snapshot.environment_entry(snapshot.load(), d.target.environment, d.target.root) or {}
+    if not blocked:
         if env_entry.get("host"):
             from .remote import DIFFERENCES
 

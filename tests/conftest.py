@@ -22,6 +22,17 @@ for _sig, _handler in ((signal.SIGINT, signal.default_int_handler), (signal.SIGQ
         signal.signal(_sig, _handler)
 
 
+def wait_until(cond: Callable[[], object], what: str, timeout: float = 60) -> None:
+    """Until ``cond()`` holds (a condition, never a fixed sleep: CI is a loaded 2-core machine)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached in {timeout}s")
+        time.sleep(0.05)
+
+
 def podman_available() -> bool:
     return shutil.which("podman") is not None
 

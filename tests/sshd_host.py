@@ -12,8 +12,9 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
+
+from conftest import wait_until
 
 SSHD = "/usr/sbin/sshd"
 
@@ -31,14 +32,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _wait(cond, what: str, timeout: float = 60) -> None:  # noqa: ANN001 - a predicate
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not ready after {timeout}s")
-        time.sleep(0.05)
 
 
 class SshHost:
@@ -73,13 +66,13 @@ class SshHost:
             self.service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{self.socket}"],
                                             env={**env, "QPOD_OFF": "1"}, stdout=subprocess.DEVNULL,
                                             stderr=subprocess.DEVNULL, start_new_session=True)
-            _wait(lambda: os.path.exists(self.socket), "podman service")
+            wait_until(lambda: os.path.exists(self.socket), "podman service")
         sshd = [SSHD, "-D", "-f", str(work / "sshd_config"), "-E", str(self.log)]
         if hide:
             sshd = ["unshare", "-m", "--propagation", "private", "sh", "-c",
                     'mount -t tmpfs qpod-hidden "$0" && exec "$@"', hide, *sshd]
         self.sshd = subprocess.Popen(sshd, start_new_session=True)
-        _wait(self._listening, "sshd")
+        wait_until(self._listening, "sshd")
         self.conf = work / "containers.conf"
         self.conf.write_text(f'[engine]\n[engine.service_destinations]\n  [engine.service_destinations.{name}]\n'
                              f'    uri = "ssh://root@127.0.0.1:{self.port}{self.socket}"\n'

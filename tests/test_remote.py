@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 import sshd_host
-from conftest import remove_containers_of, run_qpod
+from conftest import remove_containers_of, run_qpod, wait_until
 from tmux_driver import Tmux
+from tui_pilot import wait_for
 
 from qpod_engine import preload_lib, remote
 
@@ -108,16 +109,16 @@ def test_a_build_through_qpod_shell_runs_on_the_remote_host(on_host: sshd_host.S
         # Ctrl-C reaches the build there and ends it
         tmux.type("make -s long")
         tmux.wait_for("long-started", 120)
-        _wait_for(lambda: _running("sleep 41.75"), "the build's sleep")
+        wait_until(lambda: _running("sleep 41.75"), "the build's sleep")
         tmux.send("C-c")
-        _wait_for(lambda: not _running("sleep 41.75"), "the build to end after Ctrl-C")
+        wait_until(lambda: not _running("sleep 41.75"), "the build to end after Ctrl-C")
         out = run("echo after-int")
         assert "long-finished" not in out
         # Ctrl-Z stops it there, fg resumes it (the markers are computed: the typed line does
         # not contain them)
         tmux.type("make -s -f /dev/null -E 'x:; @echo zz-$$((6*7)); sleep 3.25; echo zz-$$((7*7))' x")
         tmux.wait_for("zz-42", 120)
-        _wait_for(lambda: _running("sleep 3.25"), "the build's sleep")
+        wait_until(lambda: _running("sleep 3.25"), "the build's sleep")
         tmux.send("C-z")
         try:
             tmux.wait_for("Stopped", 120)
@@ -153,14 +154,6 @@ def _stopped(pattern: str) -> bool:
                 continue
         time.sleep(0.1)
     return False
-
-
-def _wait_for(cond: Callable[[], object], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def test_streams_status_and_signals_are_relayed(remote_repo: Path, on_host: sshd_host.SshHost) -> None:
@@ -213,13 +206,13 @@ def test_a_dropped_connection_ends_the_command_with_255(remote_repo: Path, on_ho
     p = subprocess.Popen([sys.executable, "-m", "qpod_engine.cli", "exec", "sh", "-c", "echo started; sleep 1234.5"],
                          cwd=remote_repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert p.stdout is not None and p.stdout.readline() == b"started\n"
-    _wait_for(lambda: _running("sleep 1234.5"), "the command there")
+    wait_until(lambda: _running("sleep 1234.5"), "the command there")
     on_host.drop_connections()
     out, err = p.communicate(timeout=120)
     assert p.returncode == 255, (out, err)
     lines = err.decode().splitlines()
     assert lines == [f"qpod: lost the connection to host {on_host.name}"], lines
-    _wait_for(lambda: not _running("sleep 1234.5"), "nothing left running there")
+    wait_until(lambda: not _running("sleep 1234.5"), "nothing left running there")
     r = qexec("echo", "back", cwd=remote_repo)  # the next command connects again
     assert (r.returncode, r.stdout) == (0, b"back\n"), r.stderr
 
@@ -327,7 +320,7 @@ def test_a_developer_with_rootless_podman_builds_on_a_host(host: sshd_host.SshHo
         # the build server's podman: the user's own, rootless
         service = subprocess.Popen(user.argv("podman", "system", "service", "--time=0", f"unix://{sock}"),
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        _wait_for(sock.exists, "the user's podman service")
+        wait_until(sock.exists, "the user's podman service")
         r = user.run("/opt/qpod/bin/python", "-c",
                      "from qpod_engine.images import build_busybox_image as b; print(b())")
         assert r.returncode == 0, r.stderr
@@ -375,25 +368,19 @@ async def test_the_dashboard_shows_stops_and_measures_a_container_on_a_host(remo
     async with app.run_test(size=(160, 40)) as pilot:
         view = app.view("containers")
 
-        async def until(cond: Callable[[], object]) -> None:
-            deadline = time.monotonic() + 180
-            while not cond():
-                assert time.monotonic() < deadline, "condition not met in time"
-                await pilot.pause(0.1)
-
-        await until(lambda: name in view.containers)
+        await wait_for(pilot, lambda: name in view.containers)
         assert view.containers[name].host == on_host.name
         row = dict(zip(view.COLUMNS, view.table.get_row(name), strict=True))
         assert str(row["Environment"]) == f"rbb @{on_host.name}"
         # its figures come from that host's podman
         cid = view.containers[name].id
-        await until(lambda: cid in view.stats)
+        await wait_for(pilot, lambda: cid in view.stats)
         assert view.stats[cid].memory > 0 and on_host.name in podman_backend._clients
         view.table.move_cursor(row=view.table.get_row_index(name))
         await pilot.press("s")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("y")
-        await until(lambda: view.containers[name].state in ("exited", "stopped"))
+        await wait_for(pilot, lambda: view.containers[name].state in ("exited", "stopped"))
     r = qexec("echo", "started-again", cwd=remote_repo)  # the next command starts it there
     assert (r.returncode, r.stdout) == (0, b"started-again\n"), r.stderr
 
@@ -406,6 +393,6 @@ def test_a_long_running_process_reaches_a_host_again_after_its_forward_dropped(r
     first = podman_backend.client(on_host.name)
     assert first.ping()
     on_host.drop_connections()  # the forward's ssh ends with its connection
-    _wait_for(lambda: not remote.forward_alive(on_host.name), "the forward to end")
+    wait_until(lambda: not remote.forward_alive(on_host.name), "the forward to end")
     again = podman_backend.client(on_host.name)
     assert again is not first and again.ping()

@@ -9,6 +9,7 @@ import time
 import pytest
 from conftest import REPO_ROOT, podman_available, run_qpod
 from tmux_driver import Tmux
+from tui_pilot import wait_for
 
 from qpod_engine.api import Engine
 from qpod_engine.containers import container_name
@@ -43,24 +44,17 @@ def warm(bound_repo):
     return os.path.realpath(bound_repo), name
 
 
-async def wait(pilot, cond, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await pilot.pause(0.1)
-
-
 @pytest.mark.anyio
 async def test_stop_restart_and_output_of_a_real_container(warm):
     root, name = warm
     app = make_app(Engine(), view="containers", watch=False)
     async with app.run_test(size=SIZE) as pilot:
         view = app.view("containers")
-        await wait(pilot, lambda: name in view.containers)
+        await wait_for(pilot, lambda: name in view.containers)
         assert view.containers[name].repository == root and view.containers[name].state == "running"
         # CPU and memory from podman's one-shot stats, shown in the row
         cid = view.containers[name].id
-        await wait(pilot, lambda: cid in view.stats)
+        await wait_for(pilot, lambda: cid in view.stats)
         assert view.stats[cid].memory > 0 and view.stats[cid].cpu >= 0
         row = dict(zip(view.COLUMNS, view.table.get_row(name), strict=True))
         assert str(row["CPU"]).endswith("%") and str(row["Memory"])[-1] in "BKMG"
@@ -68,22 +62,22 @@ async def test_stop_restart_and_output_of_a_real_container(warm):
         await pilot.press("s")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("y")
-        await wait(pilot, lambda: podman_state(name) in ("exited", "stopped"))
-        await wait(pilot, lambda: view.containers[name].state in ("exited", "stopped"))
+        await wait_for(pilot, lambda: podman_state(name) in ("exited", "stopped"))
+        await wait_for(pilot, lambda: view.containers[name].state in ("exited", "stopped"))
 
         view.table.move_cursor(row=view.table.get_row_index(name))
         await pilot.press("r", "y")
-        await wait(pilot, lambda: podman_state(name) == "running")
-        await wait(pilot, lambda: view.containers[name].state == "running")
+        await wait_for(pilot, lambda: podman_state(name) == "running")
+        await wait_for(pilot, lambda: view.containers[name].state == "running")
 
         await pilot.press("o")
-        await wait(pilot, lambda: isinstance(app.screen, TextScreen))
+        await wait_for(pilot, lambda: isinstance(app.screen, TextScreen))
         await pilot.press("escape")
 
         # the repositories view shows the same container state, from podman
         await pilot.press("1")
         repos = app.view("repositories")
-        await wait(pilot, lambda: root in repos.repos and repos.repos[root].container_state == "running")
+        await wait_for(pilot, lambda: root in repos.repos and repos.repos[root].container_state == "running")
 
 
 @pytest.mark.anyio
@@ -102,7 +96,7 @@ async def test_a_redirected_command_is_shown_running_then_as_its_row(warm):
             view = app.view("log")
             panel = view.query_one(RunningPanel)
             tab = app.query_one(TabbedContent).get_tab("log")
-            await wait(pilot, lambda: script in str(panel.render()))
+            await wait_for(pilot, lambda: script in str(panel.render()))
             assert str(tab.label).endswith("1 running")
             assert root in str(panel.render()) or "…" in str(panel.render())
             # the containers view counts it in its container's row
@@ -115,14 +109,14 @@ async def test_a_redirected_command_is_shown_running_then_as_its_row(warm):
                 except Exception:  # noqa: BLE001 - the row is not there yet
                     return ""
 
-            await wait(pilot, lambda: cmds() == "1")
+            await wait_for(pilot, lambda: cmds() == "1")
             await pilot.press("4")
             rows = len(view.table.rows)
             open(os.path.join(root, "go-on"), "w").close()
-            await wait(pilot, lambda: len(view.table.rows) == rows + 1)
+            await wait_for(pilot, lambda: len(view.table.rows) == rows + 1)
             rec = view.index.record(view.table.rows[-1])
             assert rec["argv"] == ["sh", "-c", script] and rec["status"] == 0 and rec["repo"] == root
-            await wait(pilot, lambda: not panel.display)
+            await wait_for(pilot, lambda: not panel.display)
             assert str(tab.label) == "4 Command log"
         assert cmd.wait(timeout=DEADLINE) == 0, cmd.stderr.read() if cmd.stderr else ""
     finally:
@@ -137,7 +131,7 @@ async def test_pull_failure_is_reported_in_the_dialog(qpod_home):
     async with app.run_test(size=SIZE) as pilot:
         await app.push_screen(PullScreen(engine, "localhost/qpod-no-such-image:never"))
         status = app.screen.query_one("#pull-status")
-        await wait(pilot, lambda: "cannot pull image localhost/qpod-no-such-image:never" in str(status.render()))
+        await wait_for(pilot, lambda: "cannot pull image localhost/qpod-no-such-image:never" in str(status.render()))
         assert not app.screen.ok
 
 

@@ -16,3 +16,12 @@ async def settle(pilot, timeout: float = 10.0) -> None:
         quiet = 0 if busy else quiet + 1
         if time.monotonic() > deadline:
             raise AssertionError(f"workers still running: {busy}")
+
+
+async def wait_for(pilot, cond, timeout: float = 180.0) -> None:
+    """Until ``cond()`` holds, the app running meanwhile (real podman and ssh: a loaded 2-core
+    machine is slow, never this slow)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await pilot.pause(0.1)
