@@ -697,11 +697,12 @@ static int parse_front(const char *python, int first, int argc, char **argv, str
     memset(a, 0, sizeof(*a));
     a->tty = -1;
     a->explicit = 1;
-    char **slow = calloc((size_t)argc + 4, sizeof(char *));
+    char **slow = calloc((size_t)argc + 5, sizeof(char *));
     if (!slow)
         return -1;
     int k = 0;
     slow[k++] = (char *)python;
+    slow[k++] = "-I"; /* isolated: never import from the cwd (a checkout's own qpod_engine/) */
     slow[k++] = "-m";
     slow[k++] = "qpod_engine.cli";
     slow[k++] = "--slow-exec";
@@ -1287,12 +1288,14 @@ int main(int argc, char **argv)
             py = strdup(target);
         }
         if (argc < 2 || strcmp(argv[1], "exec") != 0) {
-            char **cli = calloc((size_t)argc + 3, sizeof(char *));
+            /* -I: the package comes from this install only, never from the cwd or PYTHONPATH
+             * (a checkout holding a qpod_engine/ would otherwise run its own code as us) */
+            char **cli = calloc((size_t)argc + 4, sizeof(char *));
             if (!cli)
                 return EXIT_QPOD;
-            cli[0] = py, cli[1] = "-m", cli[2] = "qpod_engine.cli";
+            cli[0] = py, cli[1] = "-I", cli[2] = "-m", cli[3] = "qpod_engine.cli";
             for (int i = 1; i < argc; i++)
-                cli[i + 2] = argv[i];
+                cli[i + 3] = argv[i];
             execv(py, cli);
             say("qpod: cannot start %s: %s", py, strerror(errno));
             return EXIT_QPOD;
