@@ -36,13 +36,14 @@ class RepoRow:
     container: str | None
     container_state: str  # podman's state, "none" when not created, "unknown" when podman was not asked
     waiting: str | None = None  # why its .qpod.yaml waits for 'qpod allow' (changed or broken), if it does
+    broken: str | None = None  # why the named environment in force cannot be used (its routed commands fail)
 
     def to_dict(self) -> dict[str, Any]:
         """The shape ``qpod repos --json`` prints."""
         return {"repository": self.root, "exists": self.exists, "branch": self.branch,
                 "environment": self.environment, "why": self.why, "default_environment": self.default_environment,
                 "branches": dict(self.branches), "container": self.container,
-                "container_state": self.container_state, "waiting": self.waiting}
+                "container_state": self.container_state, "waiting": self.waiting, "broken": self.broken}
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,8 @@ def config_lock() -> Iterator[None]:
         lock.__exit__()
 
 
+
+
 class Engine:
     """What the TUI may ask of the engine. Config and state locations come from the usual
     environment variables (QPOD_CONFIG_DIR, QPOD_STATE_DIR)."""
@@ -169,6 +172,8 @@ class Engine:
                 default_environment=repo["environment"], branches=dict(repo["branches"]), container=name,
                 container_state=states.get(name or "", "none") if states is not None else "unknown",
                 waiting=waiting.get(t.root),
+                broken=snapshot.environment_problem(snap, t.environment, t.root)
+                if t.environment != snapshot.REPO_FILE else None,  # the file's own problems: waiting
             ))
         return rows
 
@@ -486,7 +491,7 @@ class Engine:
             if not command_in_container(environment, repository, shell):
                 shell = "/bin/sh"
         env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "QPOD_OFF")}
-        return ([sys.executable, "-m", "qpod_engine.cli", "exec", "--env", environment, "-t", "--", shell],
+        return ([sys.executable, "-I", "-m", "qpod_engine.cli", "exec", "--env", environment, "-t", "--", shell],
                 env, repository)
 
     def settings_path(self) -> str:

@@ -224,17 +224,25 @@ def _allow(start: str, yes: bool, take_over: bool, show_only: bool = False) -> i
         raise QpodError(f"{visible(root)}: no {repo_env.REPO_FILE} at the repository's root" +
                         ("; bind an environment with: qpod init ENV" if take_over else ""), 2)
     risky = _show_repo_file(rf)
-    if rf.problems:
-        raise QpodError(f"{visible(rf.path)}: not allowed: fix the problems above first", 2)
     if show_only:
-        return 0
+        return 1 if rf.problems else 0
+    # 'qpod init' binds the repository to its file even when the file is not allowed now: its
+    # routed commands then fail (125, naming the file) until 'qpod allow' or 'qpod deny'
+    pending = (f"; {visible(root)} is bound to it: its build commands fail until 'qpod allow' "
+               "(or 'qpod deny': the host)") if take_over else ""
+    if rf.problems:
+        if take_over:
+            repo_env.register(root)
+        raise QpodError(f"{visible(rf.path)}: not allowed: fix the problems above first{pending}", 2)
     if risky and not yes:
-        if not sys.stdin.isatty():
-            raise QpodError("not allowed: the file asks for access beyond the repository (above); once you "
-                            "trust it: qpod allow --yes", 1)
-        answer = input("allow it? [y/N] ").strip().lower()
+        answer = input("allow it? [y/N] ").strip().lower() if sys.stdin.isatty() else ""
         if answer not in ("y", "yes"):
-            print("not allowed")
+            if take_over:
+                repo_env.register(root)
+            if not sys.stdin.isatty():
+                raise QpodError("not allowed: the file asks for access beyond the repository (above); once you "
+                                f"trust it: qpod allow --yes{pending}", 1)
+            print(f"not allowed{pending}")
             return 1
     wins = repo_env.allow(rf, take_over=take_over)
     if wins:
@@ -360,6 +368,8 @@ def cmd_status(a: "argparse.Namespace") -> int:
             over = f", wins over its {REPO_FILE}" if row["environment"] and os.path.exists(
                 os.path.join(row["repository"], REPO_FILE)) else ""
             print(f"environment:  {visible(row['environment'] or '-')} ({visible(row['why'])}{over})")
+        if row["broken"]:
+            print(f"broken:       {visible(row['broken'])} (its routed commands fail with exit 125)")
         print(f"container:    {visible(row['container'] or '-')} ({visible(row['container_state'])})")
     return 0
 
@@ -372,7 +382,8 @@ def cmd_repos(a: "argparse.Namespace") -> int:
         print("no bound repositories; bind one with: cd REPO && qpod init ENV")
     else:
         _table([[r["repository"] + ("" if r["exists"] else " (missing)"), r["branch"] or "-",
-                 r["environment"] or "-", ", ".join(f"{g}->{e}" for g, e in r["branches"].items()) or "-",
+                 (r["environment"] or "-") + (" (broken)" if r["broken"] else ""),
+                 ", ".join(f"{g}->{e}" for g, e in r["branches"].items()) or "-",
                  r["container_state"]] for r in rows],
                ["REPOSITORY", "BRANCH", "ENVIRONMENT", "BRANCH RULES", "CONTAINER"])
     return 0
@@ -398,9 +409,10 @@ def cmd_which(a: "argparse.Namespace") -> int:
     blocked = None
     env_entry = (snapshot.environment_entry(snap, d.target.environment, d.target.root) or {}
                  if d.in_container and d.target else {})
-    if d.in_container and d.target and d.target.environment == REPO_FILE:
-        # a repository file not allowed (or broken): the command would fail, say so and why
-        blocked = env_entry.get("error")
+    if d.in_container and d.target:
+        # a broken or unknown environment, a repository file not allowed: the command would
+        # fail (125), say so and why
+        blocked = snapshot.environment_problem(snap, d.target.environment, d.target.root)
         data["blocked"] = blocked
     if not blocked:
         if env_entry.get("host"):

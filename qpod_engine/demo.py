@@ -92,7 +92,7 @@ def make_sample_repo(root: Path, extra: dict[str, str] | None = None) -> Path:
 
 
 def _qpod(*args: str, cwd: Path) -> int:
-    return subprocess.run([sys.executable, "-m", "qpod_engine.cli", *args], cwd=cwd).returncode
+    return subprocess.run([sys.executable, "-I", "-m", "qpod_engine.cli", *args], cwd=cwd).returncode
 
 
 def _comment_section(binary: Path) -> str:
@@ -136,7 +136,7 @@ def run_demo(directory: str | None = None) -> int:
     _say("5/6 in qpod-shell (your shell, with every launch seen), the same commands run in the container:")
     script = "make && ./legacy"
     print(f"    $ cd {root} && qpod-shell -c '{script}'", flush=True)
-    status = subprocess.run([sys.executable, "-m", "qpod_engine.shell", "--shell", "/bin/sh", "-c", script],
+    status = subprocess.run([sys.executable, "-I", "-m", "qpod_engine.shell", "--shell", "/bin/sh", "-c", script],
                             cwd=root).returncode
     if status != 0:
         raise QpodError(f"demo: the build in the container failed (exit {status})")
@@ -155,7 +155,7 @@ def run_demo(directory: str | None = None) -> int:
         raise QpodError("demo: qpod init (the repository's own .qpod.yaml) failed")
     print(f"    $ qpod-shell -c '{script}'   (the first command builds the image from the Containerfile)",
           flush=True)
-    status = subprocess.run([sys.executable, "-m", "qpod_engine.shell", "--shell", "/bin/sh", "-c", script],
+    status = subprocess.run([sys.executable, "-I", "-m", "qpod_engine.shell", "--shell", "/bin/sh", "-c", script],
                             cwd=own).returncode
     if status != 0:
         raise QpodError(f"demo: the build in the branch's own environment failed (exit {status})")

@@ -64,6 +64,22 @@ def preload_list(existing: str | None) -> str:
 
 
 RULES_MAX = 1024 * 1024  # the library's RULES_MAX (preload/qpod_preload.c)
+_FNV_OFFSET, _FNV_PRIME, _MASK64 = 0xCBF29CE484222325, 0x100000001B3, (1 << 64) - 1
+
+
+def rules_sum(body: bytes) -> str:
+    """64-bit FNV-1a of the rules before their ``sum`` line, as 16 hex digits: the library uses
+    a rules file only when its last line carries this, so a truncated, corrupted or hand-edited
+    file is never taken for rules (it falls back to the rules it read before)."""
+    h = _FNV_OFFSET
+    for b in body:
+        h = ((h ^ b) * _FNV_PRIME) & _MASK64
+    return f"{h:016x}"
+
+
+def seal_rules(text: str) -> str:
+    """``text`` (ending in a newline) with its ``sum`` line appended."""
+    return f"{text}sum\t{rules_sum(text.encode())}\n"
 
 
 @dataclass
@@ -73,13 +89,18 @@ class Rules:
 
 
 def read_rules(path: str | Path | None = None) -> Rules | None:
-    """The rules file as the library reads it; None when missing, unreadable or not version 1."""
+    """The rules file as the library reads it; None when missing, unreadable, not version 1 or
+    not sealed by its ``sum`` line."""
     try:
-        text = Path(path or paths.rules_file()).read_text(encoding="utf-8")
+        data = Path(path or paths.rules_file()).read_bytes()
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError):
         return None
     lines = text.split("\n")
-    if lines[0] != RULES_HEADER or len(text.encode()) >= RULES_MAX:  # the library ignores it too
+    if lines[0] != RULES_HEADER or len(data) >= RULES_MAX:  # the library ignores it too
+        return None
+    body, _, last = data.rstrip(b"\n").rpartition(b"\n")
+    if last != b"sum\t" + rules_sum(body + b"\n").encode():
         return None
     rules = Rules()
     for line in lines[1:]:
@@ -126,7 +147,7 @@ def check() -> list[str]:
             "print(' '.join(n for n in sys.argv[2:] if not hasattr(lib, n)))"
     env = {"PATH": os.defpath, "LD_PRELOAD": preload_entry(), "QPOD_OFF": "1"}
     try:
-        proc = subprocess.run([sys.executable, "-S", "-c", probe, str(lib), *HOOKS], env=env,
+        proc = subprocess.run([sys.executable, "-I", "-S", "-c", probe, str(lib), *HOOKS], env=env,
                               capture_output=True, text=True, timeout=60)
         err = proc.stderr.strip()
         if proc.returncode != 0 or err:

@@ -233,6 +233,26 @@ def load(root: str) -> RepoFile | None:
 
 # --- what the file asks of the host (shown by qpod allow) ---------------------------------------
 
+# Variables that decide which code a program loads or runs before its own (the dynamic loader,
+# shells' startup files, interpreters' module paths and options, the search for programs): set
+# by a repository file, each is a way to run code of its choosing in every routed command.
+LOADER_VARIABLES = frozenset({
+    "BASH_ENV", "ENV", "ZDOTDIR", "PROMPT_COMMAND", "SHELLOPTS", "PS4", "PATH", "IFS", "CDPATH",
+    "PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONINSPECT",
+    "PERL5OPT", "PERL5LIB", "PERLLIB", "PERL5DB", "RUBYOPT", "RUBYLIB", "NODE_OPTIONS", "NODE_PATH",
+    "LUA_INIT", "LUA_PATH", "LUA_CPATH", "TCLLIBPATH", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS",
+    "CLASSPATH", "GCONV_PATH", "LOCPATH", "NLSPATH", "HOSTALIASES", "RESOLV_HOST_CONF", "GIT_EXEC_PATH",
+    "GIT_SSH", "GIT_SSH_COMMAND", "GIT_CONFIG_GLOBAL", "GIT_CONFIG_SYSTEM", "GIT_TEMPLATE_DIR", "EDITOR",
+    "VISUAL", "PAGER", "MAKEFLAGS", "MFLAGS", "GDBHISTFILE", "INPUTRC", "TERMINFO", "TMPDIR",
+})
+LOADER_PREFIXES = ("LD_", "GLIBC_", "MALLOC_", "DYLD_", "BASH_FUNC_", "GIT_CONFIG_")
+
+
+def changes_loading(name: str) -> bool:
+    """Whether setting ``name`` changes how programs load or start (see LOADER_VARIABLES)."""
+    return name in LOADER_VARIABLES or name.startswith(LOADER_PREFIXES)
+
+
 def requests(rf: RepoFile) -> tuple[list[str], list[str]]:
     """(what the file asks that reaches beyond the repository, and needs a look before it is
     allowed; what it sets up besides), as lines of text, not yet escaped."""
@@ -250,6 +270,9 @@ def requests(rf: RepoFile) -> tuple[list[str], list[str]]:
             risky.append(f"mount of a host path outside the repository: {spec}")
     if env.cap_add:
         risky.append(f"capabilities: {', '.join(env.cap_add)}")
+    for name, value in env.env.items():
+        if changes_loading(name):
+            risky.append(f"variable {name}={value} (changes how programs load or start)")
     if env.seccomp:
         risky.append(f"seccomp: {env.seccomp} (instead of podman's default profile)")
     if env.run_as == "root":
@@ -271,6 +294,9 @@ def requests(rf: RepoFile) -> tuple[list[str], list[str]]:
     info.append("shared with the host: " + (", ".join(shared.get(s, s) for s in env.share) or "nothing"))
     if env.passthrough:
         info.append(f"host variables passed in: {' '.join(env.passthrough)}")
+    plain = [f"{k}={v}" for k, v in env.env.items() if not changes_loading(k)]
+    if plain:
+        info.append(f"variables set: {' '.join(plain)}")
     return risky, info
 
 
@@ -338,6 +364,20 @@ def allow(rf: RepoFile, take_over: bool = False) -> str | None:
             wins = None
         snapshot.compile_config()
     return wins
+
+
+def register(root: str) -> None:
+    """Register the repository for its file without allowing it (``qpod init`` declined, or the
+    file is broken): its routed commands then fail with exit 125 and one line naming the file
+    until ``qpod allow`` (or ``qpod deny``: the host), never build on the host unannounced."""
+    from . import bindings, paths, snapshot
+    from .fileio import locked
+
+    with locked(paths.config_lock_file()):
+        binds = bindings.load_bindings()
+        bindings.bind(binds, root, REPO_FILE, None)
+        bindings.save_bindings(binds)
+        snapshot.compile_config()
 
 
 def deny(root: str) -> tuple[int, bool]:

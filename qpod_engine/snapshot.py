@@ -25,7 +25,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-SNAPSHOT_VERSION = 5  # bump when the snapshot layout or a default it holds changes: old ones are recompiled
+SNAPSHOT_VERSION = 6  # bump when the snapshot layout or a default it holds changes: old ones are recompiled
 RULES_VERSION = 1
 LAUNCH_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "launch.py")
 
@@ -129,9 +129,21 @@ def compile_config() -> dict[str, Any]:
             if env is not None and "error" not in env and "absent" not in env:
                 snap["containers"][f"{env_name}\t{repo['root']}"] = [
                     naming.container_name(env_name, repo["root"]), naming.container_hash(env, repo["root"])]
-    _write(paths.snapshot_file(), json.dumps(snap))
+    # the rules first, then the snapshot that names their stamp: rules rewritten or damaged
+    # since (a well-formed but wrong file too) no longer match it and are compiled again
     _write(paths.rules_file(), rules_text(snap))
+    snap["rules_stamp"] = _stamp(paths.rules_file())
+    _write(paths.snapshot_file(), json.dumps(snap))
     return snap
+
+
+def _stamp(path: str) -> list[int] | None:
+    """What changes whenever a file is replaced or rewritten (inode, size, change time)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_ino, st.st_size, st.st_ctime_ns]
 
 
 def rules_text(snap: dict[str, Any]) -> str:
@@ -140,7 +152,7 @@ def rules_text(snap: dict[str, Any]) -> str:
     from .config import DEFAULT_COMMANDS
 
     lines = [f"qpod-rules\t{RULES_VERSION}",
-             "\t".join(["launcher", sys.executable, "-S", LAUNCH_SCRIPT]),
+             "\t".join(["launcher", sys.executable, "-I", "-S", LAUNCH_SCRIPT]),
              "\t".join(["client", naming.client_program()])]
     for repo in snap["repos"]:
         root = repo["root"]
@@ -160,7 +172,9 @@ def rules_text(snap: dict[str, Any]) -> str:
                 cmds = list(dict.fromkeys([*DEFAULT_COMMANDS, *(env or {}).get("commands_known", ())]))
             names += [c for c in cmds if c not in names]
         lines.append("\t".join(["root", root, *names]))
-    return "\n".join(lines) + "\n"
+    from .preload_lib import seal_rules
+
+    return seal_rules("\n".join(lines) + "\n")
 
 
 def load() -> dict[str, Any]:
@@ -169,7 +183,8 @@ def load() -> dict[str, Any]:
         with open(paths.snapshot_file(), encoding="utf-8") as f:
             snap = json.load(f)
         if (snap.get("version") == SNAPSHOT_VERSION and snap.get("layout") == naming.CONTAINER_LAYOUT
-                and snap.get("sources") == _sources(snap.get("watch", ())) and os.path.exists(paths.rules_file())):
+                and snap.get("sources") == _sources(snap.get("watch", ()))
+                and snap.get("rules_stamp") == _stamp(paths.rules_file())):
             return snap
     except (OSError, ValueError):
         pass
@@ -194,7 +209,17 @@ def targets(snap: dict[str, Any], near: Sequence[str] | None = None) -> list[Tar
             why = env["why"] if env else f"repository file {REPO_FILE}: not compiled"
             if env is None or env.get("absent"):
                 env_name, env = None, None
-        commands = tuple(env.get("commands", ())) if env else ()
+        if env is not None and "commands" in env:
+            commands = tuple(env["commands"])
+        elif env_name:
+            # bound to an environment that is broken or does not exist (yet): the commands the
+            # rules route for it fail with the launcher's one line (file and line), never
+            # build on the host
+            from .config import DEFAULT_COMMANDS
+
+            commands = tuple(DEFAULT_COMMANDS)
+        else:
+            commands = ()
         out.append(Target(repo["root"], env_name, commands, why, branch))
     return out
 
@@ -205,6 +230,22 @@ def environment_entry(snap: dict[str, Any], name: str, root: str) -> dict[str, A
     if name == REPO_FILE:
         return snap.get("repo_envs", {}).get(root)
     return snap["envs"].get(name)
+
+
+def environment_problem(snap: dict[str, Any], name: str | None, root: str) -> str | None:
+    """Why environment ``name`` cannot be used at ``root`` (a broken file, none of that name, a
+    repository file not allowed), in one line: its routed commands fail with it (exit 125).
+    None when it can be used, or for no environment."""
+    if not name:
+        return None
+    env = environment_entry(snap, name, root)
+    if env is None:
+        if name == REPO_FILE:
+            return None
+        from .config import unknown_environment_message
+
+        return unknown_environment_message(name)
+    return env.get("error")
 
 
 def container_of(snap: dict[str, Any], env: dict[str, Any], root: str) -> tuple[str, str]:

@@ -112,6 +112,8 @@ class RepositoriesView(TableView):
         env = literal(r.environment) if r.environment else Text("none", style="dim")
         if r.waiting:  # its .qpod.yaml changed (or broke) since it was allowed: routed commands fail
             env = assemble(env, (" waiting for qpod allow", "bold red"))
+        elif r.broken:  # its environment file is broken (or gone): routed commands fail
+            env = assemble(env, (" broken", "bold red"))
         rules = ", ".join(f"{g} → {e}" for g, e in r.branches.items()) or "-"  # a str: set_rows escapes it
         return path, r.branch or "-", env, rules, state_text(r.container_state)
 
@@ -129,8 +131,8 @@ class RepositoriesView(TableView):
             container = f"; container {r.container}" if r.container else ""
             text.append(visible(f"  environment {r.environment or 'none'} ({r.why}); any branch: "
                                 f"{r.default_environment or 'none'}{container}"))
-            if r.waiting:
-                text.append(visible(f"  {r.waiting}"), style="red")
+            if r.waiting or r.broken:
+                text.append(visible(f"  {r.waiting or r.broken}"), style="red")
         self.query_one("#repo-detail", Static).update(text)
 
     # --- actions
