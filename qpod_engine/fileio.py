@@ -5,7 +5,14 @@ that serialises read-modify-write of a file. Stdlib only (the launcher writes th
 Modes: qpod's state (the state dir and everything qpod writes in it: rules, snapshot, facts,
 log, locks) is private, dirs 0700 and files 0600 whatever the umask, because the rules and the
 snapshot decide where the user's commands run and the log holds their command lines. Config
-files are the user's: a new one follows the umask, a replaced one keeps its mode.
+files are the user's: a new one follows the umask, a replaced one keeps its mode, but neither
+is ever writable by group or others (an environment's ``env:`` runs code as the user: another
+user able to write it could add LD_AUDIT). Directories qpod creates (``~/.config``,
+``~/.local/state``, ...) are at most 0755 whatever the umask (make_dirs).
+
+Trust: the state dir is used only when it is the user's own (effective uid) and closed to
+group and others (check_private_dir): one that is not is an error naming it, never used and
+never chmod'ed; one of ours left open (an older qpod, umask 000) is closed.
 """
 
 import os
@@ -25,8 +32,83 @@ def _umask() -> int:
     return 0o022
 
 
+def make_dirs(d: str, mode: int = 0o755) -> str:
+    """``os.makedirs(d, exist_ok=True)``, but every directory it creates (the intermediate
+    ones too, which os.makedirs makes 0777 minus the umask) gets ``mode``, at most 0755, minus
+    the umask: never writable by group or others. Existing ones are left as they are. Returns
+    ``d``. Raises OSError."""
+    missing = []
+    p = os.path.abspath(d)
+    while not os.path.isdir(p):
+        missing.append(p)
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    for p in reversed(missing):
+        try:
+            os.mkdir(p, mode & 0o755)  # mkdir applies the umask on top
+        except FileExistsError:
+            if not os.path.isdir(p):
+                raise
+    return d
+
+
+def _refuse(path: str, st: os.stat_result, what: str) -> Exception:
+    from .errors import EXIT_QPOD, QpodError
+
+    return QpodError(f"{what} {path} is not yours (owner uid {st.st_uid}, mode {st.st_mode & 0o7777:04o}): "
+                     "another user could steer your commands through it; remove or rename it (as its owner or "
+                     "root), or set QPOD_STATE_DIR to a directory of your own", EXIT_QPOD)
+
+
+def check_private_dir(d: str, what: str = "qpod's state dir") -> bool:
+    """Whether the directory ``d`` exists, once it is known to be the effective user's own and
+    closed to others. One of ours open to group or others (an older qpod, umask 000) is closed
+    (0700 at most). Raises QpodError (status 125, one line naming ``d``, its owner and mode)
+    when ``d`` (or a link at ``d``) belongs to another user, is not a directory, or cannot be
+    looked at (EACCES): its content could have been written by anyone and is never used."""
+    import stat
+
+    from .errors import EXIT_QPOD, QpodError
+
+    try:
+        st = os.lstat(d)
+        if stat.S_ISLNK(st.st_mode):
+            if st.st_uid != os.geteuid():
+                raise _refuse(d, st, what)
+            st = os.stat(d)
+    except PermissionError as err:  # another user's, most likely: not an empty state
+        raise QpodError(f"{what} {d}: cannot use it: {err.strerror} (qpod uses only a directory of its own "
+                        "user: set QPOD_STATE_DIR to a directory of yours)", EXIT_QPOD) from None
+    except OSError:
+        return False  # not there (or a file in the way): making it says why, if it cannot be made
+    if not stat.S_ISDIR(st.st_mode):
+        raise QpodError(f"{what} {d} is not a directory (mode {st.st_mode & 0o7777:04o}): remove it or set "
+                        "QPOD_STATE_DIR to a directory of yours", EXIT_QPOD)
+    if st.st_uid != os.geteuid():
+        raise _refuse(d, st, what)
+    if st.st_mode & 0o077:
+        try:
+            os.chmod(d, st.st_mode & 0o7700)
+        except OSError as err:
+            raise QpodError(f"{what} {d} is open to others (mode {st.st_mode & 0o7777:04o}) and cannot be "
+                            f"closed: {err.strerror}", EXIT_QPOD) from None
+    return True
+
+
+def check_private_fd(fd: int, path: str) -> None:
+    """Raises QpodError unless the open file ``fd`` (read from ``path`` in the state dir) is a
+    regular file of the effective user, writable by nobody else: only then is its content ours."""
+    import stat
+
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise _refuse(path, st, "qpod's state file")
+
+
 def _state_root() -> str:
-    return os.path.realpath(paths.state_dir())
+    return os.path.realpath(paths.state_dir_path())
 
 
 def is_state(path: str) -> bool:
@@ -39,28 +121,26 @@ def is_state(path: str) -> bool:
 def private_dir(d: str) -> str:
     """Create the state directory ``d`` and those between it and the state dir 0700 whatever
     the umask; one of them found open to others (an older qpod, umask 000) is closed, if it is
-    ours. The state dir's own parents (e.g. ~/.local/state) are created as usual. A ``d``
-    outside the state dir is only created. Returns ``d``. Raises OSError."""
+    ours; one of another user is an error (check_private_dir), never used. The state dir's own
+    parents (e.g. ~/.local/state) are created 0755 at most (make_dirs). A ``d`` outside the
+    state dir is only created (0700). Returns ``d``. Raises OSError, QpodError."""
     root = _state_root()
     real = os.path.realpath(d)
     if not (real == root or real.startswith(root.rstrip("/") + "/")):
-        os.makedirs(d, exist_ok=True)
+        make_dirs(d, 0o700)
         return d
-    os.makedirs(os.path.dirname(root), exist_ok=True)
+    make_dirs(os.path.dirname(root))
     chain = [root]
     for part in real[len(root):].split("/"):
         if part:
             chain.append(os.path.join(chain[-1], part))
-    uid = os.geteuid()
     for p in chain:
         try:
             os.mkdir(p, 0o700)  # mkdir applies the umask: at most 0700, never more
             continue
         except FileExistsError:
             pass
-        st = os.stat(p)
-        if st.st_mode & 0o077 and st.st_uid == uid:
-            os.chmod(p, st.st_mode & 0o7700)
+        check_private_dir(p, "qpod's state dir" if p == root else "qpod's state directory")
     return d
 
 
@@ -86,7 +166,7 @@ class locked:  # noqa: N801 - used as a context manager, like open()
         if is_state(d):
             private_dir(d)
         else:
-            os.makedirs(d, exist_ok=True)
+            make_dirs(d)
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
             private_fd(self.fd)
@@ -103,7 +183,8 @@ class locked:  # noqa: N801 - used as a context manager, like open()
 def write_atomic(path: str, text: str, durable: bool = False, mode: int | None = None) -> None:
     """Replace ``path`` with ``text``. A symlink is followed (the link stays a link). In the
     state dir the file is 0600 and its directories 0700 (see the module doc); elsewhere the
-    replaced file's permission bits are kept and a new file follows the umask. ``durable``
+    replaced file's permission bits are kept and a new file follows the umask, both without
+    write for group and others, and directories are created 0755 at most. ``durable``
     fsyncs first (human-owned config); state files skip it. ``mode`` forces the file's mode
     (a private config file, e.g. the allow records). Raises OSError; nothing is left behind on
     failure."""
@@ -115,7 +196,7 @@ def write_atomic(path: str, text: str, durable: bool = False, mode: int | None =
     if private:
         private_dir(d)
     else:
-        os.makedirs(d, exist_ok=True)
+        make_dirs(d)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=d)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -129,9 +210,9 @@ def write_atomic(path: str, text: str, durable: bool = False, mode: int | None =
             mode = 0o600
         else:
             try:
-                mode = os.stat(path).st_mode & 0o7777
+                mode = os.stat(path).st_mode & 0o7777 & ~0o022
             except FileNotFoundError:
-                mode = 0o666 & ~_umask()
+                mode = 0o666 & ~_umask() & ~0o022
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:

@@ -18,9 +18,27 @@ def config_dir() -> str:
     return _xdg("XDG_CONFIG_HOME", "QPOD_CONFIG_DIR", ".config")
 
 
-def state_dir() -> str:
-    """``$QPOD_STATE_DIR``, else ``$XDG_STATE_HOME/qpod``, else ``~/.local/state/qpod``."""
+def state_dir_path() -> str:
+    """Where the state dir is, unchecked: only to compare paths with, never to read or write."""
     return _xdg("XDG_STATE_HOME", "QPOD_STATE_DIR", ".local/state")
+
+
+_trusted_state: set[str] = set()
+
+
+def state_dir() -> str:
+    """``$QPOD_STATE_DIR``, else ``$XDG_STATE_HOME/qpod``, else ``~/.local/state/qpod``; once it
+    exists, only if it is the user's own and closed to others (fileio.check_private_dir: its
+    rules, snapshot and launch specs decide where commands run). Every path in the state dir
+    comes through here, so nothing in it is read or written before that check; a dir found
+    good is not looked at again by this process. Raises QpodError (125, one line naming it)."""
+    d = state_dir_path()
+    if d not in _trusted_state:
+        from .fileio import check_private_dir
+
+        if check_private_dir(d):
+            _trusted_state.add(d)
+    return d
 
 
 def environments_dir() -> str:

@@ -76,10 +76,18 @@ def _cache_file() -> str:
 
 
 def _read_cache(key: str) -> str | None:
+    """The cached socket path; None when absent, unreadable, for another key, or not a file of
+    ours closed to others (the socket qpod talks to is where containers are made: nobody else
+    may choose it)."""
+    from .errors import QpodError
+    from .fileio import check_private_fd
+
+    cache = _cache_file()
     try:
-        with open(_cache_file(), encoding="utf-8") as f:
+        with open(cache, encoding="utf-8") as f:
+            check_private_fd(f.fileno(), cache)
             cached_key, _, path = f.read().partition("\n")
-    except (OSError, ValueError):
+    except (OSError, ValueError, QpodError):
         return None
     path = path.strip()
     return path if cached_key == key and path.startswith("/") else None
@@ -87,10 +95,12 @@ def _read_cache(key: str) -> str | None:
 
 def _write_cache(key: str, path: str) -> None:
     """Best effort: an unwritable state dir only means asking podman again next time."""
+    from .fileio import private_dir
+
     target = _cache_file()
     tmp = f"{target}.{os.getpid()}.tmp"
     try:
-        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+        private_dir(os.path.dirname(target))
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(f"{key}\n{path}\n")
@@ -170,10 +180,12 @@ def _cannot(err: OSError) -> QpodError:
 def _start_service(path: str, idle_seconds: int, timeout: float) -> None:
     import fcntl
 
+    from .fileio import make_dirs, private_dir
+
     deadline = time.monotonic() + timeout
     try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        os.makedirs(paths.state_dir(), mode=0o700, exist_ok=True)
+        make_dirs(os.path.dirname(path), 0o700)
+        private_dir(paths.state_dir())
         fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as err:
         raise _cannot(err) from None
@@ -199,7 +211,7 @@ def _start_service(path: str, idle_seconds: int, timeout: float) -> None:
         # cleaned) resets that dir, and a service started then finds no directory to bind in.
         for attempt in (1, 2):
             try:
-                os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+                make_dirs(os.path.dirname(path), 0o700)
             except OSError as err:
                 raise _cannot(err) from None
             proc = _spawn(path, idle_seconds)
@@ -221,10 +233,16 @@ def _start_service(path: str, idle_seconds: int, timeout: float) -> None:
 def _spawn(path: str, idle_seconds: int) -> subprocess.Popen[bytes]:
     import subprocess
 
+    from .fileio import private_fd
+
     exe = podman_binary()
     log = os.path.join(paths.state_dir(), "podman-service.log")
     try:
-        with open(log, "ab") as out:
+        # a state file: 0600 whatever the umask (podman's messages name the user's paths), and
+        # one an older qpod left open is closed
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "ab") as out:
+            private_fd(fd)
             proc = subprocess.Popen(
                 [exe, "system", "service", f"--time={idle_seconds}", f"unix://{path}"],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=podman_env(), start_new_session=True,

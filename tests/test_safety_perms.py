@@ -1,7 +1,8 @@
 """Issue 13 item 3: qpod's state is private whatever the umask (umask 000 included): the state
 dirs 0700, the rules, the snapshot, the container facts, the command log and its lock 0600, so
 no other user can read your command lines or redirect your commands. Config files are the
-user's: they keep following the umask. Checked as a second, unprivileged user."""
+user's: they follow the umask, except that (issue 17 item 2) neither they nor the directories
+qpod makes are ever writable by group or others. Checked as a second, unprivileged user."""
 
 import os
 import shutil
@@ -59,7 +60,7 @@ def make_git_repo(path: Path) -> Path:
     return path
 
 
-def test_state_is_private_and_config_follows_the_umask(shared_home: Path, other_user: str) -> None:
+def test_state_is_private_and_config_is_not_writable_by_others(shared_home: Path, other_user: str) -> None:
     repo = make_git_repo(shared_home / "repo")
     assert qpod_umask0(shared_home, "env", "add", "e", "--image", "localhost/x:1").returncode == 0
     r = qpod_umask0(shared_home, "init", "e", cwd=repo)
@@ -76,8 +77,11 @@ def test_state_is_private_and_config_follows_the_umask(shared_home: Path, other_
     for name in ("rules", "snapshot.json", "commands.log", "commands.log.lock"):
         assert mode(state / name) == 0o600, name
     config = shared_home / "config"
-    assert mode(config / "repositories.yaml") == 0o666  # the user's file, the user's umask
-    assert mode(config / "environments" / "e.yaml") == 0o666
+    # the user's files, the user's umask, but never writable by another user (an environment's
+    # env: could otherwise get an LD_AUDIT library of theirs run as you)
+    assert mode(config / "repositories.yaml") == 0o644
+    assert mode(config / "environments" / "e.yaml") == 0o644
+    assert mode(config) == mode(config / "environments") == 0o755
     assert mode(config / ".qpod.lock") == 0o600
 
     # the second user can neither read the command lines nor redirect anyone's commands
@@ -86,6 +90,10 @@ def test_state_is_private_and_config_follows_the_umask(shared_home: Path, other_
     assert "secret-token" not in r.stdout
     assert r.stderr.count("Permission denied") >= 3, r.stderr
     assert (state / "rules").read_text().count("\nx\n") == 0
+    r = as_other(other_user, f"echo 'env: {{LD_AUDIT: /tmp/evil.so}}' >> {config}/environments/e.yaml; "
+                 f"touch {config}/environments/evil.yaml")
+    assert r.stderr.count("Permission denied") == 2, r.stderr
+    assert "LD_AUDIT" not in (config / "environments" / "e.yaml").read_text()
 
 
 def test_state_left_open_by_an_older_qpod_is_closed(shared_home: Path, other_user: str) -> None:
