@@ -565,7 +565,7 @@ static struct {
     off_t size;
     struct timespec mtime;
     size_t len;
-    int valid;
+    int valid; /* data holds rules that passed rules_ok (and, being read, the file checks) */
     char data[RULES_MAX];
 } cache;
 
@@ -591,13 +591,58 @@ static ssize_t read_all(int fd, char *buf, size_t cap)
     return got < cap ? (ssize_t)got : -1; /* a full buffer means too big */
 }
 
-/* Decides from the rules file. Returns 0 with out filled, -1 when there are no usable rules
- * (missing, unreadable, too big, wrong version): everything runs on the host. */
-static int decide_private(int fd, const struct dec_in *in, struct dec_out *out)
+/* Trust. The rules choose the program that runs for the user's commands, so they are used only
+ * from a regular file of the effective user that nobody else may write, in a directory (the
+ * state dir) of that user that nobody else may write either: another user's file, or one in a
+ * directory another user could swap, is not rules. */
+static int owned_closed(const struct stat *st, int dir)
+{
+    return (dir ? S_ISDIR(st->st_mode) : S_ISREG(st->st_mode)) && st->st_uid == geteuid() &&
+           !(st->st_mode & (S_IWGRP | S_IWOTH));
+}
+
+static int dir_owned_closed(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char d[PATH_MAX];
+    size_t dl = slash == path ? 1 : (size_t)(slash - path);
+    if (!slash || dl >= sizeof(d))
+        return 0;
+    memcpy(d, path, dl);
+    d[dl] = 0;
+    struct stat st;
+    return stat(d, &st) == 0 && owned_closed(&st, 1);
+}
+
+/* Integrity: version-1 rules whose last line, `sum\t<16 hex digits>`, is the 64-bit FNV-1a of
+ * every byte before it (a truncated, corrupted or hand-edited file is not rules). buf must not
+ * change while this runs: a private copy, or the cache while this thread fills it. */
+#define SUM_LINE 21 /* "sum\t", 16 lowercase hex digits, "\n" */
+static int rules_ok(const char *buf, size_t len)
+{
+    static const char header[] = "qpod-rules\t1\n", hex[] = "0123456789abcdef";
+    if (len < sizeof(header) - 1 + SUM_LINE || memcmp(buf, header, sizeof(header) - 1) != 0)
+        return 0;
+    const char *s = buf + len - SUM_LINE;
+    if (s[-1] != '\n' || memcmp(s, "sum\t", 4) != 0 || s[SUM_LINE - 1] != '\n')
+        return 0;
+    unsigned long long h = 0xcbf29ce484222325ULL;
+    for (const char *p = buf; p < s; p++)
+        h = (h ^ (unsigned char)*p) * 0x100000001b3ULL;
+    for (int i = 15; i >= 0; i--, h >>= 4)
+        if (s[4 + i] != hex[h & 15])
+            return 0;
+    return 1;
+}
+
+/* Reads the whole file fd into a private mapping (pread: the descriptor may be shared with other
+ * processes, qpod-shell's, its offset too) and decides from it when it holds good rules. With
+ * keep, good rules also replace the cache (unless another thread is filling it). Returns 0 with
+ * out filled, -1 when the file holds no good rules. */
+static int decide_private(int fd, const struct stat *fst, int keep, const struct dec_in *in, struct dec_out *out)
 {
     struct scratch sc = {0};
     char *buf = scratch_get(&sc, RULES_MAX, NULL, 0);
-    /* pread: the descriptor may be shared with other processes (qpod-shell's), its offset too */
     ssize_t n = -1;
     if (buf) {
         size_t got = 0;
@@ -611,39 +656,59 @@ static int decide_private(int fd, const struct dec_in *in, struct dec_out *out)
         }
         n = got < RULES_MAX ? (ssize_t)got : -1;
     }
-    int r = n > 0 ? parse_rules(buf, (size_t)n, in, out) : -1;
+    int r = n > 0 && rules_ok(buf, (size_t)n) ? parse_rules(buf, (size_t)n, in, out) : -1;
+    unsigned s1 = __atomic_load_n(&cache.seq, __ATOMIC_ACQUIRE);
+    if (r == 0 && keep && !(s1 & 1) &&
+        __atomic_compare_exchange_n(&cache.seq, &s1, s1 + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+        __atomic_thread_fence(__ATOMIC_RELEASE);
+        memcpy(cache.data, buf, (size_t)n);
+        cache.dev = fst->st_dev;
+        cache.ino = fst->st_ino;
+        cache.size = fst->st_size;
+        cache.mtime = fst->st_mtim;
+        cache.len = (size_t)n;
+        cache.valid = 1;
+        __atomic_store_n(&cache.seq, s1 + 2, __ATOMIC_RELEASE);
+    }
     scratch_free(&sc);
     return r;
 }
 
-/* Decides from the rules file. Returns 0 with out filled, -1 when there are no usable rules
- * (missing, unreadable, too big, wrong version): everything runs on the host. */
+/* When the rules file is gone or unusable (corrupt, unsealed, another user's, open to others, in
+ * a directory that is): the rules qpod-shell holds open (QPOD_RULES_FD) if they pass the same
+ * checks (but their directory's: it may be gone, which is when they are needed), else the last
+ * good rules this process read. So bound repositories stay claimed and their builds go to the
+ * launcher (which recompiles, or fails with 125), never to the host. -1 when neither exists: the
+ * real function, without a word (the library never prints about its rules; qpod-shell does). */
+static int decide_fallback(int rules_fd, const struct dec_in *in, struct dec_out *out)
+{
+    struct stat st;
+    if (rules_fd >= 0 && fstat(rules_fd, &st) == 0 && owned_closed(&st, 0) && st.st_size < RULES_MAX &&
+        decide_private(rules_fd, &st, 0, in, out) == 0)
+        return 0;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        unsigned s1 = __atomic_load_n(&cache.seq, __ATOMIC_ACQUIRE);
+        if (s1 & 1 || !cache.valid)
+            return -1;
+        size_t len = cache.len < RULES_MAX ? cache.len : RULES_MAX;
+        int r = parse_rules(cache.data, len, in, out);
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&cache.seq, __ATOMIC_RELAXED) == s1)
+            return r;
+    }
+    return -1;
+}
+
+/* Decides from the rules file (trusted and sealed, see above), else decide_fallback. Returns 0
+ * with out filled, -1 when there are no usable rules: everything runs on the host. The common
+ * case is one stat of the file and one of its directory per launch, the rules parsed from the
+ * cache. */
 static int decide(const char *rules_path, int rules_fd, const struct dec_in *in, struct dec_out *out)
 {
     struct stat st;
-    if (stat(rules_path, &st) < 0) {
-        /* qpod-shell keeps the rules it started with open: they still claim their
-         * repositories when the state dir is removed under the shell */
-        if (rules_fd >= 0 && fstat(rules_fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size < RULES_MAX &&
-            decide_private(rules_fd, in, out) == 0)
-            return 0;
-        /* the rules file went away (the state dir removed or moved under an open shell): the
-         * rules this process read last keep claiming their repositories, so a build there goes
-         * to the launcher (which recompiles, or fails with 125) instead of the host */
-        for (int attempt = 0; attempt < 3; attempt++) {
-            unsigned s1 = __atomic_load_n(&cache.seq, __ATOMIC_ACQUIRE);
-            if (s1 & 1 || !cache.valid)
-                return -1;
-            size_t len = cache.len < RULES_MAX ? cache.len : RULES_MAX;
-            int r = parse_rules(cache.data, len, in, out);
-            __atomic_thread_fence(__ATOMIC_ACQUIRE);
-            if (__atomic_load_n(&cache.seq, __ATOMIC_RELAXED) == s1)
-                return r;
-        }
-        return -1;
-    }
-    if (st.st_size >= RULES_MAX)
-        return -1;
+    if (stat(rules_path, &st) < 0 || !owned_closed(&st, 0) || st.st_size >= RULES_MAX ||
+        !dir_owned_closed(rules_path))
+        return decide_fallback(rules_fd, in, out);
     int fd = -1, r = -1;
     for (int attempt = 0; attempt < 3; attempt++) {
         unsigned s1 = __atomic_load_n(&cache.seq, __ATOMIC_ACQUIRE);
@@ -655,29 +720,43 @@ static int decide(const char *rules_path, int rules_fd, const struct dec_in *in,
                 goto done;
             continue;
         }
-        if (fd < 0 && (fd = open(rules_path, O_RDONLY | O_CLOEXEC)) < 0)
-            return -1;
+        if (fd < 0 && (fd = open(rules_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+            return decide_fallback(rules_fd, in, out);
         struct stat fst;
-        if (fstat(fd, &fst) < 0 || fst.st_size >= RULES_MAX) {
-            r = -1;
-            goto done;
+        if (fstat(fd, &fst) < 0 || !owned_closed(&fst, 0) || fst.st_size >= RULES_MAX) {
+            close(fd);
+            return decide_fallback(rules_fd, in, out);
         }
+        /* the cache holds good rules (older ones): read privately, so that bad new ones leave
+         * them in place for decide_fallback */
+        if (cache.valid)
+            break;
         if (s1 & 1 || !__atomic_compare_exchange_n(&cache.seq, &s1, s1 + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
             break; /* another thread is filling the cache (or died doing so before a fork) */
         __atomic_thread_fence(__ATOMIC_RELEASE);
         ssize_t n = lseek(fd, 0, SEEK_SET) == 0 ? read_all(fd, cache.data, RULES_MAX) : -1;
+        int good = n > 0 && rules_ok(cache.data, (size_t)n);
         cache.dev = fst.st_dev;
         cache.ino = fst.st_ino;
         cache.size = fst.st_size;
         cache.mtime = fst.st_mtim;
-        cache.len = n > 0 ? (size_t)n : 0;
-        cache.valid = n > 0;
+        cache.len = good ? (size_t)n : 0;
+        cache.valid = good;
         __atomic_store_n(&cache.seq, s1 + 2, __ATOMIC_RELEASE);
+        if (!good) {
+            close(fd);
+            return decide_fallback(rules_fd, in, out);
+        }
         st = fst; /* now read it through the cache */
     }
-    if (fd < 0 && (fd = open(rules_path, O_RDONLY | O_CLOEXEC)) < 0)
-        return -1;
-    r = decide_private(fd, in, out);
+    if (fd < 0 && (fd = open(rules_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+        return decide_fallback(rules_fd, in, out);
+    struct stat fst;
+    r = fstat(fd, &fst) == 0 && owned_closed(&fst, 0) ? decide_private(fd, &fst, 1, in, out) : -1;
+    if (r < 0) {
+        close(fd);
+        return decide_fallback(rules_fd, in, out);
+    }
 done:
     if (fd >= 0)
         close(fd);
