@@ -223,10 +223,115 @@ static char *read_file(const char *path, size_t max)
     return b.p;
 }
 
+/* Trust. A launch spec names the container, its agent's socket, the environment and the
+ * identity a command runs with, so it is used only from a regular file of the effective user
+ * that nobody else may write, in directories (up to the state dir) of that user that nobody
+ * else may write either; the agent's directory likewise. Anything else ends the client with
+ * 125 and one line, before any of it is used: the command runs neither there nor on the host. */
+static int owned_closed(const struct stat *st, int dir)
+{
+    return (dir ? S_ISDIR(st->st_mode) : S_ISREG(st->st_mode)) && st->st_uid == geteuid() &&
+           !(st->st_mode & (S_IWGRP | S_IWOTH));
+}
+
+static void require_trusted(const char *path, const struct stat *st, int dir)
+{
+    if (owned_closed(st, dir))
+        return;
+    unsigned uid = (unsigned)st->st_uid, mode = (unsigned)st->st_mode & 07777;
+    if (uid != (unsigned)geteuid())
+        say("qpod: %s is not yours (owner uid %u, mode %04o): another user could choose what runs as you; "
+            "remove it (as its owner or root) and run the command again", path, uid, mode);
+    else if (dir ? !S_ISDIR(st->st_mode) : !S_ISREG(st->st_mode))
+        say("qpod: %s is not a %s (owner uid %u, mode %04o): remove it and run the command again", path,
+            dir ? "directory" : "regular file", uid, mode);
+    else
+        say("qpod: %s is writable by others (owner uid %u, mode %04o): another user could choose what runs as "
+            "you; remove it and run the command again", path, uid, mode);
+    exit(EXIT_QPOD);
+}
+
+/* The directories holding path, from its own up to the state dir when path is inside it. */
+static void require_trusted_dirs(const char *path)
+{
+    char *sd = state_dir(), *d = strdup(path);
+    if (!d) {
+        say("qpod: out of memory");
+        exit(EXIT_QPOD);
+    }
+    for (char *slash; (slash = strrchr(d, '/')) != NULL;) {
+        if (slash == d)
+            slash[1] = 0;
+        else
+            *slash = 0;
+        struct stat st;
+        if (stat(d, &st) != 0) {
+            say("qpod: cannot look at %s: %s", d, strerror(errno));
+            exit(EXIT_QPOD);
+        }
+        require_trusted(d, &st, 1);
+        if (slash == d || !sd || strcmp(d, sd) == 0 || !within(d, sd))
+            break;
+    }
+    free(d);
+    free(sd);
+}
+
+/* The launch spec's text, once trusted; NULL when it cannot be read (the launcher writes it). */
+static char *read_spec(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY); /* a FIFO there: no hang */
+    if (fd < 0)
+        return NULL;
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return NULL;
+    }
+    require_trusted(path, &st, 0);
+    require_trusted_dirs(path);
+    struct buf b = {0};
+    char tmp[8192];
+    ssize_t n;
+    while (((n = read(fd, tmp, sizeof(tmp))) > 0 || (n < 0 && errno == EINTR)) && b.len < (4 << 20))
+        if (n > 0)
+            buf_add(&b, tmp, (size_t)n);
+    close(fd);
+    if (n < 0) {
+        free(b.p);
+        return NULL;
+    }
+    if (!b.p)
+        buf_add(&b, "", 0);
+    return b.p;
+}
+
+/* Connects to the agent's socket in dir once dir is known to be ours and closed: checked through
+ * the descriptor the connection goes through (no swap in between). -1 (errno set) when nothing
+ * answers there. */
+static int connect_agent(const char *dir)
+{
+    int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    struct stat st;
+    if (dfd < 0 || fstat(dfd, &st) != 0) {
+        int e = errno;
+        if (dfd >= 0)
+            close(dfd);
+        errno = e;
+        return -1;
+    }
+    require_trusted(dir, &st, 1);
+    int sock = qp_connect_dirfd(dfd);
+    int e = errno;
+    close(dfd);
+    errno = e;
+    return sock;
+}
+
 static int load_spec(const char *path, struct spec *s, int check)
 {
     memset(s, 0, sizeof(*s));
-    char *text = read_file(path, 4 << 20);
+    char *text = read_spec(path);
     if (!text)
         return -1;
     char *save = NULL;
@@ -1424,7 +1529,7 @@ int main(int argc, char **argv)
     int sp[2], handled[NSIG] = {0};
     if (setup_signals(&payload, handled, sp) < 0)
         return EXIT_QPOD;
-    int sock = qp_connect_dir(s.agent_dir);
+    int sock = connect_agent(s.agent_dir);
     if (sock < 0) {
         fallback(&a, "agent does not answer");
         say("qpod: container %s is not running (its agent does not answer: %s)", s.container, strerror(errno));

@@ -185,25 +185,35 @@ static inline int qp_write_full(int fd, const void *buf, size_t len)
     return 0;
 }
 
-/* Connects to dir/agent.sock. The state dir may be deeper than a socket address allows: the
- * socket is reached through the directory's descriptor. The socket, or -1 (errno set). */
-static inline int qp_connect_dir(const char *dir)
+/* Connects to agent.sock in the directory open as dfd (O_PATH will do): the state dir may be
+ * deeper than a socket address allows, so the socket is reached through the descriptor (which
+ * the caller may have checked first: no swap in between). The socket, or -1 (errno set). */
+static inline int qp_connect_dirfd(int dfd)
 {
-    int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0)
-        return -1;
     struct sockaddr_un a = {.sun_family = AF_UNIX};
     snprintf(a.sun_path, sizeof(a.sun_path), "/proc/self/fd/%d/agent.sock", dfd);
     int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int r = s < 0 ? -1 : connect(s, (struct sockaddr *)&a, sizeof(a));
-    int e = errno;
-    close(dfd);
     if (r < 0) {
+        int e = errno;
         if (s >= 0)
             close(s);
         errno = e;
         return -1;
     }
+    return s;
+}
+
+/* Connects to dir/agent.sock. The socket, or -1 (errno set). */
+static inline int qp_connect_dir(const char *dir)
+{
+    int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return -1;
+    int s = qp_connect_dirfd(dfd);
+    int e = errno;
+    close(dfd);
+    errno = e;
     return s;
 }
 
