@@ -23,6 +23,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from qpod_engine.preload_lib import seal_rules  # noqa: E402 - the checkout's, next to this script
 
 SPAWNER_C = r"""
 #include <spawn.h>
@@ -100,8 +103,8 @@ def main() -> int:
         watched.mkdir()
         outside.mkdir()
         rules = t / "rules"
-        rules.write_text(f"qpod-rules\t1\nlauncher\t{sys.executable}\t-S\t/nonexistent/launch.py\n"
-                         f"root\t{t / 'other'}\tmake\nroot\t{watched}\tmake\twaf\tgdb\n")
+        rules.write_text(seal_rules(f"qpod-rules\t1\nlauncher\t{sys.executable}\t-S\t/nonexistent/launch.py\n"
+                                    f"root\t{t / 'other'}\tmake\nroot\t{watched}\tmake\twaf\tgdb\n"))
         base = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_")}
         libs = {
             "none": {},

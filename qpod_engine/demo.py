@@ -79,7 +79,9 @@ def make_sample_repo(root: Path, extra: dict[str, str] | None = None) -> Path:
     """A git repository holding the old branch's code (recreated from scratch each time)."""
     if root.exists():
         shutil.rmtree(root)
-    root.mkdir(parents=True)
+    from .fileio import make_dirs
+
+    make_dirs(str(root))
     (root / "legacy.c").write_text(LEGACY_C)
     (root / "Makefile").write_text(MAKEFILE)
     (root / ".gitignore").write_text("legacy\n")

@@ -110,7 +110,9 @@ def repair_if_stale(podman: str, env: dict[str, str]) -> bool:
 
     state = paths.state_dir()
     try:
-        os.makedirs(state, mode=0o700, exist_ok=True)
+        from .fileio import private_dir
+
+        private_dir(state)
         fd = os.open(os.path.join(state, "podman-migrate.lock"),
                      os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError:

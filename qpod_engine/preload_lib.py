@@ -99,8 +99,9 @@ def read_rules(path: str | Path | None = None) -> Rules | None:
     lines = text.split("\n")
     if lines[0] != RULES_HEADER or len(data) >= RULES_MAX:  # the library ignores it too
         return None
-    body, _, last = data.rstrip(b"\n").rpartition(b"\n")
-    if last != b"sum\t" + rules_sum(body + b"\n").encode():
+    # sealed as the library wants it: the sum line last, exactly (preload/qpod_preload.c)
+    body, _, last = data[:-1].rpartition(b"\n")
+    if not data.endswith(b"\n") or last != b"sum\t" + rules_sum(body + b"\n").encode():
         return None
     rules = Rules()
     for line in lines[1:]:
@@ -174,11 +175,11 @@ def rules_problems() -> list[str]:
         return [f"rules file {rules_file} {what}: every command runs on the host "
                 "(any qpod command, e.g. 'qpod repos', compiles it)"]
     problems = []
-    try:
-        if rules_file.stat().st_mtime_ns < os.stat(paths.snapshot_file()).st_mtime_ns:
-            problems.append(f"rules file {rules_file} is older than the snapshot (run 'qpod repos' to recompile)")
-    except OSError:
-        pass
+    from .snapshot import rules_current
+
+    if not rules_current():
+        problems.append(f"rules file {rules_file} is not the one the snapshot was compiled with "
+                        "(run 'qpod repos' to recompile)")
     exe = rules.launcher[0] if rules.launcher else ""
     if not exe.startswith("/") or not os.access(exe, os.X_OK):
         problems.append(f"rules file names a launcher that cannot run: {exe or 'none'} (reinstall: pip install .)")

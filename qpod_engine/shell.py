@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from . import paths, preload_lib
 from .errors import EXIT_QPOD, QpodError
+from .textsafe import visible
 
 
 def _user_shell(requested: str | None) -> str | None:
@@ -81,6 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not lib.is_file():
         sys.stderr.write(f"qpod-shell: the preload library {lib} is missing; reinstall qpod (pip install .)\n")
         return EXIT_QPOD
+    try:
+        paths.state_dir()  # a state dir that is not the user's alone: said in one line, no shell
+    except QpodError as err:
+        sys.stderr.write(f"qpod-shell: {visible(err)}\n")
+        return err.status
     problem = _refresh_rules()
     # said once, here: the library itself never prints about its rules
     if preload_lib.read_rules() is None:

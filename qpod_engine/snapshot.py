@@ -137,6 +137,16 @@ def compile_config() -> dict[str, Any]:
     return snap
 
 
+def rules_current() -> bool:
+    """Whether the rules file is the one the snapshot on disk was compiled with."""
+    try:
+        with open(paths.snapshot_file(), encoding="utf-8") as f:
+            stamp = json.load(f).get("rules_stamp")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return stamp is not None and stamp == _stamp(paths.rules_file())
+
+
 def _stamp(path: str) -> list[int] | None:
     """What changes whenever a file is replaced or rewritten (inode, size, change time)."""
     try:

@@ -96,7 +96,7 @@ class Sandbox:
         lines = [header, "\t".join(["launcher", *(launcher or self.launcher())])]
         lines += ["\t".join(["root", root, *names]) for root, names in roots]
         tmp = self.rules_file.with_name(f".rules.{uuid.uuid4().hex}")
-        tmp.write_text("\n".join(lines) + "\n")
+        tmp.write_text(preload_lib.seal_rules("\n".join(lines) + "\n"))
         os.replace(tmp, self.rules_file)  # as the engine writes it
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -334,10 +334,12 @@ def test_rules_changes_reach_a_long_lived_process(sb: Sandbox) -> None:
     cache is filled in the vfork child, in the parent's memory."""
     script = textwrap.dedent(f"""\
         import os, subprocess, sys, uuid
+        sys.path.insert(0, {str(REPO_ROOT)!r})
+        from qpod_engine.preload_lib import seal_rules as seal
         def rules(roots):
             tmp = {str(sb.base)!r} + "/.r" + uuid.uuid4().hex
             with open(tmp, "w") as f:
-                f.write("qpod-rules\\t1\\nlauncher\\t" + "\\t".join({sb.launcher()!r}) + "\\n" + roots)
+                f.write(seal("qpod-rules\\t1\\nlauncher\\t" + "\\t".join({sb.launcher()!r}) + "\\n" + roots))
             os.replace(tmp, {str(sb.rules_file)!r})
         out = []
         for roots in ["root\\t{sb.repo}\\tmake\\n", "", "root\\t{sb.repo}\\tmake\\n", "root\\t{sb.repo}\\n"]:
@@ -353,14 +355,16 @@ def test_threads_spawning_while_the_rules_change(sb: Sandbox) -> None:
     """8 threads x 40 posix_spawnp while another process keeps replacing the rules file."""
     stop = sb.base / "stop"
     flip = textwrap.dedent(f"""\
-        import os, time
+        import os, sys, time
+        sys.path.insert(0, {str(REPO_ROOT)!r})
+        from qpod_engine.preload_lib import seal_rules as seal
         a = "qpod-rules\\t1\\nlauncher\\t/bin/true\\nroot\\t{sb.repo}\\ttrue\\n"
         b = "qpod-rules\\t1\\nlauncher\\t/bin/true\\n" + "root\\t/x\\tmake\\n" * 300
         i = 0
         while not os.path.exists({str(stop)!r}) and i < 100000:
             tmp = {str(sb.base)!r} + "/.flip"
             with open(tmp, "w") as f:
-                f.write(a if i % 2 else b)
+                f.write(seal(a) if i % 2 else seal(b))
             os.replace(tmp, {str(sb.rules_file)!r})
             i += 1
         """)
@@ -462,7 +466,7 @@ def test_c_decision_agrees_with_the_policy(sb: Sandbox, tmp_path: Path) -> None:
         "envs": {"e1": {"commands": ["make", "gdb"]}, "e2": {"commands": ["waf"]}},
     }
     text = "".join(f"{ln}\n" for ln in snapshot.rules_text(snap).splitlines() if ln.startswith("root\t"))
-    sb.rules_file.write_text(f"qpod-rules\t1\nlauncher\t{chr(9).join(sb.launcher())}\n{text}")
+    sb.rules_file.write_text(preload_lib.seal_rules(f"qpod-rules\t1\nlauncher\t{chr(9).join(sb.launcher())}\n{text}"))
     rules = preload_lib.read_rules(sb.rules_file)
     assert rules is not None and len(rules.roots) == 3
     # C knows no branches: c is routed on any branch, the launcher says "host" off release/*
@@ -540,8 +544,8 @@ def test_installed_library_and_doctor_checks(qpod_home: Path) -> None:
     snapshot.load()
     assert preload_lib.check() == []
     rules = Path(os.environ["QPOD_STATE_DIR"]) / "rules"
-    os.utime(rules, ns=(1, 1))
-    assert any("older than the snapshot" in p for p in preload_lib.check())
+    rules.write_bytes(rules.read_bytes())  # rewritten since: not the rules the snapshot names
+    assert any("not the one the snapshot was compiled with" in p for p in preload_lib.check())
 
 
 def test_installed_library_exports_every_hook() -> None:
