@@ -62,7 +62,7 @@ def _refuse(path: str, st: os.stat_result, what: str) -> Exception:
                      "root), or set QPOD_STATE_DIR to a directory of your own", EXIT_QPOD)
 
 
-def check_private_dir(d: str, what: str = "qpod's state dir") -> bool:
+def check_private_dir(d: str, what: str = "qpod's state dir", closed: int = 0o077) -> bool:
     """Whether the directory ``d`` exists, once it is known to be the effective user's own and
     closed to others. One of ours open to group or others (an older qpod, umask 000) is closed
     (0700 at most). Raises QpodError (status 125, one line naming ``d``, its owner and mode)
@@ -88,13 +88,34 @@ def check_private_dir(d: str, what: str = "qpod's state dir") -> bool:
                         "QPOD_STATE_DIR to a directory of yours", EXIT_QPOD)
     if st.st_uid != os.geteuid():
         raise _refuse(d, st, what)
-    if st.st_mode & 0o077:
+    if st.st_mode & closed:
         try:
-            os.chmod(d, st.st_mode & 0o7700)
+            os.chmod(d, st.st_mode & ~closed & 0o7777)
         except OSError as err:
             raise QpodError(f"{what} {d} is open to others (mode {st.st_mode & 0o7777:04o}) and cannot be "
                             f"closed: {err.strerror}", EXIT_QPOD) from None
     return True
+
+
+def check_config_dir(d: str) -> bool:
+    """Whether the config directory ``d`` exists, once it is known to be the user's own and
+    writable by nobody else (one of ours that others may write, left by an older qpod under
+    umask 000, loses those bits: a file another user dropped there would decide where your
+    commands run). Raises QpodError as check_private_dir does."""
+    return check_private_dir(d, "qpod's config dir", closed=0o022)
+
+
+def check_config_fd(fd: int, path: str) -> None:
+    """Raises QpodError (125, one line) unless the open config file ``fd`` is the user's own and
+    writable by nobody else: content another user could have written is never used."""
+    from .errors import EXIT_QPOD, QpodError
+
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid():
+        raise _refuse(path, st, "config file")
+    if st.st_mode & 0o022:
+        raise QpodError(f"config file {path} is writable by others (mode {st.st_mode & 0o7777:04o}): check what "
+                        f"it says, then 'chmod go-w {path}'", EXIT_QPOD)
 
 
 def check_private_fd(fd: int, path: str) -> None:

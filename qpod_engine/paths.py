@@ -13,9 +13,20 @@ def _xdg(var: str, env_override: str, fallback: str) -> str:
     return os.path.join(base, "qpod")
 
 
+_trusted_config: set[str] = set()
+
+
 def config_dir() -> str:
-    """``$QPOD_CONFIG_DIR``, else ``$XDG_CONFIG_HOME/qpod``, else ``~/.config/qpod``."""
-    return _xdg("XDG_CONFIG_HOME", "QPOD_CONFIG_DIR", ".config")
+    """``$QPOD_CONFIG_DIR``, else ``$XDG_CONFIG_HOME/qpod``, else ``~/.config/qpod``; once it
+    exists, only if it is the user's own and writable by nobody else (fileio.check_config_dir),
+    as its ``environments`` folder. Raises QpodError (125, one line naming it)."""
+    d = _xdg("XDG_CONFIG_HOME", "QPOD_CONFIG_DIR", ".config")
+    if d not in _trusted_config:
+        from .fileio import check_config_dir
+
+        if check_config_dir(d) and check_config_dir(os.path.join(d, "environments")):
+            _trusted_config.add(d)
+    return d
 
 
 def state_dir_path() -> str:

@@ -22,9 +22,13 @@ KEEP_PER_ROOT = 32  # allowed versions kept per repository (branches switched ba
 
 
 def load() -> dict[str, dict[str, dict[str, Any]]]:
-    """root -> {sha256: record}. A missing or unreadable file allows nothing (fail closed)."""
+    """root -> {sha256: record}. A missing or unreadable file allows nothing (fail closed), and
+    so does one that another user owns or may write."""
     try:
         with open(paths.trust_file(), encoding="utf-8") as f:
+            st = os.fstat(f.fileno())
+            if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+                return {}
             data = json.load(f)
     except (OSError, ValueError):
         return {}

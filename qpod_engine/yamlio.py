@@ -95,9 +95,13 @@ def loads(text: str, file: str) -> tuple[Any, Lines]:
 def load(path: Path) -> tuple[Any, Lines]:
     """Parse ``path`` (see ``loads``); FileNotFoundError passes through, other read errors
     become a ConfigError."""
+    from .fileio import check_config_fd
+
     file = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            check_config_fd(f.fileno(), file)  # another user's words never decide anything
+            text = f.read().decode("utf-8")
     except FileNotFoundError:
         raise
     except OSError as err:

@@ -113,12 +113,13 @@ def test_nothing_qpod_creates_is_writable_by_others_under_umask_000(tmp_path: Pa
     assert mode(config / "repositories.yaml") == 0o644 and mode(config) == 0o755  # readable: the user's files
     assert mode(home / ".local/state/qpod") == 0o700
 
-    # a config file the user opened up keeps its mode when qpod replaces it, minus the others' write
-    (config / "environments/e.yaml").chmod(0o666)
+    # a config file the user closed further keeps its mode when qpod replaces it (one others may
+    # write is refused: test_config_another_user_may_write_is_never_used)
+    (config / "environments/e.yaml").chmod(0o600)
     r = qpod("env", "set", "e", "commands=make gdb", umask0=True, **env)
     assert r.returncode == 0, r.stderr
     assert "gdb" in (config / "environments/e.yaml").read_text()
-    assert mode(config / "environments/e.yaml") == 0o644
+    assert mode(config / "environments/e.yaml") == 0o600
 
 
 def test_podman_service_log_is_private_whatever_the_umask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -445,3 +446,21 @@ def test_the_client_refuses_a_launch_spec_or_agent_dir_it_cannot_trust(box: Box,
     what = (f"is not yours (owner uid {other_uid}, mode {shown})" if case.endswith("of-another-user")
             else f"is writable by others (owner uid 0, mode {shown})")
     assert r.stderr.startswith(f"qpod: {target} {what}: ") and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_config_another_user_may_write_is_never_used(tmp_path: Path) -> None:
+    """A config dir of the user that others may write (an older qpod under umask 000) is closed;
+    a config file another user may write, or owns, decides nothing: one line, status 125."""
+    config, state = tmp_path / "config", tmp_path / "state"
+    env = {**os.environ, "QPOD_CONFIG_DIR": str(config), "QPOD_STATE_DIR": str(state)}
+    qpod = [sys.executable, "-I", "-m", "qpod_engine.cli"]
+    assert subprocess.run([*qpod, "env", "add", "e", "--image", "localhost/x:1"], env=env).returncode == 0
+    (config / "environments").chmod(0o777)
+    r = subprocess.run([*qpod, "env", "list"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert stat.S_IMODE((config / "environments").stat().st_mode) == 0o755
+    env_file = config / "environments" / "e.yaml"
+    env_file.chmod(0o666)
+    r = subprocess.run([*qpod, "env", "show", "e"], env=env, capture_output=True, text=True)
+    assert r.returncode == 125 and f"config file {env_file} is writable by others" in r.stderr, r.stderr
+    assert env_file.read_text().startswith("image:") and stat.S_IMODE(env_file.stat().st_mode) == 0o666
