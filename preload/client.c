@@ -381,17 +381,36 @@ static int load_spec(const char *path, struct spec *s, int check)
     return 0;
 }
 
-/* HEAD of the work tree, as written ("ref: refs/heads/X" or a commit id), without the newline. */
+/* HEAD of the work tree, as written ("ref: refs/heads/X" or a commit id), without the newline.
+ * The checkout's own file: a FIFO there must not hang the open (O_NONBLOCK), nor /dev/zero or
+ * a huge file fill memory; only a regular file of at most 4 KiB is read (as
+ * gitinfo.read_small does), anything else is NULL (the launcher then decides). */
 static char *read_head(const struct spec *s)
 {
-    if (!s->head_path)
+    enum { HEAD_MAX = 4096 };
+    struct stat st;
+    /* stat first: a device is not even opened (opening one can have effects of its own) */
+    if (!s->head_path || stat(s->head_path, &st) != 0 || !S_ISREG(st.st_mode))
         return NULL;
-    char *h = read_file(s->head_path, 4096);
-    if (h) {
-        size_t l = strlen(h);
-        while (l && (h[l - 1] == '\n' || h[l - 1] == '\r'))
-            h[--l] = 0;
+    int fd = open(s->head_path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0)
+        return NULL;
+    char *h = NULL;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (h = malloc(HEAD_MAX + 2))) {
+        size_t len = 0;
+        ssize_t n = 0;
+        while (len <= HEAD_MAX && ((n = read(fd, h + len, HEAD_MAX + 1 - len)) > 0 || (n < 0 && errno == EINTR)))
+            len += n > 0 ? (size_t)n : 0;
+        if (n < 0 || len > HEAD_MAX) {
+            free(h);
+            h = NULL;
+        } else {
+            h[len] = 0;
+            while (len && (h[len - 1] == '\n' || h[len - 1] == '\r'))
+                h[--len] = 0;
+        }
     }
+    close(fd);
     return h;
 }
 

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     Progress = Callable[[str], None]  # one line of the build's output
 
 LABEL_BUILD_CONFIG = "qpod.build.config"
+# How long a launch waits for another one building the same tag (make -j: one builds, the others
+# wait) before it gives up with the holder's pid: a Containerfile may build a toolchain.
+LOCK_TIMEOUT = 3600.0
 
 
 def _run(args: list[str], env: dict[str, str], quiet: bool, progress: Progress | None = None) -> int:
@@ -62,9 +65,11 @@ def build_args(podman: str, build: dict[str, Any], settings: dict[str, Any], con
 
 def ensure_built(build: dict[str, Any], settings: dict[str, Any], progress: Progress | None = None) -> bool:
     """Build ``build["tag"]`` unless it exists; True when it was built now. Concurrent
-    launches (make -j) wait for one build under a lock. The build's output goes to stderr, or
-    line by line to ``progress``. Raises QpodError (exit 125)."""
-    from .fileio import locked, private_dir
+    launches (make -j) wait for one build under a lock (at most LOCK_TIMEOUT, told who holds
+    it). The build's output goes to stderr, or line by line to ``progress``. Raises QpodError
+    (exit 125)."""
+    from .fileio import private_dir
+    from .images import hold_lock
     from .service import podman_binary, podman_env
     from .textsafe import visible
 
@@ -73,7 +78,8 @@ def ensure_built(build: dict[str, Any], settings: dict[str, Any], progress: Prog
     env = podman_env()
     builds = os.path.join(paths.state_dir(), "builds")
     try:
-        with locked(os.path.join(builds, tag.rsplit("-", 1)[-1] + ".lock")):
+        lock = os.path.join(private_dir(builds), tag.rsplit("-", 1)[-1] + ".lock")
+        with hold_lock(lock, f"building {visible(tag)}", LOCK_TIMEOUT, progress):
             if image_exists(podman, env, tag):
                 return False
             context = build.get("context") or private_dir(os.path.join(builds, "empty"))

@@ -109,8 +109,9 @@ def spec_text(snap: dict[str, Any], env: dict[str, Any], root: str, facts: dict[
     if gd:
         head = os.path.join(gd, "HEAD")
         try:
-            with open(head, encoding="utf-8", errors="surrogateescape") as f:
-                lines.append(_line("head", head, f.read().rstrip("\r\n")))
+            # the checkout's file: a FIFO or /dev/zero there must not hang or fill the launcher
+            text = gitinfo.read_small(head).decode("utf-8", "surrogateescape")
+            lines.append(_line("head", head, text.rstrip("\r\n")))
         except OSError:
             pass
     if facts.get("host"):

@@ -82,16 +82,15 @@ def worktree_git_dirs(root: str) -> list[str]:
     code can rewrite, so a path read from them is mounted only when it is really this
     worktree's entry (``<common>/worktrees/<id>``, whose ``gitdir`` names ``root/.git``).
     Anything else is refused: a repository never chooses a host directory to mount."""
-    from .gitinfo import common_dir, git_dir
+    from .gitinfo import common_dir, git_dir, read_small
 
     gd = git_dir(root)
     if gd is None or gd == os.path.join(root, ".git"):
         return []
     cd = common_dir(gd)
     back = ""
-    try:
-        with open(os.path.join(gd, "gitdir"), encoding="utf-8", errors="replace") as f:
-            back = os.path.normpath(f.read().strip())
+    try:  # never blocking, a few KiB at most: a FIFO or /dev/zero there is refused below
+        back = os.path.normpath(read_small(os.path.join(gd, "gitdir")).decode("utf-8", "replace").strip())
     except OSError:
         pass
     rroot = os.path.realpath(root)

@@ -101,32 +101,109 @@ def known_hosts() -> str:
 CONTROL_PERSIST = 60  # seconds an idle shared connection stays up
 
 
+# A unix socket's address holds 107 bytes, and ssh first binds its ControlPath with "." and 16
+# random characters appended, then renames: the dir, "/", the name and those 17 must fit.
+_SUN_PATH_MAX = 107
+_CONTROL_NAME_LEN = 24  # hex digits of control_path's name
+
+
+def _private(path: str) -> bool:
+    """A directory (not a link) of ours that no one else can enter."""
+    import stat
+
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077
+
+
+def _fits(d: str) -> bool:
+    return len(os.fsencode(d)) + 1 + _CONTROL_NAME_LEN + 17 <= _SUN_PATH_MAX
+
+
+def _made_private(d: str) -> str | None:
+    """``d`` made (0700) if missing; ``d`` when it is then a private dir of ours, else None."""
+    try:
+        os.mkdir(d, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return None
+    return d if _private(d) else None
+
+
+def _short_dir(state: str) -> str:
+    """A private dir of ours with a short path, for when the state dir's is too long: in
+    $XDG_RUNTIME_DIR when that is ours; else a dir of random name in /tmp (mkdtemp: 0700, and no
+    other user can know its name before it exists), found again through ``<state>/ssh-dir``.
+    A dir that pointer names is used only while it is still ours and private (/tmp is cleaned,
+    and another user could then make one of that name)."""
+    import tempfile
+
+    from .fileio import write_atomic
+    from .gitinfo import read_small
+
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or ""
+    if runtime.startswith("/") and _private(runtime) and _fits(os.path.join(runtime, "qpod-ssh")):
+        found = _made_private(os.path.join(runtime, "qpod-ssh"))
+        if found:
+            return found
+    pointer = os.path.join(state, "ssh-dir")
+    try:
+        known = read_small(pointer, follow=False).decode("utf-8", "surrogateescape").strip()
+    except OSError:
+        known = ""
+    if known.startswith("/tmp/qpod-ssh-") and _fits(known) and _private(known):
+        return known
+    try:
+        made = tempfile.mkdtemp(prefix="qpod-ssh-", dir="/tmp")
+        write_atomic(pointer, made + "\n")
+    except OSError as err:
+        raise QpodError(f"{err.filename or '/tmp'}: cannot make ssh's connection dir: {err.strerror}",
+                        EXIT_QPOD) from None
+    return made
+
+
 def control_dir() -> str:
     """A private directory for ssh's shared connections (ControlPath): a command then costs a
     channel on an open connection, not a handshake. In the state dir, unless a socket address
-    there would be too long; then /tmp/qpod-ssh-UID, checked to be ours and private."""
+    there would be too long; then a short private dir of ours (``_short_dir``), never a fixed
+    name another user could make first."""
     from . import paths
+    from .fileio import private_dir
 
-    want = os.path.join(paths.state_dir(), "ssh")
-    if len(os.fsencode(want)) + 42 > 100:
-        want = f"/tmp/qpod-ssh-{os.getuid()}"
+    state = paths.state_dir()
+    want = os.path.join(state, "ssh")
     try:
-        os.makedirs(want, mode=0o700, exist_ok=True)
-        st = os.lstat(want)
+        want = private_dir(want) if _fits(want) else _short_dir(state)
     except OSError as err:
         raise QpodError(f"{want}: cannot make ssh's connection dir: {err.strerror}", EXIT_QPOD) from None
-    import stat
-
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+    if not _private(want):
         raise QpodError(f"{want}: not a private directory of yours (ssh's shared connections live there)",
                         EXIT_QPOD)
     return want
 
 
+def control_path(conn: Connection) -> str:
+    """The shared connection of ``conn``: one per this machine, user, host, port and identity.
+    The identity is part of the key: a connection whose key is missing (or another key) must
+    authenticate on its own, never run its commands on a master another identity opened. (ssh's
+    own %C leaves the identity out.) The local host name keeps two machines sharing a home
+    apart. ``%`` is doubled: ssh expands tokens in ControlPath."""
+    import hashlib
+    import socket
+
+    identity = os.path.abspath(os.path.expanduser(conn.identity)) if conn.identity else ""
+    key = "\0".join((socket.gethostname(), conn.user or "", conn.host, str(conn.port or ""), identity))
+    name = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:_CONTROL_NAME_LEN]
+    return os.path.join(control_dir(), name).replace("%", "%%")
+
+
 def ssh_options(conn: Connection) -> list[str]:
     argv = ["ssh", "-T", "-o", "BatchMode=yes", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3",
             "-o", f"UserKnownHostsFile={known_hosts()}", "-o", "ControlMaster=auto",
-            "-o", f"ControlPath={control_dir()}/%C", "-o", f"ControlPersist={CONTROL_PERSIST}"]
+            "-o", f"ControlPath={control_path(conn)}", "-o", f"ControlPersist={CONTROL_PERSIST}"]
     if conn.port:
         argv += ["-p", str(conn.port)]
     if conn.identity:

@@ -114,15 +114,55 @@ def _check_build(root: str, value: Any, file: str, lines: yamlio.Lines) -> Build
     return Build(cf, ctx, {str(k): str(v) for k, v in args.items()})
 
 
+# The Containerfile and the context's files together: hashed at each recompile, and sent whole
+# to podman build. A checkout's 1.5 GB file is refused at once by its size, never read.
+MAX_CONTEXT_BYTES = 256 << 20
+_HASH_CHUNK = 1 << 20
+
+
+def _too_big(path: str, size: int) -> QpodError:
+    from .textsafe import visible
+
+    return QpodError(f"{visible(path)}: the build's files (Containerfile and context) pass {MAX_CONTEXT_BYTES >> 20} "
+                     f"MiB with this one ({size / (1 << 20):.1f} MiB); give 'build: context' a smaller directory", 2)
+
+
+def _hash_file(h: Any, path: str, budget: int, follow: bool) -> int:
+    """Feed the regular file at ``path`` to ``h`` chunk by chunk (never whole in memory; opened
+    O_NONBLOCK, and refused unless still a regular file, so a FIFO swapped in cannot hang);
+    returns its size. Raises QpodError past ``budget`` bytes (the file grew since its stat)."""
+    import errno
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        size = 0
+        while chunk := os.read(fd, _HASH_CHUNK):
+            size += len(chunk)
+            if size > budget:
+                raise _too_big(path, size)
+            h.update(chunk)
+        return size
+    finally:
+        os.close(fd)
+
+
 def build_tag(build: Build) -> None:
     """Fill ``build.tag`` and ``build.watch``: the hash covers the Containerfile, every file of
     the context (path, executable bit, content; symlinks by target, never followed; .git
-    skipped) and the args, so any change makes a new tag and so a new image and container."""
+    skipped) and the args, so any change makes a new tag and so a new image and container.
+    Files are hashed in chunks, and together bounded by MAX_CONTEXT_BYTES (QpodError naming
+    the file that passes it, found by its size before anything of it is read)."""
     import stat
 
+    left = MAX_CONTEXT_BYTES
     h = hashlib.sha256(f"qpod-build-{BUILD_HASH_VERSION}\0".encode())
-    with open(build.containerfile, "rb") as f:
-        h.update(f.read())
+    size = os.stat(build.containerfile).st_size
+    if size > left:
+        raise _too_big(build.containerfile, size)
+    left -= _hash_file(h, build.containerfile, left, follow=True)
     h.update(b"\0" + json.dumps(build.args, sort_keys=True).encode() + b"\0")
     watch = [build.containerfile]
     if build.context:
@@ -143,8 +183,11 @@ def build_tag(build: Build) -> None:
                 elif not stat.S_ISREG(st.st_mode):
                     body = b"S"  # a FIFO or a socket: never opened (it could block)
                 else:
-                    with open(p, "rb") as f:
-                        body = b"F" + (b"x" if st.st_mode & 0o100 else b"-") + hashlib.sha256(f.read()).digest()
+                    if st.st_size > left:
+                        raise _too_big(p, st.st_size)
+                    fh = hashlib.sha256()
+                    left -= _hash_file(fh, p, left, follow=False)
+                    body = b"F" + (b"x" if st.st_mode & 0o100 else b"-") + fh.digest()
                 h.update(os.fsencode(rel) + b"\0" + body + b"\0")
                 watch.append(p)
     build.tag = BUILD_TAG_PREFIX + h.hexdigest()[:16]
