@@ -551,6 +551,27 @@ static void rotate(const char *log, long keep)
     rename(log, a);
 }
 
+/* flock(fd, LOCK_EX), polled so that a holder that never lets go (a writer stopped with
+ * Ctrl-Z while it held it) is named after a second and given up on after LOG_LOCK_WAIT seconds:
+ * the record is then appended unlocked (one O_APPEND write: a record is never dropped; only a
+ * rotation at that very moment could interleave). */
+#define LOG_LOCK_WAIT 60
+static void lock_wait(int fd, const char *path)
+{
+    struct timespec pause = {0, 20 * 1000 * 1000};
+    for (long waited_ms = 0;; waited_ms += 20) {
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0 || (errno != EWOULDBLOCK && errno != EINTR))
+            return;
+        if (waited_ms == 1000)
+            say("qpod: waiting for %s (held by another qpod process; at most %d s)...", path, LOG_LOCK_WAIT);
+        if (waited_ms >= LOG_LOCK_WAIT * 1000) {
+            say("qpod: gave up waiting for %s after %d s: the record is written without it", path, LOG_LOCK_WAIT);
+            return;
+        }
+        nanosleep(&pause, NULL);
+    }
+}
+
 static void log_write(const struct spec *s, const struct record *r, int status, int done)
 {
     if (!s->log_path)
@@ -560,11 +581,10 @@ static void log_write(const struct spec *s, const struct record *r, int status, 
     char lock[4200];
     snprintf(lock, sizeof(lock), "%s.lock", s->log_path);
     make_dirs(lock);
-    int lfd = open(lock, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    int lfd = open(lock, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (lfd < 0)
         goto fail;
-    while (flock(lfd, LOCK_EX) < 0 && errno == EINTR)
-        ;
+    lock_wait(lfd, lock);
     struct stat st;
     if (stat(s->log_path, &st) == 0 && s->log_max > 0 && (long)(st.st_size + line.len) > s->log_max)
         rotate(s->log_path, s->log_keep > 0 ? s->log_keep : 3);

@@ -23,12 +23,12 @@ Stdlib only: the launcher imports this module for ``append`` on every command.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
 
 from . import fileio, paths
+from .errors import QpodError
 from .gitinfo import is_within
 
 # typing and collections.abc are imported for type checkers only: the launcher's hot path
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+LOCK_WAIT = 60.0  # a writer holds the lock for one append (or a rotation): far less than this
+
 def append(record: dict[str, Any], max_bytes: int = 20 * 1024 * 1024, keep: int = 3,
            log: str | None = None) -> None:
     """Append ``record`` (rotating first when the log would pass ``max_bytes``, keeping
@@ -46,10 +48,10 @@ def append(record: dict[str, Any], max_bytes: int = 20 * 1024 * 1024, keep: int 
     log = log or paths.log_file()
     line = (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
     fileio.private_dir(os.path.dirname(log))
-    lock_fd = os.open(log + ".lock", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    lock_fd = os.open(log + ".lock", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX)
         fileio.private_fd(lock_fd)
+        fileio.flock_wait(lock_fd, log + ".lock", LOCK_WAIT)
         try:
             if os.stat(log).st_size + len(line) > max_bytes:
                 _rotate(log, keep)
@@ -103,8 +105,8 @@ class _shared_lock:  # noqa: N801 - a context manager
     def __enter__(self) -> None:
         try:
             self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-            fcntl.flock(self.fd, fcntl.LOCK_SH)
-        except OSError:
+            fileio.flock_wait(self.fd, self.path, LOCK_WAIT, shared=True)
+        except (OSError, QpodError):
             if self.fd >= 0:
                 os.close(self.fd)
             self.fd = -1

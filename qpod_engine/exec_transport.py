@@ -108,3 +108,5 @@ def _append(record: dict[str, Any], settings: dict[str, Any]) -> None:
         cmdlog.append(record, settings["log_max_bytes"], settings["log_keep"])
     except OSError as err:
         sys.stderr.write(f"qpod: cannot write the command log: {err.strerror}\n")
+    except QpodError as err:  # its lock held for too long: said, the command's status stays
+        sys.stderr.write(f"qpod: cannot write the command log: {err}\n")

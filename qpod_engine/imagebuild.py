@@ -68,8 +68,7 @@ def ensure_built(build: dict[str, Any], settings: dict[str, Any], progress: Prog
     launches (make -j) wait for one build under a lock (at most LOCK_TIMEOUT, told who holds
     it). The build's output goes to stderr, or line by line to ``progress``. Raises QpodError
     (exit 125)."""
-    from .fileio import private_dir
-    from .images import hold_lock
+    from .fileio import locked, private_dir
     from .service import podman_binary, podman_env
     from .textsafe import visible
 
@@ -79,7 +78,7 @@ def ensure_built(build: dict[str, Any], settings: dict[str, Any], progress: Prog
     builds = os.path.join(paths.state_dir(), "builds")
     try:
         lock = os.path.join(private_dir(builds), tag.rsplit("-", 1)[-1] + ".lock")
-        with hold_lock(lock, f"building {visible(tag)}", LOCK_TIMEOUT, progress):
+        with locked(lock, f"building {visible(tag)}", LOCK_TIMEOUT, progress):
             if image_exists(podman, env, tag):
                 return False
             context = build.get("context") or private_dir(os.path.join(builds, "empty"))

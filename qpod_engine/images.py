@@ -13,7 +13,7 @@ every image is built here from Debian packages and brought in with
 
 Both builders reuse an existing image unless ``force`` is set, and hold a
 per-image lock file so two processes asking at once build it only once. The
-lock lives in the user's private state dir (``hold_lock``, which
+lock lives in the user's private state dir (``fileio.locked``, which
 imagebuild.py's builds use too): a fixed name in /tmp could be made first, or
 held, by another user. A waiter says who holds the lock and gives up after a
 timeout instead of hanging.
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import fcntl
 import os
 import re
 import shutil
@@ -32,10 +31,11 @@ import signal
 import struct
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from qpod_engine.errors import QpodError
+from qpod_engine.fileio import locked
 
 BUSYBOX_REF = "localhost/qpod-busybox:latest"
 DEBIAN11_REF = "localhost/qpod-debian11:latest"
@@ -191,92 +191,9 @@ def image_lock_path(ref: str) -> str:
     return os.path.join(lock_dir(), f"image-{name}-{os.geteuid()}.lock")
 
 
-def lock_holder(fd: int) -> str:
-    """Who holds the flock of the open lock file ``fd``: its pid (/proc/locks) and what it said
-    it does (the line ``hold_lock`` writes into the file), as far as they can be known."""
-    st = os.fstat(fd)
-    # the kernel's "MAJ:MIN:INODE" (hex device numbers) of this file
-    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    pids: list[int] = []
-    try:
-        with open("/proc/locks", encoding="ascii", errors="replace") as f:
-            for line in f:
-                # "3: FLOCK  ADVISORY  WRITE 1234 00:1f:5678 0 EOF"; a blocked waiter's line has "->"
-                parts = line.split()
-                if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == where:
-                    pids.append(int(parts[4]))
-    except (OSError, ValueError):
-        pass
-    try:
-        note = os.pread(fd, 512, 0).decode("utf-8", "replace").split("\n", 1)[0]
-    except OSError:
-        note = ""
-    word, _, doing = note.partition(" ")
-    said = int(word) if word.isdigit() else None
-    if said is not None and (said in pids or not pids) and doing:
-        return f"pid {said}, another qpod {doing}"
-    return f"pid {pids[0]}" if pids else "another process"
-
-
-def flock_wait(fd: int, path: str, timeout: float, say: Callable[[str], None]) -> None:
-    """``flock(fd, LOCK_EX)``, waiting at most ``timeout`` seconds: when the lock is taken, one
-    line to ``say`` names ``path`` and its holder; at the deadline QpodError (exit 125) names
-    them again. Polls with LOCK_NB: a blocking flock cannot be given a deadline (an alarm
-    signal is not an option in the dashboard's worker threads)."""
-    import time
-
-    from .errors import EXIT_QPOD
-
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return
-    except BlockingIOError:
-        pass
-    say(f"qpod: waiting for {path} (held by {lock_holder(fd)}; at most {timeout:g} s)...")
-    deadline = time.monotonic() + timeout
-    pause = 0.02
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise QpodError(f"gave up waiting for {path} after {timeout:g} s: held by {lock_holder(fd)} "
-                            "(stop it, or wait for it to end and try again)", EXIT_QPOD)
-        time.sleep(min(pause, left))
-        pause = min(pause * 2, 0.5)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            pass
-
-
-@contextlib.contextmanager
-def hold_lock(path: str, what: str, timeout: float = LOCK_TIMEOUT, say: Progress = None) -> Iterator[None]:
-    """Hold the exclusive lock ``path`` (a file in a private dir of ours, created 0600 and left
-    in place: unlinking a lock file lets a third process lock a fresh inode while a second holds
-    the old one) while doing ``what`` ("building image X"), which waiters are told. Waits as
-    ``flock_wait`` does; ``say`` gets the waiting line (None: stderr)."""
-    import sys
-
-    def to_stderr(line: str) -> None:
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        flock_wait(fd, path, timeout, say or to_stderr)
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()} {what}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def _image_lock(ref: str, progress: Progress = None, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+def _image_lock(ref: str, progress: Progress = None, timeout: float = LOCK_TIMEOUT) -> locked:
     """Exclusive lock per image ref (and per user), see ``image_lock_path``."""
-    with hold_lock(image_lock_path(ref), f"building image {ref}", timeout, progress):
-        yield
+    return locked(image_lock_path(ref), f"building image {ref}", timeout, progress)
 
 
 def _say(progress: Progress, message: str) -> None:

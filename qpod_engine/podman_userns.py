@@ -104,35 +104,28 @@ def repair_if_stale(podman: str, env: dict[str, str]) -> bool:
     follows, whose own error then tells the user what is wrong."""
     if not is_stale(env):
         return False
-    import fcntl
     import subprocess
     import time
 
-    state = paths.state_dir()
-    try:
-        from .fileio import private_dir
+    from .fileio import locked
 
-        private_dir(state)
-        fd = os.open(os.path.join(state, "podman-migrate.lock"),
-                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError:
-        return False
+    lock = os.path.join(paths.state_dir(), "podman-migrate.lock")
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        if not is_stale(env):
-            return False  # another qpod repaired it while this one waited
-        started = time.monotonic()
-        try:
-            proc = subprocess.run([podman, "system", "migrate"], env=env, stdin=subprocess.DEVNULL,
-                                  capture_output=True, text=True, timeout=MIGRATE_TIMEOUT, cwd="/")
-            outcome = f"exit {proc.returncode}"
-        except (OSError, subprocess.TimeoutExpired) as err:
-            outcome = type(err).__name__
-        _note(f"podman's user namespace was gone (a reboot or a killed session) while its runtime dir "
-              f"remained: ran 'podman system migrate' ({outcome}, {time.monotonic() - started:.1f} s)")
-        return True
-    finally:
-        os.close(fd)
+        with locked(lock, "repairing podman's user namespace", MIGRATE_TIMEOUT + 60):
+            if not is_stale(env):
+                return False  # another qpod repaired it while this one waited
+            started = time.monotonic()
+            try:
+                proc = subprocess.run([podman, "system", "migrate"], env=env, stdin=subprocess.DEVNULL,
+                                      capture_output=True, text=True, timeout=MIGRATE_TIMEOUT, cwd="/")
+                outcome = f"exit {proc.returncode}"
+            except (OSError, subprocess.TimeoutExpired) as err:
+                outcome = type(err).__name__
+    except OSError:
+        return False  # no lock to be had: the podman command that follows says what is wrong
+    _note(f"podman's user namespace was gone (a reboot or a killed session) while its runtime dir "
+          f"remained: ran 'podman system migrate' ({outcome}, {time.monotonic() - started:.1f} s)")
+    return True
 
 
 def _note(line: str) -> None:

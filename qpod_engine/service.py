@@ -178,9 +178,7 @@ def _cannot(err: OSError) -> QpodError:
 
 
 def _start_service(path: str, idle_seconds: int, timeout: float) -> None:
-    import fcntl
-
-    from .fileio import make_dirs, private_dir
+    from .fileio import flock_wait, make_dirs, private_dir
 
     deadline = time.monotonic() + timeout
     try:
@@ -190,15 +188,9 @@ def _start_service(path: str, idle_seconds: int, timeout: float) -> None:
     except OSError as err:
         raise _cannot(err) from None
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise QpodError(f"podman API service on {path}: another qpod has been starting it for "
-                                    f"over {timeout:.0f} s (lock {lock_path(path)})", EXIT_QPOD) from None
-                time.sleep(0.02)
+        # quiet while it waits (parallel launches of make -j all wait for one start); the
+        # give-up line names the lock and its holder
+        flock_wait(fd, lock_path(path), timeout, say=lambda _line: None)
         if answers(path):  # whoever held the lock started it
             return
         previous = _recorded_service(fd, path)

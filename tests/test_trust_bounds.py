@@ -287,6 +287,41 @@ def check_shell_run(root: Path) -> None:
         (r.stdout, r.stderr)
 
 
+@pytest.mark.parametrize("lock", ["config", "log"])
+def test_config_and_log_lock_waits_name_their_holder_and_give_up(lock: str, qpod_home: Path) -> None:
+    """The config lock (every read-modify-write of the config) and the command log's lock wait
+    with a deadline too, naming the holder; a reader of the log goes on unlocked after it."""
+    from qpod_engine import fileio, paths
+
+    path = paths.config_lock_file() if lock == "config" else paths.log_file() + ".lock"
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    hold = (f"import fcntl, os, sys\nfd = os.open({path!r}, os.O_RDWR | os.O_CREAT, 0o600)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\nsys.stdin.read()\n")
+    holder = subprocess.Popen([sys.executable, "-I", "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        said: list[str] = []
+        with pytest.raises(QpodError) as err:
+            if lock == "config":
+                with fileio.locked(path, timeout=0.3, say=said.append):
+                    pytest.fail("got a lock another process holds")
+            else:
+                fd = os.open(path, os.O_RDWR)
+                try:
+                    fileio.flock_wait(fd, path, 0.3, said.append)
+                finally:
+                    os.close(fd)
+        assert len(said) == 1 and path in said[0] and f"held by pid {holder.pid}" in said[0], said
+        assert err.value.status == 125 and f"held by pid {holder.pid}" in str(err.value), err.value
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=HANG_GUARD)
+    with fileio.locked(path, timeout=HANG_GUARD):  # released with its holder
+        pass
+
+
 @pytest.mark.podman
 @pytest.mark.parametrize("plant", list(PLANTS))
 def test_git_metadata_that_blocks_or_never_ends_hangs_nothing(plant: str, bound_repo: Path) -> None:
