@@ -368,8 +368,8 @@ def cmd_status(a: "argparse.Namespace") -> int:
             over = f", wins over its {REPO_FILE}" if row["environment"] and os.path.exists(
                 os.path.join(row["repository"], REPO_FILE)) else ""
             print(f"environment:  {visible(row['environment'] or '-')} ({visible(row['why'])}{over})")
-        if row["broken"]:
-            print(f"broken:       {visible(row['broken'])} (its routed commands fail with exit 125)")
+        if row["broken"] or row["waiting"]:
+            print(f"problem:      {visible(row['broken'] or row['waiting'])} (its routed commands fail with exit 125)")
         print(f"container:    {visible(row['container'] or '-')} ({visible(row['container_state'])})")
     return 0
 

@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from qpod_engine.errors import QpodError
-from qpod_engine.fileio import locked
+from qpod_engine.fileio import locked, make_dirs
 
 BUSYBOX_REF = "localhost/qpod-busybox:latest"
 DEBIAN11_REF = "localhost/qpod-debian11:latest"
@@ -329,7 +329,7 @@ def _busybox_binary(workdir: Path, progress: Progress, host_candidates: Sequence
 def _busybox_rootfs(root: Path, busybox: Path) -> None:
     """Lay out a merged-/usr busybox root: /bin -> usr/bin, every applet a symlink to busybox."""
     for d in ("usr/bin", "usr/sbin", "etc", "root", "proc", "sys", "dev", "run", "var/tmp"):
-        (root / d).mkdir(parents=True, exist_ok=True)
+        make_dirs(str(root / d))  # image content: 0755 whatever the umask
     (root / "bin").symlink_to("usr/bin")
     (root / "sbin").symlink_to("usr/sbin")
     shutil.copy2(busybox, root / "usr/bin/busybox")
@@ -439,7 +439,7 @@ def _chroot_env() -> dict[str, str]:
 
 def _copy_debs(src: Path, dst: Path, skip: Path | None = None) -> None:
     """Copy the .deb files of ``src`` missing from ``dst`` (and from ``skip``, which already caches them)."""
-    dst.mkdir(parents=True, exist_ok=True)
+    make_dirs(str(dst))
     for deb in src.glob("*.deb"):
         target = dst / deb.name
         if not target.exists() and not (skip is not None and (skip / deb.name).exists()):
@@ -569,7 +569,7 @@ def _debian11_debootstrap(ref: str, progress: Progress, cache_dir: Path | None, 
         cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(DEBIAN11_INCLUDE)}"]
         if cache_dir is not None:
             deb_cache = Path(cache_dir).resolve() / "debootstrap"
-            deb_cache.mkdir(parents=True, exist_ok=True)
+            make_dirs(str(deb_cache))
             cmd.append(f"--cache-dir={deb_cache}")
         cmd += [DEBIAN11_SUITE, str(root), mirror]
         _say(progress, f"debootstrap {DEBIAN11_SUITE} from {mirror}")

@@ -135,7 +135,6 @@ def spec_text(snap: dict[str, Any], env: dict[str, Any], root: str, facts: dict[
 
 
 def write(path: str, text: str) -> str:
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     try:
         with open(path, encoding="utf-8", errors="surrogateescape") as f:
             if f.read() == text:

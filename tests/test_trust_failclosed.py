@@ -102,7 +102,7 @@ def test_broken_environment_file_fails_its_routed_commands(qpod_home: Path, make
         assert which.stdout.startswith("container (e)") and "would fail (exit 125)" in which.stdout, which.stdout
         assert f"{env_file}:" in which.stdout
         status = run_qpod("status", cwd=root)
-        assert "broken:" in status.stdout and str(env_file) in status.stdout, status.stdout
+        assert "problem:" in status.stdout and str(env_file) in status.stdout, status.stdout
         assert "e (broken)" in run_qpod("repos", "--no-podman").stdout
     # a binding to an environment that does not exist at all: the same
     env_file.unlink()
