@@ -28,8 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from qpod_engine import images, podman_backend  # noqa: E402
-from qpod_engine.containers import container_name  # noqa: E402
+from qpod_engine.config.containers import container_name  # noqa: E402
+from qpod_engine.podman import lifecycle as podman_backend  # noqa: E402
+from qpod_engine.podman import local_images as images
 
 
 def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> float:

@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import sshd_host  # noqa: E402
 
-from qpod_engine import images  # noqa: E402
-from qpod_engine.containers import container_name  # noqa: E402
+from qpod_engine.config.containers import container_name  # noqa: E402
+from qpod_engine.podman import local_images as images  # noqa: E402
 
 
 def timed(argv: list[str], cwd: Path, env: dict[str, str], stdin: int | None = subprocess.DEVNULL) -> float:

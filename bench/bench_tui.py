@@ -45,7 +45,8 @@ def build(work: Path, repos: int, envs: int, records: int) -> list[str]:
     """Config and state for the benchmark under ``work``; returns the repository roots."""
     import pygit2
 
-    from qpod_engine import bindings, config, snapshot
+    from qpod_engine.config import bindings, snapshot
+    from qpod_engine.config import environments as config
 
     for i in range(envs):
         config.save_environment(config.Environment(name=f"env-{i:02d}", image=f"localhost/bench-{i % 5}:latest",
@@ -95,7 +96,7 @@ def write_log(log: Path, count: int, roots: list[str], envs: int) -> None:
 
 
 def create_containers(roots: list[str], count: int, envs: int) -> list[str]:
-    from qpod_engine.images import build_busybox_image
+    from qpod_engine.podman.local_images import build_busybox_image
 
     image = build_busybox_image()
     env = {**os.environ, "QPOD_OFF": "1"}
@@ -168,7 +169,7 @@ def child(containers: int, real_podman: bool) -> dict[str, float]:
         def container_stats(self, ids: list[str], hosts: dict[str, str] | None = None) -> dict[str, Any]:
             if real_podman:
                 return super().container_stats(ids, hosts)
-            from qpod_engine.container_stats import Stats
+            from qpod_engine.podman.stats import Stats
 
             # figures that move between refreshes, as a busy machine's do (every CPU cell changes)
             self.stats_calls += 1

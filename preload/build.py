@@ -9,7 +9,7 @@ Layout written into ``<pkg>/_lib``::
     <$LIB>/libqpod_preload.so       the same, where the 64-bit loader expands "$LIB"
     <32-bit $LIB>/libqpod_preload.so  an empty 32-bit object (x86_64 only, best effort)
 
-(qpod_engine.preload_lib finds the "$LIB" copy by its ELF class: no marker file to keep.)
+(qpod_engine.routing.preload_lib finds the "$LIB" copy by its ELF class: no marker file to keep.)
 
 LD_PRELOAD then names ``<pkg>/_lib/$LIB/libqpod_preload.so``: each loader finds an object of
 its own class, so 32-bit programs run without the loader's "cannot be preloaded" warning.

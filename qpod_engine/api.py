@@ -4,121 +4,41 @@ Every method wraps existing engine functions: the same validation as ``qpod init
 ``qpod env add`` and ``qpod env rm``, the same compiled snapshot. Methods may block on
 podman or the disk: a UI calls them from worker threads. Never imports a UI toolkit.
 
-``LogIndex`` (qpod_engine/log_index.py) holds byte offsets of every command-log record, so a
+``LogIndex`` (qpod_engine/log/index.py) holds byte offsets of every command-log record, so a
 viewer can show 100,000 records while holding only the few it draws, and the commands running now.
 """
 
-import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from . import bindings, cmdlog, config, fileio, gitinfo, paths, snapshot
-from .config import Environment, Settings
-from .containers import container_name
-from .env_form import check_form, environment_to_form
-from .errors import ConfigError, FieldError, InUse, QpodError
+from qpod_engine.base import gitinfo, paths
+from qpod_engine.base.errors import ConfigError, FieldError, InUse, QpodError
+from qpod_engine.base.fileio import config_lock
+from qpod_engine.base.textsafe import visible
+from qpod_engine.config import bindings, snapshot
+from qpod_engine.config import environments as config
+from qpod_engine.config.containers import container_name
+from qpod_engine.config.environments import Environment, Settings
+from qpod_engine.config.fields import FIELDS as OPTIONS
+from qpod_engine.config.form import check_form, environment_to_form
+from qpod_engine.log import cmdlog
+from qpod_engine.log.cmdlog import Filter
+from qpod_engine.log.index import LogIndex, Running
+from qpod_engine.rows import ContainerInfo, ContainerRow, EnvRow, ImageRow, RepoRow, Stats, human_bytes, uptime
 
+if TYPE_CHECKING:
+    from qpod_engine.config.repo_file import RepoFile
 
-@dataclass(frozen=True)
-class RepoRow:
-    """A bound repository as it stands now."""
-
-    root: str
-    exists: bool
-    branch: str | None
-    environment: str | None  # in force on the current branch, None when no rule applies
-    why: str
-    default_environment: str | None
-    branches: dict[str, str]  # glob -> environment, in file order
-    container: str | None
-    container_state: str  # podman's state, "none" when not created, "unknown" when podman was not asked
-    waiting: str | None = None  # why its .qpod.yaml waits for 'qpod allow' (changed or broken), if it does
-    broken: str | None = None  # why the named environment in force cannot be used (its routed commands fail)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The shape ``qpod repos --json`` prints."""
-        return {"repository": self.root, "exists": self.exists, "branch": self.branch,
-                "environment": self.environment, "why": self.why, "default_environment": self.default_environment,
-                "branches": dict(self.branches), "container": self.container,
-                "container_state": self.container_state, "waiting": self.waiting, "broken": self.broken}
-
-
-@dataclass(frozen=True)
-class ImageRow:
-    """A local image that qpod's environments use, or that qpod built from a repository file."""
-
-    id: str
-    tags: list[str]
-    size: int  # bytes
-    used_by: list[str]  # "environment NAME", ".qpod.yaml of ROOT", "container NAME"
-    built_here: bool  # built by this config from a repository file (prune removes it when unused)
-
-
-@dataclass(frozen=True)
-class EnvRow:
-    """An environment file: its settings (None when the file is broken) and who uses it."""
-
-    name: str
-    image: str
-    repositories: list[str]
-    error: str | None = None
-    settings: dict[str, Any] = field(default_factory=dict)  # Environment fields, as in the snapshot
-
-
-@dataclass(frozen=True)
-class ContainerRow:
-    name: str
-    id: str
-    environment: str
-    repository: str
-    image: str
-    state: str
-    started: float | None  # epoch seconds
-    transport: str = "agent"  # or "exec": the podman exec fallback (see podman_backend.ensure_container)
-    host: str = ""  # the podman connection it runs on (an environment's host:), "" for this machine
-
-
-def uptime(started: float | None, now: float) -> str:
-    """``3d4h``, ``2h5m``, ``4m10s``, or ``-`` for a container that is not running."""
-    if not started:
-        return "-"
-    s = max(0, int(now - started))
-    if s >= 86400:
-        return f"{s // 86400}d{s % 86400 // 3600}h"
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60}m"
-    return f"{s // 60}m{s % 60}s"
-
-
-# --- the command log (qpod_engine/log_index.py; re-exported here, the TUI's one import) ---------
-
-from .log_index import LogIndex, Running  # noqa: E402
-
-__all__ = ["ContainerRow", "Engine", "EnvRow", "FieldError", "LogIndex", "RepoRow", "Running", "config_lock",
-           "format_argv", "uptime"]
+# What a front end needs besides the Engine, from this one module: the UI imports nothing
+# else of the engine (checked by an import contract, see pyproject.toml)
+__all__ = ["ContainerInfo", "ContainerRow", "Engine", "EnvRow", "Environment", "FieldError", "Filter", "ImageRow",
+           "LogIndex", "OPTIONS", "QpodError", "RepoRow", "Running", "Stats", "format_argv", "human_bytes", "uptime",
+           "visible"]
 
 
 # --- the facade ---------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def config_lock() -> Iterator[None]:
-    """The lock every read-modify-write of the config takes (see paths.config_lock_file)."""
-    path = paths.config_lock_file()
-    lock = fileio.locked(path)
-    try:
-        lock.__enter__()
-    except OSError as err:
-        raise QpodError(f"{path}: cannot lock the config: {err.strerror or err}") from None
-    try:
-        yield
-    finally:
-        lock.__exit__()
-
-
-
 
 class Engine:
     """What the TUI may ask of the engine. Config and state locations come from the usual
@@ -142,7 +62,7 @@ class Engine:
         return paths.config_dir()
 
     def default_bind_path(self) -> str:
-        from .launcher import cwd_or_pwd
+        from qpod_engine.launch.launcher import cwd_or_pwd
 
         return cwd_or_pwd()
 
@@ -150,13 +70,13 @@ class Engine:
 
     def container_states(self) -> dict[str, str]:
         """Container name -> state. Raises QpodError when podman cannot be asked."""
-        from .podman_backend import list_containers
+        from qpod_engine.podman.lifecycle import list_containers
 
         return {c["name"]: c["state"] for c in list_containers()}
 
     def repositories(self, states: dict[str, str] | None = None) -> list[RepoRow]:
         """Every bound repository; container states from ``states`` ("unknown" when None)."""
-        from . import repo_env
+        from qpod_engine.config import repo_file as repo_env
 
         snap = snapshot.load()
         waiting = dict(repo_env.waiting(snap))
@@ -173,7 +93,7 @@ class Engine:
                 container_state=states.get(name or "", "none") if states is not None else "unknown",
                 waiting=waiting.get(t.root),
                 broken=snapshot.environment_problem(snap, t.environment, t.root)
-                if t.environment != snapshot.REPO_FILE else None,  # the file's own problems: waiting
+                if t.environment != paths.REPO_FILE else None,  # the file's own problems: waiting
             ))
         return rows
 
@@ -217,18 +137,18 @@ class Engine:
     def waiting_files(self) -> dict[str, str]:
         """Registered repositories whose checked-out .qpod.yaml cannot be used now (changed
         since it was allowed, or broken): root -> the one-line reason (RepoRow.waiting too)."""
-        from . import repo_env
+        from qpod_engine.config import repo_file as repo_env
 
         return dict(repo_env.waiting(snapshot.load()))
 
     def repo_file_summary(self, root: str) -> tuple[str, list[str], list[str]]:
         """(sha256 of the file as checked out now, what it asks beyond the repository, what it
         sets up besides), lines not yet escaped. QpodError when there is none or it is broken."""
-        from . import repo_env
+        from qpod_engine.config import repo_file as repo_env
 
         rf = repo_env.load(root)
         if rf is None:
-            raise QpodError(f"{root}: no {repo_env.REPO_FILE} at the repository's root")
+            raise QpodError(f"{root}: no {paths.REPO_FILE} at the repository's root")
         if rf.problems or rf.env is None:
             raise QpodError(str(rf.problems[0]) if rf.problems else f"{rf.path}: cannot be used")
         risky, info = repo_env.requests(rf)
@@ -236,12 +156,38 @@ class Engine:
 
     def allow_repo_file(self, root: str, sha: str) -> None:
         """Allow the content the user was shown (``sha``): refused when the file changed since."""
-        from . import repo_env
-
-        rf = repo_env.load(root)
+        rf = self.repo_file(root)
         if rf is None or rf.sha != sha or rf.problems or rf.env is None:
-            raise QpodError(f"{root}: {repo_env.REPO_FILE} changed since it was shown: look again before allowing")
-        repo_env.allow(rf)
+            raise QpodError(f"{root}: {paths.REPO_FILE} changed since it was shown: look again before allowing")
+        self.allow_file(rf)
+
+    def repo_file(self, root: str) -> "RepoFile | None":
+        """The repository's own file as checked out now (None: there is none). QpodError when it
+        cannot be read; its problems are in ``problems``."""
+        from qpod_engine.config import repo_file
+
+        return repo_file.load(root)
+
+    def allow_file(self, rf: "RepoFile", take_over: bool = False) -> str | None:
+        """Allow this content of the file and use it (``take_over``: over an explicit binding, as
+        ``qpod init`` with no ENV does). Returns the explicit environment that still wins."""
+        from qpod_engine.config import allow
+
+        return allow.allow(rf, take_over)
+
+    def register_file(self, root: str) -> None:
+        """Bind the repository to its file without allowing it: its routed commands fail until
+        allowed or denied."""
+        from qpod_engine.config import allow
+
+        allow.register(root)
+
+    def deny_file(self, root: str) -> tuple[int, bool]:
+        """Forget every allowed version of the file (its commands run on the host again).
+        Returns (versions forgotten, whether the binding to it was removed)."""
+        from qpod_engine.config import allow
+
+        return allow.deny(root)
 
     def _check_environment(self, env: str) -> None:
         if env not in config.environment_names():
@@ -287,7 +233,7 @@ class Engine:
 
     def image_present(self, ref: str) -> bool:
         """Raises QpodError when podman cannot be asked."""
-        from .podman_backend import image_present
+        from qpod_engine.podman.lifecycle import image_present
 
         return image_present(ref)
 
@@ -380,34 +326,52 @@ class Engine:
             snapshot.compile_config()
 
     def pull_image(self, ref: str, progress: Callable[[str, int, int], None] | None = None) -> None:
-        from .podman_backend import pull_image
+        from qpod_engine.podman.lifecycle import pull_image
 
         pull_image(ref, progress)
 
     # --- containers
 
     def containers(self) -> list[ContainerRow]:
-        """qpod's containers (``container_stats.ContainerInfo``: with ``outdated`` and
+        """qpod's containers (``rows.ContainerInfo``: with ``outdated`` and
         ``commands_running`` where the backend gives them). Raises QpodError when podman
         cannot be asked."""
-        from .container_stats import container_info
-        from .podman_backend import list_containers
+        from qpod_engine.podman.lifecycle import list_containers
+        from qpod_engine.rows import container_info
 
         self.unreachable_hosts = []
         return [container_info(c) for c in list_containers(unreachable=self.unreachable_hosts)]
 
+    def container_list(self, all_configs: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
+        """(every container of this config, or of all configs, on every host, as ``qpod ps
+        --json`` shows them; the hosts that could not be reached, with why)."""
+        from qpod_engine.podman.lifecycle import list_containers
+
+        unreachable: list[str] = []
+        return list_containers(all_configs=all_configs, unreachable=unreachable), unreachable
+
+    def stop_running(self, env: str | None, all_configs: bool = False) -> tuple[list[tuple[str, str]], list[str]]:
+        """Stop the running containers of environment ``env`` (None: all of them). Returns
+        ((name, host) stopped; the hosts that could not be reached)."""
+        from qpod_engine.podman.lifecycle import stop_containers
+
+        rows, unreachable = self.container_list(all_configs)
+        running = {c["name"]: c["host"] for c in rows
+                   if c["state"] == "running" and (env is None or c["environment"] == env)}
+        return [(n, running[n]) for n in stop_containers(list(running))], unreachable
+
     def stop_container(self, name: str) -> None:
-        from .podman_backend import stop_containers
+        from qpod_engine.podman.lifecycle import stop_containers
 
         stop_containers([name])
 
     def restart_container(self, name: str) -> None:
-        from .podman_backend import restart_container
+        from qpod_engine.podman.lifecycle import restart_container
 
         restart_container(name)
 
     def container_logs(self, name: str, tail: int = 200) -> str:
-        from .podman_backend import container_logs
+        from qpod_engine.podman.lifecycle import container_logs
 
         return container_logs(name, tail)
 
@@ -416,7 +380,7 @@ class Engine:
         fallback of ``repo_shell_command`` for a container qpod cannot tie to a repository. qpod
         is switched off in it (QPOD_OFF, no LD_PRELOAD) so the shell's own commands are not
         redirected again."""
-        from .service import podman_binary, podman_env
+        from qpod_engine.podman.service import podman_binary, podman_env
 
         return [podman_binary(), "exec", "-it", name, "/bin/sh"], podman_env()
 
@@ -457,11 +421,11 @@ class Engine:
     # --- container figures, the dashboard's own preferences
 
     def container_stats(self, ids: list[str], hosts: dict[str, str] | None = None) -> "dict[str, Any]":
-        """CPU %, memory and pids of the running containers ``ids`` (``container_stats.Stats``
+        """CPU %, memory and pids of the running containers ``ids`` (``rows.Stats``
         by 12-digit id), one call to each podman (``hosts``: the host of a container on
         another machine, by id). Raises QpodError when this machine's podman cannot be asked;
         a build host that cannot be leaves its containers without figures."""
-        from .container_stats import container_stats
+        from qpod_engine.podman.stats import container_stats
 
         by_host: dict[str, list[str]] = {}
         for cid in ids:
@@ -486,7 +450,7 @@ class Engine:
             return None
         shell = os.environ.get("SHELL") or "/bin/sh"
         if shell != "/bin/sh":
-            from .podman_backend import command_in_container
+            from qpod_engine.podman.lifecycle import command_in_container
 
             if not command_in_container(environment, repository, shell):
                 shell = "/bin/sh"
@@ -501,9 +465,9 @@ class Engine:
     def images(self) -> list[ImageRow]:
         """The images qpod's environments name (and the ones this config built from repository
         files), with size and what uses them. Raises QpodError when podman cannot be asked."""
-        from .containers import config_id
-        from .imagebuild import LABEL_BUILD_CONFIG
-        from .podman_backend import client, list_containers
+        from qpod_engine.config.containers import config_id
+        from qpod_engine.podman.imagebuild import LABEL_BUILD_CONFIG
+        from qpod_engine.podman.lifecycle import client, list_containers
 
         snap = snapshot.load()
         wanted: dict[str, list[str]] = {}
@@ -537,25 +501,25 @@ class Engine:
         """Build the image the repository's .qpod.yaml gives (``build:``), each line of podman
         build's output to ``progress``; False when it exists already. QpodError when the file
         waits for an allow, is broken, or names an image instead of a Containerfile."""
-        from .imagebuild import ensure_built
+        from qpod_engine.podman.imagebuild import ensure_built
 
         snap = snapshot.load()
-        env = snapshot.environment_entry(snap, snapshot.REPO_FILE, root)
+        env = snapshot.environment_entry(snap, paths.REPO_FILE, root)
         if env is None or env.get("absent"):
-            raise QpodError(f"{root}: no allowed {snapshot.REPO_FILE} in force here")
+            raise QpodError(f"{root}: no allowed {paths.REPO_FILE} in force here")
         if "error" in env:
             raise QpodError(str(env["error"]))
         if not env.get("build"):
-            raise QpodError(f"{root}: its {snapshot.REPO_FILE} names an image ({env.get('image')}), not a build")
+            raise QpodError(f"{root}: its {paths.REPO_FILE} names an image ({env.get('image')}), not a build")
         return ensure_built(env["build"], snap["settings"], progress)
 
-    def prune_images(self) -> list[str]:
+    def prune_images(self, dry_run: bool = False) -> tuple[list[str], list[str]]:
         """Remove this config's images built from repository files that nothing uses now (no
-        checked-out .qpod.yaml names them, no container runs them): what ``qpod prune`` does.
-        Returns what was removed."""
-        from .imagebuild import prune, tags_in_use
+        checked-out .qpod.yaml names them, other branches' included: a checkout builds them
+        again). Returns (removed, or would be; kept because a container uses them)."""
+        from qpod_engine.podman.imagebuild import prune, tags_in_use
 
-        return prune(tags_in_use(snapshot.load()))[0]
+        return prune(tags_in_use(snapshot.load()), dry_run=dry_run)
 
     def theme_file(self) -> str:
         """Where the dashboard keeps the theme picked in its palette: ``theme`` in settings.yaml."""

@@ -21,9 +21,7 @@ from textual.screen import Screen
 from textual.widget import AwaitMount, Widget
 from textual.widgets import TabbedContent, TabPane, Tabs
 
-from qpod_engine.api import Engine
-from qpod_engine.errors import QpodError
-from qpod_engine.textsafe import visible
+from qpod_engine.api import Engine, QpodError, visible
 
 from .screens.help import HelpScreen
 from .widgets.command_log import CommandLogView

@@ -1,12 +1,12 @@
 """Text the TUI does not control (paths, argv, branch and image names, env values, podman's
 errors) is drawn literally: control characters escaped by the engine's one helper
-(``qpod_engine.textsafe.visible``), and never parsed as markup, so ``[/bold]`` cannot crash a
+(``qpod_engine.base.textsafe.visible``), and never parsed as markup, so ``[/bold]`` cannot crash a
 view and ``[link=...]`` cannot make a link. Build such text with these functions (a ``Text`` is
 never parsed); plain ``str`` given to a widget is reserved for qpod's own fixed strings."""
 
 from rich.text import Text
 
-from qpod_engine.textsafe import visible
+from qpod_engine.api import visible
 
 
 def literal(value: object, style: str = "") -> Text:

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Regenerate screenshots/*.svg: every view of ``qpod tui`` and its dialogs, with the
-deterministic demo data (qpod_tui.demo), so the images change only when the UI does.
+deterministic demo data (qpod_tui.demo_engine), so the images change only when the UI does.
 
     python scripts/screenshots.py [--out screenshots]
 """
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from qpod_tui.app import make_app  # noqa: E402
-from qpod_tui.demo import DemoEngine  # noqa: E402
+from qpod_tui.demo_engine import DemoEngine  # noqa: E402
 
 SIZE = (130, 36)
 # (file name, first view, keys pressed before the shot, size, commands running in the demo)

@@ -91,7 +91,7 @@ venv "$PREFIX"
 source_hash >"$PREFIX/qpod-source.sha256"
 # qpod is the native-exec client itself: 'qpod exec' in a warm repository starts no Python; every
 # other subcommand (and exec's slow path) runs the CLI with the interpreter linked beside it
-lib=$("$PREFIX/bin/python" -I -c 'import os, qpod_engine.containers as c; print(os.path.dirname(c.client_program()))') \
+lib=$("$PREFIX/bin/python" -I -c 'from qpod_engine.base import paths; print(paths.LIB_DIR)') \
   || die "the qpod package in $PREFIX does not import"
 [ -x "$lib/qpod-client" ] || die "$lib/qpod-client was not built (see the pip output above)"
 ln -sfn "$PREFIX/bin/python" "$lib/python"

@@ -82,7 +82,7 @@ def run_qpod(*args: str, cwd: Path | str | None = None, input: str | None = None
 def busybox_image() -> str:
     if not podman_available():
         pytest.skip("podman is not installed")
-    from qpod_engine.images import build_busybox_image
+    from qpod_engine.podman.local_images import build_busybox_image
 
     return build_busybox_image()
 
@@ -92,7 +92,7 @@ def debian11_image() -> str:
     """Debian 11 with gcc 10, make, gdb and python3 (CI builds it before the tests)."""
     if not podman_available():
         pytest.skip("podman is not installed")
-    from qpod_engine.images import build_debian11_image
+    from qpod_engine.podman.local_images import build_debian11_image
 
     return build_debian11_image()
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import yaml
 from conftest import git, run_qpod
 
-from qpod_engine import paths
+from qpod_engine.base import paths
 
 
 def add_env(name: str, image: str = "localhost/none:1") -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from conftest import run_qpod
 
-from qpod_engine import cmdlog
+from qpod_engine.log import cmdlog
 
 
 def _writer(log: str, who: int, n: int, max_bytes: int) -> None:

@@ -35,7 +35,7 @@ def bin_dir(tmp_path: Path) -> Path:
     """``qpod`` and ``qpod-shell`` on PATH, running this checkout."""
     d = tmp_path / "bin"
     d.mkdir()
-    for name, module in (("qpod", "qpod_engine.cli"), ("qpod-shell", "qpod_engine.shell")):
+    for name, module in (("qpod", "qpod_engine.cli"), ("qpod-shell", "qpod_engine.cli.shell")):
         (d / name).write_text(f'#!/bin/sh\nPYTHONPATH={REPO_ROOT} exec {sys.executable} -m {module} "$@"\n')
         (d / name).chmod(0o755)
     return d

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 from conftest import run_qpod
 
-from qpod_engine import config, paths
-from qpod_engine.errors import ConfigError
+from qpod_engine.base import paths
+from qpod_engine.base.errors import ConfigError
+from qpod_engine.config import environments as config
 
 
 def write_env(name: str, text: str) -> Path:
@@ -78,8 +79,8 @@ def test_env_add_refuses_to_overwrite_and_keeps_file(qpod_home: Path) -> None:
 
 
 def test_failed_write_leaves_user_file_intact(qpod_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from qpod_engine import yamlio
-    from qpod_engine.errors import QpodError
+    from qpod_engine.base import yamlio
+    from qpod_engine.base.errors import QpodError
 
     p = write_env("intact", "image: original\n")
     real_replace = os.replace
@@ -126,11 +127,11 @@ def test_readme_reference_is_the_field_table():
     """One table of environment options: the README's reference is generated from it."""
     from pathlib import Path
 
-    from qpod_engine.env_fields import markdown_table
+    from qpod_engine.config.fields import markdown_table
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert markdown_table() in readme, "README's environment keys differ from env_fields.FIELDS: " \
-        "paste the output of 'python -m qpod_engine.env_fields'"
+        "paste the output of 'python -m qpod_engine.config.fields'"
 
 
 def test_set_setting_keeps_the_users_file_as_written(qpod_home):
@@ -138,8 +139,9 @@ def test_set_setting_keeps_the_users_file_as_written(qpod_home):
     user's comments and other keys kept; a file where that cannot be done safely is left alone."""
     from pathlib import Path
 
-    from qpod_engine import config, paths
-    from qpod_engine.errors import ConfigError
+    from qpod_engine.base import paths
+    from qpod_engine.base.errors import ConfigError
+    from qpod_engine.config import environments as config
 
     settings = Path(paths.settings_file())
     settings.parent.mkdir(parents=True, exist_ok=True)

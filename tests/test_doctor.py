@@ -36,14 +36,17 @@ def test_doctor_reports_broken_environment_file(qpod_home: Path) -> None:
 
 
 def test_rules_file_too_big_for_the_library_is_reported(qpod_home: Path) -> None:
-    from qpod_engine import paths, preload_lib, snapshot
+    from qpod_engine.base import paths
+    from qpod_engine.config import snapshot
+    from qpod_engine.config.rules import RULES_MAX, read_rules
+    from qpod_engine.routing import preload_lib
 
     snapshot.compile_config()
     rules = Path(paths.rules_file())
     text = rules.read_text()
     rules.write_text(text + "".join(f"root\t/r/{i:07d}\tmake\n" for i in range(80_000)))
-    assert rules.stat().st_size >= preload_lib.RULES_MAX
-    assert preload_lib.read_rules() is None  # what the library sees: no usable rules
+    assert rules.stat().st_size >= RULES_MAX
+    assert read_rules() is None  # what the library sees: no usable rules
     assert any("over 1024 KiB" in p for p in preload_lib.check())
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from qpod_engine import images
-from qpod_engine.errors import QpodError
+from qpod_engine.base.errors import QpodError
+from qpod_engine.podman import local_images as images
 
 RUN = ["podman", "run", "--rm", "--runtime", "runc", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1000:1000"]
 

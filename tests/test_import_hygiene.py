@@ -27,18 +27,21 @@ def loaded(imports: str, site: bool = False) -> dict[str, list[str]]:
 
 
 def test_launcher_path_is_stdlib_only() -> None:
-    got = loaded("import qpod_engine.launcher, qpod_engine.launchspec")
+    got = loaded("import qpod_engine.launch.launcher, qpod_engine.launch.spec")
     assert got["third"] == []
-    assert not any(m.startswith(("qpod_engine.cli", "qpod_engine.api", "qpod_engine.podman_backend",
-                                 "qpod_engine.config", "qpod_engine.yamlio")) for m in got["qpod"]), got["qpod"]
+    heavy = ("qpod_engine.cli", "qpod_engine.api", "qpod_engine.podman.lifecycle", "qpod_engine.config.environments",
+             "qpod_engine.base.yamlio")
+    assert not any(m.startswith(heavy) for m in got["qpod"]), got["qpod"]
 
 
 def test_qpod_exec_entry_imports_nothing_of_qpod_but_itself() -> None:
-    got = loaded("import qpod_engine.front")
-    assert got["third"] == [] and got["qpod"] == ["qpod_engine", "qpod_engine.front"]
+    got = loaded("import qpod_engine.cli.front")
+    assert got["third"] == [] and got["qpod"] == ["qpod_engine", "qpod_engine.base", "qpod_engine.base.paths",
+                                                  "qpod_engine.cli", "qpod_engine.cli.front"]
 
 
 def test_engine_never_imports_the_ui() -> None:
     # with site: textual is importable here, so only the engine's own restraint keeps it out
-    got = loaded("import qpod_engine.cli, qpod_engine.api, qpod_engine.doctor, qpod_engine.shell", site=True)
+    got = loaded("import qpod_engine.cli.main, qpod_engine.api, qpod_engine.cli.doctor, qpod_engine.cli.shell",
+                 site=True)
     assert not [m for m in got["third"] if m.startswith(("textual", "qpod_tui", "rich"))], got["third"]

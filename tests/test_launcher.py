@@ -12,7 +12,7 @@ import pytest
 from conftest import run_qpod
 from tmux_driver import Tmux
 
-from qpod_engine import cmdlog
+from qpod_engine.log import cmdlog
 
 pytestmark = pytest.mark.podman
 

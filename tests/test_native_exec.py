@@ -40,7 +40,7 @@ def env_file(name: str, image: str, **extra: object) -> None:
 def debian11_image() -> str:
     if not podman_available():
         pytest.skip("podman is not installed")
-    from qpod_engine.images import build_debian11_image
+    from qpod_engine.podman.local_images import build_debian11_image
 
     return build_debian11_image()
 
@@ -83,7 +83,7 @@ def shell_env(tmp_path: Path) -> dict[str, str]:
 
 
 def qpod_shell_c(command: str, cwd: Path, tmp_path: Path, **kw: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "qpod_engine.shell", "--shell", "/bin/bash", "-c", command],
+    return subprocess.run([sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/bash", "-c", command],
                           cwd=cwd, env=shell_env(tmp_path), capture_output=True, text=True, timeout=300, **kw)
 
 
@@ -109,7 +109,7 @@ class Shell:
 
     def __init__(self, cwd: Path, tmp_path: Path, width: int = 160, height: int = 48) -> None:
         env = shell_env(tmp_path)
-        self.t = Tmux(f"{sys.executable} -m qpod_engine.shell --shell /bin/bash", env=env, cwd=str(cwd),
+        self.t = Tmux(f"{sys.executable} -m qpod_engine.cli.shell --shell /bin/bash", env=env, cwd=str(cwd),
                       width=width, height=height)
         self.n = 0
         self.t.wait_for("in qpod mode")

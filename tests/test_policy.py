@@ -2,7 +2,8 @@
 
 import pytest
 
-from qpod_engine.policy import Target, decide
+from qpod_engine.config.snapshot import Target
+from qpod_engine.routing.policy import decide
 
 REPO = Target("/home/me/dev/mmsx", "centos7", ("make", "waf", "gdb"), "repository binding", "master")
 INNER = Target("/home/me/dev/mmsx/vendor/lib", "lib-env", ("make",), "repository binding")

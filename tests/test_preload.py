@@ -23,7 +23,8 @@ from types import ModuleType
 import pytest
 from conftest import REPO_ROOT, podman_available, remove_containers_of, run_qpod
 
-from qpod_engine import policy, preload_lib
+from qpod_engine.config.rules import read_rules, seal_rules
+from qpod_engine.routing import policy, preload_lib
 
 HOST_PATH = "/usr/bin:/bin"
 EXEC_ENTRIES = ["execve", "execv", "execvp", "execvpe", "execl", "execle", "execlp", "execveat", "execveat-dirfd",
@@ -96,7 +97,7 @@ class Sandbox:
         lines = [header, "\t".join(["launcher", *(launcher or self.launcher())])]
         lines += ["\t".join(["root", root, *names]) for root, names in roots]
         tmp = self.rules_file.with_name(f".rules.{uuid.uuid4().hex}")
-        tmp.write_text(preload_lib.seal_rules("\n".join(lines) + "\n"))
+        tmp.write_text(seal_rules("\n".join(lines) + "\n"))
         os.replace(tmp, self.rules_file)  # as the engine writes it
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -335,7 +336,7 @@ def test_rules_changes_reach_a_long_lived_process(sb: Sandbox) -> None:
     script = textwrap.dedent(f"""\
         import os, subprocess, sys, uuid
         sys.path.insert(0, {str(REPO_ROOT)!r})
-        from qpod_engine.preload_lib import seal_rules as seal
+        from qpod_engine.config.rules import seal_rules as seal
         def rules(roots):
             tmp = {str(sb.base)!r} + "/.r" + uuid.uuid4().hex
             with open(tmp, "w") as f:
@@ -357,7 +358,7 @@ def test_threads_spawning_while_the_rules_change(sb: Sandbox) -> None:
     flip = textwrap.dedent(f"""\
         import os, sys, time
         sys.path.insert(0, {str(REPO_ROOT)!r})
-        from qpod_engine.preload_lib import seal_rules as seal
+        from qpod_engine.config.rules import seal_rules as seal
         a = "qpod-rules\\t1\\nlauncher\\t/bin/true\\nroot\\t{sb.repo}\\ttrue\\n"
         b = "qpod-rules\\t1\\nlauncher\\t/bin/true\\n" + "root\\t/x\\tmake\\n" * 300
         i = 0
@@ -445,8 +446,9 @@ def test_setuid_program_runs_normally(built: Built) -> None:
 
 
 def test_c_decision_agrees_with_the_policy(sb: Sandbox, tmp_path: Path) -> None:
-    from qpod_engine import snapshot
-    from qpod_engine.policy import Target, decide
+    from qpod_engine.config import snapshot
+    from qpod_engine.config.snapshot import Target
+    from qpod_engine.routing.policy import decide
 
     a = tmp_path / "a"
     b = a / "third_party" / "b"
@@ -466,8 +468,8 @@ def test_c_decision_agrees_with_the_policy(sb: Sandbox, tmp_path: Path) -> None:
         "envs": {"e1": {"commands": ["make", "gdb"]}, "e2": {"commands": ["waf"]}},
     }
     text = "".join(f"{ln}\n" for ln in snapshot.rules_text(snap).splitlines() if ln.startswith("root\t"))
-    sb.rules_file.write_text(preload_lib.seal_rules(f"qpod-rules\t1\nlauncher\t{chr(9).join(sb.launcher())}\n{text}"))
-    rules = preload_lib.read_rules(sb.rules_file)
+    sb.rules_file.write_text(seal_rules(f"qpod-rules\t1\nlauncher\t{chr(9).join(sb.launcher())}\n{text}"))
+    rules = read_rules(sb.rules_file)
     assert rules is not None and len(rules.roots) == 3
     # C knows no branches: c is routed on any branch, the launcher says "host" off release/*
     targets = [Target(str(a), "e1", ("make", "gdb"), ""), Target(str(b), "e2", ("waf",), ""),
@@ -537,7 +539,7 @@ def test_installed_library_and_doctor_checks(qpod_home: Path) -> None:
     lib = preload_lib.library_path()
     if not lib.is_file():
         pytest.skip("qpod is not installed with its library (pip install -e .)")
-    from qpod_engine import snapshot
+    from qpod_engine.config import snapshot
 
     problems = preload_lib.check()
     assert any("rules file" in p and "missing" in p for p in problems), problems
@@ -565,7 +567,7 @@ def test_installed_library_exports_every_hook() -> None:
 def debian11_image() -> str:
     if not podman_available():
         pytest.skip("podman is not installed")
-    from qpod_engine.images import build_debian11_image
+    from qpod_engine.podman.local_images import build_debian11_image
 
     return build_debian11_image()
 
@@ -585,7 +587,7 @@ def debian_repo(qpod_home: Path, make_repo: Callable[..., Path], debian11_image:
 @pytest.mark.podman
 @pytest.mark.demo
 def test_every_entry_point_lands_in_the_container(debian_repo: Path, built: Built, tmp_path: Path) -> None:
-    from qpod_engine import snapshot
+    from qpod_engine.config import snapshot
 
     snapshot.load()  # the engine's rules: the real launcher
     rules = os.path.join(os.environ["QPOD_STATE_DIR"], "rules")

@@ -23,8 +23,8 @@ with warnings.catch_warnings():  # deprecated, still the shortest way to a bcryp
 
 from conftest import remove_containers_of, run_qpod
 
-from qpod_engine import podman_backend
-from qpod_engine.errors import QpodError
+from qpod_engine.base.errors import QpodError
+from qpod_engine.podman import lifecycle as podman_backend
 
 pytestmark = pytest.mark.podman
 REGISTRY = shutil.which("docker-registry") or "/usr/bin/docker-registry"

@@ -21,7 +21,8 @@ from conftest import remove_containers_of, run_qpod, wait_until
 from tmux_driver import Tmux
 from tui_pilot import wait_for
 
-from qpod_engine import preload_lib, remote
+from qpod_engine.podman import remote
+from qpod_engine.routing import preload_lib
 
 pytestmark = [
     pytest.mark.podman,
@@ -85,7 +86,7 @@ def test_a_build_through_qpod_shell_runs_on_the_remote_host(on_host: sshd_host.S
            "LANG": "C.UTF-8", "CONTAINERS_CONF": str(on_host.conf), "QPOD_CONFIG_DIR": os.environ["QPOD_CONFIG_DIR"],
            "QPOD_STATE_DIR": os.environ["QPOD_STATE_DIR"]}
     before = _sessions_logged(on_host)
-    tmux = Tmux(f"{sys.executable} -m qpod_engine.shell", env=env, cwd=str(root))
+    tmux = Tmux(f"{sys.executable} -m qpod_engine.cli.shell", env=env, cwd=str(root))
     try:
         tmux.wait_for("in qpod mode")
         n = 0
@@ -322,7 +323,7 @@ def test_a_developer_with_rootless_podman_builds_on_a_host(host: sshd_host.SshHo
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         wait_until(sock.exists, "the user's podman service")
         r = user.run("/opt/qpod/bin/python", "-c",
-                     "from qpod_engine.images import build_busybox_image as b; print(b())")
+                     "from qpod_engine.podman.local_images import build_busybox_image as b; print(b())")
         assert r.returncode == 0, r.stderr
         image = r.stdout.strip()
         qenv = {"QPOD_CONFIG_DIR": str(user.home / "rcfg"), "QPOD_STATE_DIR": str(user.home / "rstate")}
@@ -356,9 +357,9 @@ def anyio_backend() -> str:
 @pytest.mark.anyio
 async def test_the_dashboard_shows_stops_and_measures_a_container_on_a_host(remote_repo: Path,
                                                                           on_host: sshd_host.SshHost) -> None:
-    from qpod_engine import podman_backend
     from qpod_engine.api import Engine
-    from qpod_engine.containers import container_name
+    from qpod_engine.config.containers import container_name
+    from qpod_engine.podman import lifecycle as podman_backend
     from qpod_tui.app import make_app
     from qpod_tui.screens.dialogs import ConfirmScreen
 
@@ -387,7 +388,7 @@ async def test_the_dashboard_shows_stops_and_measures_a_container_on_a_host(remo
 
 def test_a_long_running_process_reaches_a_host_again_after_its_forward_dropped(remote_repo: Path,
                                                                                 on_host: sshd_host.SshHost) -> None:
-    from qpod_engine import podman_backend
+    from qpod_engine.podman import lifecycle as podman_backend
 
     assert qexec("true", cwd=remote_repo).returncode == 0
     first = podman_backend.client(on_host.name)

@@ -15,15 +15,16 @@ from pathlib import Path
 import pytest
 from conftest import git, remove_containers_of, run_qpod
 
-from qpod_engine import repo_env, snapshot
-from qpod_engine.policy import decide
+from qpod_engine.config import repo_file as repo_env
+from qpod_engine.config import snapshot
+from qpod_engine.routing.policy import decide
 
 MAKEFILE = "all:\n\t@echo gcc-$$(gcc -dumpversion)\n\t@cat /etc/qpod-flavour 2>/dev/null || echo no-flavour\n"
 
 
 def qpod_shell(script: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_SHELL")}
-    return subprocess.run([sys.executable, "-m", "qpod_engine.shell", "--shell", "/bin/sh", "-c", script], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", script], cwd=cwd,
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -259,7 +260,7 @@ def test_two_branches_one_image_one_containerfile_follow_git_checkout(
 @pytest.mark.podman
 def test_a_build_is_reused_while_unchanged_and_rebuilt_when_its_context_changes(
         qpod_home: Path, make_repo: Callable[..., Path], busybox_image: str) -> None:
-    from qpod_engine.imagebuild import ensure_built
+    from qpod_engine.podman.imagebuild import ensure_built
 
     root = make_repo("cache-" + uuid.uuid4().hex[:6], {
         ".qpod.yaml": "build: {containerfile: ci/Containerfile, context: ci}\ncommands: [make]\n",

@@ -25,7 +25,8 @@ USER = "qpodtest"
 def user() -> Iterator[User]:
     ensure_installed()
     u = make_user(USER)
-    r = u.run("/opt/qpod/bin/python", "-c", "from qpod_engine.images import build_busybox_image as b; print(b())")
+    r = u.run("/opt/qpod/bin/python", "-c",
+              "from qpod_engine.podman.local_images import build_busybox_image as b; print(b())")
     assert r.returncode == 0, r.stderr
     yield u
     u.run("podman", "rm", "-af", "-t", "0")

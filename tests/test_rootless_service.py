@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, podman_available
 
-from qpod_engine import service
+from qpod_engine.podman import service
 
 pytestmark = [pytest.mark.podman, pytest.mark.skipif(not podman_available(), reason="podman is not installed")]
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from conftest import REPO_ROOT, run_qpod
 
-from qpod_engine import bindings, paths
+from qpod_engine.base import paths
+from qpod_engine.config import bindings
 
 
 def _start(*args: str, cwd: Path | None = None) -> subprocess.Popen[str]:

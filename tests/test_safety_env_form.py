@@ -13,8 +13,8 @@ from conftest import REPO_ROOT
 from tmux_driver import Tmux
 
 from qpod_engine.api import Engine
-from qpod_engine.config import Environment
-from qpod_engine.errors import QpodError
+from qpod_engine.base.errors import QpodError
+from qpod_engine.config.environments import Environment
 
 DEADLINE = 180
 BROKEN = "image: localhost/x:1\nmounts:\n  - /data:/data\nenv:\n  KEEP: me\nbogus_key: 1\n"

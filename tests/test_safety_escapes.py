@@ -18,8 +18,8 @@ import pytest
 from conftest import REPO_ROOT, podman_available, remove_containers_of, run_qpod
 from tmux_driver import Tmux
 
-from qpod_engine import cmdlog
-from qpod_engine.textsafe import visible
+from qpod_engine.base.textsafe import visible
+from qpod_engine.log import cmdlog
 
 TITLE = "\x1b]0;pwned\x07"
 CLEAR = "\x1b[2J"

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.podman
 def qpod_shell_c(command: str, cwd: Path, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_SHELL")}
     env.update(extra or {})
-    return subprocess.run([sys.executable, "-m", "qpod_engine.shell", "--shell", "/bin/bash", "-c", command],
+    return subprocess.run([sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/bash", "-c", command],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
 
 
@@ -99,7 +99,7 @@ def test_config_from_xdg_dirs_survives_env_i(prog: Path, tmp_path: Path) -> None
     extra = {"XDG_CONFIG_HOME": str(xdg_cfg), "XDG_STATE_HOME": str(xdg_state)}
     env = {k: v for k, v in os.environ.items() if not k.startswith("QPOD_") and k != "LD_PRELOAD"}
     env.update(extra)
-    r = subprocess.run([sys.executable, "-m", "qpod_engine.shell", "--shell", "/bin/bash", "-c",
+    r = subprocess.run([sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/bash", "-c",
                         "./where.sh; env -i PATH=/usr/bin:/bin ./where.sh"], cwd=prog, env=env, capture_output=True,
                        text=True, timeout=180)
     assert r.stdout.split() == ["in-podman", "in-podman"], r.stderr
@@ -140,7 +140,7 @@ def test_a_rules_file_over_the_librarys_size_is_named_as_such(qpod_home: Path, t
     long = "/src/" + "d" * 150
     (cfg / "repositories.yaml").write_text(
         "repositories:\n" + "".join(f"  {long}/{i}:\n    environment: e\n" for i in range(8000)))
-    r = subprocess.run([sys.executable, "-m", "qpod_engine.shell", "--shell", "/bin/sh", "-c", "true"],
+    r = subprocess.run([sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", "true"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0
     assert "is over 1024 KiB, more than the library reads" in r.stderr and "no usable rules" not in r.stderr

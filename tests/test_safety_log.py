@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, run_qpod
 
-from qpod_engine import cmdlog, paths
+from qpod_engine.base import paths
+from qpod_engine.log import cmdlog
 
 GOOD = {"time": "2026-01-01T00:00:00.000+00:00", "repo": "/r", "branch": "main", "env": "e", "container": "c",
         "cwd": "/r", "argv": ["make", "ok"], "path": "/usr/bin/make", "reason": "x", "status": 0, "duration": 0.5}

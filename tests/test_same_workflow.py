@@ -26,7 +26,7 @@ echo "configured-in-${container:-host}"
 
 def qpod_shell(script: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_SHELL")}
-    return subprocess.run([sys.executable, "-m", "qpod_engine.shell", "--shell", "/bin/sh", "-c", script], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", script], cwd=cwd,
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -190,7 +190,7 @@ def test_a_routed_command_missing_from_the_image_is_one_line_127(bound_repo: Pat
     assert before.stdout.startswith("container (bb)") and "in the container" not in before.stdout
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_SHELL")}
     env["PATH"] = f"{host_bin}:{env['PATH']}"
-    r = subprocess.run([sys.executable, "-m", "qpod_engine.shell", "--shell", "/bin/sh", "-c", "waf configure"],
+    r = subprocess.run([sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", "waf configure"],
                        cwd=bound_repo, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 127 and r.stdout == ""
     assert r.stderr == f"qpod: waf: not found in environment bb (image {busybox_image})\n", r.stderr
@@ -253,7 +253,7 @@ def test_a_command_only_another_branchs_environment_routes_runs_on_the_host(
     script = "sh -c 'echo sh-in-$container'; ninja"
     try:
         for _ in range(2):  # the second time with the launch spec of 'now' warm (the C fast path)
-            r = subprocess.run([sys.executable, "-m", "qpod_engine.shell", "--shell", "/bin/sh", "-c", script],
+            r = subprocess.run([sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", script],
                                cwd=root, env=env, capture_output=True, text=True, timeout=120)
             assert r.stdout.split() == ["sh-in-podman", "ninja-in-host"], (r.stdout, r.stderr)
     finally:

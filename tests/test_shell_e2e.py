@@ -16,7 +16,7 @@ import pytest
 from conftest import remove_containers_of, run_qpod
 from tmux_driver import Tmux
 
-from qpod_engine import preload_lib
+from qpod_engine.routing import preload_lib
 
 PKG_DIR = str(Path(preload_lib.__file__).resolve().parent)
 needs_lib = pytest.mark.skipif(not preload_lib.library_path().is_file(),
@@ -27,7 +27,7 @@ def qpod_shell(*args: str, cwd: Path | None = None, env: dict[str, str] | None =
                timeout: float = 60) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_SHELL")}
     full.update(env or {})
-    return subprocess.run([sys.executable, "-m", "qpod_engine.shell", *args], cwd=cwd, env=full,
+    return subprocess.run([sys.executable, "-m", "qpod_engine.cli.shell", *args], cwd=cwd, env=full,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -56,7 +56,7 @@ def test_qpod_shell_starts_the_shell_in_qpod_mode(qpod_home: Path, shell: str) -
 def test_nested_qpod_shell_loads_the_library_once(qpod_home: Path, tmp_path: Path) -> None:
     other = tmp_path / "libother.so"
     subprocess.run(["cc", "-shared", "-fPIC", "-o", str(other), "-x", "c", "/dev/null"], check=True)
-    inner = f"{sys.executable} -m qpod_engine.shell -c 'echo \"$LD_PRELOAD\"'"
+    inner = f"{sys.executable} -m qpod_engine.cli.shell -c 'echo \"$LD_PRELOAD\"'"
     r = qpod_shell("--shell", "/bin/bash", "-c", inner, env={"LD_PRELOAD": str(other)})
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"{preload_lib.preload_entry()}:{other}"
@@ -164,7 +164,7 @@ def test_qpod_shell_in_a_terminal(bound_deb11: Path, tmp_path: Path, shell: str)
     env = {"PATH": os.environ["PATH"], "HOME": str(home), "SHELL": shell, "TERM": "xterm", "LANG": "C.UTF-8",
            "ZDOTDIR": str(home), "ENV": "", "QPOD_CONFIG_DIR": os.environ["QPOD_CONFIG_DIR"],
            "QPOD_STATE_DIR": os.environ["QPOD_STATE_DIR"]}
-    tmux = Tmux(f"{sys.executable} -m qpod_engine.shell", env=env, cwd=str(tmp_path))
+    tmux = Tmux(f"{sys.executable} -m qpod_engine.cli.shell", env=env, cwd=str(tmp_path))
     try:
         tmux.wait_for(f"launching {shell} in qpod mode (using qpod in {PKG_DIR})")
         s = Session(tmux)

@@ -28,7 +28,7 @@ def test_host_programs_get_default_sigpipe(qpod_home: Path, tmp_path: Path) -> N
 
 def test_qpod_shell_gets_default_sigpipe(qpod_home: Path, tmp_path: Path) -> None:
     native = subprocess.run(["sh", "-c", "grep SigIgn /proc/self/status"], capture_output=True, text=True).stdout
-    r = subprocess.run([sys.executable, "-m", "qpod_engine.shell", "--shell", "/bin/sh", "-c",
+    r = subprocess.run([sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c",
                         "grep SigIgn /proc/self/status; yes | head -1"], cwd=tmp_path, capture_output=True,
                        text=True, timeout=20)
     assert _sigign(r.stdout) == _sigign(native)

@@ -28,8 +28,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, remove_containers_of, run_qpod, wait_until
 
-from qpod_engine import images, remote
-from qpod_engine.errors import QpodError
+from qpod_engine.base.errors import QpodError
+from qpod_engine.podman import local_images as images
+from qpod_engine.podman import remote
 
 PLANTER = "qpodplanter"  # the other local user, who plants
 VICTIM = "qpodlockuser"  # a plain user running qpod (root reads a 0600 file of anyone)
@@ -98,7 +99,7 @@ def qpod_shell_c(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """A command typed in qpod-shell (redirected by the preload library: the client when the
     container is warm, the launcher when it is cold)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and k != "LD_PRELOAD"}
-    r, rss = run_guarded([sys.executable, "-I", "-m", "qpod_engine.shell", "--shell", "/bin/sh", "-c", script],
+    r, rss = run_guarded([sys.executable, "-I", "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", script],
                          cwd=cwd, env=env)
     assert "Traceback" not in r.stderr and "MemoryError" not in r.stderr, r.stderr
     assert rss < MAX_RSS_KIB, f"qpod-shell -c {script}: {rss} KiB"
@@ -291,7 +292,7 @@ def check_shell_run(root: Path) -> None:
 def test_config_and_log_lock_waits_name_their_holder_and_give_up(lock: str, qpod_home: Path) -> None:
     """The config lock (every read-modify-write of the config) and the command log's lock wait
     with a deadline too, naming the holder; a reader of the log goes on unlocked after it."""
-    from qpod_engine import fileio, paths
+    from qpod_engine.base import fileio, paths
 
     path = paths.config_lock_file() if lock == "config" else paths.log_file() + ".lock"
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -442,7 +443,7 @@ def test_a_long_state_dir_never_uses_a_fixed_ssh_dir_in_tmp(planter: str, tmp_pa
 
 def test_git_helpers_read_little(tmp_path: Path) -> None:
     """gitinfo.read_small: a regular file up to its limit; FIFOs, devices and more refused."""
-    from qpod_engine.gitinfo import read_small
+    from qpod_engine.base.gitinfo import read_small
 
     (tmp_path / "HEAD").write_text("ref: refs/heads/main\n")
     assert read_small(str(tmp_path / "HEAD")) == b"ref: refs/heads/main\n"

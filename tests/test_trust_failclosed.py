@@ -16,9 +16,12 @@ from conftest import run_qpod
 from rootless_user import QPOD, ensure_installed, need_root
 from tui_pilot import settle
 
-from qpod_engine import api, paths, preload_lib, snapshot
+from qpod_engine import api
 from qpod_engine.api import Engine
-from qpod_engine.errors import QpodError
+from qpod_engine.base import paths
+from qpod_engine.base.errors import QpodError
+from qpod_engine.config import snapshot
+from qpod_engine.config.rules import read_rules, seal_rules
 
 BUSYBOX = "localhost/qpod-busybox:latest"
 
@@ -26,7 +29,7 @@ BUSYBOX = "localhost/qpod-busybox:latest"
 def qpod_shell_c(script: str, cwd: Path, **extra: str) -> subprocess.CompletedProcess[str]:
     """``qpod-shell -c SCRIPT`` (the shell's own environment: no planted PYTHONPATH)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return subprocess.run([sys.executable, "-I", "-m", "qpod_engine.shell", "--shell", "/bin/sh", "-c", script],
+    return subprocess.run([sys.executable, "-I", "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", script],
                           cwd=cwd, env={**env, **extra}, capture_output=True, text=True, timeout=300)
 
 
@@ -72,7 +75,7 @@ def test_launcher_and_dashboard_shell_ignore_pythonpath_and_the_cwd(tmp_path: Pa
     marker = tmp_path / "ran"
     plant_package(root, marker)
     plant_package(tmp_path / "pp", marker)
-    launcher = preload_lib.read_rules()
+    launcher = read_rules()
     assert launcher is not None and launcher.launcher[1] == "-I", launcher.launcher
     # the launcher: make goes to it (then fails or builds: either way it must not import ours)
     qpod_shell_c(f"PYTHONPATH={tmp_path / 'pp'} make", root)
@@ -135,16 +138,16 @@ def test_a_damaged_or_hand_edited_rules_file_is_compiled_again(qpod_home: Path,
     assert run_qpod("init", "e", cwd=root).returncode == 0
     rules = Path(paths.rules_file())
     good = rules.read_bytes()
-    assert preload_lib.read_rules() is not None
+    assert read_rules() is not None
     # well formed but wrong (the repository dropped), and sealed with a stale sum: not taken
     rules.write_bytes(good.replace(f"root\t{root}".encode(), b"root\t/nowhere"))
-    assert preload_lib.read_rules() is None
+    assert read_rules() is None
     snapshot.load()
     assert rules.read_bytes() == good
     # well formed and correctly sealed, yet not what qpod compiled: compiled again all the same
     body = good.decode().rpartition("sum\t")[0].replace(f"root\t{root}", "root\t/nowhere")
-    rules.write_text(preload_lib.seal_rules(body))
-    assert preload_lib.read_rules() is not None
+    rules.write_text(seal_rules(body))
+    assert read_rules() is not None
     snapshot.load()
     assert rules.read_bytes() == good
     # random bytes

@@ -124,7 +124,7 @@ def test_nothing_qpod_creates_is_writable_by_others_under_umask_000(tmp_path: Pa
 
 def test_podman_service_log_is_private_whatever_the_umask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The service's log (podman's messages name the user's paths) is a state file: 0600."""
-    from qpod_engine import service
+    from qpod_engine.podman import service
 
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
@@ -145,7 +145,7 @@ def test_podman_service_log_is_private_whatever_the_umask(tmp_path: Path, monkey
 def test_a_podman_socket_cache_written_by_someone_else_is_not_used(tmp_path: Path, other_uid: int,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The cache names the podman socket qpod makes containers through."""
-    from qpod_engine import service
+    from qpod_engine.podman import service
 
     monkeypatch.setenv("QPOD_STATE_DIR", str(tmp_path / "state"))
     service._write_cache("k", "/run/podman/podman.sock")
@@ -219,7 +219,7 @@ def test_a_state_dir_swapped_under_an_open_qpod_shell_runs_no_planted_launcher(t
 
     go = tmp_path / "go"
     os.mkfifo(go)
-    shell = subprocess.Popen([sys.executable, "-I", "-m", "qpod_engine.shell", "--shell", "/bin/sh", "-c",
+    shell = subprocess.Popen([sys.executable, "-I", "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c",
                               f"read _ < {go}; make; echo rc=$?"], cwd=repo, env=clean_env(**env),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     writer: list[int] = []
@@ -299,7 +299,7 @@ class Box:
         os.replace(tmp, path)
 
     def env(self, **extra: str) -> dict[str, str]:
-        from qpod_engine import preload_lib
+        from qpod_engine.routing import preload_lib
 
         return {"PATH": HOST_PATH, "HOME": str(self.base), "LANG": "C", "QPOD_SHELL": "1",
                 "LD_PRELOAD": preload_lib.preload_entry(self.lib_dir),
@@ -360,10 +360,10 @@ def make_untrusted(box: Box, case: str, other_uid: int) -> None:
 def test_sealed_rules_of_the_user_are_used(box: Box) -> None:
     r = box.sh("make -s")
     assert (r.returncode, r.stderr, box.outcomes()) == (0, "", ["good"])
-    # the engine's seal is the one the library checks (qpod_engine/preload_lib.py writes it)
-    from qpod_engine import preload_lib
+    # the engine's seal is the one the library checks (qpod_engine/config/rules.py writes it)
+    from qpod_engine.config.rules import seal_rules
 
-    box.write(box.rules, preload_lib.seal_rules(box.text("evil")).encode())
+    box.write(box.rules, seal_rules(box.text("evil")).encode())
     assert box.sh("make -s").returncode == 0 and box.outcomes() == ["evil"]
 
 

@@ -6,7 +6,7 @@ from conftest import run_qpod
 from tui_pilot import settle
 
 from qpod_engine.api import Engine
-from qpod_engine.errors import QpodError
+from qpod_engine.base.errors import QpodError
 from qpod_tui.app import make_app
 from qpod_tui.screens.dialogs import ConfirmScreen
 

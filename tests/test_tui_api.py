@@ -6,10 +6,12 @@ import subprocess
 
 import pytest
 
-from qpod_engine import bindings, cmdlog, paths, snapshot
 from qpod_engine.api import Engine, FieldError, LogIndex
-from qpod_engine.env_form import form_to_data
-from qpod_engine.errors import QpodError
+from qpod_engine.base import paths
+from qpod_engine.base.errors import QpodError
+from qpod_engine.config import bindings, snapshot
+from qpod_engine.config.form import form_to_data
+from qpod_engine.log import cmdlog
 
 
 @pytest.fixture

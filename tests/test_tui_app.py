@@ -14,11 +14,13 @@ from textual import events
 from textual.widgets import Input, Select
 from tui_pilot import settle
 
-from qpod_engine import bindings, cmdlog, paths
 from qpod_engine.api import Engine
-from qpod_engine.errors import QpodError
+from qpod_engine.base import paths
+from qpod_engine.base.errors import QpodError
+from qpod_engine.config import bindings
+from qpod_engine.log import cmdlog
 from qpod_tui.app import QpodApp, make_app
-from qpod_tui.demo import DemoEngine
+from qpod_tui.demo_engine import DemoEngine
 from qpod_tui.screens.bind import BindScreen
 from qpod_tui.screens.dialogs import ConfirmScreen, PickScreen, TextScreen
 from qpod_tui.screens.env_form import EnvFormScreen
@@ -684,7 +686,7 @@ async def test_wide_characters_are_measured_in_cells_and_cuts_show_an_ellipsis(t
 # --- the containers view's figures and markers ----------------------------------------------
 
 def test_cpu_percent_is_measured_between_two_stats_calls():
-    from qpod_engine.container_stats import parse_stats
+    from qpod_engine.podman.stats import parse_stats
 
     cid = "c0ffee" * 10
     first = parse_stats({"Stats": [{"ContainerID": cid, "CPU": 7.5, "CPUNano": 10**9, "SystemNano": 100 * 10**9,

@@ -12,7 +12,7 @@ from tmux_driver import Tmux
 from tui_pilot import wait_for
 
 from qpod_engine.api import Engine
-from qpod_engine.containers import container_name
+from qpod_engine.config.containers import container_name
 from qpod_tui.app import make_app
 from qpod_tui.screens.dialogs import ConfirmScreen, TextScreen
 from qpod_tui.screens.pull import PullScreen

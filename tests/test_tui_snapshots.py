@@ -1,4 +1,4 @@
-"""Snapshots of every view and dialog with deterministic data (qpod_tui.demo.DemoEngine).
+"""Snapshots of every view and dialog with deterministic data (qpod_tui.demo_engine.DemoEngine).
 Update after an intended change with: pytest tests/test_tui_snapshots.py --snapshot-update"""
 
 
@@ -8,7 +8,7 @@ import pytest
 from tui_pilot import settle
 
 from qpod_tui.app import make_app
-from qpod_tui.demo import DemoEngine
+from qpod_tui.demo_engine import DemoEngine
 
 SIZE = (120, 34)
 

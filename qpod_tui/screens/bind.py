@@ -13,8 +13,7 @@ from textual.screen import ModalScreen
 from textual.suggester import Suggester
 from textual.widgets import Button, Input, Label, Select
 
-from qpod_engine.api import Engine, FieldError
-from qpod_engine.errors import QpodError
+from qpod_engine.api import Engine, FieldError, QpodError
 
 from ..safe import literal, literal_lines
 

@@ -11,9 +11,7 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Label, Log
 
-from qpod_engine.api import Engine
-from qpod_engine.errors import QpodError
-from qpod_engine.textsafe import visible
+from qpod_engine.api import Engine, QpodError, visible
 
 from ..safe import literal
 

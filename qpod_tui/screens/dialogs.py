@@ -11,9 +11,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Label, OptionList, TextArea
 from textual.widgets.option_list import Option
 
-from qpod_engine.api import Engine
-from qpod_engine.errors import QpodError
-from qpod_engine.textsafe import visible
+from qpod_engine.api import Engine, QpodError, visible
 
 from ..safe import literal, literal_lines
 

@@ -13,9 +13,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Input, Label, Select, TextArea
 
-from qpod_engine.api import Engine
-from qpod_engine.env_fields import FIELDS as OPTIONS
-from qpod_engine.errors import QpodError
+from qpod_engine.api import OPTIONS, Engine, QpodError
 
 from ..safe import literal
 from .bind import FieldForm, FieldProblems

@@ -12,10 +12,7 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label
 
-from qpod_engine.api import Engine, ImageRow
-from qpod_engine.container_stats import human_bytes
-from qpod_engine.errors import QpodError
-from qpod_engine.textsafe import visible
+from qpod_engine.api import Engine, ImageRow, QpodError, human_bytes, visible
 
 from ..safe import literal
 from .dialogs import ConfirmScreen
@@ -90,7 +87,7 @@ class ImagesScreen(ModalScreen[None]):
     @work(thread=True, group="images")
     def _prune(self) -> None:
         try:
-            self.post_message(self.Pruned(self.engine.prune_images()))
+            self.post_message(self.Pruned(self.engine.prune_images()[0]))
         except QpodError as err:
             self.post_message(self.Pruned(None, str(err)))
 

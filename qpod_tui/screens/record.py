@@ -11,8 +11,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-from qpod_engine.api import format_argv
-from qpod_engine.textsafe import visible
+from qpod_engine.api import format_argv, visible
 
 ORDER = ("time", "status", "duration", "repo", "branch", "env", "container", "cwd", "argv", "path", "reason")
 

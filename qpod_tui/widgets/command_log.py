@@ -18,10 +18,7 @@ from textual.timer import Timer
 from textual.widgets import Checkbox, Input, Select, Static
 from textual.worker import get_current_worker
 
-from qpod_engine.api import Engine, LogIndex, format_argv
-from qpod_engine.cmdlog import Filter
-from qpod_engine.errors import QpodError
-from qpod_engine.textsafe import visible
+from qpod_engine.api import Engine, Filter, LogIndex, QpodError, format_argv, visible
 
 from ..safe import literal
 from ..screens.record import RecordScreen

@@ -12,10 +12,7 @@ from textual import on, work
 from textual.binding import Binding, BindingType
 from textual.message import Message
 
-from qpod_engine.api import ContainerRow, uptime
-from qpod_engine.container_stats import Stats, human_bytes
-from qpod_engine.errors import QpodError
-from qpod_engine.textsafe import visible
+from qpod_engine.api import ContainerRow, QpodError, Stats, human_bytes, uptime, visible
 
 from ..safe import assemble, literal
 from ..screens.dialogs import TextScreen

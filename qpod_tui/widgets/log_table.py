@@ -19,8 +19,7 @@ from textual.scroll_view import ScrollView
 from textual.scrollbar import ScrollTo, ScrollUp
 from textual.strip import Strip
 
-from qpod_engine.api import LogIndex
-from qpod_engine.textsafe import visible
+from qpod_engine.api import LogIndex, visible
 
 from .nav_table import NAV_BINDINGS
 

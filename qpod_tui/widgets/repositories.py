@@ -9,9 +9,7 @@ from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import Static
 
-from qpod_engine.api import RepoRow
-from qpod_engine.errors import QpodError
-from qpod_engine.textsafe import visible
+from qpod_engine.api import QpodError, RepoRow, visible
 
 from ..safe import assemble, literal
 from ..screens.bind import BindScreen, BranchRuleScreen

@@ -13,8 +13,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
-from qpod_engine.api import Engine
-from qpod_engine.errors import QpodError
+from qpod_engine.api import Engine, QpodError
 
 from ..cells import cells, fit_columns, fit_text
 from ..safe import literal

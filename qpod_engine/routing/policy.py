@@ -1,0 +1,158 @@
+"""The routing policy: one pure function that says where a launch runs, and why.
+
+The preload library applies the same rules in C from the compiled rules file (a superset:
+it does not know the branch); the launcher then calls ``decide`` for the final word, so
+``qpod which`` always says what the shim does.
+"""
+
+import os
+from collections.abc import Iterable, Sequence
+
+from qpod_engine.base.gitinfo import innermost_root, is_within
+from qpod_engine.base.paths import REPO_FILE
+from qpod_engine.config.snapshot import Target
+
+
+class Decision:
+    __slots__ = ("where", "reason", "target")
+
+    def __init__(self, where: str, reason: str, target: Target | None = None) -> None:
+        self.where = where  # "container" or "host"
+        self.reason = reason
+        self.target = target
+
+    def __repr__(self) -> str:
+        return f"Decision({self.where!r}, {self.reason!r})"
+
+    @property
+    def in_container(self) -> bool:
+        return self.where == "container"
+
+
+def link_target(path: str) -> str | None:
+    """Where ``path`` leads when it is a symlink (its last component followed to the end), else
+    None. (The preload library follows it the same way.)"""
+    target, hops = path, 0
+    while hops < 40:
+        try:
+            link = os.readlink(target)
+        except OSError:
+            break
+        target = os.path.normpath(os.path.join(os.path.dirname(target), link))
+        hops += 1
+    return target if hops else None
+
+
+def program_root(path: str, roots: Iterable[str]) -> str | None:
+    """The bound root a program lives in (the innermost), or None. Git's own machinery in a
+    root's ``.git`` (hooks and the like) is git's, not the repository's: it runs where git runs;
+    and a link to a program outside every bound tree (a venv's ``bin/python3``) is the host's.
+    (The preload library applies the same rules in C.)"""
+    if not path.startswith("/"):
+        return None
+    roots = list(roots)
+    root = innermost_root(path, roots)
+    if root is not None and is_within(path, root.rstrip("/") + "/.git"):
+        return None
+    target = link_target(path) if root is not None else None
+    if target is not None and innermost_root(target, roots) is None:
+        return None
+    return root
+
+
+# Interpreters whose first operand is a script: ``python3 ./waf`` runs where ./waf lives. Shells
+# take options with '-' or '+', and any short option with 'c' means a command string, no script.
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh"})
+INTERPRETERS = frozenset({"python", "perl", "ruby", "tclsh", "wish", "node", "php", "lua"})
+NO_SCRIPT = frozenset({"-c", "-m", "-e", "-E"})  # python -c/-m, perl/ruby/node -e: no script (not for shells)
+
+
+def is_interpreter(name: str) -> bool:
+    return name in SHELLS or name.rstrip("0123456789.") in INTERPRETERS
+
+
+def script_of(name: str, argv: Sequence[str], cwd: str) -> str | None:
+    """The script an interpreter is started with (an existing file, as an absolute path), or None.
+    (The preload library applies the same rule in C.)"""
+    if not is_interpreter(name):
+        return None
+    shell = name in SHELLS
+    args = list(argv[1:])
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            i += 1
+            break
+        if a.startswith("-") or (shell and a.startswith("+")):
+            if (shell and a[0] == "-" and not a.startswith("--") and "c" in a[1:]) or (not shell and a in NO_SCRIPT):
+                return None
+            i += 1
+            continue
+        break
+    if i >= len(args) or not args[i]:
+        return None
+    script = os.path.normpath(os.path.join(cwd, args[i]))
+    return script if os.path.isfile(script) else None
+
+
+def redirected_root(path: str, cwd: str, roots: Iterable[str], argv: Sequence[str] = ()) -> str | None:
+    """The root the preload library matched for a launch it redirected: the innermost root
+    holding the program, else the one holding the script an interpreter runs, else the innermost
+    root holding the cwd. A launcher that sends the launch back to the host names it in
+    QPOD_HOST_ROOT, or the library redirects again."""
+    roots = list(roots)
+    script = script_of(os.path.basename(path), argv, cwd) if argv and innermost_root(path, roots) is None else None
+    return (program_root(path, roots) or (program_root(script, roots) if script else None)
+            or innermost_root(cwd, roots))
+
+
+def _innermost(path: str, targets: Sequence[Target]) -> Target | None:
+    root = innermost_root(path, [t.root for t in targets])
+    return next(t for t in targets if t.root == root) if root is not None else None
+
+
+def env_label(name: str | None) -> str:
+    """How a reason names the environment: a named one, or the repository's own file."""
+    return f"the repository file {REPO_FILE}" if name == REPO_FILE else f"environment '{name}'"
+
+
+def decide(path: str, argv: Sequence[str], cwd: str, targets: Sequence[Target],
+           explicit: bool = False) -> Decision:
+    """Where ``path`` (the resolved program, argv[0] may differ) started in ``cwd`` runs.
+
+    1. a program that lives inside a bound repository runs in that repository's container;
+    2. a command on the environment's list (make, waf, gdb, ...) started inside a bound
+       repository runs in its container;
+    3. with ``explicit`` (``qpod exec``), anything started inside a bound repository does;
+    4. everything else runs on the host.
+    """
+    name = os.path.basename(path) if path else (os.path.basename(argv[0]) if argv else "")
+    roots = [t.root for t in targets]
+    home_root = program_root(path, roots)
+    home = next(t for t in targets if t.root == home_root) if home_root else None
+    if home is not None and home.environment:
+        return Decision("container", f"program lives in bound repository {home.root}", home)
+    # an interpreter of the host (not one inside a repository) runs where its script lives
+    script = script_of(name, argv, cwd) if innermost_root(path, roots) is None else None
+    script_root = program_root(script, roots) if script else None
+    if script_root is not None:
+        t = next(t for t in targets if t.root == script_root)
+        if t.environment:
+            return Decision("container", f"a script of bound repository {t.root}, run by {name}", t)
+    here = _innermost(cwd, targets)
+    if here is None:
+        if home is not None:
+            return Decision("host", f"{home.root}: {home.why}", home)
+        return Decision("host", "not in a bound repository")
+    if here.environment is None:
+        return Decision("host", f"{here.root}: {here.why}", here)
+    if name in here.commands:
+        return Decision("container", f"'{name}' is a command of {env_label(here.environment)}", here)
+    if explicit:
+        if here.environment == REPO_FILE:
+            return Decision("container", f"qpod exec in repository using its file {REPO_FILE}", here)
+        return Decision("container", f"qpod exec in repository bound to '{here.environment}'", here)
+    listed = ", ".join(here.commands) or "none"
+    return Decision("host", f"'{name}' is not routed by {env_label(here.environment)} (routes: {listed})",
+                    here)

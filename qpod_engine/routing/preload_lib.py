@@ -1,0 +1,137 @@
+"""The preload library seen from Python: where it is installed, the LD_PRELOAD entry that names
+it, a reader of the rules file it routes by (the same decision as the C code, for the launcher
+and the tests), and the checks ``qpod doctor`` runs. Stdlib only: the launcher may import it.
+"""
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from qpod_engine.base import paths
+from qpod_engine.base.gitinfo import innermost_root
+from qpod_engine.config.rules import RULES_MAX, read_rules
+from qpod_engine.routing.policy import program_root, script_of
+
+LIB_NAME = "libqpod_preload.so"
+LIB_DIR = Path(paths.LIB_DIR).resolve()
+HOOKS = ("execve", "execv", "execvp", "execvpe", "execl", "execle", "execlp", "execveat", "fexecve",
+         "posix_spawn", "posix_spawnp", "pidfd_spawn", "pidfd_spawnp", "system", "popen")
+
+
+def library_path() -> Path:
+    """The installed library (what ``QPOD_PRELOAD`` names)."""
+    return LIB_DIR / LIB_NAME
+
+
+def _elf_ident(path: Path) -> bytes | None:
+    """ELF class, byte order and machine: what a loader checks before it maps an object."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(20)
+    except OSError:
+        return None
+    if len(head) < 20 or head[:4] != b"\x7fELF":
+        return None
+    return head[4:6] + head[18:20]
+
+
+def preload_entry(lib_dir: Path = LIB_DIR) -> str:
+    """The LD_PRELOAD element for the library: ``<lib dir>/$LIB/libqpod_preload.so`` when the
+    build laid out a copy where this machine's loader expands ``$LIB`` (32-bit programs then
+    find the empty 32-bit stub instead of warning), else the library's own path."""
+    lib = lib_dir / LIB_NAME
+    ident = _elf_ident(lib)
+    if ident is not None:
+        for cand in sorted(lib_dir.glob(f"*/**/{LIB_NAME}")):
+            if _elf_ident(cand) == ident:
+                return f"{lib_dir}/$LIB/{LIB_NAME}"
+    return str(lib)
+
+
+def is_ours(entry: str) -> bool:
+    return os.path.basename(entry) == LIB_NAME
+
+
+def preload_list(existing: str | None) -> str:
+    """LD_PRELOAD with the library first (once), the other libraries after it in their order."""
+    others = [e for e in (existing or "").replace(" ", ":").split(":") if e]
+    if any(is_ours(e) for e in others):
+        return existing or ""
+    return ":".join([preload_entry(), *others])
+
+
+def shim_root(path: str, cwd: str, roots: Iterable[tuple[str, Sequence[str]]],
+              argv: Sequence[str] = ()) -> str | None:
+    """The root the library matches for a launch (None: it does not redirect, whatever
+    ``$QPOD_HOST_ROOT`` says): the innermost root holding the program, else the innermost root
+    holding the cwd when the program's name is on its list. A launcher that sends a launch back
+    to the host must set ``QPOD_HOST_ROOT`` to exactly this root, or the library redirects again."""
+    names = dict(roots)
+    home = program_root(path, names)
+    if home is not None:
+        return home
+    outside = innermost_root(path, names) is None if path.startswith("/") else True
+    script = script_of(os.path.basename(path), argv, cwd) if argv and outside else None
+    script_home = program_root(script, names) if script else None
+    if script_home is not None:
+        return script_home
+    here = innermost_root(cwd, names)
+    if here is not None and os.path.basename(path) in names[here]:
+        return here
+    return None
+
+
+def check() -> list[str]:
+    """Problems for ``qpod doctor``: the library is missing or does not load, the rules file is
+    missing, unreadable or older than the snapshot, or names a launcher that is gone."""
+    lib = library_path()
+    if not lib.is_file():
+        return [f"preload library {lib} is missing (reinstall: pip install .)"]
+    problems = []
+    if any(c in str(LIB_DIR) for c in " :"):
+        problems.append(f"qpod is installed under {LIB_DIR}: LD_PRELOAD cannot name a path with ':' or spaces")
+    # loaded by a fresh process exactly as qpod-shell loads it; QPOD_OFF keeps it inert
+    probe = "import ctypes, sys; lib = ctypes.CDLL(sys.argv[1]); " \
+            "print(' '.join(n for n in sys.argv[2:] if not hasattr(lib, n)))"
+    env = {"PATH": os.defpath, "LD_PRELOAD": preload_entry(), "QPOD_OFF": "1"}
+    try:
+        proc = subprocess.run([sys.executable, "-I", "-S", "-c", probe, str(lib), *HOOKS], env=env,
+                              capture_output=True, text=True, timeout=60)
+        err = proc.stderr.strip()
+        if proc.returncode != 0 or err:
+            problems.append(f"preload library does not load: {err.splitlines()[-1] if err else proc.returncode}")
+        elif proc.stdout.strip():
+            problems.append(f"preload library lacks hooks: {proc.stdout.strip()} (reinstall: pip install .)")
+    except (OSError, subprocess.SubprocessError) as exc:
+        problems.append(f"preload library: cannot run a probe: {exc}")
+    problems += rules_problems()
+    return problems
+
+
+def rules_problems() -> list[str]:
+    rules_file = Path(paths.rules_file())
+    try:
+        if rules_file.stat().st_size >= RULES_MAX:
+            return [f"rules file {rules_file} is over {RULES_MAX // 1024} KiB, more than the library reads: "
+                    "every command runs on the host (unbind repositories you no longer build)"]
+    except OSError:
+        pass
+    rules = read_rules(rules_file)
+    if rules is None:
+        what = "is not a version-1 rules file" if rules_file.is_file() else "is missing"
+        return [f"rules file {rules_file} {what}: every command runs on the host "
+                "(any qpod command, e.g. 'qpod repos', compiles it)"]
+    problems = []
+    from qpod_engine.config.snapshot import rules_current
+
+    if not rules_current():
+        problems.append(f"rules file {rules_file} is not the one the snapshot was compiled with "
+                        "(run 'qpod repos' to recompile)")
+    exe = rules.launcher[0] if rules.launcher else ""
+    if not exe.startswith("/") or not os.access(exe, os.X_OK):
+        problems.append(f"rules file names a launcher that cannot run: {exe or 'none'} (reinstall: pip install .)")
+    scripts = [f for f in rules.launcher[1:] if f.endswith(".py")]
+    problems += [f"launcher script {s} is missing (reinstall: pip install .)" for s in scripts if not os.path.isfile(s)]
+    return problems
