@@ -73,21 +73,29 @@ def setup_repo(work: Path, name: str, image: str, env: dict[str, str], qpod: str
     for rel, text in files.items():
         (repo / rel).write_text(text)
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    subprocess.run([qpod, "env", "add", name, "--image", image, "--replace"], env=env, check=True,
-                   capture_output=True)
+    subprocess.run([qpod, "env", "add", name, "--image", image, "--replace"], env=env, check=True, capture_output=True)
     subprocess.run([qpod, "init", name], cwd=repo, env=env, check=True, capture_output=True)
     return repo
 
 
-def shell_loop(repo: Path, env: dict[str, str], runs: int, a: str, b: str,
-               prep: str = "true") -> tuple[list[float], list[float]]:
+def shell_loop(
+    repo: Path, env: dict[str, str], runs: int, a: str, b: str, prep: str = "true"
+) -> tuple[list[float], list[float]]:
     """Time commands ``a`` and ``b`` alternately inside qpod-shell (bash), per run in seconds;
     ``prep`` runs untimed before each."""
-    script = (f"for i in $(seq {runs}); do {prep} >/dev/null 2>&1; "
-              f"t0=$EPOCHREALTIME; {a} >/dev/null 2>&1; t1=$EPOCHREALTIME; {prep} >/dev/null 2>&1; "
-              f"t1b=$EPOCHREALTIME; {b} >/dev/null 2>&1; t2=$EPOCHREALTIME; echo $t0 $t1 $t1b $t2; done")
-    r = subprocess.run(["qpod-shell", "--shell", "/bin/bash", "-c", script], cwd=repo, env=env,
-                       capture_output=True, text=True, check=True)
+    script = (
+        f"for i in $(seq {runs}); do {prep} >/dev/null 2>&1; "
+        f"t0=$EPOCHREALTIME; {a} >/dev/null 2>&1; t1=$EPOCHREALTIME; {prep} >/dev/null 2>&1; "
+        f"t1b=$EPOCHREALTIME; {b} >/dev/null 2>&1; t2=$EPOCHREALTIME; echo $t0 $t1 $t1b $t2; done"
+    )
+    r = subprocess.run(
+        ["qpod-shell", "--shell", "/bin/bash", "-c", script],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     xs, ys = [], []
     for line in r.stdout.split("\n"):
         if line.count(" ") == 3:
@@ -123,8 +131,18 @@ def main() -> None:
     repo = setup_repo(work, "bench", bb, env, qpod, {})
     name = container_name("bench", str(repo))
     runtime = podman_backend.runtime_name("auto")
-    run_rm = [podman, "run", "--rm", *(["--runtime", runtime] if runtime else []),
-              "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1000:1000", bb, "true"]
+    run_rm = [
+        podman,
+        "run",
+        "--rm",
+        *(["--runtime", runtime] if runtime else []),
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1000:1000",
+        bb,
+        "true",
+    ]
     names = [name]
     print(f"qpod: {qpod} -> {os.path.realpath(qpod)}; venv console script: {script}")
     try:
@@ -149,29 +167,40 @@ def main() -> None:
         # memory: a redirected sleep, its host processes and the agent's
         p = subprocess.Popen([qpod, "exec", "sleep", "30"], cwd=repo, env=env, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
-        while "sleep 30" not in subprocess.run([podman, "top", name, "args"], capture_output=True,
-                                               text=True).stdout and time.monotonic() < deadline:
+        while (
+            "sleep 30" not in subprocess.run([podman, "top", name, "args"], capture_output=True, text=True).stdout
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
         host_kb = sum(rss_kb(x) for x in descendants(p.pid))
-        pid1 = int(subprocess.run([podman, "inspect", "-f", "{{.State.Pid}}", name], capture_output=True,
-                                  text=True).stdout)
+        pid1 = int(
+            subprocess.run([podman, "inspect", "-f", "{{.State.Pid}}", name], capture_output=True, text=True).stdout
+        )
         tree = descendants(pid1)
         agent_kb = rss_kb(pid1)
-        session_kb = sum(rss_kb(x) for x in tree if "qpod-agent" in Path(f"/proc/{x}/cmdline").read_text(
-            errors="replace")) - agent_kb if len(tree) > 1 else 0
+        session_kb = (
+            sum(rss_kb(x) for x in tree if "qpod-agent" in Path(f"/proc/{x}/cmdline").read_text(errors="replace"))
+            - agent_kb
+            if len(tree) > 1
+            else 0
+        )
         p.terminate()
         p.wait()
         print("memory while a redirected command runs:")
         print(f"  host processes of qpod: {host_kb / 1024:.2f} MB RSS (target at most 5 MB)")
-        print(f"  agent in the container: {agent_kb / 1024:.2f} MB RSS, plus {session_kb / 1024:.2f} MB for the "
-              "session of the running command (target at most 2 MB)")
+        print(
+            f"  agent in the container: {agent_kb / 1024:.2f} MB RSS, plus {session_kb / 1024:.2f} MB for the "
+            "session of the running command (target at most 2 MB)"
+        )
 
         if not args.no_debian:
             deb = images.build_debian11_image()
             cfiles = {f"f{i}.c": f"int f{i}(int x) {{ return x * {i}; }}\n" for i in range(50)}
-            makefile = ("OBJS := $(patsubst %.c,%.o,$(wildcard f*.c))\n"
-                        "all: libf.a\nlibf.a: $(OBJS)\n\tar rcs $@ $^\n%.o: %.c\n\tgcc -O1 -c $< -o $@\n"
-                        "clean:\n\trm -f *.o libf.a\n")
+            makefile = (
+                "OBJS := $(patsubst %.c,%.o,$(wildcard f*.c))\n"
+                "all: libf.a\nlibf.a: $(OBJS)\n\tar rcs $@ $^\n%.o: %.c\n\tgcc -O1 -c $< -o $@\n"
+                "clean:\n\trm -f *.o libf.a\n"
+            )
             drepo = setup_repo(work, "benchdeb", deb, env, qpod, {**cfiles, "Makefile": makefile})
             names.append(container_name("benchdeb", str(drepo)))
             subprocess.run(["qpod-shell", "-c", "make -s -j2"], cwd=drepo, env=env, check=True, capture_output=True)

@@ -103,22 +103,36 @@ def main() -> int:
         watched.mkdir()
         outside.mkdir()
         rules = t / "rules"
-        rules.write_text(seal_rules(f"qpod-rules\t1\nlauncher\t{sys.executable}\t-S\t/nonexistent/launch.py\n"
-                                    f"root\t{t / 'other'}\tmake\nroot\t{watched}\tmake\twaf\tgdb\n"))
+        rules.write_text(
+            seal_rules(
+                f"qpod-rules\t1\nlauncher\t{sys.executable}\t-S\t/nonexistent/launch.py\n"
+                f"root\t{t / 'other'}\tmake\nroot\t{watched}\tmake\twaf\tgdb\n"
+            )
+        )
         base = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_")}
         libs = {
             "none": {},
             "empty": {"LD_PRELOAD": str(empty_lib)},
             "empty2": {"LD_PRELOAD": str(empty_flags)},
-            "qpod": {"LD_PRELOAD": str(qpod_lib), "QPOD_PRELOAD": str(qpod_lib), "QPOD_RULES": str(rules),
-                     "QPOD_SHELL": "1"},
+            "qpod": {
+                "LD_PRELOAD": str(qpod_lib),
+                "QPOD_PRELOAD": str(qpod_lib),
+                "QPOD_RULES": str(rules),
+                "QPOD_SHELL": "1",
+            },
         }
         setups = [(where, cwd, lib) for where, cwd in (("outside", outside), ("inside", watched)) for lib in libs]
         means: dict[tuple[str, str], list[float]] = {(w, lib): [] for w, _, lib in setups}
         for _ in range(args.rounds):
             for where, cwd, lib in setups:
-                out = subprocess.run([str(spawner), str(args.spawns), "/bin/true"], cwd=cwd, env={**base, **libs[lib]},
-                                     capture_output=True, text=True, check=True)
+                out = subprocess.run(
+                    [str(spawner), str(args.spawns), "/bin/true"],
+                    cwd=cwd,
+                    env={**base, **libs[lib]},
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 if out.stderr:
                     raise SystemExit(f"unexpected output from the spawner ({lib}, {where}): {out.stderr}")
                 means[(where, lib)].append(float(out.stdout))
@@ -126,28 +140,44 @@ def main() -> int:
         qpod_env = {**base, **libs["qpod"]}
         no_rules = {**qpod_env, "QPOD_RULES": "/nonexistent"}
         for what, env in (("no library", base), ("qpod, no rules", no_rules), ("qpod, rules", qpod_env)):
-            runs = [float(subprocess.run([str(decider)], cwd=watched, env=env, capture_output=True, text=True,
-                                         check=True).stdout) for _ in range(3)]
+            runs = [
+                float(
+                    subprocess.run(
+                        [str(decider)], cwd=watched, env=env, capture_output=True, text=True, check=True
+                    ).stdout
+                )
+                for _ in range(3)
+            ]
             decide_us[what] = min(runs)
 
     total = args.rounds * args.spawns * len(setups)
-    print(f"posix_spawn + waitpid of /bin/true: {args.rounds} alternating runs of {args.spawns} spawns per set-up "
-          f"({total} spawns); median of the run means, microseconds per spawn\n")
-    print(f"{'where':<9}{'no lib':>10}{'empty lib':>11}{'qpod lib':>10}   {'empty/none':>10}{'qpod/empty':>11}"
-          f"{'qpod/none':>10}   {'empty, qpod flags':>17}{'qpod/that':>10}")
+    print(
+        f"posix_spawn + waitpid of /bin/true: {args.rounds} alternating runs of {args.spawns} spawns per set-up "
+        f"({total} spawns); median of the run means, microseconds per spawn\n"
+    )
+    print(
+        f"{'where':<9}{'no lib':>10}{'empty lib':>11}{'qpod lib':>10}   {'empty/none':>10}{'qpod/empty':>11}"
+        f"{'qpod/none':>10}   {'empty, qpod flags':>17}{'qpod/that':>10}"
+    )
     ratios = {}
     for where in ("outside", "inside"):
         m = {lib: statistics.median(means[(where, lib)]) for lib in libs}
         ratios[where] = m["qpod"] / m["empty"]
-        print(f"{where:<9}{m['none']:>10.1f}{m['empty']:>11.1f}{m['qpod']:>10.1f}   {m['empty'] / m['none']:>10.3f}"
-              f"{ratios[where]:>11.3f}{m['qpod'] / m['none']:>10.3f}   {m['empty2']:>17.1f}"
-              f"{m['qpod'] / m['empty2']:>10.3f}")
-    print("\nthe decision alone (execve of a missing file in a watched repo, microseconds per call): "
-          + ", ".join(f"{k} {v:.2f}" for k, v in decide_us.items()))
+        print(
+            f"{where:<9}{m['none']:>10.1f}{m['empty']:>11.1f}{m['qpod']:>10.1f}   {m['empty'] / m['none']:>10.3f}"
+            f"{ratios[where]:>11.3f}{m['qpod'] / m['none']:>10.3f}   {m['empty2']:>17.1f}"
+            f"{m['qpod'] / m['empty2']:>10.3f}"
+        )
+    print(
+        "\nthe decision alone (execve of a missing file in a watched repo, microseconds per call): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in decide_us.items())
+    )
     print("\noutside: any cwd not under a watched root; inside: cwd in a watched root, the command stays on the host")
     print("empty lib: cc -O2 -fPIC -shared; empty, qpod flags: linked as qpod's library is (two load segments)")
-    print(f"targets: qpod/empty <= 1.03 outside ({'met' if ratios['outside'] <= 1.03 else 'MISSED'}), "
-          f"<= 1.06 inside ({'met' if ratios['inside'] <= 1.06 else 'MISSED'})")
+    print(
+        f"targets: qpod/empty <= 1.03 outside ({'met' if ratios['outside'] <= 1.03 else 'MISSED'}), "
+        f"<= 1.06 inside ({'met' if ratios['inside'] <= 1.06 else 'MISSED'})"
+    )
     return 0
 
 

@@ -64,8 +64,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="qpod-bench-remote-"))
     host = sshd_host.SshHost(work / "sshd")
-    env = {**os.environ, **host.env(), "QPOD_CONFIG_DIR": str(work / "config"),
-           "QPOD_STATE_DIR": str(work / "state")}
+    env = {**os.environ, **host.env(), "QPOD_CONFIG_DIR": str(work / "config"), "QPOD_STATE_DIR": str(work / "state")}
     env.pop("LD_PRELOAD", None)
     os.environ.update({k: env[k] for k in ("QPOD_CONFIG_DIR", "QPOD_STATE_DIR")})  # container names
     qpod = shutil.which("qpod", path=os.path.dirname(sys.executable)) or "qpod"
@@ -88,13 +87,15 @@ def main() -> None:
         cat = ["sh", "-c", f"cat {data} > /dev/null; cat {data}"]
         side_by_side(f"cat of {args.mbytes} MB", [qpod, "exec", *cat], [*via, *cat], repo, env, max(3, args.runs // 4))
         want = hashlib.sha256(data.read_bytes()).hexdigest()
-        got = hashlib.sha256(subprocess.run([qpod, "exec", "cat", str(data)], cwd=repo, env=env,
-                                            capture_output=True).stdout).hexdigest()
+        got = hashlib.sha256(
+            subprocess.run([qpod, "exec", "cat", str(data)], cwd=repo, env=env, capture_output=True).stdout
+        ).hexdigest()
         print(f"cat of {args.mbytes} MB through qpod: bytes {'intact' if got == want else 'DIFFER'}")
 
         def one(i: int) -> bool:
-            r = subprocess.run([qpod, "exec", "sh", "-c", f"echo {i}; seq 1 2000"], cwd=repo, env=env,
-                               capture_output=True, text=True)
+            r = subprocess.run(
+                [qpod, "exec", "sh", "-c", f"echo {i}; seq 1 2000"], cwd=repo, env=env, capture_output=True, text=True
+            )
             return r.returncode == 0 and r.stdout.split("\n", 1)[0] == str(i) and r.stdout.count("\n") == 2001
 
         t = time.perf_counter()
@@ -102,8 +103,11 @@ def main() -> None:
             ok = sum(pool.map(one, range(80)))
         print(f"80 commands at once: {time.perf_counter() - t:.2f} s, {ok}/80 complete")
     finally:
-        subprocess.run([podman, "rm", "-f", "-t", "0", container_name("far", str(repo))], capture_output=True,
-                       env={**os.environ, "QPOD_OFF": "1"})
+        subprocess.run(
+            [podman, "rm", "-f", "-t", "0", container_name("far", str(repo))],
+            capture_output=True,
+            env={**os.environ, "QPOD_OFF": "1"},
+        )
         host.stop()
         shutil.rmtree(work, ignore_errors=True)
 

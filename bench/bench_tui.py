@@ -41,6 +41,7 @@ LOG_MAX_BYTES = 20 * 1024 * 1024  # the launcher's default rotation size
 
 # --- the data -------------------------------------------------------------------------------
 
+
 def build(work: Path, repos: int, envs: int, records: int) -> list[str]:
     """Config and state for the benchmark under ``work``; returns the repository roots."""
     import pygit2
@@ -49,8 +50,14 @@ def build(work: Path, repos: int, envs: int, records: int) -> list[str]:
     from qpod_engine.config import environments as config
 
     for i in range(envs):
-        config.save_environment(config.Environment(name=f"env-{i:02d}", image=f"localhost/bench-{i % 5}:latest",
-                                                   mounts=["/opt/tools:/opt/tools:ro"], env={"CC": "gcc"}))
+        config.save_environment(
+            config.Environment(
+                name=f"env-{i:02d}",
+                image=f"localhost/bench-{i % 5}:latest",
+                mounts=["/opt/tools:/opt/tools:ro"],
+                env={"CC": "gcc"},
+            )
+        )
     roots = []
     binds: dict[str, bindings.Binding] = {}
     for i in range(repos):
@@ -78,11 +85,19 @@ def write_log(log: Path, count: int, roots: list[str], envs: int) -> None:
         root = roots[i % len(roots)]
         env = f"env-{i % envs:02d}"
         argv = commands[i % len(commands)]
-        rec = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0 + i * 10)) + ".000+00:00", "repo": root,
-               "branch": "main", "env": env, "container": f"qpod-{env}-{os.path.basename(root)}-0badc0de",
-               "cwd": root + "/build", "argv": argv, "path": f"/usr/bin/{argv[0]}",
-               "reason": f"'{argv[0]}' is a command of environment '{env}'", "status": 2 if i % 9 == 0 else 0,
-               "duration": round(i % 600 / 7, 3)}
+        rec = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0 + i * 10)) + ".000+00:00",
+            "repo": root,
+            "branch": "main",
+            "env": env,
+            "container": f"qpod-{env}-{os.path.basename(root)}-0badc0de",
+            "cwd": root + "/build",
+            "argv": argv,
+            "path": f"/usr/bin/{argv[0]}",
+            "reason": f"'{argv[0]}' is a command of environment '{env}'",
+            "status": 2 if i % 9 == 0 else 0,
+            "duration": round(i % 600 / 7, 3),
+        }
         line = (json.dumps(rec, separators=(",", ":")) + "\n").encode()
         if size + len(line) > LOG_MAX_BYTES:
             files.append(chunks)
@@ -104,10 +119,26 @@ def create_containers(roots: list[str], count: int, envs: int) -> list[str]:
     names = []
     for i in range(count):
         name = f"qpod-bench-{os.getpid()}-{i:03d}"
-        subprocess.run(["podman", "create", "--name", name, "--label", "qpod=1",
-                        "--label", f"qpod.env=env-{i % envs:02d}", "--label", f"qpod.repo={roots[i % len(roots)]}",
-                        image, "sleep", "1"],
-                       check=True, capture_output=True, env=env)
+        subprocess.run(
+            [
+                "podman",
+                "create",
+                "--name",
+                name,
+                "--label",
+                "qpod=1",
+                "--label",
+                f"qpod.env=env-{i % envs:02d}",
+                "--label",
+                f"qpod.repo={roots[i % len(roots)]}",
+                image,
+                "sleep",
+                "1",
+            ],
+            check=True,
+            capture_output=True,
+            env=env,
+        )
         names.append(name)
     return names
 
@@ -120,6 +151,7 @@ def remove_containers(names: list[str]) -> None:
 
 # --- first paint in a real terminal ---------------------------------------------------------
 
+
 def tmux_first_paint(marker: str) -> float | None:
     """Seconds from launching ``qpod tui`` in tmux until ``marker`` is on its screen."""
     if not shutil.which("tmux"):
@@ -131,8 +163,7 @@ def tmux_first_paint(marker: str) -> float | None:
     subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "160", "-y", "45", cmd], check=True)
     try:
         while time.perf_counter() - start < 30:
-            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", name], capture_output=True,
-                                    text=True).stdout
+            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", name], capture_output=True, text=True).stdout
             if marker in screen:
                 return time.perf_counter() - start
             time.sleep(0.01)
@@ -142,6 +173,7 @@ def tmux_first_paint(marker: str) -> float | None:
 
 
 # --- headless measurements (in a fresh process) ---------------------------------------------
+
 
 def child(containers: int, real_podman: bool) -> dict[str, float]:
     start = time.perf_counter()
@@ -156,9 +188,18 @@ def child(containers: int, real_podman: bool) -> dict[str, float]:
         def containers(self) -> list[ContainerRow]:
             if real_podman:
                 return super().containers()
-            return [ContainerRow(f"qpod-env-{i % 50:02d}-product-{i:03d}-0badc0de", f"{i:012x}",
-                                 f"env-{i % 50:02d}", f"/src/product-{i:03d}", "localhost/bench:latest",
-                                 "running", time.time() - 60 * i) for i in range(containers)]
+            return [
+                ContainerRow(
+                    f"qpod-env-{i % 50:02d}-product-{i:03d}-0badc0de",
+                    f"{i:012x}",
+                    f"env-{i % 50:02d}",
+                    f"/src/product-{i:03d}",
+                    "localhost/bench:latest",
+                    "running",
+                    time.time() - 60 * i,
+                )
+                for i in range(containers)
+            ]
 
         def container_states(self) -> dict[str, str]:
             return {c.name: c.state for c in self.containers()}
@@ -173,9 +214,15 @@ def child(containers: int, real_podman: bool) -> dict[str, float]:
 
             # figures that move between refreshes, as a busy machine's do (every CPU cell changes)
             self.stats_calls += 1
-            return {cid: Stats(cpu=(i * 7 + self.stats_calls * 13) % 300 + 0.5,
-                               memory=(40 + i + self.stats_calls % 3) << 20, memory_limit=16 << 30, pids=3)
-                    for i, cid in enumerate(ids)}
+            return {
+                cid: Stats(
+                    cpu=(i * 7 + self.stats_calls * 13) % 300 + 0.5,
+                    memory=(40 + i + self.stats_calls % 3) << 20,
+                    memory_limit=16 << 30,
+                    pids=3,
+                )
+                for i, cid in enumerate(ids)
+            }
 
     figures: dict[str, float] = {}
     app = make_app(BenchEngine(), watch=True, freeze_gc=True)  # as qpod tui runs it
@@ -289,9 +336,11 @@ def child(containers: int, real_podman: bool) -> dict[str, float]:
 
 # --- driver ---------------------------------------------------------------------------------
 
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description="qpod tui with 200 repositories, 50 environments, 100 containers, "
-                                 "100,000 log records")
+    ap = argparse.ArgumentParser(
+        description="qpod tui with 200 repositories, 50 environments, 100 containers, 100,000 log records"
+    )
     ap.add_argument("--records", type=int, default=100_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--podman", action="store_true", help="create 100 real containers instead of synthetic rows")
@@ -309,8 +358,10 @@ def main() -> None:
     try:
         t = time.perf_counter()
         roots = build(work, 200, 50, args.records)
-        print(f"built 200 repositories, 50 environments, {args.records:,} log records in "
-              f"{time.perf_counter() - t:.1f} s ({work})")
+        print(
+            f"built 200 repositories, 50 environments, {args.records:,} log records in "
+            f"{time.perf_counter() - t:.1f} s ({work})"
+        )
         if args.podman:
             names = create_containers(roots, 100, 50)
         paints = [p for p in (tmux_first_paint(roots[0]) for _ in range(args.runs)) if p is not None]
@@ -330,20 +381,29 @@ def main() -> None:
 
     print(f"\nmedians of {args.runs} runs")
     if paints:
-        print(f"first paint, qpod tui in tmux (process start to table on screen): {statistics.median(paints):.2f} s"
-              f"  (runs: {', '.join(f'{p:.2f}' for p in paints)})")
+        print(
+            f"first paint, qpod tui in tmux (process start to table on screen): {statistics.median(paints):.2f} s"
+            f"  (runs: {', '.join(f'{p:.2f}' for p in paints)})"
+        )
     print(f"first paint, headless (imports to 200 rows drawn):                {med('first_paint_s'):.2f} s")
     print(f"all views loaded (containers included):                           {med('all_views_loaded_s'):.2f} s")
-    print(f"containers view refresh (rows + CPU/memory), longest UI stall:   "
-          f"{med('containers_refresh_max_stall_ms'):.0f} ms")
-    print(f"log view open ({int(med('log_records')):,} records indexed and drawn):        "
-          f"{med('log_view_open_s'):.2f} s")
+    print(
+        f"containers view refresh (rows + CPU/memory), longest UI stall:   "
+        f"{med('containers_refresh_max_stall_ms'):.0f} ms"
+    )
+    print(
+        f"log view open ({int(med('log_records')):,} records indexed and drawn):        {med('log_view_open_s'):.2f} s"
+    )
     for kind, what in (("line", "one line"), ("page", "one page"), ("jump", "first/last record")):
-        print(f"log key to frame, {what + ':':18} median {med(f'scroll_{kind}_median_ms'):5.1f} ms, "
-              f"max {med(f'scroll_{kind}_max_ms'):5.1f} ms")
+        print(
+            f"log key to frame, {what + ':':18} median {med(f'scroll_{kind}_median_ms'):5.1f} ms, "
+            f"max {med(f'scroll_{kind}_max_ms'):5.1f} ms"
+        )
     for name in ("text", "text_and_failed", "env", "cleared"):
-        print(f"log filter {name:16} {int(med(f'filter_{name}_rows')):>7,} rows in {med(f'filter_{name}_s'):.2f} s,"
-              f" longest UI stall {med(f'filter_{name}_max_ui_stall_ms'):.0f} ms")
+        print(
+            f"log filter {name:16} {int(med(f'filter_{name}_rows')):>7,} rows in {med(f'filter_{name}_s'):.2f} s,"
+            f" longest UI stall {med(f'filter_{name}_max_ui_stall_ms'):.0f} ms"
+        )
     print(f"peak memory (max RSS of the TUI process):                          {med('peak_rss_mb'):.0f} MB")
 
 

@@ -33,12 +33,30 @@ if TYPE_CHECKING:
 
 # What a front end needs besides the Engine, from this one module: the UI imports nothing
 # else of the engine (checked by an import contract, see pyproject.toml)
-__all__ = ["ContainerInfo", "ContainerRow", "Engine", "EnvRow", "Environment", "FieldError", "Filter", "ImageRow",
-           "LogIndex", "OPTIONS", "QpodError", "RepoRow", "Running", "Stats", "format_argv", "human_bytes", "uptime",
-           "visible"]
+__all__ = [
+    "ContainerInfo",
+    "ContainerRow",
+    "Engine",
+    "EnvRow",
+    "Environment",
+    "FieldError",
+    "Filter",
+    "ImageRow",
+    "LogIndex",
+    "OPTIONS",
+    "QpodError",
+    "RepoRow",
+    "Running",
+    "Stats",
+    "format_argv",
+    "human_bytes",
+    "uptime",
+    "visible",
+]
 
 
 # --- the facade ---------------------------------------------------------------------------
+
 
 class Engine:
     """What the TUI may ask of the engine. Config and state locations come from the usual
@@ -84,17 +102,23 @@ class Engine:
         for t, repo in zip(snapshot.targets(snap), snap["repos"], strict=True):
             exists = gitinfo.exists(t.root)
             name = container_name(t.environment, t.root) if t.environment else None
-            rows.append(RepoRow(
-                root=t.root, exists=exists,
-                branch=gitinfo.current_branch(t.root) if exists else None,
-                environment=t.environment,
-                why=t.why if exists else "repository path is missing (moved or deleted?)",
-                default_environment=repo["environment"], branches=dict(repo["branches"]), container=name,
-                container_state=states.get(name or "", "none") if states is not None else "unknown",
-                waiting=waiting.get(t.root),
-                broken=snapshot.environment_problem(snap, t.environment, t.root)
-                if t.environment != paths.REPO_FILE else None,  # the file's own problems: waiting
-            ))
+            rows.append(
+                RepoRow(
+                    root=t.root,
+                    exists=exists,
+                    branch=gitinfo.current_branch(t.root) if exists else None,
+                    environment=t.environment,
+                    why=t.why if exists else "repository path is missing (moved or deleted?)",
+                    default_environment=repo["environment"],
+                    branches=dict(repo["branches"]),
+                    container=name,
+                    container_state=states.get(name or "", "none") if states is not None else "unknown",
+                    waiting=waiting.get(t.root),
+                    broken=snapshot.environment_problem(snap, t.environment, t.root)
+                    if t.environment != paths.REPO_FILE
+                    else None,  # the file's own problems: waiting
+                )
+            )
         return rows
 
     def bind(self, path: str, env: str, branch: str | None = None, directory: bool = False) -> str:
@@ -288,8 +312,10 @@ class Engine:
         try:
             config.load_environment(name)
         except ConfigError as err:
-            raise QpodError(f"{err}; qpod cannot read this file, so it will not rewrite it: open it in your "
-                            f"editor ({self.environment_path(name)})") from None
+            raise QpodError(
+                f"{err}; qpod cannot read this file, so it will not rewrite it: open it in your "
+                f"editor ({self.environment_path(name)})"
+            ) from None
         except QpodError:
             pass  # no such file (removed meanwhile): saving creates it, nothing is lost
 
@@ -356,8 +382,9 @@ class Engine:
         from qpod_engine.podman.lifecycle import stop_containers
 
         rows, unreachable = self.container_list(all_configs)
-        running = {c["name"]: c["host"] for c in rows
-                   if c["state"] == "running" and (env is None or c["environment"] == env)}
+        running = {
+            c["name"]: c["host"] for c in rows if c["state"] == "running" and (env is None or c["environment"] == env)
+        }
         return [(n, running[n]) for n in stop_containers(list(running))], unreachable
 
     def stop_container(self, name: str) -> None:
@@ -392,8 +419,9 @@ class Engine:
     def open_log(self) -> LogIndex:
         return LogIndex(self.log_path())
 
-    def log_filter(self, text: str = "", repo: str | None = None, env: str | None = None,
-                   failed: bool = False) -> cmdlog.Filter:
+    def log_filter(
+        self, text: str = "", repo: str | None = None, env: str | None = None, failed: bool = False
+    ) -> cmdlog.Filter:
         return cmdlog.Filter(repo=repo or None, env=env or None, failed=failed, text=text.strip() or None)
 
     # --- path completion (for the bind dialog)
@@ -403,8 +431,11 @@ class Engine:
         expanded = os.path.expanduser(text)
         head, tail = os.path.split(expanded)
         try:
-            names = sorted(n for n in os.listdir(head or ".") if n.startswith(tail)
-                           and (tail.startswith(".") or not n.startswith(".")))
+            names = sorted(
+                n
+                for n in os.listdir(head or ".")
+                if n.startswith(tail) and (tail.startswith(".") or not n.startswith("."))
+            )
         except OSError:
             return []
         out = []
@@ -455,8 +486,11 @@ class Engine:
             if not command_in_container(environment, repository, shell):
                 shell = "/bin/sh"
         env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "QPOD_OFF")}
-        return ([sys.executable, "-I", "-m", "qpod_engine.cli", "exec", "--env", environment, "-t", "--", shell],
-                env, repository)
+        return (
+            [sys.executable, "-I", "-m", "qpod_engine.cli", "exec", "--env", environment, "-t", "--", shell],
+            env,
+            repository,
+        )
 
     def settings_path(self) -> str:
         """settings.yaml (the dashboard names it when a keymap entry is unusable)."""
@@ -493,8 +527,15 @@ class Engine:
             built = (attrs.get("Labels") or {}).get(LABEL_BUILD_CONFIG) == config_id()
             used = [u for ref in sorted(names) for u in wanted.get(ref, []) + users.get(ref, [])]
             if used or built:
-                rows.append(ImageRow(id=str(attrs.get("Id", ""))[:12], tags=tags, size=int(attrs.get("Size") or 0),
-                                     used_by=list(dict.fromkeys(used)), built_here=built))
+                rows.append(
+                    ImageRow(
+                        id=str(attrs.get("Id", ""))[:12],
+                        tags=tags,
+                        size=int(attrs.get("Size") or 0),
+                        used_by=list(dict.fromkeys(used)),
+                        built_here=built,
+                    )
+                )
         return sorted(rows, key=lambda r: (not r.used_by, r.tags))
 
     def build_repo_image(self, root: str, progress: Callable[[str], None]) -> bool:

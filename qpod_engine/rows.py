@@ -25,10 +25,19 @@ class RepoRow:
 
     def to_dict(self) -> dict[str, Any]:
         """The shape ``qpod repos --json`` prints."""
-        return {"repository": self.root, "exists": self.exists, "branch": self.branch,
-                "environment": self.environment, "why": self.why, "default_environment": self.default_environment,
-                "branches": dict(self.branches), "container": self.container,
-                "container_state": self.container_state, "waiting": self.waiting, "broken": self.broken}
+        return {
+            "repository": self.root,
+            "exists": self.exists,
+            "branch": self.branch,
+            "environment": self.environment,
+            "why": self.why,
+            "default_environment": self.default_environment,
+            "branches": dict(self.branches),
+            "container": self.container,
+            "container_state": self.container_state,
+            "waiting": self.waiting,
+            "broken": self.broken,
+        }
 
 
 @dataclass(frozen=True)

@@ -46,8 +46,9 @@ class QpodApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "qpod"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("1", "show_view('repositories')", "Repos",
-                tooltip="Show the bound repositories", id="view.repositories"),
+        Binding(
+            "1", "show_view('repositories')", "Repos", tooltip="Show the bound repositories", id="view.repositories"
+        ),
         Binding("2", "show_view('environments')", "Envs", tooltip="Show the environments", id="view.environments"),
         Binding("3", "show_view('containers')", "Containers", tooltip="Show qpod's containers", id="view.containers"),
         Binding("4", "show_view('log')", "Log", tooltip="Show the command log", id="view.log"),
@@ -61,8 +62,15 @@ class QpodApp(App[int]):
     FIRST_ROWS_WAIT = 0.3  # seconds the first frame may wait for the first view's rows (config files)
     MOUNT_REST_AFTER = 1.0  # seconds after start: the other views, even if the first view's rows are late
 
-    def __init__(self, engine: Engine, view: str = "repositories", keymap: dict[str, str] | None = None,
-                 keymap_error: str | None = None, watch: bool = True, freeze_gc: bool = False) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        view: str = "repositories",
+        keymap: dict[str, str] | None = None,
+        keymap_error: str | None = None,
+        watch: bool = True,
+        freeze_gc: bool = False,
+    ) -> None:
         super().__init__()
         self.engine = engine
         self.start_view = view
@@ -220,12 +228,24 @@ class QpodApp(App[int]):
         except QpodError as err:
             self.call_from_thread(self.notify, f"{err} (it applies until you quit)", severity="warning")
 
-    def notify(self, message: str, *, title: str = "", severity: str = "information",  # type: ignore[override]
-               timeout: float | None = None, markup: bool = True) -> None:
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: str = "information",  # type: ignore[override]
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
         """Every notification is plain text: they quote paths, argv and podman's errors, and
         markup in those must not be interpreted (``[/bold]`` would crash, ``[link=]`` link)."""
-        super().notify(visible(message, keep_newlines=True), title=visible(title), severity=severity,  # type: ignore[arg-type]
-                       timeout=timeout, markup=False)
+        super().notify(
+            visible(message, keep_newlines=True),
+            title=visible(title),
+            severity=severity,  # type: ignore[arg-type]
+            timeout=timeout,
+            markup=False,
+        )
 
     def running_count(self, count: int) -> None:
         """The log tab's title says how many commands run now."""
@@ -235,6 +255,7 @@ class QpodApp(App[int]):
         tabs = self.query_one(Tabs)
         move = getattr(tabs, "_highlight_active", None)
         if move is not None:
+
             def follow() -> None:
                 if tabs.is_attached and tabs.query("Underline"):  # (not when the app is closing)
                     move(False)
@@ -300,12 +321,17 @@ class QpodApp(App[int]):
     def help_sections(self) -> list[tuple[str, list[tuple[str, str, str]]]]:
         sections = [("Everywhere", type(self).BINDINGS)]
         sections += [(title[2:], cls.BINDINGS) for _id, title, cls in VIEWS]
-        sections += [("Every table", NAV_BINDINGS),
-                     ("Command log table", [b for b in LogTable.BINDINGS if b not in NAV_BINDINGS])]
+        sections += [
+            ("Every table", NAV_BINDINGS),
+            ("Command log table", [b for b in LogTable.BINDINGS if b not in NAV_BINDINGS]),
+        ]
         out = []
         for title, bindings in sections:
-            rows = [(self.key_of(b), b.tooltip or b.description, b.id or "")
-                    for b in bindings if isinstance(b, Binding) and b.id]
+            rows = [
+                (self.key_of(b), b.tooltip or b.description, b.id or "")
+                for b in bindings
+                if isinstance(b, Binding) and b.id
+            ]
             out.append((title, rows))
         return out
 
@@ -320,11 +346,17 @@ class QpodApp(App[int]):
             extra = [b for b in LogTable.BINDINGS if b.show] if view_id == "log" else []  # type: ignore[union-attr]
             for b in [*cls.BINDINGS, *extra]:
                 if isinstance(b, Binding) and b.id and b.show:
-                    yield SystemCommand(f"{name}: {b.tooltip or b.description}", f"key {self.key_of(b)}",
-                                        partial(self.run_view_action, view_id, b.action))
+                    yield SystemCommand(
+                        f"{name}: {b.tooltip or b.description}",
+                        f"key {self.key_of(b)}",
+                        partial(self.run_view_action, view_id, b.action),
+                    )
         mine = {b.id: b for b in type(self).BINDINGS if isinstance(b, Binding)}
-        for binding_id, action in (("app.filter", self.action_filter), ("app.reload", self.action_reload),
-                                   ("app.help", self.action_help)):
+        for binding_id, action in (
+            ("app.filter", self.action_filter),
+            ("app.reload", self.action_reload),
+            ("app.help", self.action_help),
+        ):
             b = mine[binding_id]
             yield SystemCommand(b.tooltip, f"key {self.key_of(b)}", action)
 
@@ -348,8 +380,11 @@ class QpodApp(App[int]):
         def wanted(_change: object, path: str) -> bool:
             if path.startswith(log):
                 return not path.endswith(".lock")
-            return path.startswith(config + os.sep) and path.endswith(".yaml") \
+            return (
+                path.startswith(config + os.sep)
+                and path.endswith(".yaml")
                 and not os.path.basename(path).startswith(".")
+            )
 
         try:
             async for changes in awatch(*dirs, watch_filter=wanted, step=50):
@@ -378,8 +413,9 @@ def make_app(engine: Engine, view: str = "repositories", watch: bool = True, fre
 def main(argv: list[str] | None = None) -> int:
     """Entry of ``qpod tui [--view VIEW]`` (argv: what follows ``tui``)."""
     parser = argparse.ArgumentParser(prog="qpod tui", description="The qpod dashboard.")
-    parser.add_argument("--view", choices=[v for v, _t, _c in VIEWS], default="repositories",
-                        help="the view to open first")
+    parser.add_argument(
+        "--view", choices=[v for v, _t, _c in VIEWS], default="repositories", help="the view to open first"
+    )
     argv = list(argv or [])
     if argv[:1] == ["--"]:  # "qpod tui -- --view log": the CLI passes its separator through
         argv = argv[1:]

@@ -23,8 +23,14 @@ from qpod_engine.api import (
 
 NOW = 1_764_000_000.0  # a fixed "now" so uptimes do not change between runs
 HOME = "/home/dev/src"
-COMMANDS = (["make", "-j8"], ["make", "test"], ["gdb", "-batch", "-ex", "run", "./mmsx"], ["waf", "build"],
-            ["make", "install", "DESTDIR=/tmp/stage"], ["./build/tools/gen-tables", "--check"])
+COMMANDS = (
+    ["make", "-j8"],
+    ["make", "test"],
+    ["gdb", "-batch", "-ex", "run", "./mmsx"],
+    ["waf", "build"],
+    ["make", "install", "DESTDIR=/tmp/stage"],
+    ["./build/tools/gen-tables", "--check"],
+)
 STATUSES = (0, 0, 0, 2, 0, 1, 0, 130)
 
 
@@ -33,11 +39,18 @@ def demo_envs(count: int = 4) -> dict[str, Environment]:
     names += [f"legacy-{i:02d}" for i in range(max(0, count - len(names)))]
     envs = {}
     for i, name in enumerate(names[:count]):
-        image = ["registry.example.com/build/centos:7", "docker.io/library/debian:10",
-                 "localhost/qpod-debian11:latest", "localhost/qpod-busybox:latest"][i % 4]
+        image = [
+            "registry.example.com/build/centos:7",
+            "docker.io/library/debian:10",
+            "localhost/qpod-debian11:latest",
+            "localhost/qpod-busybox:latest",
+        ][i % 4]
         envs[name] = Environment(
-            name=name, image=image, mounts=["/opt/toolchains:/opt/toolchains:ro"] if i % 2 == 0 else [],
-            env={"CC": "gcc"} if i % 3 == 0 else {}, cap_add=["SYS_PTRACE"] if i == 0 else [],
+            name=name,
+            image=image,
+            mounts=["/opt/toolchains:/opt/toolchains:ro"] if i % 2 == 0 else [],
+            env={"CC": "gcc"} if i % 3 == 0 else {},
+            cap_add=["SYS_PTRACE"] if i == 0 else [],
         )
     return envs
 
@@ -61,10 +74,19 @@ def write_demo_log(path: str, count: int, repos: list[str], envs: list[str]) -> 
             repo, env = repos[i % len(repos)], envs[i % len(envs)]
             argv = COMMANDS[i % len(COMMANDS)]
             stamp = _utc(t)
-            rec = {"time": stamp, "repo": repo, "branch": "main", "env": env,
-                   "container": f"qpod-{env}-{os.path.basename(repo)}-0000abcd", "cwd": f"{repo}/build",
-                   "argv": argv, "path": f"/usr/bin/{argv[0]}", "reason": f"'{argv[0]}' is a command of environment "
-                   f"'{env}'", "status": STATUSES[i % len(STATUSES)], "duration": round(0.05 + (i * 7 % 900) / 10, 3)}
+            rec = {
+                "time": stamp,
+                "repo": repo,
+                "branch": "main",
+                "env": env,
+                "container": f"qpod-{env}-{os.path.basename(repo)}-0000abcd",
+                "cwd": f"{repo}/build",
+                "argv": argv,
+                "path": f"/usr/bin/{argv[0]}",
+                "reason": f"'{argv[0]}' is a command of environment '{env}'",
+                "status": STATUSES[i % len(STATUSES)],
+                "duration": round(0.05 + (i * 7 % 900) / 10, 3),
+            }
             f.write(json.dumps(rec, separators=(",", ":")) + "\n")
 
 
@@ -76,10 +98,20 @@ def write_running(path: str, count: int, ctrs: list[ContainerRow]) -> None:
         for i in range(count):
             c = running[i % len(running)]
             argv = argvs[i % len(argvs)]
-            rec = {"id": f"demo{i:04x}", "time": _utc(NOW - [734, 95, 7][i % 3]), "repo": c.repository,
-                   "branch": "main", "env": c.environment, "container": c.name, "cwd": c.repository, "argv": argv,
-                   "path": f"/usr/bin/{argv[0]}", "reason": f"'{argv[0]}' is a command of environment "
-                   f"'{c.environment}'", "pid": 1, "status": None}
+            rec = {
+                "id": f"demo{i:04x}",
+                "time": _utc(NOW - [734, 95, 7][i % 3]),
+                "repo": c.repository,
+                "branch": "main",
+                "env": c.environment,
+                "container": c.name,
+                "cwd": c.repository,
+                "argv": argv,
+                "path": f"/usr/bin/{argv[0]}",
+                "reason": f"'{argv[0]}' is a command of environment '{c.environment}'",
+                "pid": 1,
+                "status": None,
+            }
             f.write(json.dumps(rec, separators=(",", ":")) + "\n")
 
 
@@ -92,8 +124,16 @@ def _utc(t: float) -> str:
 class DemoEngine(Engine):
     """Fixed repositories, environments and containers; a real log file in ``state_dir``."""
 
-    def __init__(self, state_dir: str, repos: int = 12, envs: int = 4, containers: int = 6, records: int = 60,
-                 podman: bool = True, running: int = 0) -> None:
+    def __init__(
+        self,
+        state_dir: str,
+        repos: int = 12,
+        envs: int = 4,
+        containers: int = 6,
+        records: int = 60,
+        podman: bool = True,
+        running: int = 0,
+    ) -> None:
         self.state_dir = state_dir
         self.envs = demo_envs(envs)
         env_names = list(self.envs)
@@ -104,10 +144,18 @@ class DemoEngine(Engine):
         for i, root in enumerate(list(self.repos)[:containers]):
             env = self.repos[root][0] or env_names[0]
             state = "running" if i % 3 != 2 else "exited"
-            self.ctrs.append(ContainerInfo(
-                name=f"qpod-{env}-{os.path.basename(root)}-{i:08x}", id=f"{i:012x}", environment=env,
-                repository=root, image=self.envs[env].image, state=state,
-                started=NOW - 3600 * (i + 1) - 60 * i if state == "running" else None, outdated=i == 3))
+            self.ctrs.append(
+                ContainerInfo(
+                    name=f"qpod-{env}-{os.path.basename(root)}-{i:08x}",
+                    id=f"{i:012x}",
+                    environment=env,
+                    repository=root,
+                    image=self.envs[env].image,
+                    state=state,
+                    started=NOW - 3600 * (i + 1) - 60 * i if state == "running" else None,
+                    outdated=i == 3,
+                )
+            )
         self.calls: list[tuple[str, ...]] = []  # what the UI asked for, for tests
         self.theme: str | None = None
         if records:
@@ -151,9 +199,19 @@ class DemoEngine(Engine):
             c = by_repo.get(root)
             state = (c.state if c else "none") if states is not None else "unknown"
             missing = root.endswith("-003")
-            rows.append(RepoRow(root, not missing, None if missing else "main", env,
-                                "repository binding" if not missing else "repository path is missing (moved or "
-                                "deleted?)", env, dict(rules), c.name if c else None, state))
+            rows.append(
+                RepoRow(
+                    root,
+                    not missing,
+                    None if missing else "main",
+                    env,
+                    "repository binding" if not missing else "repository path is missing (moved or deleted?)",
+                    env,
+                    dict(rules),
+                    c.name if c else None,
+                    state,
+                )
+            )
         return rows
 
     def bind(self, path: str, env: str, branch: str | None = None) -> str:
@@ -226,13 +284,22 @@ class DemoEngine(Engine):
 
     def container_stats(self, ids: list[str], hosts: dict[str, str] | None = None) -> dict[str, Stats]:
         self._need_podman()
-        return {cid: Stats(cpu=[97.5, 0.1, 12.0, 180.4][int(cid, 16) % 4], memory=(38 + int(cid, 16) * 217) << 20,
-                           memory_limit=16 << 30, pids=1 + int(cid, 16)) for cid in ids}
+        return {
+            cid: Stats(
+                cpu=[97.5, 0.1, 12.0, 180.4][int(cid, 16) % 4],
+                memory=(38 + int(cid, 16) * 217) << 20,
+                memory_limit=16 << 30,
+                pids=1 + int(cid, 16),
+            )
+            for cid in ids
+        }
 
     def stop_container(self, name: str) -> None:
         self.calls.append(("stop_container", name))
-        self.ctrs = [ContainerInfo(**{**c.__dict__, "state": "exited", "started": None}) if c.name == name else c
-                     for c in self.ctrs]
+        self.ctrs = [
+            ContainerInfo(**{**c.__dict__, "state": "exited", "started": None}) if c.name == name else c
+            for c in self.ctrs
+        ]
 
     def restart_container(self, name: str) -> None:
         self.calls.append(("restart_container", name))

@@ -47,8 +47,13 @@ def qpod_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def git(*args: str, cwd: Path) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
 
 
@@ -70,12 +75,24 @@ def make_repo(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
-def run_qpod(*args: str, cwd: Path | str | None = None, input: str | None = None,
-             env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_qpod(
+    *args: str,
+    cwd: Path | str | None = None,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
     """``qpod ARGS`` as a user types it (a real process, real exit status)."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "qpod_engine.cli", *args], cwd=cwd, input=input, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "qpod_engine.cli", *args],
+        cwd=cwd,
+        input=input,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -111,7 +128,8 @@ def bound_repo(qpod_home: Path, make_repo: Callable[..., Path], busybox_image: s
 def remove_containers_of(root: str) -> None:
     env = {**os.environ, "QPOD_OFF": "1"}
     env.pop("LD_PRELOAD", None)
-    ids = subprocess.run(["podman", "ps", "-aq", "--filter", f"label=qpod.repo={root}"], capture_output=True,
-                         text=True, env=env).stdout.split()
+    ids = subprocess.run(
+        ["podman", "ps", "-aq", "--filter", f"label=qpod.repo={root}"], capture_output=True, text=True, env=env
+    ).stdout.split()
     if ids:
         subprocess.run(["podman", "rm", "-f", "-t", "0", *ids], capture_output=True, env=env)

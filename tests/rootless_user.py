@@ -35,16 +35,24 @@ def need_root() -> None:
 
 
 def source_hash() -> str:
-    r = subprocess.run(["bash", "scripts/setup.sh", "--source-hash"], cwd=REPO_ROOT, capture_output=True, text=True,
-                       check=True)
+    r = subprocess.run(
+        ["bash", "scripts/setup.sh", "--source-hash"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
     return r.stdout.strip()
 
 
 def run_setup(timeout: float = 3600) -> subprocess.CompletedProcess[str]:
     """``bash scripts/setup.sh`` as the README says, with only Debian's directories on PATH."""
     env = {"PATH": DEBIAN_PATH, "HOME": "/root", "LANG": "C.UTF-8"}
-    return subprocess.run(["bash", "scripts/setup.sh"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        ["bash", "scripts/setup.sh"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def ensure_installed() -> None:
@@ -67,28 +75,57 @@ class User:
         self.name, self.uid, self.gid, self.home = name, pw.pw_uid, pw.pw_gid, Path(pw.pw_dir)
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {"HOME": str(self.home), "USER": self.name, "LOGNAME": self.name, "SHELL": "/bin/bash",
-               "PATH": USER_PATH, "LANG": "C.UTF-8"}
+        env = {
+            "HOME": str(self.home),
+            "USER": self.name,
+            "LOGNAME": self.name,
+            "SHELL": "/bin/bash",
+            "PATH": USER_PATH,
+            "LANG": "C.UTF-8",
+        }
         env.update(extra)
         return env
 
     def argv(self, *cmd: str, **extra: str) -> list[str]:
-        return ["runuser", "-u", self.name, "--", "env", "-i", *(f"{k}={v}" for k, v in self.env(**extra).items()),
-                *cmd]
+        return [
+            "runuser",
+            "-u",
+            self.name,
+            "--",
+            "env",
+            "-i",
+            *(f"{k}={v}" for k, v in self.env(**extra).items()),
+            *cmd,
+        ]
 
-    def run(self, *cmd: str, cwd: Path | None = None, input: str | None = None, timeout: float = 300,
-            **extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.argv(*cmd, **extra), cwd=cwd or self.home, input=input, capture_output=True,
-                              text=True, timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
+    def run(
+        self, *cmd: str, cwd: Path | None = None, input: str | None = None, timeout: float = 300, **extra: str
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.argv(*cmd, **extra),
+            cwd=cwd or self.home,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
 
-    def qpod(self, *args: str, cwd: Path | None = None, input: str | None = None, timeout: float = 300,
-             **extra: str) -> subprocess.CompletedProcess[str]:
+    def qpod(
+        self, *args: str, cwd: Path | None = None, input: str | None = None, timeout: float = 300, **extra: str
+    ) -> subprocess.CompletedProcess[str]:
         return self.run("qpod", *args, cwd=cwd, input=input, timeout=timeout, **extra)
 
     def login(self, script: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
         """``su - NAME -c SCRIPT``: a login shell as a person gets it from su, cron or CI."""
-        return subprocess.run(["su", "-", self.name, "-c", script], capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL, cwd="/")
+        return subprocess.run(
+            ["su", "-", self.name, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            cwd="/",
+        )
 
     def pids(self) -> list[int]:
         out = subprocess.run(["pgrep", "-u", str(self.uid)], capture_output=True, text=True).stdout
@@ -117,8 +154,9 @@ def make_user(name: str, system: bool = False) -> User:
     try:
         pwd.getpwnam(name)
     except KeyError:
-        subprocess.run(["useradd", "-m", "-s", "/bin/bash", *(["-r"] if system else []), name], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["useradd", "-m", "-s", "/bin/bash", *(["-r"] if system else []), name], check=True, capture_output=True
+        )
     return User(name)
 
 

@@ -35,8 +35,7 @@ def _free_port() -> int:
 
 
 class SshHost:
-    def __init__(self, work: Path, name: str = "b1", hide: str | None = None,
-                 podman_socket: str | None = None) -> None:
+    def __init__(self, work: Path, name: str = "b1", hide: str | None = None, podman_socket: str | None = None) -> None:
         """``hide``: a directory this sshd's sessions see empty (a tmpfs over it in a mount
         namespace of its own): a tree the "remote" host does not share. ``podman_socket``: use
         that API socket (another SshHost's) instead of starting a service."""
@@ -55,7 +54,8 @@ class SshHost:
             f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {work / 'hostkey'}\n"
             f"AuthorizedKeysFile {work / 'authorized_keys'} .ssh/authorized_keys\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin prohibit-password\nStrictModes no\n"
-            f"PidFile {work / 'sshd.pid'}\nLogLevel VERBOSE\n")
+            f"PidFile {work / 'sshd.pid'}\nLogLevel VERBOSE\n"
+        )
         hostkey = (work / "hostkey.pub").read_text().split()[:2]
         (self.home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{self.port} {' '.join(hostkey)}\n")
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation dir
@@ -63,27 +63,44 @@ class SshHost:
         self.socket = podman_socket or str(work / "podman.sock")
         if podman_socket is None:
             env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "CONTAINERS_CONF")}
-            self.service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{self.socket}"],
-                                            env={**env, "QPOD_OFF": "1"}, stdout=subprocess.DEVNULL,
-                                            stderr=subprocess.DEVNULL, start_new_session=True)
+            self.service = subprocess.Popen(
+                ["podman", "system", "service", "--time=0", f"unix://{self.socket}"],
+                env={**env, "QPOD_OFF": "1"},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             wait_until(lambda: os.path.exists(self.socket), "podman service")
         sshd = [SSHD, "-D", "-f", str(work / "sshd_config"), "-E", str(self.log)]
         if hide:
-            sshd = ["unshare", "-m", "--propagation", "private", "sh", "-c",
-                    'mount -t tmpfs qpod-hidden "$0" && exec "$@"', hide, *sshd]
+            sshd = [
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                'mount -t tmpfs qpod-hidden "$0" && exec "$@"',
+                hide,
+                *sshd,
+            ]
         self.sshd = subprocess.Popen(sshd, start_new_session=True)
         wait_until(self._listening, "sshd")
         self.conf = work / "containers.conf"
-        self.conf.write_text(f'[engine]\n[engine.service_destinations]\n  [engine.service_destinations.{name}]\n'
-                             f'    uri = "ssh://root@127.0.0.1:{self.port}{self.socket}"\n'
-                             f'    identity = "{work / "id"}"\n')
+        self.conf.write_text(
+            f"[engine]\n[engine.service_destinations]\n  [engine.service_destinations.{name}]\n"
+            f'    uri = "ssh://root@127.0.0.1:{self.port}{self.socket}"\n'
+            f'    identity = "{work / "id"}"\n'
+        )
 
     def add_connection(self, other: SshHost) -> None:
         """Make ``other``'s connection known in this one's containers.conf (and known_hosts)."""
         with open(self.conf, "a") as f:
-            f.write(f'  [engine.service_destinations.{other.name}]\n'
-                    f'    uri = "ssh://root@127.0.0.1:{other.port}{other.socket}"\n'
-                    f'    identity = "{other.work / "id"}"\n')
+            f.write(
+                f"  [engine.service_destinations.{other.name}]\n"
+                f'    uri = "ssh://root@127.0.0.1:{other.port}{other.socket}"\n'
+                f'    identity = "{other.work / "id"}"\n'
+            )
         with open(self.home / ".ssh" / "known_hosts", "a") as f:
             f.write((other.home / ".ssh" / "known_hosts").read_text())
 

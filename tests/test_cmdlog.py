@@ -12,8 +12,12 @@ from qpod_engine.log import cmdlog
 
 def _writer(log: str, who: int, n: int, max_bytes: int) -> None:
     for i in range(n):
-        cmdlog.append({"who": who, "i": i, "argv": ["make", "x" * 300], "status": i % 3, "repo": "/r",
-                       "env": "e"}, max_bytes=max_bytes, keep=50, log=log)
+        cmdlog.append(
+            {"who": who, "i": i, "argv": ["make", "x" * 300], "status": i % 3, "repo": "/r", "env": "e"},
+            max_bytes=max_bytes,
+            keep=50,
+            log=log,
+        )
 
 
 def _run_writers(log: str, procs: int, n: int, max_bytes: int) -> list[dict]:
@@ -67,8 +71,16 @@ def test_follower_sees_appends_across_rotation(tmp_path: Path) -> None:
 
 def test_qpod_log_filters(qpod_home: Path) -> None:
     for i, (env, status) in enumerate([("a", 0), ("b", 2), ("a", 1)]):
-        cmdlog.append({"time": f"2026-01-01T00:00:0{i}", "repo": f"/r/{env}", "env": env, "argv": ["make", str(i)],
-                       "status": status, "duration": 0.5})
+        cmdlog.append(
+            {
+                "time": f"2026-01-01T00:00:0{i}",
+                "repo": f"/r/{env}",
+                "env": env,
+                "argv": ["make", str(i)],
+                "status": status,
+                "duration": 0.5,
+            }
+        )
     out = run_qpod("log", "--json", "--env", "a").stdout.splitlines()
     assert [json.loads(x)["argv"][1] for x in out] == ["0", "2"]
     out = run_qpod("log", "--json", "--failed").stdout.splitlines()

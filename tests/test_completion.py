@@ -13,7 +13,7 @@ from conftest import REPO_ROOT, run_qpod
 
 # What bash does on Tab: COMP_LINE/COMP_POINT/COMP_WORDS/COMP_CWORD set, then the function that
 # 'complete -F' named is called with the command, the word being completed and the one before.
-DRIVER = r'''
+DRIVER = r"""
 eval "$(qpod completion bash)" || exit 90
 complete -p qpod qpod-shell
 tab() {
@@ -27,7 +27,7 @@ tab() {
     echo "$1|$(printf '%s\n' "${COMPREPLY[@]}" | sed 's/ *$//' | sort | paste -sd, -)"
 }
 while IFS= read -r line; do tab "$line"; done
-'''
+"""
 
 
 @pytest.fixture
@@ -45,8 +45,14 @@ def bin_dir(tmp_path: Path) -> Path:
 def tab(qpod_home: Path, bin_dir: Path) -> Callable[..., dict[str, list[str]]]:
     def run(*lines: str) -> dict[str, list[str]]:
         env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-        r = subprocess.run(["bash", "--norc", "--noprofile", "-c", DRIVER], input="".join(f"{x}\n" for x in lines),
-                           capture_output=True, text=True, env=env, timeout=120)
+        r = subprocess.run(
+            ["bash", "--norc", "--noprofile", "-c", DRIVER],
+            input="".join(f"{x}\n" for x in lines),
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
         assert r.returncode == 0, r.stderr
         out = r.stdout.splitlines()
         assert out[0] == "complete -o bashdefault -o default -o nospace -F _python_argcomplete qpod", out
@@ -61,14 +67,48 @@ def tab(qpod_home: Path, bin_dir: Path) -> Callable[..., dict[str, list[str]]]:
 
 
 def test_bash_completes_every_subcommand_and_option(tab: Callable[..., dict[str, list[str]]]) -> None:
-    got = tab("qpod ", "qpod e", "qpod env ", "qpod env add x --", "qpod log --", "qpod completion ",
-              "qpod stop --", "qpod-shell -")
-    assert {"env", "init", "unbind", "status", "repos", "which", "exec", "ps", "stop", "log", "doctor", "demo",
-            "completion", "tui"} <= set(got["qpod "])
+    got = tab(
+        "qpod ",
+        "qpod e",
+        "qpod env ",
+        "qpod env add x --",
+        "qpod log --",
+        "qpod completion ",
+        "qpod stop --",
+        "qpod-shell -",
+    )
+    assert {
+        "env",
+        "init",
+        "unbind",
+        "status",
+        "repos",
+        "which",
+        "exec",
+        "ps",
+        "stop",
+        "log",
+        "doctor",
+        "demo",
+        "completion",
+        "tui",
+    } <= set(got["qpod "])
     assert got["qpod e"] == ["env", "exec"]
     assert got["qpod env "] == ["--help", "-h", "add", "list", "rm", "set", "show"]
-    assert {"--image", "--mount", "--share", "--env", "--command", "--workdir-root", "--cap-add", "--seccomp",
-            "--run-as", "--ulimit", "--podman-options", "--replace"} <= set(got["qpod env add x --"])
+    assert {
+        "--image",
+        "--mount",
+        "--share",
+        "--env",
+        "--command",
+        "--workdir-root",
+        "--cap-add",
+        "--seccomp",
+        "--run-as",
+        "--ulimit",
+        "--podman-options",
+        "--replace",
+    } <= set(got["qpod env add x --"])
     assert {"--follow", "--repo", "--env", "--failed", "--json"} <= set(got["qpod log --"])
     assert set(got["qpod completion "]) == {"-h", "--help", "bash", "fish", "zsh"}
     assert "--all" in got["qpod stop --"]
@@ -76,13 +116,22 @@ def test_bash_completes_every_subcommand_and_option(tab: Callable[..., dict[str,
 
 
 def test_bash_completes_environments_and_repositories_from_the_config(
-        tab: Callable[..., dict[str, list[str]]], make_repo: Callable[..., Path]) -> None:
+    tab: Callable[..., dict[str, list[str]]], make_repo: Callable[..., Path]
+) -> None:
     for name in ("debian11", "centos7-gcc48", "centos7-gcc10"):
         assert run_qpod("env", "add", name, "--image", "localhost/none:1").returncode == 0
     repo = make_repo("legacy")
     assert run_qpod("init", "debian11", cwd=repo).returncode == 0
-    got = tab("qpod init ", "qpod init c", "qpod env show centos7-gcc4", "qpod exec --env d", "qpod log --env ",
-              "qpod stop ", "qpod env rm d", f"qpod log --repo {str(repo)[:-3]}")
+    got = tab(
+        "qpod init ",
+        "qpod init c",
+        "qpod env show centos7-gcc4",
+        "qpod exec --env d",
+        "qpod log --env ",
+        "qpod stop ",
+        "qpod env rm d",
+        f"qpod log --repo {str(repo)[:-3]}",
+    )
     assert set(got["qpod init "]) >= {"debian11", "centos7-gcc48", "centos7-gcc10"}
     assert got["qpod init c"] == ["centos7-gcc10", "centos7-gcc48"]
     assert got["qpod env show centos7-gcc4"] == ["centos7-gcc48"]
@@ -93,8 +142,9 @@ def test_bash_completes_environments_and_repositories_from_the_config(
     assert got[f"qpod log --repo {str(repo)[:-3]}"] == [str(repo)]
 
 
-def test_completion_with_a_broken_config_still_completes_names(tab: Callable[..., dict[str, list[str]]],
-                                                                qpod_home: Path) -> None:
+def test_completion_with_a_broken_config_still_completes_names(
+    tab: Callable[..., dict[str, list[str]]], qpod_home: Path
+) -> None:
     envs = qpod_home / "config" / "environments"
     envs.mkdir(parents=True)
     (envs / "half-written.yaml").write_text("image: [\n")
@@ -112,8 +162,13 @@ def test_zsh_and_fish_code(bin_dir: Path, qpod_home: Path) -> None:
     assert fish.returncode == 0 and "complete --command qpod " in fish.stdout and "qpod-shell" in fish.stdout
     if shutil.which("zsh"):
         script = 'autoload -U compinit && compinit -u; eval "$(qpod completion zsh)" && print -r -- ok:$_comps[qpod]'
-        r = subprocess.run(["zsh", "-f", "-c", script], capture_output=True, text=True, timeout=60,
-                           env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "ZDOTDIR": str(qpod_home)})
+        r = subprocess.run(
+            ["zsh", "-f", "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "ZDOTDIR": str(qpod_home)},
+        )
         assert r.returncode == 0 and r.stdout.strip() == "ok:_python_argcomplete", r.stdout + r.stderr
     bad = run_qpod("completion", "tcsh")
     assert bad.returncode == 2 and "invalid choice: 'tcsh'" in bad.stderr

@@ -19,9 +19,25 @@ def write_env(name: str, text: str) -> Path:
 
 
 def test_env_add_show_list_roundtrip(qpod_home: Path) -> None:
-    r = run_qpod("env", "add", "old", "--image", "registry.example.com/mmsx:2018.3", "--mount", "/tmp:/tmp:ro",
-                 "--env", "CCACHE_DIR=/cc", "--command", "make", "--command", "cmake", "--workdir-root", "/qpod",
-                 "--cap-add", "SYS_PTRACE")
+    r = run_qpod(
+        "env",
+        "add",
+        "old",
+        "--image",
+        "registry.example.com/mmsx:2018.3",
+        "--mount",
+        "/tmp:/tmp:ro",
+        "--env",
+        "CCACHE_DIR=/cc",
+        "--command",
+        "make",
+        "--command",
+        "cmake",
+        "--workdir-root",
+        "/qpod",
+        "--cap-add",
+        "SYS_PTRACE",
+    )
     assert r.returncode == 0, r.stderr
     env = config.load_environment("old")
     assert env.image == "registry.example.com/mmsx:2018.3"
@@ -35,19 +51,22 @@ def test_env_add_show_list_roundtrip(qpod_home: Path) -> None:
     assert "registry.example.com/mmsx:2018.3" in shown.stdout
 
 
-@pytest.mark.parametrize(("text", "line", "words"), [
-    ("image: a\nmounts: [/a:/b]\nimagee: x\n", 3, "unknown key 'imagee'"),
-    ("mounts: [/a:/b]\n", 1, "missing required key 'image'"),
-    ("image: a\nenv:\n  FOO: [1, 2]\n", 3, "must be a scalar"),
-    ("image: a\nmounts:\n  - /a:/b\n  - relative:/b\n", 4, "host path must be absolute"),
-    ("image: a\nmounts:\n  - /a:/b:rx\n", 3, "mode must be ro or rw"),
-    ("image: a\ncommands: [make, /usr/bin/gdb]\n", 2, "bare command name"),
-    ("image: a\nworkdir_root: qpod\n", 2, "absolute path"),
-    ("image: a\nulimits: {nofile: lots}\n", 2, "SOFT[:HARD]"),
-    ("image: a\n  bad: indent\n", 2, "invalid YAML"),
-    ("image: [unclosed\n", 2, "invalid YAML"),
-    ("image: a\nimage: b\n", 2, "duplicate key"),
-])
+@pytest.mark.parametrize(
+    ("text", "line", "words"),
+    [
+        ("image: a\nmounts: [/a:/b]\nimagee: x\n", 3, "unknown key 'imagee'"),
+        ("mounts: [/a:/b]\n", 1, "missing required key 'image'"),
+        ("image: a\nenv:\n  FOO: [1, 2]\n", 3, "must be a scalar"),
+        ("image: a\nmounts:\n  - /a:/b\n  - relative:/b\n", 4, "host path must be absolute"),
+        ("image: a\nmounts:\n  - /a:/b:rx\n", 3, "mode must be ro or rw"),
+        ("image: a\ncommands: [make, /usr/bin/gdb]\n", 2, "bare command name"),
+        ("image: a\nworkdir_root: qpod\n", 2, "absolute path"),
+        ("image: a\nulimits: {nofile: lots}\n", 2, "SOFT[:HARD]"),
+        ("image: a\n  bad: indent\n", 2, "invalid YAML"),
+        ("image: [unclosed\n", 2, "invalid YAML"),
+        ("image: a\nimage: b\n", 2, "duplicate key"),
+    ],
+)
 def test_invalid_environment_names_file_and_line(qpod_home: Path, text: str, line: int, words: str) -> None:
     p = write_env("broken", text)
     with pytest.raises(ConfigError) as info:
@@ -130,8 +149,10 @@ def test_readme_reference_is_the_field_table():
     from qpod_engine.config.fields import markdown_table
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    assert markdown_table() in readme, "README's environment keys differ from env_fields.FIELDS: " \
+    assert markdown_table() in readme, (
+        "README's environment keys differ from env_fields.FIELDS: "
         "paste the output of 'python -m qpod_engine.config.fields'"
+    )
 
 
 def test_set_setting_keeps_the_users_file_as_written(qpod_home):

@@ -18,8 +18,9 @@ def test_demo_builds_with_gcc10_in_container(qpod_home: Path, tmp_path: Path) ->
         assert r.returncode == 0, r.stdout + r.stderr
         assert "host make exit status: 2" in r.stdout  # the host's gcc 12 rejects the old code
         assert "hello from the 2018 branch, built by gcc 10." in r.stdout
-        comment = subprocess.run(["readelf", "-p", ".comment", str(repo / "legacy")], capture_output=True,
-                                 text=True).stdout
+        comment = subprocess.run(
+            ["readelf", "-p", ".comment", str(repo / "legacy")], capture_output=True, text=True
+        ).stdout
         assert "GCC: (Debian 10." in comment and "12." not in comment
         # the build went through the launcher: one record per redirected command
         recs = [json.loads(x) for x in run_qpod("log", "--json", "--repo", str(repo)).stdout.splitlines()]
@@ -28,12 +29,15 @@ def test_demo_builds_with_gcc10_in_container(qpod_home: Path, tmp_path: Path) ->
         # the second sample: its environment built from its own .qpod.yaml and Containerfile
         own = tmp_path / "legacy-own-env"
         assert "environment: the branch's own Containerfile" in r.stdout
-        comment = subprocess.run(["readelf", "-p", ".comment", str(own / "legacy")], capture_output=True,
-                                 text=True).stdout
+        comment = subprocess.run(
+            ["readelf", "-p", ".comment", str(own / "legacy")], capture_output=True, text=True
+        ).stdout
         assert "GCC: (Debian 10." in comment
         mine = [json.loads(x) for x in run_qpod("log", "--json", "--repo", str(own)).stdout.splitlines()]
-        assert [(x["argv"], x["env"], x["status"]) for x in mine] == [(["make"], ".qpod.yaml", 0),
-                                                                      (["./legacy"], ".qpod.yaml", 0)]
+        assert [(x["argv"], x["env"], x["status"]) for x in mine] == [
+            (["make"], ".qpod.yaml", 0),
+            (["./legacy"], ".qpod.yaml", 0),
+        ]
         # gdb is there and can run the program (SYS_PTRACE, seccomp unconfined)
         g = run_qpod("exec", "gdb", "-batch", "-ex", "run", "./legacy", cwd=repo, timeout=120)
         assert g.returncode == 0, g.stderr

@@ -12,8 +12,14 @@ from conftest import run_qpod
 def test_doctor_passes_on_this_machine(qpod_home: Path, busybox_image: str) -> None:
     r = run_qpod("doctor")
     assert r.returncode == 0, r.stdout + r.stderr
-    for check in ("podman installed", "OCI runtime", "podman API socket answers", "trivial container starts",
-                  "config parses", "preload library loads"):
+    for check in (
+        "podman installed",
+        "OCI runtime",
+        "podman API socket answers",
+        "trivial container starts",
+        "config parses",
+        "preload library loads",
+    ):
         assert f"ok   {check}" in r.stdout
 
 
@@ -79,7 +85,7 @@ def test_doctor_as_a_user_without_subordinate_ids_names_the_fix_and_the_fix_work
         # apply both fixes as printed (without sudo: we are root), then every rootless check passes
         for line in lines:
             if line.strip().startswith("fix: sudo usermod"):
-                cmd = line.strip()[len("fix: sudo "):].split()
+                cmd = line.strip()[len("fix: sudo ") :].split()
                 subprocess.run(cmd, check=True)
         r = user.qpod("doctor")
         assert "FAIL rootless" not in r.stdout, r.stdout
@@ -97,10 +103,13 @@ def test_doctor_as_a_user_with_a_runtime_dir_that_is_not_there(installed: None) 
     user = make_user("qpodtest")
     r = user.qpod("doctor", XDG_RUNTIME_DIR=f"/run/user/{user.uid}-gone")
     assert r.returncode == 1
-    assert f"FAIL rootless: runtime dir: XDG_RUNTIME_DIR=/run/user/{user.uid}-gone: No such file or directory" \
-        in r.stdout
+    assert (
+        f"FAIL rootless: runtime dir: XDG_RUNTIME_DIR=/run/user/{user.uid}-gone: No such file or directory" in r.stdout
+    )
     assert "fix: unset XDG_RUNTIME_DIR (podman then uses /tmp/podman-run-UID)" in r.stdout
     r = user.qpod("doctor")  # as su - gives it: unset
-    assert f"ok   rootless: runtime dir: XDG_RUNTIME_DIR unset (no login session); podman uses " \
+    assert (
+        f"ok   rootless: runtime dir: XDG_RUNTIME_DIR unset (no login session); podman uses "
         f"/tmp/podman-run-{user.uid}" in r.stdout
+    )
     assert "ok   podman API socket answers (unix:///tmp/podman-run-" in r.stdout, r.stdout

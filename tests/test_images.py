@@ -131,8 +131,9 @@ def test_busybox_from_debian_package_when_host_has_none(tmp_path: Path) -> None:
 @pytest.mark.podman
 @needs_podman
 @pytest.mark.parametrize("builder", ["mmdebstrap", "debootstrap"])
-def test_debian11_failure_names_step_and_cleans_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                   builder: str) -> None:
+def test_debian11_failure_names_step_and_cleans_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, builder: str
+) -> None:
     if shutil.which(builder) is None or (builder == "debootstrap" and os.geteuid() != 0):
         pytest.skip(f"{builder} cannot run here")
     monkeypatch.setenv("TMPDIR", str(tmp_path))
@@ -165,8 +166,9 @@ def test_debian11_builder_choice(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 @pytest.mark.timeout(1200)
 @needs_podman
 def test_debian11_image_has_gcc10_make_and_gdb() -> None:
-    if not images.image_exists(images.DEBIAN11_REF) and not (shutil.which("mmdebstrap") or (
-            os.geteuid() == 0 and shutil.which("debootstrap"))):
+    if not images.image_exists(images.DEBIAN11_REF) and not (
+        shutil.which("mmdebstrap") or (os.geteuid() == 0 and shutil.which("debootstrap"))
+    ):
         pytest.skip("Debian 11 image absent and cannot be built here (needs mmdebstrap, or root and debootstrap)")
     ref = images.build_debian11_image()
     assert ref == images.DEBIAN11_REF

@@ -21,27 +21,42 @@ print(json.dumps({{"third": third, "qpod": sorted(m for m in sys.modules if m.st
 def loaded(imports: str, site: bool = False) -> dict[str, list[str]]:
     # -S: the launcher runs without site (see launch.py), so nothing third-party is preloaded
     flags = [] if site else ["-S"]
-    r = subprocess.run([sys.executable, *flags, "-c", PROBE.format(root=str(REPO_ROOT), imports=imports)],
-                       capture_output=True, text=True, check=True)
+    r = subprocess.run(
+        [sys.executable, *flags, "-c", PROBE.format(root=str(REPO_ROOT), imports=imports)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(r.stdout)
 
 
 def test_launcher_path_is_stdlib_only() -> None:
     got = loaded("import qpod_engine.launch.launcher, qpod_engine.launch.spec")
     assert got["third"] == []
-    heavy = ("qpod_engine.cli", "qpod_engine.api", "qpod_engine.podman.lifecycle", "qpod_engine.config.environments",
-             "qpod_engine.base.yamlio")
+    heavy = (
+        "qpod_engine.cli",
+        "qpod_engine.api",
+        "qpod_engine.podman.lifecycle",
+        "qpod_engine.config.environments",
+        "qpod_engine.base.yamlio",
+    )
     assert not any(m.startswith(heavy) for m in got["qpod"]), got["qpod"]
 
 
 def test_qpod_exec_entry_imports_nothing_of_qpod_but_itself() -> None:
     got = loaded("import qpod_engine.cli.front")
-    assert got["third"] == [] and got["qpod"] == ["qpod_engine", "qpod_engine.base", "qpod_engine.base.paths",
-                                                  "qpod_engine.cli", "qpod_engine.cli.front"]
+    assert got["third"] == [] and got["qpod"] == [
+        "qpod_engine",
+        "qpod_engine.base",
+        "qpod_engine.base.paths",
+        "qpod_engine.cli",
+        "qpod_engine.cli.front",
+    ]
 
 
 def test_engine_never_imports_the_ui() -> None:
     # with site: textual is importable here, so only the engine's own restraint keeps it out
-    got = loaded("import qpod_engine.cli.main, qpod_engine.api, qpod_engine.cli.doctor, qpod_engine.cli.shell",
-                 site=True)
+    got = loaded(
+        "import qpod_engine.cli.main, qpod_engine.api, qpod_engine.cli.doctor, qpod_engine.cli.shell", site=True
+    )
     assert not [m for m in got["third"] if m.startswith(("textual", "qpod_tui", "rich"))], got["third"]

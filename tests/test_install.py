@@ -30,8 +30,12 @@ pytestmark = [pytest.mark.podman, pytest.mark.rootless]
 
 
 def debian_python_is_externally_managed() -> bool:
-    stdlib = subprocess.run(["/usr/bin/python3", "-c", "import sysconfig; print(sysconfig.get_path('stdlib'))"],
-                            capture_output=True, text=True, env={"PATH": DEBIAN_PATH}).stdout.strip()
+    stdlib = subprocess.run(
+        ["/usr/bin/python3", "-c", "import sysconfig; print(sysconfig.get_path('stdlib'))"],
+        capture_output=True,
+        text=True,
+        env={"PATH": DEBIAN_PATH},
+    ).stdout.strip()
     return (Path(stdlib) / "EXTERNALLY-MANAGED").exists()
 
 
@@ -55,8 +59,12 @@ def test_setup_with_debians_own_python() -> None:
     assert os.readlink(where_lib / "python") == str(PREFIX / "bin" / "python")
     assert os.path.realpath("/usr/local/bin/qpod-shell") == str(PREFIX / "bin" / "qpod-shell")
     # not the editable source tree: a copy every user can read wherever this clone lives
-    where = subprocess.run([str(PREFIX / "bin" / "python"), "-c", "import qpod_engine; print(qpod_engine.__file__)"],
-                           capture_output=True, text=True, cwd="/").stdout.strip()
+    where = subprocess.run(
+        [str(PREFIX / "bin" / "python"), "-c", "import qpod_engine; print(qpod_engine.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd="/",
+    ).stdout.strip()
     assert where.startswith(str(PREFIX / "lib")), where
     assert Path(where).parent.joinpath("_lib", "libqpod_preload.so").is_file()
     print(f"setup.sh with Debian's python3: {took:.0f} s")
@@ -91,13 +99,12 @@ def test_demo_as_a_fresh_user_from_a_login_shell(fresh_user: User) -> None:
     demo = user.home / ".local/state/qpod/demo/legacy-2018"
     st = (demo / "legacy").stat()
     assert (st.st_uid, st.st_gid) == (user.uid, user.gid)
-    comment = subprocess.run(["readelf", "-p", ".comment", str(demo / "legacy")], capture_output=True,
-                             text=True).stdout
+    comment = subprocess.run(["readelf", "-p", ".comment", str(demo / "legacy")], capture_output=True, text=True).stdout
     assert "GCC: (Debian 10." in comment and "12." not in comment
-    assert f"/tmp/podman-run-{user.uid}/podman/podman.sock" in (
-        user.home / ".local/state/qpod/podman-socket").read_text()
+    assert (
+        f"/tmp/podman-run-{user.uid}/podman/podman.sock" in (user.home / ".local/state/qpod/podman-socket").read_text()
+    )
     # the second time, the image is reused
     again = user.login("qpod demo", timeout=600)
     assert again.returncode == 0 and "mmdebstrap" not in again.stdout, (again.stdout + again.stderr)[-2000:]
     sys.stdout.write(f"qpod demo as a fresh user: {took:.0f} s\n")
-

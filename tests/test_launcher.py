@@ -45,9 +45,15 @@ def test_stdout_and_stderr_stay_separate(bound_repo: Path) -> None:
     assert r.stdout == "to-out\n" and r.stderr == "to-err\n"
 
 
-@pytest.mark.parametrize(("script", "status"), [
-    ("exit 0", 0), ("exit 3", 3), ("exit 255", 255), ("kill -SEGV $$", -signal.SIGSEGV),
-])
+@pytest.mark.parametrize(
+    ("script", "status"),
+    [
+        ("exit 0", 0),
+        ("exit 3", 3),
+        ("exit 255", 255),
+        ("kill -SEGV $$", -signal.SIGSEGV),
+    ],
+)
 def test_exit_status_passes_through(bound_repo: Path, script: str, status: int) -> None:
     r = run_qpod("exec", "sh", "-c", script, cwd=bound_repo)
     assert r.returncode == status
@@ -67,8 +73,17 @@ LOOP = 'trap "echo got-{sig}; exit 42" {sig}; echo ready; while :; do sleep 0.1;
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_signal_reaches_command_without_tty(bound_repo: Path, sig: signal.Signals) -> None:
     name = sig.name[3:]
-    p = qpod_popen("exec", "sh", "-c", LOOP.format(sig=name), cwd=bound_repo, stdout=subprocess.PIPE,
-                   stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    p = qpod_popen(
+        "exec",
+        "sh",
+        "-c",
+        LOOP.format(sig=name),
+        cwd=bound_repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     assert p.stdout.readline() == "ready\n"
     p.send_signal(sig)
     out, err = p.communicate(timeout=30)
@@ -77,8 +92,16 @@ def test_signal_reaches_command_without_tty(bound_repo: Path, sig: signal.Signal
 
 
 def test_signal_default_action_gives_128_plus_n(bound_repo: Path) -> None:
-    p = qpod_popen("exec", "sh", "-c", "echo ready; exec sleep 100", cwd=bound_repo, stdout=subprocess.PIPE,
-                   stdin=subprocess.DEVNULL, text=True)
+    p = qpod_popen(
+        "exec",
+        "sh",
+        "-c",
+        "echo ready; exec sleep 100",
+        cwd=bound_repo,
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     assert p.stdout.readline() == "ready\n"
     p.send_signal(signal.SIGTERM)
     p.wait(timeout=30)
@@ -94,8 +117,16 @@ def _sleepers(root: Path) -> list[str]:
 
 
 def test_killing_the_client_stops_the_whole_command(bound_repo: Path) -> None:
-    p = qpod_popen("exec", "sh", "-c", "sleep 301 & sleep 302 & echo started; wait", cwd=bound_repo,
-                   stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    p = qpod_popen(
+        "exec",
+        "sh",
+        "-c",
+        "sleep 301 & sleep 302 & echo started; wait",
+        cwd=bound_repo,
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     assert p.stdout.readline() == "started\n"
     assert len(_sleepers(bound_repo)) == 2
     p.kill()  # the client: no handler, no goodbye
@@ -107,9 +138,18 @@ def test_killing_the_client_stops_the_whole_command(bound_repo: Path) -> None:
 
 
 def test_environment_passthrough_and_deny(bound_repo: Path) -> None:
-    env = {"LANG": "C.UTF-8", "LC_TIME": "C", "SECRET": "s", "MAKEFLAGS": "-j2 -- X=1", "CFLAGS": "-g -O0",
-           "PATH": os.environ["PATH"] + ":/host-only", "TMPDIR": "/host/tmp", "LD_PRELOAD": "", "QPOD_SHELL": "1",
-           "QPOD_RULES": "/x"}
+    env = {
+        "LANG": "C.UTF-8",
+        "LC_TIME": "C",
+        "SECRET": "s",
+        "MAKEFLAGS": "-j2 -- X=1",
+        "CFLAGS": "-g -O0",
+        "PATH": os.environ["PATH"] + ":/host-only",
+        "TMPDIR": "/host/tmp",
+        "LD_PRELOAD": "",
+        "QPOD_SHELL": "1",
+        "QPOD_RULES": "/x",
+    }
     r = run_qpod("exec", "env", cwd=bound_repo, env=env)
     assert r.returncode == 0, r.stderr
     seen = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
@@ -122,8 +162,11 @@ def test_environment_passthrough_and_deny(bound_repo: Path) -> None:
     # deny wins; a host-specific variable named exactly in passthrough is passed
     envfile = Path(os.environ["QPOD_CONFIG_DIR"]) / "environments" / "bb.yaml"
     envfile.write_text(envfile.read_text() + "deny: [SECRET]\npassthrough: ['*', TMPDIR]\n")
-    seen = dict(line.split("=", 1) for line in run_qpod("exec", "env", cwd=bound_repo, env=env).stdout.splitlines()
-                if "=" in line)
+    seen = dict(
+        line.split("=", 1)
+        for line in run_qpod("exec", "env", cwd=bound_repo, env=env).stdout.splitlines()
+        if "=" in line
+    )
     assert "SECRET" not in seen and seen["TMPDIR"] == "/host/tmp" and seen["CFLAGS"] == "-g -O0"
 
 
@@ -134,8 +177,9 @@ def test_files_belong_to_invoking_user_rootful(bound_repo: Path) -> None:
     # the repository lies in root's private pytest dir, which the user cannot enter (natively neither):
     # share nothing, so the container shows the repository's own mount only
     assert run_qpod("env", "set", "bb", "share=").returncode == 0
-    r = run_qpod("exec", "sh", "-c", "touch made-by-build; id -u", cwd=bound_repo,
-                 env={"SUDO_UID": "4321", "SUDO_GID": "4322"})
+    r = run_qpod(
+        "exec", "sh", "-c", "touch made-by-build; id -u", cwd=bound_repo, env={"SUDO_UID": "4321", "SUDO_GID": "4322"}
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "4321"
     st = (bound_repo / "made-by-build").stat()
@@ -168,13 +212,21 @@ def test_container_is_reused_and_recreated_on_config_change(bound_repo: Path) ->
     assert run_qpod("exec", "true", cwd=bound_repo).returncode == 0
     assert _container_id(bound_repo) == first
     # routing-only change: same container
-    assert run_qpod("env", "add", "bb", "--replace", "--image", "localhost/qpod-busybox:latest", "--env",
-                    "FIXED=2").returncode == 0
+    assert (
+        run_qpod(
+            "env", "add", "bb", "--replace", "--image", "localhost/qpod-busybox:latest", "--env", "FIXED=2"
+        ).returncode
+        == 0
+    )
     assert run_qpod("exec", "true", cwd=bound_repo).returncode == 0
     assert _container_id(bound_repo) == first
     # a mount changes the container: recreated
-    assert run_qpod("env", "add", "bb", "--replace", "--image", "localhost/qpod-busybox:latest", "--mount",
-                    "/etc:/hostetc:ro").returncode == 0
+    assert (
+        run_qpod(
+            "env", "add", "bb", "--replace", "--image", "localhost/qpod-busybox:latest", "--mount", "/etc:/hostetc:ro"
+        ).returncode
+        == 0
+    )
     r = run_qpod("exec", "ls", "/hostetc/hostname", cwd=bound_repo)
     assert r.returncode == 0, r.stderr
     assert _container_id(bound_repo) != first
@@ -246,7 +298,7 @@ def test_tty_and_ctrl_c_in_a_real_terminal(bound_repo: Path) -> None:
         t.wait_count("PS> ", 1)
         qpod = f"{sys.executable} -m qpod_engine.cli"
         # markers are split by quotes so that the typed command line itself never matches
-        t.type(f"{qpod} exec sh -c 'test -t 0 && echo STDIN\"-\"TTY; test -t 1 && echo STDOUT\"-\"TTY'")
+        t.type(f'{qpod} exec sh -c \'test -t 0 && echo STDIN"-"TTY; test -t 1 && echo STDOUT"-"TTY\'')
         s = t.wait_count("PS> ", 2)
         assert "STDIN-TTY" in s and "STDOUT-TTY" in s
         t.type(f"{qpod} exec sh -c 'echo LONG\"-\"RUNNING; sleep 100'")
@@ -259,7 +311,7 @@ def test_tty_and_ctrl_c_in_a_real_terminal(bound_repo: Path) -> None:
         t.wait_for("status=130", timeout=20)
         t.wait_count("PS> ", 4)
         # piped output: no TTY for stdout, the command still sees the terminal on stdin
-        t.type(f"{qpod} exec sh -c 'test -t 1 || echo NO\"-\"TTY-OUT; test -t 0 && echo IN\"-\"TTY' | cat")
+        t.type(f'{qpod} exec sh -c \'test -t 1 || echo NO"-"TTY-OUT; test -t 0 && echo IN"-"TTY\' | cat')
         s = t.wait_count("PS> ", 5)
         assert "NO-TTY-OUT" in s and "IN-TTY" in s
     finally:

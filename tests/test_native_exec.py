@@ -77,14 +77,27 @@ def deb_repo(qpod_home: Path, make_repo: Callable[..., Path], debian11_image: st
 def shell_env(tmp_path: Path) -> dict[str, str]:
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
-    return {"PATH": os.environ["PATH"], "HOME": str(home), "SHELL": "/bin/bash", "TERM": "xterm",
-            "LANG": "C.UTF-8", "QPOD_CONFIG_DIR": os.environ["QPOD_CONFIG_DIR"],
-            "QPOD_STATE_DIR": os.environ["QPOD_STATE_DIR"]}
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "SHELL": "/bin/bash",
+        "TERM": "xterm",
+        "LANG": "C.UTF-8",
+        "QPOD_CONFIG_DIR": os.environ["QPOD_CONFIG_DIR"],
+        "QPOD_STATE_DIR": os.environ["QPOD_STATE_DIR"],
+    }
 
 
 def qpod_shell_c(command: str, cwd: Path, tmp_path: Path, **kw: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/bash", "-c", command],
-                          cwd=cwd, env=shell_env(tmp_path), capture_output=True, text=True, timeout=300, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/bash", "-c", command],
+        cwd=cwd,
+        env=shell_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kw,
+    )
 
 
 def in_container(root: Path, pattern: str) -> list[str]:
@@ -109,8 +122,13 @@ class Shell:
 
     def __init__(self, cwd: Path, tmp_path: Path, width: int = 160, height: int = 48) -> None:
         env = shell_env(tmp_path)
-        self.t = Tmux(f"{sys.executable} -m qpod_engine.cli.shell --shell /bin/bash", env=env, cwd=str(cwd),
-                      width=width, height=height)
+        self.t = Tmux(
+            f"{sys.executable} -m qpod_engine.cli.shell --shell /bin/bash",
+            env=env,
+            cwd=str(cwd),
+            width=width,
+            height=height,
+        )
         self.n = 0
         self.t.wait_for("in qpod mode")
         self.t.type("PS1='P''S> '; set +o histexpand")
@@ -120,7 +138,7 @@ class Shell:
         self.n += 1
         self.t.type(f'{command}; echo "DONE-$((1000+{self.n}))-$?"')
         screen = self.t.wait_for(f"DONE-{1000 + self.n}-", timeout)
-        return screen[screen.rfind(f"DONE-$((1000+{self.n}))"):]
+        return screen[screen.rfind(f"DONE-$((1000+{self.n}))") :]
 
     def status(self, out: str) -> int:
         m = re.search(rf"DONE-{1000 + self.n}-(\d+)", out)
@@ -139,6 +157,7 @@ def tmux_ok() -> None:
 
 # --- descriptors ----------------------------------------------------------------------------
 
+
 def test_read_loop_feeding_make_builds_every_target(deb_repo: Path, tmp_path: Path) -> None:
     """podman exec -i read ahead the whole file: only the first target was built."""
     r = qpod_shell_c("while read t; do make -s $t; done < targets.txt", deb_repo, tmp_path)
@@ -154,25 +173,46 @@ def test_big_stdin_through_qpod_exec_cat(bound_repo: Path, tmp_path: Path) -> No
         for _ in range(100):
             f.write(os.urandom(1 << 20))
     want = subprocess.run(["sha256sum", str(big)], capture_output=True, text=True).stdout.split()[0]
-    p = subprocess.run(f"{QPOD} exec cat < {big} | sha256sum; echo ${{PIPESTATUS[0]}}", shell=True,
-                       executable="/bin/bash", cwd=bound_repo, capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        f"{QPOD} exec cat < {big} | sha256sum; echo ${{PIPESTATUS[0]}}",
+        shell=True,
+        executable="/bin/bash",
+        cwd=bound_repo,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     got, status = p.stdout.split()[0], p.stdout.split()[-1]
     assert (got, status) == (want, "0"), p.stderr
     # seq | qpod exec: the pipe is the command's own (podman's relay reset the connection)
-    p = subprocess.run(f"seq 1 100000 | {QPOD} exec wc -l", shell=True, cwd=bound_repo, capture_output=True,
-                       text=True, timeout=120)
+    p = subprocess.run(
+        f"seq 1 100000 | {QPOD} exec wc -l", shell=True, cwd=bound_repo, capture_output=True, text=True, timeout=120
+    )
     assert p.stdout.strip() == "100000" and p.returncode == 0, p.stderr
 
 
 def test_sigpipe_reaches_the_command(bound_repo: Path) -> None:
-    p = subprocess.run(f"{QPOD} exec yes | head -3; echo status=${{PIPESTATUS[0]}}", shell=True,
-                       executable="/bin/bash", cwd=bound_repo, capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        f"{QPOD} exec yes | head -3; echo status=${{PIPESTATUS[0]}}",
+        shell=True,
+        executable="/bin/bash",
+        cwd=bound_repo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.stdout.split() == ["y", "y", "y", "status=141"], p.stderr
 
 
 def test_descriptors_beyond_stderr_are_handed_over(bound_repo: Path) -> None:
-    p = subprocess.run(f"{QPOD} exec sh -c 'echo to-fd-5 >&5' 5>&1 >/dev/null", shell=True, cwd=bound_repo,
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        f"{QPOD} exec sh -c 'echo to-fd-5 >&5' 5>&1 >/dev/null",
+        shell=True,
+        cwd=bound_repo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.stdout == "to-fd-5\n", p.stderr
 
 
@@ -191,6 +231,7 @@ def test_stderr_stays_separate_under_a_terminal(deb_repo: Path, tmp_path: Path, 
 
 
 # --- terminal and job control -----------------------------------------------------------------
+
 
 def test_ctrl_z_jobs_fg_and_type_ahead(deb_repo: Path, tmp_path: Path, tmux_ok: None) -> None:
     sh = Shell(deb_repo, tmp_path)
@@ -251,8 +292,9 @@ def test_background_job_of_a_script_keeps_sigint_ignored(bound_repo: Path) -> No
     """sh starts 'cmd &' with SIGINT and SIGQUIT ignored; the command must start that way too."""
     script = "{} grep SigIgn /proc/self/status & wait"
     native = subprocess.run(["sh", "-c", script.format("")], capture_output=True, text=True).stdout.split()[1]
-    r = subprocess.run(["sh", "-c", script.format(f"{QPOD} exec")], cwd=bound_repo, capture_output=True, text=True,
-                       timeout=60)
+    r = subprocess.run(
+        ["sh", "-c", script.format(f"{QPOD} exec")], cwd=bound_repo, capture_output=True, text=True, timeout=60
+    )
     assert r.stdout.split()[1] == native and int(native, 16) & (1 << (signal.SIGINT - 1)), (native, r.stdout)
 
 
@@ -293,7 +335,7 @@ def test_dev_tty_prompt(bound_repo: Path, tmp_path: Path, tmux_ok: None) -> None
     try:
         t.type("PS1='P''S> '")
         t.wait_for("PS> ")
-        t.type(f"{QPOD} exec sh -c 'printf \"na\"\"me? \" > /dev/tty; read x < /dev/tty; echo got=$x' | cat")
+        t.type(f'{QPOD} exec sh -c \'printf "na""me? " > /dev/tty; read x < /dev/tty; echo got=$x\' | cat')
         t.wait_for("name? ")
         t.type("bob")
         t.wait_for("got=bob")
@@ -308,7 +350,7 @@ def test_window_resize_reaches_the_command(bound_repo: Path, tmp_path: Path, tmu
         t.type("PS1='P''S> '")
         t.wait_for("PS> ")
         # the caller's descriptors: SIGWINCH is forwarded to the command's group
-        t.type(f"{QPOD} exec sh -c 'trap \"echo WIN\"\"CH\" WINCH; echo READY; while :; do sleep 0.1; done'")
+        t.type(f'{QPOD} exec sh -c \'trap "echo WIN""CH" WINCH; echo READY; while :; do sleep 0.1; done\'')
         t.wait_for("READY")
         subprocess.run(["tmux", "resize-window", "-t", t.name, "-x", "90", "-y", "25"], check=True)
         t.wait_for("WINCH")
@@ -357,6 +399,7 @@ def test_gdb_ctrl_c_interrupts_the_inferior(deb_repo: Path, tmp_path: Path, tmux
 
 # --- the agent's boundary ---------------------------------------------------------------------
 
+
 def test_agent_socket_is_private_and_refuses_another_uid(bound_repo: Path, tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to act as a second user")
@@ -374,17 +417,35 @@ def test_agent_socket_is_private_and_refuses_another_uid(bound_repo: Path, tmp_p
     os.chmod(d / "agent.sock", 0o777)
     dfd = os.open(d, os.O_PATH)  # handed to the other user: the way in, past private parents
     try:
-        r = subprocess.run(["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups",
-                            sys.executable, "-S", "-c", probe, f"/proc/self/fd/{dfd}/agent.sock"],
-                           capture_output=True, text=True, timeout=60, pass_fds=(dfd,))
+        r = subprocess.run(
+            [
+                "setpriv",
+                f"--reuid={nobody.pw_uid}",
+                f"--regid={nobody.pw_gid}",
+                "--clear-groups",
+                sys.executable,
+                "-S",
+                "-c",
+                probe,
+                f"/proc/self/fd/{dfd}/agent.sock",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            pass_fds=(dfd,),
+        )
     finally:
         os.close(dfd)
     assert r.stdout.split() == ["7", "13"], (r.stdout, r.stderr)  # QP_REFUSED, EACCES
 
 
 def test_running_command_has_a_start_record(bound_repo: Path) -> None:
-    p = subprocess.Popen([*QPOD.split(), "exec", "sh", "-c", "echo up; exec sleep 45.5"], cwd=bound_repo,
-                         stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [*QPOD.split(), "exec", "sh", "-c", "echo up; exec sleep 45.5"],
+        cwd=bound_repo,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert p.stdout.readline() == "up\n"
         recs = [json.loads(x) for x in run_qpod("log", "--json").stdout.splitlines()]
@@ -431,13 +492,20 @@ def test_protocol_garbage_is_refused_without_running_anything(bound_repo: Path) 
     assert run_qpod("exec", "echo", "still-fine", cwd=bound_repo).stdout == "still-fine\n"
 
 
-def test_agent_that_cannot_run_falls_back_to_podman_exec(qpod_home: Path, make_repo: Callable[..., Path],
-                                                         busybox_image: str, tmp_path: Path) -> None:
+def test_agent_that_cannot_run_falls_back_to_podman_exec(
+    qpod_home: Path, make_repo: Callable[..., Path], busybox_image: str, tmp_path: Path
+) -> None:
     """An environment whose seccomp profile forbids listen(): the agent cannot serve, so the
     container is made again with podman exec as the transport, and commands still run."""
     profile = tmp_path / "no-listen.json"
-    profile.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
-        {"names": ["listen"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}))
+    profile.write_text(
+        json.dumps(
+            {
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["listen"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
+            }
+        )
+    )
     root = make_repo("locked-" + uuid.uuid4().hex[:6])
     env_file("locked", busybox_image, seccomp=str(profile))
     assert run_qpod("init", "locked", cwd=root).returncode == 0
@@ -456,8 +524,9 @@ def test_agent_that_cannot_run_falls_back_to_podman_exec(qpod_home: Path, make_r
         remove_containers_of(str(root))
 
 
-def test_workdir_root_maps_cwd_and_programs_and_the_umask_is_kept(qpod_home: Path, make_repo: Callable[..., Path],
-                                                                   busybox_image: str) -> None:
+def test_workdir_root_maps_cwd_and_programs_and_the_umask_is_kept(
+    qpod_home: Path, make_repo: Callable[..., Path], busybox_image: str
+) -> None:
     root = make_repo("wr-" + uuid.uuid4().hex[:6], {"sub/dir/tool.sh": "#!/bin/sh\necho tool-in-$(pwd)\n"})
     (root / "sub/dir/tool.sh").chmod(0o755)
     env_file("wr", busybox_image, workdir_root="/qpod", share=[])  # /tmp unshared: root.parent is not visible
@@ -465,11 +534,23 @@ def test_workdir_root_maps_cwd_and_programs_and_the_umask_is_kept(qpod_home: Pat
     try:
         r = run_qpod("exec", "pwd", cwd=root / "sub")
         assert (r.returncode, r.stdout) == (0, "/qpod/sub\n"), r.stderr
-        r = subprocess.run(f"{QPOD} exec {root}/sub/dir/tool.sh", shell=True, cwd=root / "sub", capture_output=True,
-                           text=True, timeout=60)
+        r = subprocess.run(
+            f"{QPOD} exec {root}/sub/dir/tool.sh",
+            shell=True,
+            cwd=root / "sub",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert r.stdout == "tool-in-/qpod/sub\n", r.stderr
-        r = subprocess.run(f"umask 027; {QPOD} exec sh -c 'umask; touch made'", shell=True, cwd=root,
-                           capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            f"umask 027; {QPOD} exec sh -c 'umask; touch made'",
+            shell=True,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert r.stdout.strip() == "0027" and (root / "made").stat().st_mode & 0o777 == 0o640, r.stderr
         # the repository's program started from outside it: that cwd does not exist in the container
         r = run_qpod("exec", str(root / "sub/dir/tool.sh"), cwd=root.parent)
@@ -481,5 +562,6 @@ def test_workdir_root_maps_cwd_and_programs_and_the_umask_is_kept(qpod_home: Pat
 def test_messages_show_hostile_names_literally(bound_repo: Path) -> None:
     r = run_qpod("exec", "nosuch\x1b]0;pwned\x07\nfake", cwd=bound_repo)
     assert r.returncode == 127
-    assert r.stderr == ("qpod: nosuch\\x1b]0;pwned\\x07\\nfake: not found in environment bb "
-                        "(image localhost/qpod-busybox:latest)\n")
+    assert r.stderr == (
+        "qpod: nosuch\\x1b]0;pwned\\x07\\nfake: not found in environment bb (image localhost/qpod-busybox:latest)\n"
+    )

@@ -27,8 +27,21 @@ from qpod_engine.config.rules import read_rules, seal_rules
 from qpod_engine.routing import policy, preload_lib
 
 HOST_PATH = "/usr/bin:/bin"
-EXEC_ENTRIES = ["execve", "execv", "execvp", "execvpe", "execl", "execle", "execlp", "execveat", "execveat-dirfd",
-                "execveat-empty", "fexecve", "vfork", "execve-noenv"]
+EXEC_ENTRIES = [
+    "execve",
+    "execv",
+    "execvp",
+    "execvpe",
+    "execl",
+    "execle",
+    "execlp",
+    "execveat",
+    "execveat-dirfd",
+    "execveat-empty",
+    "fexecve",
+    "vfork",
+    "execve-noenv",
+]
 SPAWN_ENTRIES = ["posix_spawn", "posix_spawnp", "pidfd_spawn", "pidfd_spawnp"]
 SHELL_ENTRIES = ["system", "popen", "system-unset"]
 ENTRIES = EXEC_ENTRIES + SPAWN_ENTRIES + SHELL_ENTRIES
@@ -59,8 +72,19 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     build = _build_module()
     lib = build.build(d / "_lib")
     driver = d / "driver"
-    subprocess.run([*build.cc(), "-O1", "-Wall", "-o", str(driver), str(REPO_ROOT / "preload/tests/driver.c"),
-                    "-lpthread", "-ldl"], check=True)
+    subprocess.run(
+        [
+            *build.cc(),
+            "-O1",
+            "-Wall",
+            "-o",
+            str(driver),
+            str(REPO_ROOT / "preload/tests/driver.c"),
+            "-lpthread",
+            "-ldl",
+        ],
+        check=True,
+    )
     return Built(lib, preload_lib.preload_entry(d / "_lib"), driver, build.cc())
 
 
@@ -76,7 +100,8 @@ class Sandbox:
         self.rules_file = base / "rules"
         self.record = base / "launches.jsonl"
         self.stub = base / "stub_launcher.py"
-        self.stub.write_text(textwrap.dedent(f"""\
+        self.stub.write_text(
+            textwrap.dedent(f"""\
             import json, os, sys
             keep = ("LD_PRELOAD", "QPOD_", "PATH", "OTHER")
             env = {{k: v for k, v in os.environ.items() if k.startswith(keep)}}
@@ -86,14 +111,16 @@ class Sandbox:
                 path, argv = sys.argv[2], sys.argv[5:]
                 os.execve(path, argv, {{**os.environ, "QPOD_HOST_ROOT": os.environ["STUB_HOST_ROOT"]}})
             print("STUB-LAUNCHED")
-            """))
+            """)
+        )
         self.write_rules([(str(self.repo), ["make", "waf", "gdb"])])
 
     def launcher(self) -> list[str]:
         return [sys.executable, "-S", str(self.stub)]
 
-    def write_rules(self, roots: list[tuple[str, list[str]]], launcher: list[str] | None = None,
-                    header: str = "qpod-rules\t1") -> None:
+    def write_rules(
+        self, roots: list[tuple[str, list[str]]], launcher: list[str] | None = None, header: str = "qpod-rules\t1"
+    ) -> None:
         lines = [header, "\t".join(["launcher", *(launcher or self.launcher())])]
         lines += ["\t".join(["root", root, *names]) for root, names in roots]
         tmp = self.rules_file.with_name(f".rules.{uuid.uuid4().hex}")
@@ -101,11 +128,20 @@ class Sandbox:
         os.replace(tmp, self.rules_file)  # as the engine writes it
 
     def env(self, **extra: str) -> dict[str, str]:
-        return {"PATH": HOST_PATH, "HOME": str(self.base), "LANG": "C", "LD_PRELOAD": self.built.entry,
-                "QPOD_PRELOAD": str(self.built.lib), "QPOD_RULES": str(self.rules_file), "QPOD_SHELL": "1", **extra}
+        return {
+            "PATH": HOST_PATH,
+            "HOME": str(self.base),
+            "LANG": "C",
+            "LD_PRELOAD": self.built.entry,
+            "QPOD_PRELOAD": str(self.built.lib),
+            "QPOD_RULES": str(self.rules_file),
+            "QPOD_SHELL": "1",
+            **extra,
+        }
 
-    def run(self, args: list[str], cwd: Path, env: dict[str, str] | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(args, cwd=cwd, env=env or self.env(), capture_output=True, text=True, timeout=timeout)
 
     def driver(self, entry: str, *argv: str, cwd: Path, **extra: str) -> subprocess.CompletedProcess[str]:
@@ -389,16 +425,23 @@ def _static_programs(sb: Sandbox) -> list[Path]:
         progs.append(sb.base / "hello-static")
     # a 32-bit static program needs no 32-bit libc: raw system calls
     asm = sb.base / "hello32.c"
-    asm.write_text(textwrap.dedent("""\
+    asm.write_text(
+        textwrap.dedent("""\
         static const char msg[] = "static-ok\\n";
         void _start(void) {
             __asm__ volatile("int $0x80" :: "a"(4), "b"(1), "c"(msg), "d"(sizeof(msg) - 1));
             __asm__ volatile("int $0x80" :: "a"(1), "b"(0));
         }
-        """))
+        """)
+    )
     out = sb.base / "hello-32"
-    if subprocess.run([*sb.built.cc, "-m32", "-static", "-nostdlib", "-fno-pic", "-no-pie", "-O1", "-o", str(out),
-                       str(asm)], capture_output=True).returncode == 0:
+    if (
+        subprocess.run(
+            [*sb.built.cc, "-m32", "-static", "-nostdlib", "-fno-pic", "-no-pie", "-O1", "-o", str(out), str(asm)],
+            capture_output=True,
+        ).returncode
+        == 0
+    ):
         progs.append(out)
     return progs
 
@@ -414,9 +457,24 @@ def test_static_and_32bit_programs_run_normally(sb: Sandbox) -> None:
         return  # no 32-bit loader (libc6:i386): dynamic 32-bit programs cannot run here at all
     # a dynamic 32-bit program (no libc needed: the same raw system calls, with an interpreter)
     dyn = sb.base / "hello-32-dynamic"
-    if subprocess.run([*sb.built.cc, "-m32", "-nostdlib", "-fpie", "-pie", "-O1",
-                       "-Wl,--dynamic-linker=/lib/ld-linux.so.2", "-o", str(dyn), str(sb.base / "hello32.c")],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(
+            [
+                *sb.built.cc,
+                "-m32",
+                "-nostdlib",
+                "-fpie",
+                "-pie",
+                "-O1",
+                "-Wl,--dynamic-linker=/lib/ld-linux.so.2",
+                "-o",
+                str(dyn),
+                str(sb.base / "hello32.c"),
+            ],
+            capture_output=True,
+        ).returncode
+        != 0
+    ):
         return
     r = sb.sh(f"{dyn}; echo status=$?", cwd=sb.outside)
     assert (r.stdout.split(), r.stderr) == (["static-ok", "status=0"], "")  # it found the 32-bit stub
@@ -435,8 +493,13 @@ def test_setuid_program_runs_normally(built: Built) -> None:
         shutil.copy("/usr/bin/id", prog)
         prog.chmod(0o4755 | stat.S_IXUSR)
         env = {"PATH": HOST_PATH, "LD_PRELOAD": built.entry, "QPOD_PRELOAD": str(built.lib)}
-        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(prog), "-u"],
-                           env=env, capture_output=True, text=True, timeout=30)
+        r = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(prog), "-u"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert (r.returncode, r.stdout.strip(), r.stderr) == (0, "0", "")  # euid root: the setuid bit worked
     finally:
         shutil.rmtree(d)
@@ -456,15 +519,23 @@ def test_c_decision_agrees_with_the_policy(sb: Sandbox, tmp_path: Path) -> None:
     bindir = tmp_path / "hostbin"
     for d in (a / "src", b / "src", c, bindir, a / ".git" / "hooks", b / ".git" / "hooks"):
         d.mkdir(parents=True, exist_ok=True)
-    for d, names in ((bindir, ["make", "waf", "gdb", "true"]), (a / "src", ["gen"]), (b, ["tool"]), (c, ["run"]),
-                     (a / ".git" / "hooks", ["pre-commit"]), (b / ".git" / "hooks", ["post-checkout"])):
+    for d, names in (
+        (bindir, ["make", "waf", "gdb", "true"]),
+        (a / "src", ["gen"]),
+        (b, ["tool"]),
+        (c, ["run"]),
+        (a / ".git" / "hooks", ["pre-commit"]),
+        (b / ".git" / "hooks", ["post-checkout"]),
+    ):
         for n in names:
             (d / n).write_text("#!/bin/sh\necho host-$0\n")
             (d / n).chmod(0o755)
     snap = {
-        "repos": [{"root": str(a), "environment": "e1", "branches": []},
-                  {"root": str(b), "environment": "e2", "branches": []},
-                  {"root": str(c), "environment": None, "branches": [("release/*", "e1")]}],
+        "repos": [
+            {"root": str(a), "environment": "e1", "branches": []},
+            {"root": str(b), "environment": "e2", "branches": []},
+            {"root": str(c), "environment": None, "branches": [("release/*", "e1")]},
+        ],
         "envs": {"e1": {"commands": ["make", "gdb"]}, "e2": {"commands": ["waf"]}},
     }
     text = "".join(f"{ln}\n" for ln in snapshot.rules_text(snap).splitlines() if ln.startswith("root\t"))
@@ -472,19 +543,27 @@ def test_c_decision_agrees_with_the_policy(sb: Sandbox, tmp_path: Path) -> None:
     rules = read_rules(sb.rules_file)
     assert rules is not None and len(rules.roots) == 3
     # C knows no branches: c is routed on any branch, the launcher says "host" off release/*
-    targets = [Target(str(a), "e1", ("make", "gdb"), ""), Target(str(b), "e2", ("waf",), ""),
-               Target(str(c), None, (), "bound only for branches release/*")]
+    targets = [
+        Target(str(a), "e1", ("make", "gdb"), ""),
+        Target(str(b), "e2", ("waf",), ""),
+        Target(str(c), None, (), "bound only for branches release/*"),
+    ]
     # git's own hooks are git's: never the repository's programs (b is nested in a); a link to a
     # host program (a venv's bin/python3) is the host's, a link within the repositories is theirs
     (a / ".venv" / "bin").mkdir(parents=True)
     (a / ".venv" / "bin" / "python3").symlink_to(bindir / "true")
     (a / "src" / "alias").symlink_to("gen")
     (c / "to-b").symlink_to(b / "tool")
-    programs = [bindir / n for n in ("make", "waf", "gdb", "true")] + [a / "src/gen", b / "tool", c / "run",
-                                                                        a / ".git/hooks/pre-commit",
-                                                                        b / ".git/hooks/post-checkout",
-                                                                        a / ".venv/bin/python3", a / "src/alias",
-                                                                        c / "to-b"]
+    programs = [bindir / n for n in ("make", "waf", "gdb", "true")] + [
+        a / "src/gen",
+        b / "tool",
+        c / "run",
+        a / ".git/hooks/pre-commit",
+        b / ".git/hooks/post-checkout",
+        a / ".venv/bin/python3",
+        a / "src/alias",
+        c / "to-b",
+    ]
     cwds = [a, a / "src", b, b / "src", c, tmp_path]
     for cwd in cwds:
         for prog in programs:
@@ -507,11 +586,17 @@ def test_c_decision_agrees_with_the_policy(sb: Sandbox, tmp_path: Path) -> None:
         for n in names:
             (d / n).write_text("#!/bin/sh\necho host-$0\n")
             (d / n).chmod(0o755)
-    launches = [[bindir / "python3", "src/gen"], [bindir / "python3", "-u", str(b / "tool")],
-                [bindir / "python3", "-c", "print()", "src/gen"], [bindir / "sh", "-e", "./tool"],
-                [bindir / "sh", "-ec", "true", "./tool"], [bindir / "perl5.36", "--", "run"],
-                [bindir / "sh", "no-such-script"], [bindir / "python3", str(a / ".git/hooks/pre-commit")],
-                [a / ".venv/bin/python3", str(a / "src/gen")]]
+    launches = [
+        [bindir / "python3", "src/gen"],
+        [bindir / "python3", "-u", str(b / "tool")],
+        [bindir / "python3", "-c", "print()", "src/gen"],
+        [bindir / "sh", "-e", "./tool"],
+        [bindir / "sh", "-ec", "true", "./tool"],
+        [bindir / "perl5.36", "--", "run"],
+        [bindir / "sh", "no-such-script"],
+        [bindir / "python3", str(a / ".git/hooks/pre-commit")],
+        [a / ".venv/bin/python3", str(a / "src/gen")],
+    ]
     scripts_routed = 0
     for cwd in cwds:
         for prog, *args in launches:
@@ -519,8 +604,10 @@ def test_c_decision_agrees_with_the_policy(sb: Sandbox, tmp_path: Path) -> None:
             redirected = "STUB-LAUNCHED" in r.stdout
             scripts_routed += redirected
             argv = [str(prog), *map(str, args)]
-            assert redirected == (preload_lib.shim_root(str(prog), str(cwd), rules.roots, argv) is not None), \
-                (argv, cwd)
+            assert redirected == (preload_lib.shim_root(str(prog), str(cwd), rules.roots, argv) is not None), (
+                argv,
+                cwd,
+            )
             d = decide(str(prog), argv, str(cwd), targets)
             assert redirected or not d.in_container, (argv, cwd, d.reason)
             if redirected:
@@ -574,9 +661,12 @@ def debian11_image() -> str:
 
 @pytest.fixture
 def debian_repo(qpod_home: Path, make_repo: Callable[..., Path], debian11_image: str) -> Iterator[Path]:
-    root = make_repo("old-" + uuid.uuid4().hex[:6], {
-        "Makefile": "all:\n\t@echo make-ran-on-debian-$$(cut -d. -f1 /etc/debian_version)\n",
-    })
+    root = make_repo(
+        "old-" + uuid.uuid4().hex[:6],
+        {
+            "Makefile": "all:\n\t@echo make-ran-on-debian-$$(cut -d. -f1 /etc/debian_version)\n",
+        },
+    )
     assert run_qpod("env", "add", "deb11", "--image", debian11_image).returncode == 0
     r = run_qpod("init", "deb11", cwd=root)
     assert r.returncode == 0, r.stderr
@@ -595,13 +685,24 @@ def test_every_entry_point_lands_in_the_container(debian_repo: Path, built: Buil
     outside.mkdir()
     (outside / "Makefile").write_text("all:\n\t@echo make-ran-on-debian-$$(cut -d. -f1 /etc/debian_version)\n")
     host = subprocess.run(["cut", "-d.", "-f1", "/etc/debian_version"], capture_output=True, text=True).stdout.strip()
-    env = {**os.environ, "PATH": HOST_PATH, "LD_PRELOAD": built.entry, "QPOD_PRELOAD": str(built.lib),
-           "QPOD_RULES": rules}
+    env = {
+        **os.environ,
+        "PATH": HOST_PATH,
+        "LD_PRELOAD": built.entry,
+        "QPOD_PRELOAD": str(built.lib),
+        "QPOD_RULES": rules,
+    }
     for entry in ENTRIES + CHDIR_ENTRIES:
         for cwd, want in ((debian_repo, "11"), (outside, host)):
             chdir = {"DRIVER_CHDIR": str(cwd)} if entry in CHDIR_ENTRIES else {}
-            r = subprocess.run([str(built.driver), entry, "make", "-s"], cwd=tmp_path if chdir else cwd,
-                               env={**env, **chdir}, capture_output=True, text=True, timeout=120)
+            r = subprocess.run(
+                [str(built.driver), entry, "make", "-s"],
+                cwd=tmp_path if chdir else cwd,
+                env={**env, **chdir},
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             if r.returncode == 77:
                 continue
             assert (r.returncode, r.stdout.strip()) == (0, f"make-ran-on-debian-{want}"), (entry, cwd, r.stderr)

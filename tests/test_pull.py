@@ -39,8 +39,10 @@ def _free_port() -> int:
 def _start_registry(tmp: Path, auth: bool) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     conf = tmp / f"registry-{port}.yml"
-    text = (f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp}/data-{port}\n"
-            f"http:\n  addr: 127.0.0.1:{port}\n")
+    text = (
+        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp}/data-{port}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
     if auth:
         (tmp / "htpasswd").write_text(f"dev:{crypt.crypt('secret', crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")
         text += f"auth:\n  htpasswd:\n    realm: qpod-test\n    path: {tmp}/htpasswd\n"
@@ -72,8 +74,12 @@ def registries(tmp_path: Path, busybox_image: str, monkeypatch: pytest.MonkeyPat
     # a private API service, started by qpod after the registry config exists
     monkeypatch.setenv("QPOD_PODMAN_SOCKET", str(tmp_path / "svc" / "podman.sock"))
     env = {**os.environ, "QPOD_OFF": "1"}
-    subprocess.run(["podman", "push", "-q", "--tls-verify=false", busybox_image, f"{open_reg}/team/bb:1"],
-                   check=True, capture_output=True, env=env)
+    subprocess.run(
+        ["podman", "push", "-q", "--tls-verify=false", busybox_image, f"{open_reg}/team/bb:1"],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
     subprocess.run(["podman", "rmi", "-f", f"{open_reg}/team/bb:1"], capture_output=True, env=env)
     try:
         yield open_reg, auth_reg
@@ -155,12 +161,14 @@ def _podman(*args: str) -> subprocess.CompletedProcess[str]:
 
 def _trust(*locations: str) -> None:
     conf = Path("/etc/containers/registries.conf.d/99-qpod-test.conf")
-    conf.write_text(conf.read_text() + "".join(f'[[registry]]\nlocation = "{r}"\ninsecure = true\n\n'
-                                               for r in locations))
+    conf.write_text(
+        conf.read_text() + "".join(f'[[registry]]\nlocation = "{r}"\ninsecure = true\n\n' for r in locations)
+    )
 
 
-def test_pull_reports_bytes_while_a_layer_downloads(registries: tuple[str, str], tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pull_reports_bytes_while_a_layer_downloads(
+    registries: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     open_reg, _ = registries
     blob = tmp_path / "layer"
     blob.mkdir()
@@ -185,7 +193,8 @@ def test_pull_reports_bytes_while_a_layer_downloads(registries: tuple[str, str],
 
 
 def test_credentials_come_from_registry_auth_file_as_podman_reads_them(
-        registries: tuple[str, str], make_repo, qpod_home: Path, tmp_path: Path, busybox_image: str) -> None:
+    registries: tuple[str, str], make_repo, qpod_home: Path, tmp_path: Path, busybox_image: str
+) -> None:
     _, auth_reg = registries
     ref = f"{auth_reg}/team/secret:2"
     assert _podman("push", "-q", "--tls-verify=false", "--creds", "dev:secret", busybox_image, ref).returncode == 0
@@ -204,16 +213,19 @@ def test_credentials_come_from_registry_auth_file_as_podman_reads_them(
         _podman("rmi", "-f", ref)
 
 
-def test_a_failed_pull_names_its_cause(registries: tuple[str, str], tmp_path: Path,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_pull_names_its_cause(
+    registries: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     open_reg, _ = registries
     (tmp_path / "tls").mkdir()
     tls_proc, tls_reg = _start_registry(tmp_path / "tls", auth=False)  # plain HTTP, not marked insecure
     monkeypatch.setattr(podman_backend, "_clients", {})
     try:
-        for ref, expect in ((f"{open_reg}/team/nope:1", f"{open_reg} has no image team/nope:1"),
-                            (f"127.0.0.1:{_free_port()}/team/bb:1", "does not answer (connection refused)"),
-                            (f"{tls_reg}/team/bb:1", f"TLS with {tls_reg} failed")):
+        for ref, expect in (
+            (f"{open_reg}/team/nope:1", f"{open_reg} has no image team/nope:1"),
+            (f"127.0.0.1:{_free_port()}/team/bb:1", "does not answer (connection refused)"),
+            (f"{tls_reg}/team/bb:1", f"TLS with {tls_reg} failed"),
+        ):
             with pytest.raises(QpodError) as err:
                 podman_backend.pull_image(ref)
             line = str(err.value)

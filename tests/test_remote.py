@@ -66,25 +66,33 @@ def remote_repo(on_host: sshd_host.SshHost, make_repo: Callable[..., Path], busy
 
 
 def qexec(*argv: str, cwd: Path, **kw: object) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "qpod_engine.cli", "exec", *argv], cwd=cwd, capture_output=True,
-                          timeout=180, **kw)  # type: ignore[call-overload]
+    return subprocess.run(
+        [sys.executable, "-m", "qpod_engine.cli", "exec", *argv], cwd=cwd, capture_output=True, timeout=180, **kw
+    )  # type: ignore[call-overload]
 
 
 def _sessions_logged(host: sshd_host.SshHost) -> int:
     return host.log.read_text(errors="replace").count("Starting session: command")
 
 
-def test_a_build_through_qpod_shell_runs_on_the_remote_host(on_host: sshd_host.SshHost, qpod_home: Path,
-                                                            make_repo: Callable[..., Path], debian11_image: str,
-                                                            tmp_path: Path) -> None:
+def test_a_build_through_qpod_shell_runs_on_the_remote_host(
+    on_host: sshd_host.SshHost, qpod_home: Path, make_repo: Callable[..., Path], debian11_image: str, tmp_path: Path
+) -> None:
     root = make_repo("legacy-" + uuid.uuid4().hex[:6], {"prog.c": OLD_C, "Makefile": MAKEFILE})
     assert run_qpod("env", "add", "rdeb", "--image", debian11_image, "--host", on_host.name).returncode == 0
     assert run_qpod("init", "rdeb", cwd=root).returncode == 0
     home = tmp_path / "shell-home"
     home.mkdir()
-    env = {"PATH": os.environ["PATH"], "HOME": str(on_host.home), "SHELL": "/bin/bash", "TERM": "xterm",
-           "LANG": "C.UTF-8", "CONTAINERS_CONF": str(on_host.conf), "QPOD_CONFIG_DIR": os.environ["QPOD_CONFIG_DIR"],
-           "QPOD_STATE_DIR": os.environ["QPOD_STATE_DIR"]}
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(on_host.home),
+        "SHELL": "/bin/bash",
+        "TERM": "xterm",
+        "LANG": "C.UTF-8",
+        "CONTAINERS_CONF": str(on_host.conf),
+        "QPOD_CONFIG_DIR": os.environ["QPOD_CONFIG_DIR"],
+        "QPOD_STATE_DIR": os.environ["QPOD_STATE_DIR"],
+    }
     before = _sessions_logged(on_host)
     tmux = Tmux(f"{sys.executable} -m qpod_engine.cli.shell", env=env, cwd=str(root))
     try:
@@ -96,12 +104,13 @@ def test_a_build_through_qpod_shell_runs_on_the_remote_host(on_host: sshd_host.S
             n += 1
             tmux.type(f'{cmd}; echo "DONE-$((1000+{n}))-$?"')
             screen = tmux.wait_for(f"DONE-{1000 + n}-", timeout)
-            return screen[screen.rfind(f"DONE-$((1000+{n}))"):]
+            return screen[screen.rfind(f"DONE-$((1000+{n}))") :]
 
         out = run("make")
         assert "gcc -O1 -o prog prog.c" in out and f"DONE-{1000 + n}-0" in out, out
-        comment = subprocess.run(["readelf", "-p", ".comment", str(root / "prog")], capture_output=True,
-                                 text=True).stdout
+        comment = subprocess.run(
+            ["readelf", "-p", ".comment", str(root / "prog")], capture_output=True, text=True
+        ).stdout
         assert "GCC: (Debian 10." in comment, comment  # the container's gcc built it
         assert _sessions_logged(on_host) > before  # through the test's sshd
         # stdin, stdout and stderr are the terminal: a pty on the host, as ssh -t gives
@@ -124,10 +133,12 @@ def test_a_build_through_qpod_shell_runs_on_the_remote_host(on_host: sshd_host.S
         try:
             tmux.wait_for("Stopped", 120)
         except AssertionError as err:  # what each process was doing, for whoever reads the failure
-            ps = subprocess.run(["ps", "-eo", "pid,ppid,pgid,stat,wchan:20,args"], capture_output=True,
-                                text=True).stdout
-            raise AssertionError(f"{err}\n" + "\n".join(ln for ln in ps.splitlines() if re.search(
-                r"qpod|ssh|sleep|make|PID", ln))) from None
+            ps = subprocess.run(
+                ["ps", "-eo", "pid,ppid,pgid,stat,wchan:20,args"], capture_output=True, text=True
+            ).stdout
+            raise AssertionError(
+                f"{err}\n" + "\n".join(ln for ln in ps.splitlines() if re.search(r"qpod|ssh|sleep|make|PID", ln))
+            ) from None
         assert _stopped("sleep 3.25"), "the command there did not stop"
         out = run("fg")
         assert "zz-49" in out and f"DONE-{1000 + n}-0" in out, out
@@ -169,14 +180,30 @@ def test_streams_status_and_signals_are_relayed(remote_repo: Path, on_host: sshd
     r = qexec("sh", "-c", "kill -TERM $$", cwd=remote_repo)
     assert r.returncode == -signal.SIGTERM, r
     # our reader goes away: the command there gets SIGPIPE, as natively
-    r = subprocess.run(["bash", "-c", f"{sys.executable} -m qpod_engine.cli exec yes | head -2; "
-                        'echo "status=${PIPESTATUS[0]}"'], cwd=remote_repo, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        ["bash", "-c", f'{sys.executable} -m qpod_engine.cli exec yes | head -2; echo "status=${{PIPESTATUS[0]}}"'],
+        cwd=remote_repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.stdout == "y\ny\nstatus=141\n", r
     # a signal to the client reaches the command's process group there
     for sig, name in ((signal.SIGINT, "INT"), (signal.SIGTERM, "TERM"), (signal.SIGHUP, "HUP")):
-        p = subprocess.Popen([sys.executable, "-m", "qpod_engine.cli", "exec", "sh", "-c",
-                              f'trap "echo got-{name}; exit 5" {name}; echo ready; while :; do sleep 0.1; done'],
-                             cwd=remote_repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        p = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "qpod_engine.cli",
+                "exec",
+                "sh",
+                "-c",
+                f'trap "echo got-{name}; exit 5" {name}; echo ready; while :; do sleep 0.1; done',
+            ],
+            cwd=remote_repo,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         assert p.stdout is not None
         assert p.stdout.readline() == b"ready\n"
         p.send_signal(sig)
@@ -186,7 +213,9 @@ def test_streams_status_and_signals_are_relayed(remote_repo: Path, on_host: sshd
     r = run_qpod("log", "--json", "--env", "rbb")
     records = [json.loads(line) for line in r.stdout.splitlines()]
     assert [(rec["argv"][:2], rec["status"]) for rec in records if rec["argv"][0] == "sh"][:2] == [
-        (["sh", "-c"], 7), (["sh", "-c"], 128 + signal.SIGTERM)], records
+        (["sh", "-c"], 7),
+        (["sh", "-c"], 128 + signal.SIGTERM),
+    ], records
 
 
 def test_eighty_parallel_commands_lose_no_output(remote_repo: Path) -> None:
@@ -204,8 +233,12 @@ def test_eighty_parallel_commands_lose_no_output(remote_repo: Path) -> None:
 
 def test_a_dropped_connection_ends_the_command_with_255(remote_repo: Path, on_host: sshd_host.SshHost) -> None:
     assert qexec("true", cwd=remote_repo).returncode == 0  # the container is up
-    p = subprocess.Popen([sys.executable, "-m", "qpod_engine.cli", "exec", "sh", "-c", "echo started; sleep 1234.5"],
-                         cwd=remote_repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "qpod_engine.cli", "exec", "sh", "-c", "echo started; sleep 1234.5"],
+        cwd=remote_repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert p.stdout is not None and p.stdout.readline() == b"started\n"
     wait_until(lambda: _running("sleep 1234.5"), "the command there")
     on_host.drop_connections()
@@ -229,8 +262,11 @@ def test_which_ps_and_doctor_name_the_host(remote_repo: Path, on_host: sshd_host
     row = [ln for ln in r.stdout.splitlines() if str(remote_repo) in ln]
     assert r.returncode == 0 and len(row) == 1 and row[0].split()[-1] == on_host.name, r.stdout
     r = run_qpod("doctor")
-    for want in (f"ok   host {on_host.name}: ssh root@127.0.0.1 works without a prompt",
-                 f"ok   host {on_host.name}: podman ", f"ok   trivial container starts on host {on_host.name}"):
+    for want in (
+        f"ok   host {on_host.name}: ssh root@127.0.0.1 works without a prompt",
+        f"ok   host {on_host.name}: podman ",
+        f"ok   trivial container starts on host {on_host.name}",
+    ):
         assert want in r.stdout, r.stdout
     r = run_qpod("stop", "rbb")
     assert r.returncode == 0 and f"on host {on_host.name}" in r.stdout, r.stdout
@@ -240,7 +276,8 @@ def test_which_ps_and_doctor_name_the_host(remote_repo: Path, on_host: sshd_host
 
 
 def test_an_unknown_or_unreachable_host_fails_with_125_never_on_this_machine(
-        on_host: sshd_host.SshHost, make_repo: Callable[..., Path], busybox_image: str) -> None:
+    on_host: sshd_host.SshHost, make_repo: Callable[..., Path], busybox_image: str
+) -> None:
     root = make_repo("nohost-" + uuid.uuid4().hex[:6])
     r = run_qpod("env", "add", "ghost", "--image", busybox_image, "--host", "no-such-conn")
     assert r.returncode == 0 and "host 'no-such-conn' is not a podman ssh connection yet" in r.stderr, r.stderr
@@ -249,18 +286,24 @@ def test_an_unknown_or_unreachable_host_fails_with_125_never_on_this_machine(
     assert r.returncode == 125 and b"ran-somewhere" not in r.stdout
     assert r.stderr.decode().splitlines() == [
         "qpod: host 'no-such-conn' is not a podman ssh connection (add it: podman system connection add no-such-conn "
-        "ssh://USER@HOST[:PORT]/PATH/TO/podman.sock --identity KEY)"], r.stderr
+        "ssh://USER@HOST[:PORT]/PATH/TO/podman.sock --identity KEY)"
+    ], r.stderr
     r = run_qpod("doctor")
     assert "FAIL host no-such-conn" in r.stdout and r.returncode == 1
 
 
-def test_a_tree_the_host_does_not_see_is_refused(on_host: sshd_host.SshHost, tmp_path: Path,
-                                                 tmp_path_factory: pytest.TempPathFactory,
-                                                 make_repo: Callable[..., Path], busybox_image: str,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_tree_the_host_does_not_see_is_refused(
+    on_host: sshd_host.SshHost,
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    make_repo: Callable[..., Path],
+    busybox_image: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # a second "host" whose sessions see this test's directory empty: a tree it does not share
-    blind = sshd_host.SshHost(tmp_path_factory.mktemp("blind"), name="blind", hide=str(tmp_path),
-                              podman_socket=on_host.socket)
+    blind = sshd_host.SshHost(
+        tmp_path_factory.mktemp("blind"), name="blind", hide=str(tmp_path), podman_socket=on_host.socket
+    )
     try:
         on_host.add_connection(blind)
         remote._connections = None
@@ -273,7 +316,9 @@ def test_a_tree_the_host_does_not_see_is_refused(on_host: sshd_host.SshHost, tmp
         assert len(lines) == 1 and re.fullmatch(
             rf"qpod: host 'blind' does not see this tree at {re.escape(str(root))} \(a marker written here is not "
             r"there\): an environment on another host needs the repository at the same path on both machines, as "
-            r"with a home shared over NFS", lines[0]), lines
+            r"with a home shared over NFS",
+            lines[0],
+        ), lines
         assert not list((root / ".git").glob("qpod-marker-*"))  # the marker is cleaned up
     finally:
         blind.stop()
@@ -314,21 +359,32 @@ def test_a_developer_with_rootless_podman_builds_on_a_host(host: sshd_host.SshHo
         assert user.run("cp", str(ssh_dir / "id.pub"), str(ssh_dir / "authorized_keys")).returncode == 0
         known = (host.home / ".ssh" / "known_hosts").read_text()
         sock = user.home / "rsock" / "podman.sock"
-        conf = (f'[engine]\n[engine.service_destinations]\n  [engine.service_destinations.{host.name}]\n'
-                f'    uri = "ssh://{user.name}@127.0.0.1:{host.port}{sock}"\n    identity = "{ssh_dir / "id"}"\n')
+        conf = (
+            f"[engine]\n[engine.service_destinations]\n  [engine.service_destinations.{host.name}]\n"
+            f'    uri = "ssh://{user.name}@127.0.0.1:{host.port}{sock}"\n    identity = "{ssh_dir / "id"}"\n'
+        )
         for path, text in ((ssh_dir / "known_hosts", known), (user.home / ".config/containers/containers.conf", conf)):
             assert user.run("sh", "-c", 'cat > "$0"', str(path), input=text).returncode == 0
         # the build server's podman: the user's own, rootless
-        service = subprocess.Popen(user.argv("podman", "system", "service", "--time=0", f"unix://{sock}"),
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        service = subprocess.Popen(
+            user.argv("podman", "system", "service", "--time=0", f"unix://{sock}"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         wait_until(sock.exists, "the user's podman service")
-        r = user.run("/opt/qpod/bin/python", "-c",
-                     "from qpod_engine.podman.local_images import build_busybox_image as b; print(b())")
+        r = user.run(
+            "/opt/qpod/bin/python",
+            "-c",
+            "from qpod_engine.podman.local_images import build_busybox_image as b; print(b())",
+        )
         assert r.returncode == 0, r.stderr
         image = r.stdout.strip()
         qenv = {"QPOD_CONFIG_DIR": str(user.home / "rcfg"), "QPOD_STATE_DIR": str(user.home / "rstate")}
-        assert user.run("rm", "-rf", str(user.home / "rcfg"), str(user.home / "rstate"),
-                        str(user.home / "far")).returncode == 0
+        assert (
+            user.run("rm", "-rf", str(user.home / "rcfg"), str(user.home / "rstate"), str(user.home / "far")).returncode
+            == 0
+        )
         repo = user.home / "far"
         assert user.run("git", "init", "-q", str(repo)).returncode == 0
         assert user.qpod("env", "add", "far", "--image", image, "--host", host.name, **qenv).returncode == 0
@@ -355,8 +411,9 @@ def anyio_backend() -> str:
 
 
 @pytest.mark.anyio
-async def test_the_dashboard_shows_stops_and_measures_a_container_on_a_host(remote_repo: Path,
-                                                                          on_host: sshd_host.SshHost) -> None:
+async def test_the_dashboard_shows_stops_and_measures_a_container_on_a_host(
+    remote_repo: Path, on_host: sshd_host.SshHost
+) -> None:
     from qpod_engine.api import Engine
     from qpod_engine.config.containers import container_name
     from qpod_engine.podman import lifecycle as podman_backend
@@ -386,8 +443,9 @@ async def test_the_dashboard_shows_stops_and_measures_a_container_on_a_host(remo
     assert (r.returncode, r.stdout) == (0, b"started-again\n"), r.stderr
 
 
-def test_a_long_running_process_reaches_a_host_again_after_its_forward_dropped(remote_repo: Path,
-                                                                                on_host: sshd_host.SshHost) -> None:
+def test_a_long_running_process_reaches_a_host_again_after_its_forward_dropped(
+    remote_repo: Path, on_host: sshd_host.SshHost
+) -> None:
     from qpod_engine.podman import lifecycle as podman_backend
 
     assert qexec("true", cwd=remote_repo).returncode == 0

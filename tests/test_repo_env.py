@@ -24,8 +24,14 @@ MAKEFILE = "all:\n\t@echo gcc-$$(gcc -dumpversion)\n\t@cat /etc/qpod-flavour 2>/
 
 def qpod_shell(script: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_SHELL")}
-    return subprocess.run([sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", script], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", script],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def commit(root: Path, files: dict[str, str], message: str) -> None:
@@ -50,9 +56,16 @@ def built_tag(root: Path) -> str:
 
 # --- the file: validation, the gate, precedence (no podman needed) -----------------------------
 
+
 def test_errors_in_the_repository_file_name_file_and_line(qpod_home: Path, make_repo: Callable[..., Path]) -> None:
-    root = make_repo("bad", {"README": "x\n", "ci/Containerfile": "FROM scratch\n",
-                             ".qpod.yaml": "commands: [make]\nimage: a\nbuild: ci/Containerfile\n"})
+    root = make_repo(
+        "bad",
+        {
+            "README": "x\n",
+            "ci/Containerfile": "FROM scratch\n",
+            ".qpod.yaml": "commands: [make]\nimage: a\nbuild: ci/Containerfile\n",
+        },
+    )
     r = run_qpod("allow", cwd=root, input="")
     assert r.returncode == 2
     assert f"{root}/.qpod.yaml:3: give 'image' or 'build', not both" in r.stdout
@@ -64,8 +77,9 @@ def test_errors_in_the_repository_file_name_file_and_line(qpod_home: Path, make_
     assert f"{root}/.qpod.yaml:3: unknown key 'colour'" in r.stdout
     assert f"{root}/.qpod.yaml:2: mount 'relative:/x': host path must be absolute" in r.stdout
 
-    (root / ".qpod.yaml").write_text("# a recipe that leaves the repository\nbuild:\n"
-                                     "  containerfile: ../../etc/passwd\n")
+    (root / ".qpod.yaml").write_text(
+        "# a recipe that leaves the repository\nbuild:\n  containerfile: ../../etc/passwd\n"
+    )
     r = run_qpod("allow", cwd=root, input="")
     assert r.returncode == 2 and f"{root}/.qpod.yaml:3: 'build: containerfile'" in r.stdout
     assert "leads outside the repository" in r.stdout
@@ -73,7 +87,8 @@ def test_errors_in_the_repository_file_name_file_and_line(qpod_home: Path, make_
 
 
 def test_a_file_that_is_a_link_to_a_fifo_is_refused_not_waited_for(
-        qpod_home: Path, make_repo: Callable[..., Path], tmp_path: Path) -> None:
+    qpod_home: Path, make_repo: Callable[..., Path], tmp_path: Path
+) -> None:
     root = make_repo("fifo")
     os.mkfifo(tmp_path / "pipe")
     (root / ".qpod.yaml").symlink_to(tmp_path / "pipe")
@@ -83,13 +98,16 @@ def test_a_file_that_is_a_link_to_a_fifo_is_refused_not_waited_for(
 
 
 def test_a_file_asking_for_the_host_is_shown_literally_before_it_is_allowed(
-        qpod_home: Path, make_repo: Callable[..., Path]) -> None:
-    evil = ("image: localhost/qpod-busybox:latest\n"
-            "mounts: ['/:/host']\n"
-            'cap_add: ["SYS_ADMIN\\e]0;pwned\\a"]\n'
-            "run_as: root\n"
-            "podman_options: {privileged: true}\n"
-            "host: build-farm\n")
+    qpod_home: Path, make_repo: Callable[..., Path]
+) -> None:
+    evil = (
+        "image: localhost/qpod-busybox:latest\n"
+        "mounts: ['/:/host']\n"
+        'cap_add: ["SYS_ADMIN\\e]0;pwned\\a"]\n'
+        "run_as: root\n"
+        "podman_options: {privileged: true}\n"
+        "host: build-farm\n"
+    )
     root = make_repo("evil", {"README": "x\n", ".qpod.yaml": evil})
     r = run_qpod("allow", cwd=root, input="")  # not a terminal: nothing is asked, nothing recorded
     assert r.returncode == 1, (r.stdout, r.stderr)
@@ -111,7 +129,8 @@ def test_a_file_asking_for_the_host_is_shown_literally_before_it_is_allowed(
 
 
 def test_an_explicit_binding_wins_and_init_without_env_takes_the_file(
-        qpod_home: Path, make_repo: Callable[..., Path]) -> None:
+    qpod_home: Path, make_repo: Callable[..., Path]
+) -> None:
     root = make_repo("both", {"README": "x\n", ".qpod.yaml": "image: localhost/img:1\ncommands: [make, ninja]\n"})
     assert run_qpod("env", "add", "bb", "--image", "localhost/bb:1").returncode == 0
     assert run_qpod("init", "bb", cwd=root).returncode == 0
@@ -123,7 +142,8 @@ def test_an_explicit_binding_wins_and_init_without_env_takes_the_file(
     r = run_qpod("init", cwd=root)  # no ENV: the file, shown, allowed and bound in one step
     assert r.returncode == 0 and "image: localhost/img:1" in r.stdout, r.stderr
     assert run_qpod("which", "ninja", cwd=root).stdout.startswith(
-        "container (.qpod.yaml): 'ninja' is a command of the repository file .qpod.yaml")
+        "container (.qpod.yaml): 'ninja' is a command of the repository file .qpod.yaml"
+    )
     assert "environment:  repository file .qpod.yaml (allowed)" in run_qpod("status", cwd=root).stdout
 
     r = run_qpod("deny", cwd=root)
@@ -132,7 +152,8 @@ def test_an_explicit_binding_wins_and_init_without_env_takes_the_file(
 
 
 def test_a_branch_rule_wins_on_its_branches_and_the_file_applies_on_the_others(
-        qpod_home: Path, make_repo: Callable[..., Path]) -> None:
+    qpod_home: Path, make_repo: Callable[..., Path]
+) -> None:
     root = make_repo("rules", {".qpod.yaml": "image: localhost/img:1\n"})
     assert run_qpod("env", "add", "old", "--image", "localhost/old:1").returncode == 0
     assert run_qpod("init", "old", "--branch", "release/*", cwd=root).returncode == 0
@@ -141,12 +162,15 @@ def test_a_branch_rule_wins_on_its_branches_and_the_file_applies_on_the_others(
     assert run_qpod("which", "make", cwd=root).stdout.startswith("container (.qpod.yaml)")
     git("checkout", "-q", "-b", "release/2018.3", cwd=root)
     assert run_qpod("which", "make", cwd=root).stdout.startswith("container (old)")
-    assert "old (branch 'release/2018.3' matches rule 'release/*', wins over its .qpod.yaml)" in run_qpod(
-        "status", cwd=root).stdout
+    assert (
+        "old (branch 'release/2018.3' matches rule 'release/*', wins over its .qpod.yaml)"
+        in run_qpod("status", cwd=root).stdout
+    )
 
 
 def test_a_checkout_switches_the_environment_with_no_qpod_command_between(
-        qpod_home: Path, make_repo: Callable[..., Path]) -> None:
+    qpod_home: Path, make_repo: Callable[..., Path]
+) -> None:
     root = make_repo("switch", {"README": "x\n", ".qpod.yaml": "image: localhost/one:1\ncommands: [make]\n"})
     git("checkout", "-q", "-b", "other", cwd=root)
     commit(root, {".qpod.yaml": "image: localhost/two:2\ncommands: [make, waf]\n"}, "two")
@@ -160,8 +184,11 @@ def test_a_checkout_switches_the_environment_with_no_qpod_command_between(
     def where(cmd: str) -> tuple[str, str | None, str | None]:
         snap = snapshot.load()  # what the launcher does: recompiled when a watched file changed
         d = decide(f"/usr/bin/{cmd}", [cmd], str(root), snapshot.targets(snap))
-        env = snapshot.environment_entry(snap, d.target.environment, d.target.root) \
-            if d.target and d.target.environment else None
+        env = (
+            snapshot.environment_entry(snap, d.target.environment, d.target.root)
+            if d.target and d.target.environment
+            else None
+        )
         return d.where, env and env.get("image"), d.target.why if d.target else None
 
     assert where("make")[:2] == ("container", "localhost/two:2") and where("waf")[0] == "container"
@@ -176,34 +203,47 @@ def test_a_checkout_switches_the_environment_with_no_qpod_command_between(
     assert run_qpod("which", "make", cwd=root).stdout == (
         "container (.qpod.yaml): 'make' is a command of the repository file .qpod.yaml; it would fail (exit 125): "
         f"{root}/.qpod.yaml: changed since you allowed it; review and allow it with 'qpod allow' in {root} "
-        "(or 'qpod deny')\n")
+        "(or 'qpod deny')\n"
+    )
     assert where("ls")[0] == "host"  # an unallowed file's own list routes nothing
-    assert repo_env.waiting(snapshot.load()) == [(str(root), repo_env.gate_message(
-        str(root / ".qpod.yaml"), str(root), changed=True))]
+    assert repo_env.waiting(snapshot.load()) == [
+        (str(root), repo_env.gate_message(str(root / ".qpod.yaml"), str(root), changed=True))
+    ]
 
 
 def test_a_missing_containerfile_fails_in_one_line_and_its_return_is_seen(
-        qpod_home: Path, make_repo: Callable[..., Path]) -> None:
+    qpod_home: Path, make_repo: Callable[..., Path]
+) -> None:
     root = make_repo("recipe", {".qpod.yaml": "build: ci/Containerfile\n", "ci/Containerfile": "FROM scratch\n"})
     assert run_qpod("allow", cwd=root).returncode == 0
     (root / "ci" / "Containerfile").unlink()
     r = run_qpod("exec", "true", cwd=root)
-    assert (r.returncode, r.stderr) == (125, f"qpod: {root}/.qpod.yaml:1: 'build: containerfile': 'ci/Containerfile' "
-                                              "is not a file in the repository\n")
+    assert (r.returncode, r.stderr) == (
+        125,
+        f"qpod: {root}/.qpod.yaml:1: 'build: containerfile': 'ci/Containerfile' is not a file in the repository\n",
+    )
     git("checkout", "-q", "--", "ci/Containerfile", cwd=root)  # back: the next command sees it, no qpod between
     assert run_qpod("which", "make", cwd=root).stdout.startswith(
-        "container (.qpod.yaml): 'make' is a command of the repository file .qpod.yaml")
+        "container (.qpod.yaml): 'make' is a command of the repository file .qpod.yaml"
+    )
     assert "it would fail" not in run_qpod("which", "make", cwd=root).stdout
 
 
 # --- with podman: the gate, the two branches, the build cache --------------------------------
 
+
 @pytest.mark.podman
 def test_an_edited_file_fails_routed_commands_in_one_line_until_allowed(
-        qpod_home: Path, make_repo: Callable[..., Path], busybox_image: str) -> None:
-    root = make_repo("gate-" + uuid.uuid4().hex[:6], {
-        "README": "x\n", ".qpod.yaml": f"image: {busybox_image}\ncommands: [make]\nenv: {{WHERE: container}}\n",
-        "Makefile": "all:\n\t@echo made-on-host\n"})
+    qpod_home: Path, make_repo: Callable[..., Path], busybox_image: str
+) -> None:
+    root = make_repo(
+        "gate-" + uuid.uuid4().hex[:6],
+        {
+            "README": "x\n",
+            ".qpod.yaml": f"image: {busybox_image}\ncommands: [make]\nenv: {{WHERE: container}}\n",
+            "Makefile": "all:\n\t@echo made-on-host\n",
+        },
+    )
     try:
         assert run_qpod("allow", cwd=root).returncode == 0
         r = run_qpod("exec", "sh", "-c", "echo $WHERE", cwd=root)
@@ -211,8 +251,10 @@ def test_an_edited_file_fails_routed_commands_in_one_line_until_allowed(
         (root / ".qpod.yaml").write_text(f"image: {busybox_image}\ncommands: [make]\nenv: {{WHERE: elsewhere}}\n")
         r = qpod_shell("make; echo make=$?; ls >/dev/null; echo ls=$?", cwd=root)
         assert r.stdout == "make=125\nls=0\n", (r.stdout, r.stderr)
-        assert r.stderr.splitlines() == [f"qpod: {root}/.qpod.yaml: changed since you allowed it; review and allow "
-                                         f"it with 'qpod allow' in {root} (or 'qpod deny')"]
+        assert r.stderr.splitlines() == [
+            f"qpod: {root}/.qpod.yaml: changed since you allowed it; review and allow "
+            f"it with 'qpod allow' in {root} (or 'qpod deny')"
+        ]
         assert run_qpod("allow", cwd=root).returncode == 0
         r = run_qpod("exec", "sh", "-c", "echo $WHERE", cwd=root)
         assert (r.returncode, r.stdout) == (0, "elsewhere\n"), r.stderr
@@ -226,14 +268,21 @@ def test_an_edited_file_fails_routed_commands_in_one_line_until_allowed(
 @pytest.mark.podman
 @pytest.mark.demo
 def test_two_branches_one_image_one_containerfile_follow_git_checkout(
-        qpod_home: Path, make_repo: Callable[..., Path], debian11_image: str) -> None:
-    root = make_repo("branches-" + uuid.uuid4().hex[:6], {
-        "Makefile": MAKEFILE, ".qpod.yaml": f"image: {debian11_image}\ncommands: [make]\n"})
+    qpod_home: Path, make_repo: Callable[..., Path], debian11_image: str
+) -> None:
+    root = make_repo(
+        "branches-" + uuid.uuid4().hex[:6],
+        {"Makefile": MAKEFILE, ".qpod.yaml": f"image: {debian11_image}\ncommands: [make]\n"},
+    )
     git("checkout", "-q", "-b", "built", cwd=root)
-    commit(root, {
-        ".qpod.yaml": "build:\n  containerfile: ci/Containerfile\n  args: {FLAVOUR: built-from-the-branch}\n",
-        "ci/Containerfile": f"FROM {debian11_image}\nARG FLAVOUR=plain\nRUN echo \"$FLAVOUR\" > /etc/qpod-flavour\n",
-    }, "a Containerfile")
+    commit(
+        root,
+        {
+            ".qpod.yaml": "build:\n  containerfile: ci/Containerfile\n  args: {FLAVOUR: built-from-the-branch}\n",
+            "ci/Containerfile": f'FROM {debian11_image}\nARG FLAVOUR=plain\nRUN echo "$FLAVOUR" > /etc/qpod-flavour\n',
+        },
+        "a Containerfile",
+    )
     tag = built_tag(root)
     remove_images(tag)
     try:
@@ -241,12 +290,20 @@ def test_two_branches_one_image_one_containerfile_follow_git_checkout(
         git("checkout", "-q", "master", cwd=root)
         assert run_qpod("allow", cwd=root).returncode == 0
         # one shell: git checkout is the only thing between the builds
-        r = qpod_shell("make; git checkout -q built && make; git checkout -q master && make; gcc -dumpversion",
-                       cwd=root)
+        r = qpod_shell(
+            "make; git checkout -q built && make; git checkout -q master && make; gcc -dumpversion", cwd=root
+        )
         assert r.returncode == 0, (r.stdout, r.stderr)
         host_gcc = subprocess.run(["gcc", "-dumpversion"], capture_output=True, text=True).stdout
-        assert r.stdout.splitlines() == ["gcc-10", "no-flavour", "gcc-10", "built-from-the-branch", "gcc-10",
-                                         "no-flavour", host_gcc.strip()], r.stderr
+        assert r.stdout.splitlines() == [
+            "gcc-10",
+            "no-flavour",
+            "gcc-10",
+            "built-from-the-branch",
+            "gcc-10",
+            "no-flavour",
+            host_gcc.strip(),
+        ], r.stderr
         assert f"qpod: building {tag} from {root}/ci/Containerfile" in r.stderr
         git("checkout", "-q", "built", cwd=root)
         status = run_qpod("status", cwd=root).stdout
@@ -259,12 +316,18 @@ def test_two_branches_one_image_one_containerfile_follow_git_checkout(
 
 @pytest.mark.podman
 def test_a_build_is_reused_while_unchanged_and_rebuilt_when_its_context_changes(
-        qpod_home: Path, make_repo: Callable[..., Path], busybox_image: str) -> None:
+    qpod_home: Path, make_repo: Callable[..., Path], busybox_image: str
+) -> None:
     from qpod_engine.podman.imagebuild import ensure_built
 
-    root = make_repo("cache-" + uuid.uuid4().hex[:6], {
-        ".qpod.yaml": "build: {containerfile: ci/Containerfile, context: ci}\ncommands: [make]\n",
-        "ci/Containerfile": f"FROM {busybox_image}\nCOPY marker /marker\n", "ci/marker": "one\n"})
+    root = make_repo(
+        "cache-" + uuid.uuid4().hex[:6],
+        {
+            ".qpod.yaml": "build: {containerfile: ci/Containerfile, context: ci}\ncommands: [make]\n",
+            "ci/Containerfile": f"FROM {busybox_image}\nCOPY marker /marker\n",
+            "ci/marker": "one\n",
+        },
+    )
     tags = [built_tag(root)]
     remove_images(tags[0])
     try:
@@ -301,17 +364,23 @@ def test_a_build_is_reused_while_unchanged_and_rebuilt_when_its_context_changes(
 
 @pytest.mark.podman
 def test_parallel_commands_wait_for_one_build(
-        qpod_home: Path, make_repo: Callable[..., Path], busybox_image: str) -> None:
-    root = make_repo("jobs-" + uuid.uuid4().hex[:6], {
-        ".qpod.yaml": "build: {containerfile: Containerfile, args: {N: '4'}}\n",
-        "Containerfile": f"FROM {busybox_image}\nARG N\nRUN echo \"jobs-$N\" > /marker\n"})
+    qpod_home: Path, make_repo: Callable[..., Path], busybox_image: str
+) -> None:
+    root = make_repo(
+        "jobs-" + uuid.uuid4().hex[:6],
+        {
+            ".qpod.yaml": "build: {containerfile: Containerfile, args: {N: '4'}}\n",
+            "Containerfile": f'FROM {busybox_image}\nARG N\nRUN echo "jobs-$N" > /marker\n',
+        },
+    )
     tag = built_tag(root)
     remove_images(tag)
     try:
         assert run_qpod("allow", cwd=root).returncode == 0
         cmd = [sys.executable, "-m", "qpod_engine.cli", "exec", "cat", "/marker"]
-        procs = [subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for _ in range(4)]  # as make -j4 would start them
+        procs = [
+            subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)
+        ]  # as make -j4 would start them
         outs = [p.communicate(timeout=240) for p in procs]
         results = [(p.returncode, out, err) for p, (out, err) in zip(procs, outs, strict=True)]
         assert [(rc, out) for rc, out, _ in results] == [(0, "jobs-4\n")] * 4, results
@@ -321,35 +390,42 @@ def test_parallel_commands_wait_for_one_build(
         remove_images(tag)
 
 
-def test_the_gate_names_a_hostile_path_literally_in_one_line(
-        qpod_home: Path, make_repo: Callable[..., Path]) -> None:
+def test_the_gate_names_a_hostile_path_literally_in_one_line(qpod_home: Path, make_repo: Callable[..., Path]) -> None:
     root = make_repo("evil\x1b]0;title\x07-\u202erepo", {".qpod.yaml": "image: localhost/none:1\n"})
     assert run_qpod("allow", cwd=root).returncode == 0
     (root / ".qpod.yaml").write_text("image: localhost/none:2\n")
     r = run_qpod("exec", "true", cwd=root)
     shown = str(root).replace("\x1b", "\\x1b").replace("\x07", "\\x07").replace("\u202e", "\\u202e")
     assert r.returncode == 125 and r.stderr.count("\n") == 1, r.stderr
-    assert r.stderr.startswith(f"qpod: {shown}/.qpod.yaml: changed since you allowed it; review and allow it with "
-                               f"'qpod allow' in {shown}")
+    assert r.stderr.startswith(
+        f"qpod: {shown}/.qpod.yaml: changed since you allowed it; review and allow it with 'qpod allow' in {shown}"
+    )
     assert "\x1b" not in r.stderr and "\u202e" not in r.stderr
 
 
-def test_init_without_env_needs_a_file_and_asks_at_a_terminal(
-        qpod_home: Path, make_repo: Callable[..., Path]) -> None:
+def test_init_without_env_needs_a_file_and_asks_at_a_terminal(qpod_home: Path, make_repo: Callable[..., Path]) -> None:
     import pty
 
     plain = make_repo("plain")
     r = run_qpod("init", cwd=plain)
-    assert r.returncode == 2 and "no .qpod.yaml at the repository's root; bind an environment with: qpod init ENV" \
-        in r.stderr
+    assert (
+        r.returncode == 2
+        and "no .qpod.yaml at the repository's root; bind an environment with: qpod init ENV" in r.stderr
+    )
 
     root = make_repo("asks", {".qpod.yaml": "image: localhost/none:1\ncap_add: [SYS_PTRACE]\n"})
     for answer, status in (("n\n", 1), ("y\n", 0)):
         leader, follower = pty.openpty()
         try:
             os.write(leader, answer.encode())  # typed ahead: the terminal keeps it for the prompt
-            p = subprocess.run([sys.executable, "-m", "qpod_engine.cli", "init"], cwd=root, stdin=follower,
-                               capture_output=True, text=True, timeout=60)
+            p = subprocess.run(
+                [sys.executable, "-m", "qpod_engine.cli", "init"],
+                cwd=root,
+                stdin=follower,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
         finally:
             os.close(leader)
             os.close(follower)
@@ -360,9 +436,12 @@ def test_init_without_env_needs_a_file_and_asks_at_a_terminal(
 
 
 def test_a_repository_file_cannot_build_for_another_host(qpod_home: Path, make_repo: Callable[..., Path]) -> None:
-    root = make_repo("farbuild", {"Containerfile": "FROM scratch\n",
-                                  ".qpod.yaml": "host: build1\nbuild: Containerfile\n"})
+    root = make_repo(
+        "farbuild", {"Containerfile": "FROM scratch\n", ".qpod.yaml": "host: build1\nbuild: Containerfile\n"}
+    )
     r = run_qpod("allow", cwd=root, input="")
     assert r.returncode == 2 and "not allowed: fix the problems above first" in r.stderr, r.stderr
-    assert (f"error: {root}/.qpod.yaml:2: 'build' with 'host' is not supported: build the image on that host and "
-            "name it with 'image'") in r.stdout, r.stdout
+    assert (
+        f"error: {root}/.qpod.yaml:2: 'build' with 'host' is not supported: build the image on that host and "
+        "name it with 'image'"
+    ) in r.stdout, r.stdout

@@ -25,8 +25,9 @@ USER = "qpodtest"
 def user() -> Iterator[User]:
     ensure_installed()
     u = make_user(USER)
-    r = u.run("/opt/qpod/bin/python", "-c",
-              "from qpod_engine.podman.local_images import build_busybox_image as b; print(b())")
+    r = u.run(
+        "/opt/qpod/bin/python", "-c", "from qpod_engine.podman.local_images import build_busybox_image as b; print(b())"
+    )
     assert r.returncode == 0, r.stderr
     yield u
     u.run("podman", "rm", "-af", "-t", "0")
@@ -43,8 +44,9 @@ class Q:
     def __init__(self, user: User) -> None:
         self.user = user
 
-    def __call__(self, *args: str, cwd: Path | None = None, input: str | None = None,
-                 **extra: str) -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self, *args: str, cwd: Path | None = None, input: str | None = None, **extra: str
+    ) -> subprocess.CompletedProcess[str]:
         return self.user.qpod(*args, cwd=cwd, input=input, **qpod_env(self.user), **extra)
 
 
@@ -94,10 +96,17 @@ def _children(pid: int) -> list[int]:
 
 
 def test_rootless_sigterm_reaches_command(user: User, user_repo: Path) -> None:
-    argv = user.argv("qpod", "exec", "sh", "-c",
-                     'trap "echo got-TERM; exit 42" TERM; echo ready; while :; do sleep 0.1; done', **qpod_env(user))
-    p = subprocess.Popen(argv, cwd=user_repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         stdin=subprocess.DEVNULL, text=True)
+    argv = user.argv(
+        "qpod",
+        "exec",
+        "sh",
+        "-c",
+        'trap "echo got-TERM; exit 42" TERM; echo ready; while :; do sleep 0.1; done',
+        **qpod_env(user),
+    )
+    p = subprocess.Popen(
+        argv, cwd=user_repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+    )
     try:
         assert p.stdout is not None and p.stdout.readline() == "ready\n"
         # signal qpod itself (runuser's child, whatever it exec'd into), as a shell or an editor would

@@ -52,11 +52,13 @@ def own_socket(tmp_path: Path, qpod_home: Path, monkeypatch: pytest.MonkeyPatch)
     wait_for(lambda: not services_on(path), "the test's services to end")
 
 
-def test_socket_path_is_podmans_answer_and_cached(qpod_home: Path, monkeypatch: pytest.MonkeyPatch,
-                                                  tmp_path: Path) -> None:
+def test_socket_path_is_podmans_answer_and_cached(
+    qpod_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.delenv("QPOD_PODMAN_SOCKET", raising=False)
-    podman_says = subprocess.run(["podman", "info", "--format", "{{.Host.RemoteSocket.Path}}"], capture_output=True,
-                                 text=True, check=True).stdout.strip()
+    podman_says = subprocess.run(
+        ["podman", "info", "--format", "{{.Host.RemoteSocket.Path}}"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert service.socket_path() == podman_says
     cache = qpod_home / "state" / "podman-socket"
     assert cache.read_text() == f"{service.resolution_key()}\n{podman_says}\n"
@@ -73,8 +75,12 @@ def test_socket_path_is_podmans_answer_and_cached(qpod_home: Path, monkeypatch: 
 def test_concurrent_starters_share_one_service(own_socket: str) -> None:
     code = "from qpod_engine import service; print(service.ensure_service(120))"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=env) for _ in range(6)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        for _ in range(6)
+    ]
     outs = [p.communicate(timeout=180) for p in procs]
     assert [p.returncode for p in procs] == [0] * 6, outs
     assert {o for o, _ in outs} == {f"unix://{own_socket}\n"}
@@ -102,8 +108,9 @@ def test_a_stuck_service_is_replaced_not_doubled(own_socket: str) -> None:
             os.kill(stuck, signal.SIGKILL)
 
 
-def test_service_that_cannot_start_is_one_line_and_leaves_nothing(tmp_path: Path, qpod_home: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_service_that_cannot_start_is_one_line_and_leaves_nothing(
+    tmp_path: Path, qpod_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
     path = str(blocker / "podman.sock")  # its directory cannot exist

@@ -20,11 +20,25 @@ def test_git_hooks_run_where_git_runs(bound_repo: Path) -> None:
     where.write_text('#!/bin/sh\necho "program-in-${container:-host}"\n')
     where.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_SHELL")}
-    env.update({"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-                "GIT_COMMITTER_EMAIL": "t@t"})
-    r = subprocess.run([sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/bash", "-c",
-                        "git add where.sh && git commit -q -m w"], cwd=bound_repo, env=env, capture_output=True,
-                       text=True, timeout=120)
+    env.update(
+        {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    )
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qpod_engine.cli.shell",
+            "--shell",
+            "/bin/bash",
+            "-c",
+            "git add where.sh && git commit -q -m w",
+        ],
+        cwd=bound_repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     # the hook on the host; the repository's own program it starts, in the container (git sends a
     # hook's output to stderr)
@@ -36,12 +50,30 @@ def test_an_interpreter_runs_where_its_script_lives(bound_repo: Path) -> None:
     repository's; it runs in the container. A command string (sh -c) stays on the host."""
     (bound_repo / "where.sh").write_text('echo "script-in-${container:-host}"\n')
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_SHELL")}
-    r = subprocess.run([sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/bash", "-c",
-                        "sh ./where.sh; sh -e where.sh; sh -c 'echo string-in-${container:-host}'"],
-                       cwd=bound_repo, env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qpod_engine.cli.shell",
+            "--shell",
+            "/bin/bash",
+            "-c",
+            "sh ./where.sh; sh -e where.sh; sh -c 'echo string-in-${container:-host}'",
+        ],
+        cwd=bound_repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.stdout.split() == ["script-in-podman", "script-in-podman", "string-in-host"], r.stderr
-    which = subprocess.run([sys.executable, "-m", "qpod_engine.cli", "which", "sh", "./where.sh"], cwd=bound_repo,
-                           capture_output=True, text=True, env=env)
+    which = subprocess.run(
+        [sys.executable, "-m", "qpod_engine.cli", "which", "sh", "./where.sh"],
+        cwd=bound_repo,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert which.stdout.startswith("container (bb): a script of bound repository"), which.stdout
 
 
@@ -53,7 +85,12 @@ def test_a_venv_interpreter_in_the_repository_is_the_hosts(bound_repo: Path) -> 
     (venv_bin / "python3").symlink_to(os.path.realpath(sys.executable))
     (bound_repo / "tool.py").write_text("import os; print('py-in-' + os.environ.get('container', 'host'))\n")
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_SHELL")}
-    r = subprocess.run([sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/bash", "-c",
-                        ".venv/bin/python3 -S tool.py"], cwd=bound_repo, env=env, capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/bash", "-c", ".venv/bin/python3 -S tool.py"],
+        cwd=bound_repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert (r.returncode, r.stdout) == (0, "py-in-host\n"), r.stderr

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.podman
 
 
 def test_worktree_git_dirs_are_mounted_only_when_they_are_the_worktrees_own(
-        qpod_home: Path, make_repo: Callable[..., Path], busybox_image: str, tmp_path: Path) -> None:
+    qpod_home: Path, make_repo: Callable[..., Path], busybox_image: str, tmp_path: Path
+) -> None:
     main = make_repo("main-" + uuid.uuid4().hex[:6])
     wt = tmp_path / ("wt-" + uuid.uuid4().hex[:6])
     git("worktree", "add", "-q", "-b", "feature", str(wt), cwd=main)
@@ -51,8 +52,9 @@ def two_configs(tmp_path: Path) -> tuple[dict[str, str], dict[str, str]]:
     return a, b
 
 
-def test_each_config_acts_on_its_own_containers(make_repo: Callable[..., Path], busybox_image: str,
-                                                tmp_path: Path) -> None:
+def test_each_config_acts_on_its_own_containers(
+    make_repo: Callable[..., Path], busybox_image: str, tmp_path: Path
+) -> None:
     """Two configs, same environment name, same repository: two containers; stop --all in one
     leaves the other's command running."""
     root = make_repo("shared-" + uuid.uuid4().hex[:6])
@@ -61,8 +63,13 @@ def test_each_config_acts_on_its_own_containers(make_repo: Callable[..., Path], 
         assert run_qpod("env", "add", "bb", "--image", busybox_image, env=cfg).returncode == 0
         assert run_qpod("init", "bb", cwd=root, env=cfg).returncode == 0
     try:
-        long = subprocess.Popen([sys.executable, "-m", "qpod_engine.cli", "exec", "sh", "-c", "echo up; sleep 60"],
-                                cwd=root, env={**os.environ, **b}, stdout=subprocess.PIPE, text=True)
+        long = subprocess.Popen(
+            [sys.executable, "-m", "qpod_engine.cli", "exec", "sh", "-c", "echo up; sleep 60"],
+            cwd=root,
+            env={**os.environ, **b},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert long.stdout.readline() == "up\n"
         assert run_qpod("exec", "true", cwd=root, env=a).returncode == 0
         names_a = [c["name"] for c in json.loads(run_qpod("ps", "--json", env=a).stdout)]
@@ -95,8 +102,14 @@ def test_rootful_commands_keep_the_users_supplementary_groups(bound_repo: Path, 
         # the repository lies in root's private pytest dir, which the user cannot enter (natively neither):
         # share nothing, so the container shows the repository's own mount only
         assert run_qpod("env", "set", "bb", "share=").returncode == 0
-        r = run_qpod("exec", "sh", "-c", "touch shared/by-build && id -G", cwd=bound_repo,
-                     env={"SUDO_UID": str(pw.pw_uid), "SUDO_GID": str(pw.pw_gid)})
+        r = run_qpod(
+            "exec",
+            "sh",
+            "-c",
+            "touch shared/by-build && id -G",
+            cwd=bound_repo,
+            env={"SUDO_UID": str(pw.pw_uid), "SUDO_GID": str(pw.pw_gid)},
+        )
         assert r.returncode == 0, r.stderr
         assert str(grp.getgrnam(group).gr_gid) in r.stdout.split()
         assert (shared / "by-build").stat().st_uid == pw.pw_uid
@@ -124,8 +137,9 @@ def test_state_dir_deleted_under_a_stopped_container(bound_repo: Path) -> None:
     assert "no such file" not in r.stderr
 
 
-def test_repository_of_another_user_is_one_line_with_the_fix(qpod_home: Path, tmp_path: Path,
-                                                              busybox_image: str) -> None:
+def test_repository_of_another_user_is_one_line_with_the_fix(
+    qpod_home: Path, tmp_path: Path, busybox_image: str
+) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to give the repository to another user")
     root = tmp_path / "theirs"

@@ -48,11 +48,18 @@ def test_tui_edit_of_a_broken_file_refuses_to_save_and_opens_the_editor(qpod_hom
     path = _write_env(qpod_home, BROKEN)
     marker = tmp_path / "editor-ran"
     editor = tmp_path / "fix-editor"
-    editor.write_text(f"#!/bin/sh\necho \"$@\" > {marker}\nsed -i '/^bogus_key:/d' \"$1\"\n")
+    editor.write_text(f'#!/bin/sh\necho "$@" > {marker}\nsed -i \'/^bogus_key:/d\' "$1"\n')
     editor.chmod(0o755)
-    env = {"QPOD_CONFIG_DIR": os.environ["QPOD_CONFIG_DIR"], "QPOD_STATE_DIR": os.environ["QPOD_STATE_DIR"],
-           "TERM": "xterm-256color", "PYTHONPATH": str(REPO_ROOT), "EDITOR": str(editor), "VISUAL": "",
-           "COLUMNS": "160", "LINES": "48"}
+    env = {
+        "QPOD_CONFIG_DIR": os.environ["QPOD_CONFIG_DIR"],
+        "QPOD_STATE_DIR": os.environ["QPOD_STATE_DIR"],
+        "TERM": "xterm-256color",
+        "PYTHONPATH": str(REPO_ROOT),
+        "EDITOR": str(editor),
+        "VISUAL": "",
+        "COLUMNS": "160",
+        "LINES": "48",
+    }
     tui = Tmux(f"{sys.executable} -m qpod_engine.cli tui --view environments", env=env, width=160, height=48)
     try:
         tui.wait_for("broken file", timeout=DEADLINE)

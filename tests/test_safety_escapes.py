@@ -40,8 +40,9 @@ def test_visible_escapes_like_repr_and_keeps_printable_text() -> None:
 
 
 def pane_title(tmux: Tmux) -> str:
-    return subprocess.run(["tmux", "display-message", "-p", "-t", tmux.name, "#{pane_title}"],
-                          capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["tmux", "display-message", "-p", "-t", tmux.name, "#{pane_title}"], capture_output=True, text=True
+    ).stdout.strip()
 
 
 def wait_dead(tmux: Tmux, timeout: float = DEADLINE) -> None:
@@ -52,14 +53,17 @@ def wait_dead(tmux: Tmux, timeout: float = DEADLINE) -> None:
 
 
 def _qpod_env() -> dict[str, str]:
-    return {"QPOD_CONFIG_DIR": os.environ["QPOD_CONFIG_DIR"], "QPOD_STATE_DIR": os.environ["QPOD_STATE_DIR"],
-            "TERM": "xterm-256color", "PYTHONPATH": str(REPO_ROOT)}
+    return {
+        "QPOD_CONFIG_DIR": os.environ["QPOD_CONFIG_DIR"],
+        "QPOD_STATE_DIR": os.environ["QPOD_STATE_DIR"],
+        "TERM": "xterm-256color",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
 
 
 def test_the_terminal_check_is_real(tmp_path: Path) -> None:
     """The control: the same bytes printed raw do set the pane title."""
-    tmux = Tmux(f"{sys.executable} -c " + shlex.quote(f"import sys; sys.stdout.write({TITLE!r})"), width=100,
-                height=20)
+    tmux = Tmux(f"{sys.executable} -c " + shlex.quote(f"import sys; sys.stdout.write({TITLE!r})"), width=100, height=20)
     try:
         wait_dead(tmux)
         assert pane_title(tmux) == "pwned"
@@ -68,8 +72,17 @@ def test_the_terminal_check_is_real(tmp_path: Path) -> None:
 
 
 def test_qpod_log_prints_hostile_argv_literally(qpod_home: Path) -> None:
-    cmdlog.append({"time": "2026-01-01T00:00:00.000+00:00", "repo": "/src/r" + CLEAR, "env": "e" + TITLE,
-                   "cwd": "/src/r", "argv": HOSTILE_ARGV, "status": 0, "duration": 0.01})
+    cmdlog.append(
+        {
+            "time": "2026-01-01T00:00:00.000+00:00",
+            "repo": "/src/r" + CLEAR,
+            "env": "e" + TITLE,
+            "cwd": "/src/r",
+            "argv": HOSTILE_ARGV,
+            "status": 0,
+            "duration": 0.01,
+        }
+    )
     r = run_qpod("log")
     assert r.returncode == 0, r.stderr
     assert "\x1b" not in r.stdout and "\x07" not in r.stdout and "\u202e" not in r.stdout
@@ -97,8 +110,14 @@ def test_status_repos_which_show_a_hostile_path_literally(qpod_home: Path, make_
     assert run_qpod("env", "add", "e", "--image", "localhost/x:1").returncode == 0
     r = run_qpod("init", "e", "--branch", "x" + TITLE, cwd=root)
     assert r.returncode == 0, r.stderr
-    for args in (["init", "e"], ["status"], ["repos", "--no-podman"], ["which", "make"], ["which", "ls"],
-                 ["unbind", "--branch", "nope" + TITLE]):
+    for args in (
+        ["init", "e"],
+        ["status"],
+        ["repos", "--no-podman"],
+        ["which", "make"],
+        ["which", "ls"],
+        ["unbind", "--branch", "nope" + TITLE],
+    ):
         r = run_qpod(*args, cwd=root)
         out = r.stdout + r.stderr
         assert "\x1b" not in out and "\x07" not in out, (args, out)
@@ -146,8 +165,7 @@ def test_qpod_tui_with_hostile_names_in_a_real_terminal(hostile_bound_repo: str)
     terminal's title is never set."""
     root = hostile_bound_repo
     env = {**_qpod_env(), "COLUMNS": "220", "LINES": "50"}
-    tui = Tmux(f"{sys.executable} -m qpod_engine.cli tui --view containers", env=env, width=220, height=50,
-               cwd=root)
+    tui = Tmux(f"{sys.executable} -m qpod_engine.cli tui --view containers", env=env, width=220, height=50, cwd=root)
     try:
         screen = tui.wait_for("running", timeout=DEADLINE)
         assert "bad[/bold]x[link=https:/evil.example]y\\x1b[2J" in screen, screen  # the path, literally

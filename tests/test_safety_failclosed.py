@@ -17,8 +17,14 @@ pytestmark = pytest.mark.podman
 def qpod_shell_c(command: str, cwd: Path, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_SHELL")}
     env.update(extra or {})
-    return subprocess.run([sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/bash", "-c", command],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/bash", "-c", command],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def env_yaml() -> Path:
@@ -81,8 +87,10 @@ def test_garbage_and_scripts_without_shebang_behave_as_natively(prog: Path) -> N
 
 
 def test_execve_of_null_fails_with_efault_under_the_library(prog: Path) -> None:
-    code = ("import ctypes, os; libc = ctypes.CDLL(None, use_errno=True);"
-            "r = libc.execve(None, None, None); print(r, os.strerror(ctypes.get_errno()))")
+    code = (
+        "import ctypes, os; libc = ctypes.CDLL(None, use_errno=True);"
+        "r = libc.execve(None, None, None); print(r, os.strerror(ctypes.get_errno()))"
+    )
     r = qpod_shell_c(f"{sys.executable} -S -c '{code}'", prog)
     assert r.returncode == 0 and r.stdout.strip() == "-1 Bad address", (r.stdout, r.stderr)
 
@@ -99,9 +107,22 @@ def test_config_from_xdg_dirs_survives_env_i(prog: Path, tmp_path: Path) -> None
     extra = {"XDG_CONFIG_HOME": str(xdg_cfg), "XDG_STATE_HOME": str(xdg_state)}
     env = {k: v for k, v in os.environ.items() if not k.startswith("QPOD_") and k != "LD_PRELOAD"}
     env.update(extra)
-    r = subprocess.run([sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/bash", "-c",
-                        "./where.sh; env -i PATH=/usr/bin:/bin ./where.sh"], cwd=prog, env=env, capture_output=True,
-                       text=True, timeout=180)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qpod_engine.cli.shell",
+            "--shell",
+            "/bin/bash",
+            "-c",
+            "./where.sh; env -i PATH=/usr/bin:/bin ./where.sh",
+        ],
+        cwd=prog,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert r.stdout.split() == ["in-podman", "in-podman"], r.stderr
 
 
@@ -127,7 +148,7 @@ def test_state_dir_removed_under_an_open_qpod_shell(prog: Path) -> None:
     r = qpod_shell_c('./where.sh; rm -rf "$QPOD_STATE_DIR"; ./where.sh; ./where.sh', prog)
     assert r.stdout.split() == ["in-podman"] * 3, r.stderr
     # and the descriptor that keeps them is not handed to the container
-    probe = 'test -e /proc/self/fd/$QPOD_RULES_FD && echo open || echo closed'
+    probe = "test -e /proc/self/fd/$QPOD_RULES_FD && echo open || echo closed"
     r = qpod_shell_c(f'sh -c "{probe}"; {sys.executable} -m qpod_engine.cli exec sh -c "{probe}"', prog)
     assert r.stdout.split() == ["open", "closed"], r.stderr
 
@@ -139,8 +160,14 @@ def test_a_rules_file_over_the_librarys_size_is_named_as_such(qpod_home: Path, t
     # enough bindings that the compiled rules pass the library's 1 MiB
     long = "/src/" + "d" * 150
     (cfg / "repositories.yaml").write_text(
-        "repositories:\n" + "".join(f"  {long}/{i}:\n    environment: e\n" for i in range(8000)))
-    r = subprocess.run([sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", "true"],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        "repositories:\n" + "".join(f"  {long}/{i}:\n    environment: e\n" for i in range(8000))
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", "true"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0
     assert "is over 1024 KiB, more than the library reads" in r.stderr and "no usable rules" not in r.stderr

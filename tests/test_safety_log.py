@@ -17,12 +17,34 @@ from conftest import REPO_ROOT, run_qpod
 from qpod_engine.base import paths
 from qpod_engine.log import cmdlog
 
-GOOD = {"time": "2026-01-01T00:00:00.000+00:00", "repo": "/r", "branch": "main", "env": "e", "container": "c",
-        "cwd": "/r", "argv": ["make", "ok"], "path": "/usr/bin/make", "reason": "x", "status": 0, "duration": 0.5}
+GOOD = {
+    "time": "2026-01-01T00:00:00.000+00:00",
+    "repo": "/r",
+    "branch": "main",
+    "env": "e",
+    "container": "c",
+    "cwd": "/r",
+    "argv": ["make", "ok"],
+    "path": "/usr/bin/make",
+    "reason": "x",
+    "status": 0,
+    "duration": 0.5,
+}
 BAD_LINES = [
-    '{"time":5}', '{"duration":"slow"}', '{"duration":1e308}', '{"duration":NaN}', '{"argv":5}',
-    '{"argv":["make",3]}', '{"status":"0"}', '{"status":true}', '[1,2]', '"just a string"', "not json",
-    '{"repo":["/r"]}', '{"pid":"12"}', '{"duration":1e400}',
+    '{"time":5}',
+    '{"duration":"slow"}',
+    '{"duration":1e308}',
+    '{"duration":NaN}',
+    '{"argv":5}',
+    '{"argv":["make",3]}',
+    '{"status":"0"}',
+    '{"status":true}',
+    "[1,2]",
+    '"just a string"',
+    "not json",
+    '{"repo":["/r"]}',
+    '{"pid":"12"}',
+    '{"duration":1e400}',
 ]
 
 
@@ -88,13 +110,20 @@ def test_qpod_log_follow_across_rotation_as_a_user_runs_it(qpod_home: Path) -> N
     the log every two records (the issue saw 16 of 80 missed)."""
     cmdlog.append({**GOOD, "argv": ["make", "before"]})
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    follower = subprocess.Popen([sys.executable, "-m", "qpod_engine.cli", "log", "-f", "--json", "-n", "0"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "qpod_engine.cli", "log", "-f", "--json", "-n", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         time.sleep(0.5)  # not a proof of anything: the follower may start late, "-n 0" then shows less
-        writer = ("import sys; from qpod_engine import cmdlog\n"
-                  "for i in range(80):\n"
-                  f"    cmdlog.append({{**{GOOD!r}, 'argv': ['make', 'w%d' % i]}}, max_bytes=700, keep=200)\n")
+        writer = (
+            "import sys; from qpod_engine import cmdlog\n"
+            "for i in range(80):\n"
+            f"    cmdlog.append({{**{GOOD!r}, 'argv': ['make', 'w%d' % i]}}, max_bytes=700, keep=200)\n"
+        )
         subprocess.run([sys.executable, "-c", writer], env=env, check=True)
         got: list[str] = []
         deadline = time.monotonic() + 120
@@ -131,8 +160,12 @@ def test_start_records_merge_with_their_end(qpod_home: Path) -> None:
         cmdlog.append({**GOOD, "argv": ["make", "finished"], "id": "a1", "status": 2, "duration": 1.25})
         out = [json.loads(x) for x in run_qpod("log", "--json").stdout.splitlines()]
         assert [(r["argv"][1], r["status"], r.get("state")) for r in out] == [
-            ("old-style", 0, None), ("running", None, "running"), ("lost", None, "lost"),
-            ("pid-reused", None, "lost"), ("finished", 2, None)]
+            ("old-style", 0, None),
+            ("running", None, "running"),
+            ("lost", None, "lost"),
+            ("pid-reused", None, "lost"),
+            ("finished", 2, None),
+        ]
         text = run_qpod("log").stdout.splitlines()
         assert "running" in text[1].split() and text[1].endswith("make running")
         assert "lost" in text[2].split()
@@ -172,8 +205,9 @@ def test_the_tui_index_shows_commands_once_they_end_and_misses_no_rotation(tmp_p
     index.refresh()
     for i in range(30):  # each command: a start record, then its complete record; many rotations
         cmdlog.append(_start_record(f"id{i}", os.getpid(), ["make", f"c{i}"]), max_bytes=900, keep=100, log=log)
-        cmdlog.append({**GOOD, "argv": ["make", f"c{i}"], "id": f"id{i}", "status": i % 2}, max_bytes=900, keep=100,
-                      log=log)
+        cmdlog.append(
+            {**GOOD, "argv": ["make", f"c{i}"], "id": f"id{i}", "status": i % 2}, max_bytes=900, keep=100, log=log
+        )
         if i % 10 == 9:
             index.refresh()
     cmdlog.append(_start_record("last", os.getpid(), ["make", "still-running"]), log=log)
@@ -182,7 +216,10 @@ def test_the_tui_index_shows_commands_once_they_end_and_misses_no_rotation(tmp_p
     shown = [index.record(i)["argv"][1] for i in range(len(index))]
     assert shown == ["first", *(f"c{i}" for i in range(30))]  # no start record, no gap
     assert all(index.record(i)["status"] is not None for i in range(len(index)))
-    assert [index.record(i)["argv"][1] for i in index.scan(cmdlog.Filter(failed=True))] == \
-        [f"c{i}" for i in range(1, 30, 2)]
-    assert [index.record(i)["argv"][1] for i in index.scan(cmdlog.Filter(text="c2"))] == \
-        ["c2", *(f"c{i}" for i in range(20, 30))]
+    assert [index.record(i)["argv"][1] for i in index.scan(cmdlog.Filter(failed=True))] == [
+        f"c{i}" for i in range(1, 30, 2)
+    ]
+    assert [index.record(i)["argv"][1] for i in index.scan(cmdlog.Filter(text="c2"))] == [
+        "c2",
+        *(f"c{i}" for i in range(20, 30)),
+    ]

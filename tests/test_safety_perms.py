@@ -40,10 +40,20 @@ def shared_home() -> Iterator[Path]:
 
 def qpod_umask0(home: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """``qpod ARGS`` from a shell whose umask is 000."""
-    env = {**os.environ, "QPOD_CONFIG_DIR": str(home / "config"), "QPOD_STATE_DIR": str(home / "state"),
-           "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.run(["sh", "-c", 'umask 000; exec "$@"', "sh", sys.executable, "-m", "qpod_engine.cli",
-                           *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "QPOD_CONFIG_DIR": str(home / "config"),
+        "QPOD_STATE_DIR": str(home / "state"),
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    return subprocess.run(
+        ["sh", "-c", 'umask 000; exec "$@"', "sh", sys.executable, "-m", "qpod_engine.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def as_other(user: str, script: str) -> subprocess.CompletedProcess[str]:
@@ -66,10 +76,13 @@ def test_state_is_private_and_config_is_not_writable_by_others(shared_home: Path
     r = qpod_umask0(shared_home, "init", "e", cwd=repo)
     assert r.returncode == 0, r.stderr
     # the launcher writes the log through cmdlog.append: the same call, from a umask-000 process
-    code = ("from qpod_engine import cmdlog; cmdlog.append({'argv': ['make', 'secret-token'], 'status': 0}, "
-            "1 << 20, 3)")
-    env = {**os.environ, "QPOD_CONFIG_DIR": str(shared_home / "config"),
-           "QPOD_STATE_DIR": str(shared_home / "state"), "PYTHONPATH": str(REPO_ROOT)}
+    code = "from qpod_engine import cmdlog; cmdlog.append({'argv': ['make', 'secret-token'], 'status': 0}, 1 << 20, 3)"
+    env = {
+        **os.environ,
+        "QPOD_CONFIG_DIR": str(shared_home / "config"),
+        "QPOD_STATE_DIR": str(shared_home / "state"),
+        "PYTHONPATH": str(REPO_ROOT),
+    }
     subprocess.run(["sh", "-c", 'umask 000; exec "$@"', "sh", sys.executable, "-c", code], env=env, check=True)
 
     state = shared_home / "state"
@@ -85,13 +98,19 @@ def test_state_is_private_and_config_is_not_writable_by_others(shared_home: Path
     assert mode(config / ".qpod.lock") == 0o600
 
     # the second user can neither read the command lines nor redirect anyone's commands
-    r = as_other(other_user, f"cat {state}/commands.log; ls {state}; echo x >> {state}/rules; "
-                 f"echo x > {state}/rules.new && mv {state}/rules.new {state}/rules")
+    r = as_other(
+        other_user,
+        f"cat {state}/commands.log; ls {state}; echo x >> {state}/rules; "
+        f"echo x > {state}/rules.new && mv {state}/rules.new {state}/rules",
+    )
     assert "secret-token" not in r.stdout
     assert r.stderr.count("Permission denied") >= 3, r.stderr
     assert (state / "rules").read_text().count("\nx\n") == 0
-    r = as_other(other_user, f"echo 'env: {{LD_AUDIT: /tmp/evil.so}}' >> {config}/environments/e.yaml; "
-                 f"touch {config}/environments/evil.yaml")
+    r = as_other(
+        other_user,
+        f"echo 'env: {{LD_AUDIT: /tmp/evil.so}}' >> {config}/environments/e.yaml; "
+        f"touch {config}/environments/evil.yaml",
+    )
     assert r.stderr.count("Permission denied") == 2, r.stderr
     assert "LD_AUDIT" not in (config / "environments" / "e.yaml").read_text()
 
@@ -109,16 +128,18 @@ def test_state_left_open_by_an_older_qpod_is_closed(shared_home: Path, other_use
     assert mode(state) == 0o700
     assert mode(state / "snapshot.json") == 0o600
     env = {**os.environ, "QPOD_STATE_DIR": str(state), "PYTHONPATH": str(REPO_ROOT)}
-    subprocess.run([sys.executable, "-c", "from qpod_engine import cmdlog; cmdlog.append({'status': 0})"],
-                   env=env, check=True)
+    subprocess.run(
+        [sys.executable, "-c", "from qpod_engine import cmdlog; cmdlog.append({'status': 0})"], env=env, check=True
+    )
     assert mode(state / "commands.log") == 0o600
     assert as_other(other_user, f"cat {state}/commands.log").returncode != 0
 
 
 @pytest.mark.podman
 @pytest.mark.skipif(not podman_available(), reason="podman is not installed")
-def test_a_real_redirected_command_under_umask_000_leaves_private_state(shared_home: Path, other_user: str,
-                                                                         busybox_image: str) -> None:
+def test_a_real_redirected_command_under_umask_000_leaves_private_state(
+    shared_home: Path, other_user: str, busybox_image: str
+) -> None:
     repo = make_git_repo(shared_home / "proj")
     assert qpod_umask0(shared_home, "env", "add", "bb", "--image", busybox_image).returncode == 0
     assert qpod_umask0(shared_home, "init", "bb", cwd=repo).returncode == 0
@@ -130,8 +151,13 @@ def test_a_real_redirected_command_under_umask_000_leaves_private_state(shared_h
         remove_containers_of(str(repo))
     state = shared_home / "state"
     assert mode(state) == 0o700
-    for p in [state / "rules", state / "snapshot.json", state / "commands.log", state / "commands.log.lock",
-              *(state / "containers").glob("*.json")]:
+    for p in [
+        state / "rules",
+        state / "snapshot.json",
+        state / "commands.log",
+        state / "commands.log.lock",
+        *(state / "containers").glob("*.json"),
+    ]:
         assert mode(p) == 0o600, p
     assert mode(state / "containers") == 0o700
     assert list((state / "containers").glob("*.json"))  # the facts were written

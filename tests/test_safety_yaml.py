@@ -8,21 +8,26 @@ from pathlib import Path
 import pytest
 from conftest import run_qpod
 
-BOMB = "".join([
-    'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n',
-    *(f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)),
-])
+BOMB = "".join(
+    [
+        'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n',
+        *(f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)),
+    ]
+)
 
 
 def test_the_bomb_is_small_and_would_explode() -> None:
     assert len(BOMB) < 600 and BOMB.count("*") == 72  # 9**9 'lol's once expanded
 
 
-@pytest.mark.parametrize(("where", "commands"), [
-    ("repositories.yaml", [["repos", "--no-podman"], ["status"], ["unbind", "--path", "/"]]),
-    ("settings.yaml", [["repos", "--no-podman"], ["status"]]),
-    ("environments/bomb.yaml", [["env", "show", "bomb"], ["env", "list"]]),
-])
+@pytest.mark.parametrize(
+    ("where", "commands"),
+    [
+        ("repositories.yaml", [["repos", "--no-podman"], ["status"], ["unbind", "--path", "/"]]),
+        ("settings.yaml", [["repos", "--no-podman"], ["status"]]),
+        ("environments/bomb.yaml", [["env", "show", "bomb"], ["env", "list"]]),
+    ],
+)
 def test_alias_bomb_is_refused_fast_with_file_and_line(qpod_home: Path, where: str, commands: list) -> None:
     config = qpod_home / "config"
     (config / "environments").mkdir(parents=True)
@@ -46,8 +51,9 @@ def test_deep_nesting_is_an_error_not_a_crash(qpod_home: Path) -> None:
     r = run_qpod("repos", "--no-podman")
     assert r.returncode == 2, (r.returncode, r.stderr)  # libyaml's composer segfaulted (status -11)
     # qpod's own limit, or (PyYAML 6.0.4 and later) libyaml's, which stops the input first
-    assert re.search(r"settings\.yaml:1: invalid YAML: (nested deeper than|exceeded maximum nesting depth)",
-                     r.stderr), r.stderr
+    assert re.search(
+        r"settings\.yaml:1: invalid YAML: (nested deeper than|exceeded maximum nesting depth)", r.stderr
+    ), r.stderr
 
 
 def test_an_anchor_alone_is_fine(qpod_home: Path) -> None:

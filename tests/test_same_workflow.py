@@ -14,20 +14,26 @@ from conftest import git, remove_containers_of, run_qpod
 
 HELLO_C = '#include <stdio.h>\nint main(void) { printf("hello from gcc %s\\n", __VERSION__); return 0; }\n'
 # autotools-shaped: run from the build directory, writes the Makefile there, installs to --prefix
-CONFIGURE = r'''#!/bin/sh
+CONFIGURE = r"""#!/bin/sh
 prefix=/usr/local
 for a; do case $a in --prefix=*) prefix=${a#--prefix=};; esac; done
 srcdir=$(cd "$(dirname "$0")" && pwd)
 printf 'hello: %s/hello.c\n\tgcc -O1 -o hello %s/hello.c\ninstall: hello\n\tmkdir -p %s/bin && cp hello %s/bin/\n' \
     "$srcdir" "$srcdir" "$prefix" "$prefix" > Makefile
 echo "configured-in-${container:-host}"
-'''
+"""
 
 
 def qpod_shell(script: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_SHELL")}
-    return subprocess.run([sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", script], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", script],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def comment_of(binary: Path) -> str:
@@ -37,7 +43,8 @@ def comment_of(binary: Path) -> str:
 @pytest.mark.podman
 @pytest.mark.demo
 def test_configure_in_an_out_of_tree_build_dir_and_install_to_a_prefix(
-        qpod_home: Path, make_repo: Callable[..., Path], debian11_image: str, tmp_path: Path) -> None:
+    qpod_home: Path, make_repo: Callable[..., Path], debian11_image: str, tmp_path: Path
+) -> None:
     src = make_repo("src-" + uuid.uuid4().hex[:6], {"hello.c": HELLO_C, "configure": CONFIGURE})
     build, prefix = tmp_path / "build", tmp_path / "inst"
     build.mkdir()
@@ -87,7 +94,8 @@ def test_home_and_tmp_are_shared_unless_the_environment_says_otherwise(bound_rep
 
 
 def test_branch_rules_follow_the_branch_being_bisected_or_rebased(
-        qpod_home: Path, make_repo: Callable[..., Path]) -> None:
+    qpod_home: Path, make_repo: Callable[..., Path]
+) -> None:
     root = make_repo("bisect-" + uuid.uuid4().hex[:6])
     for name in ("new", "old"):
         assert run_qpod("env", "add", name, "--image", f"localhost/{name}:1").returncode == 0
@@ -142,9 +150,21 @@ def test_an_environment_change_never_kills_a_running_build(bound_repo: Path, tmp
     gate = tmp_path / "gate"
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     build = subprocess.Popen(
-        [sys.executable, "-m", "qpod_engine.cli", "exec", "sh", "-c",
-         f"echo started; while [ ! -e {gate} ]; do sleep 0.1; done; echo finished"],
-        cwd=bound_repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "qpod_engine.cli",
+            "exec",
+            "sh",
+            "-c",
+            f"echo started; while [ ! -e {gate} ]; do sleep 0.1; done; echo finished",
+        ],
+        cwd=bound_repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert build.stdout is not None and build.stdout.readline() == "started\n"
         # a change that shapes the container (capabilities), made while the build runs
@@ -179,8 +199,9 @@ def test_an_idle_container_of_an_old_config_is_simply_replaced(bound_repo: Path)
 
 
 @pytest.mark.podman
-def test_a_routed_command_missing_from_the_image_is_one_line_127(bound_repo: Path, tmp_path: Path,
-                                                                   busybox_image: str) -> None:
+def test_a_routed_command_missing_from_the_image_is_one_line_127(
+    bound_repo: Path, tmp_path: Path, busybox_image: str
+) -> None:
     """waf on the host's PATH is routed (a command of the environment) but the image has none."""
     host_bin = tmp_path / "bin"
     host_bin.mkdir()
@@ -190,8 +211,14 @@ def test_a_routed_command_missing_from_the_image_is_one_line_127(bound_repo: Pat
     assert before.stdout.startswith("container (bb)") and "in the container" not in before.stdout
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_SHELL")}
     env["PATH"] = f"{host_bin}:{env['PATH']}"
-    r = subprocess.run([sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", "waf configure"],
-                       cwd=bound_repo, env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", "waf configure"],
+        cwd=bound_repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 127 and r.stdout == ""
     assert r.stderr == f"qpod: waf: not found in environment bb (image {busybox_image})\n", r.stderr
     after = run_qpod("which", "waf", cwd=bound_repo)  # the container is known now: qpod which looks
@@ -202,19 +229,20 @@ def test_a_routed_command_missing_from_the_image_is_one_line_127(bound_repo: Pat
 
 
 # a waf-shaped build script: python, run as ./waf or as waf's docs say, python3 ./waf
-WAF = r'''#!/usr/bin/env python3
+WAF = r"""#!/usr/bin/env python3
 import os, subprocess, sys
 where = "container" if os.environ.get("container") else "host"
 if "build" in sys.argv:
     subprocess.run(["gcc", "-O1", "-o", "hello", "hello.c"], check=True)
 print(f"waf {' '.join(sys.argv[1:])} ran in the {where} with python {sys.version_info[0]}.{sys.version_info[1]}")
-'''
+"""
 
 
 @pytest.mark.podman
 @pytest.mark.demo
-def test_a_waf_script_runs_in_the_container_both_ways(qpod_home: Path, make_repo: Callable[..., Path],
-                                                      debian11_image: str) -> None:
+def test_a_waf_script_runs_in_the_container_both_ways(
+    qpod_home: Path, make_repo: Callable[..., Path], debian11_image: str
+) -> None:
     root = make_repo("waf-" + uuid.uuid4().hex[:6], {"hello.c": HELLO_C, "waf": WAF})
     (root / "waf").chmod(0o755)
     assert run_qpod("env", "add", "deb11", "--image", debian11_image).returncode == 0
@@ -223,8 +251,10 @@ def test_a_waf_script_runs_in_the_container_both_ways(qpod_home: Path, make_repo
         r = qpod_shell("python3 ./waf configure build && ./waf build", cwd=root)
         assert r.returncode == 0, (r.stdout, r.stderr)
         # Debian 11's python is 3.9, the host's (Debian 12) 3.11
-        assert r.stdout.splitlines() == ["waf configure build ran in the container with python 3.9",
-                                         "waf build ran in the container with python 3.9"], r.stdout
+        assert r.stdout.splitlines() == [
+            "waf configure build ran in the container with python 3.9",
+            "waf build ran in the container with python 3.9",
+        ], r.stdout
         assert "GCC: (Debian 10." in comment_of(root / "hello")
         which = run_qpod("which", "python3", "./waf", "build", cwd=root)
         assert which.stdout.startswith("container (deb11): a script of bound repository"), which.stdout
@@ -234,7 +264,8 @@ def test_a_waf_script_runs_in_the_container_both_ways(qpod_home: Path, make_repo
 
 @pytest.mark.podman
 def test_a_command_only_another_branchs_environment_routes_runs_on_the_host(
-        qpod_home: Path, make_repo: Callable[..., Path], busybox_image: str, tmp_path: Path) -> None:
+    qpod_home: Path, make_repo: Callable[..., Path], busybox_image: str, tmp_path: Path
+) -> None:
     """The preload rules list the commands of every environment a repository's branches use;
     on master, ninja (routed only on release branches) stays the host's, also once the launch
     spec of master's environment is warm."""
@@ -244,8 +275,9 @@ def test_a_command_only_another_branchs_environment_routes_runs_on_the_host(
     (host_bin / "ninja").write_text('#!/bin/sh\necho "ninja-in-${container:-host}"\n')
     (host_bin / "ninja").chmod(0o755)
     assert run_qpod("env", "add", "now", "--image", busybox_image, "--command", "sh").returncode == 0
-    assert run_qpod("env", "add", "old", "--image", busybox_image, "--command", "sh", "--command", "ninja"
-                    ).returncode == 0
+    assert (
+        run_qpod("env", "add", "old", "--image", busybox_image, "--command", "sh", "--command", "ninja").returncode == 0
+    )
     assert run_qpod("init", "now", cwd=root).returncode == 0
     assert run_qpod("init", "old", "--branch", "release/*", cwd=root).returncode == 0
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_SHELL")}
@@ -253,8 +285,14 @@ def test_a_command_only_another_branchs_environment_routes_runs_on_the_host(
     script = "sh -c 'echo sh-in-$container'; ninja"
     try:
         for _ in range(2):  # the second time with the launch spec of 'now' warm (the C fast path)
-            r = subprocess.run([sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", script],
-                               cwd=root, env=env, capture_output=True, text=True, timeout=120)
+            r = subprocess.run(
+                [sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", script],
+                cwd=root,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert r.stdout.split() == ["sh-in-podman", "ninja-in-host"], (r.stdout, r.stderr)
     finally:
         remove_containers_of(str(root))

@@ -19,16 +19,24 @@ from tmux_driver import Tmux
 from qpod_engine.routing import preload_lib
 
 PKG_DIR = str(Path(preload_lib.__file__).resolve().parent)
-needs_lib = pytest.mark.skipif(not preload_lib.library_path().is_file(),
-                               reason="qpod is not installed with its library (pip install -e .)")
+needs_lib = pytest.mark.skipif(
+    not preload_lib.library_path().is_file(), reason="qpod is not installed with its library (pip install -e .)"
+)
 
 
-def qpod_shell(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-               timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def qpod_shell(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_SHELL")}
     full.update(env or {})
-    return subprocess.run([sys.executable, "-m", "qpod_engine.cli.shell", *args], cwd=cwd, env=full,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "qpod_engine.cli.shell", *args],
+        cwd=cwd,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 # ---- qpod-shell itself -------------------------------------------------------------------------
@@ -39,8 +47,11 @@ def qpod_shell(*args: str, cwd: Path | None = None, env: dict[str, str] | None =
 def test_qpod_shell_starts_the_shell_in_qpod_mode(qpod_home: Path, shell: str) -> None:
     if not os.path.exists(shell):
         pytest.skip(f"{shell} is not installed")
-    r = qpod_shell("-c", 'echo "$QPOD_SHELL|$LD_PRELOAD|$QPOD_PRELOAD|$QPOD_RULES"; exit 3',
-                   env={"SHELL": shell, "ZDOTDIR": str(qpod_home)})
+    r = qpod_shell(
+        "-c",
+        'echo "$QPOD_SHELL|$LD_PRELOAD|$QPOD_PRELOAD|$QPOD_RULES"; exit 3',
+        env={"SHELL": shell, "ZDOTDIR": str(qpod_home)},
+    )
     assert r.returncode == 3  # the shell's own status
     assert r.stderr == ""  # no banner with -c: scripts read qpod-shell's stderr (the tmux test sees it)
     state = os.environ["QPOD_STATE_DIR"]
@@ -64,8 +75,9 @@ def test_nested_qpod_shell_loads_the_library_once(qpod_home: Path, tmp_path: Pat
 
 
 @needs_lib
-def test_unusable_rules_warn_once_and_everything_runs_on_the_host(tmp_path: Path, make_repo: Callable[..., Path],
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unusable_rules_warn_once_and_everything_runs_on_the_host(
+    tmp_path: Path, make_repo: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
     monkeypatch.setenv("QPOD_CONFIG_DIR", str(tmp_path / "config"))
@@ -161,9 +173,17 @@ def test_qpod_shell_in_a_terminal(bound_deb11: Path, tmp_path: Path, shell: str)
     home = tmp_path / "home"
     home.mkdir()
     (home / ".zshrc").write_text("")  # no zsh first-run wizard
-    env = {"PATH": os.environ["PATH"], "HOME": str(home), "SHELL": shell, "TERM": "xterm", "LANG": "C.UTF-8",
-           "ZDOTDIR": str(home), "ENV": "", "QPOD_CONFIG_DIR": os.environ["QPOD_CONFIG_DIR"],
-           "QPOD_STATE_DIR": os.environ["QPOD_STATE_DIR"]}
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "SHELL": shell,
+        "TERM": "xterm",
+        "LANG": "C.UTF-8",
+        "ZDOTDIR": str(home),
+        "ENV": "",
+        "QPOD_CONFIG_DIR": os.environ["QPOD_CONFIG_DIR"],
+        "QPOD_STATE_DIR": os.environ["QPOD_STATE_DIR"],
+    }
     tmux = Tmux(f"{sys.executable} -m qpod_engine.cli.shell", env=env, cwd=str(tmp_path))
     try:
         tmux.wait_for(f"launching {shell} in qpod mode (using qpod in {PKG_DIR})")
@@ -173,8 +193,9 @@ def test_qpod_shell_in_a_terminal(bound_deb11: Path, tmp_path: Path, shell: str)
         # make builds in the container, with its gcc 10
         out = s.run("make", timeout=300)
         assert s.status(out) == 0 and "gcc -O1 -o prog prog.c" in out, out
-        comment = subprocess.run(["readelf", "-p", ".comment", str(bound_deb11 / "prog")], capture_output=True,
-                                 text=True).stdout
+        comment = subprocess.run(
+            ["readelf", "-p", ".comment", str(bound_deb11 / "prog")], capture_output=True, text=True
+        ).stdout
         assert "GCC: (Debian 10." in comment, comment
         # a program of the repository runs in the container too
         out = s.run("./prog")

@@ -28,16 +28,33 @@ def test_host_programs_get_default_sigpipe(qpod_home: Path, tmp_path: Path) -> N
 
 def test_qpod_shell_gets_default_sigpipe(qpod_home: Path, tmp_path: Path) -> None:
     native = subprocess.run(["sh", "-c", "grep SigIgn /proc/self/status"], capture_output=True, text=True).stdout
-    r = subprocess.run([sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c",
-                        "grep SigIgn /proc/self/status; yes | head -1"], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=20)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qpod_engine.cli.shell",
+            "--shell",
+            "/bin/sh",
+            "-c",
+            "grep SigIgn /proc/self/status; yes | head -1",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert _sigign(r.stdout) == _sigign(native)
     assert r.stdout.splitlines()[-1] == "y"
 
 
 def test_umask_is_the_users(bound_repo: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "qpod_engine.cli", "exec", "sh", "-c", "umask; touch g.o"],
-                       cwd=bound_repo, capture_output=True, text=True, umask=0o002)
+    r = subprocess.run(
+        [sys.executable, "-m", "qpod_engine.cli", "exec", "sh", "-c", "umask; touch g.o"],
+        cwd=bound_repo,
+        capture_output=True,
+        text=True,
+        umask=0o002,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "0002"
     assert (bound_repo / "g.o").stat().st_mode & 0o777 == 0o664
@@ -48,23 +65,26 @@ def test_repository_program_found_through_path(bound_repo: Path) -> None:
     tool.parent.mkdir()
     tool.write_text('#!/bin/sh\necho "$container:$0:$*"\n')
     tool.chmod(0o755)
-    r = run_qpod("exec", "mytool", "a", "b", cwd=bound_repo / "sub",
-                 env={"PATH": f"{tool.parent}:{os.environ['PATH']}"})
+    r = run_qpod(
+        "exec", "mytool", "a", "b", cwd=bound_repo / "sub", env={"PATH": f"{tool.parent}:{os.environ['PATH']}"}
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout == f"podman:{tool}:a b\n"
 
 
 def test_repository_program_from_outside_is_a_clear_error(bound_repo: Path, tmp_path: Path) -> None:
     tool = bound_repo / "tool"
-    tool.write_text("#!/bin/sh\ncat \"$1\"\n")
+    tool.write_text('#!/bin/sh\ncat "$1"\n')
     tool.chmod(0o755)
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     assert run_qpod("env", "set", "bb", "share=").returncode == 0  # /tmp shared (the default) shows it
     r = run_qpod("exec", str(tool), "in.txt", cwd=outside)
     assert r.returncode == 125
-    assert r.stderr.strip() == (f"qpod: {outside}: not visible in the container of environment 'bb' "
-                                f"(run it from inside {bound_repo} or a mounted directory)")
+    assert r.stderr.strip() == (
+        f"qpod: {outside}: not visible in the container of environment 'bb' "
+        f"(run it from inside {bound_repo} or a mounted directory)"
+    )
 
 
 def test_symlinked_checkout_routes_like_the_real_path(bound_repo: Path, tmp_path: Path) -> None:
@@ -89,7 +109,7 @@ def test_background_job_with_a_terminal_runs(bound_repo: Path) -> None:
     t = _tmux_shell(bound_repo)
     qpod = f"{sys.executable} -m qpod_engine.cli"
     try:
-        t.type(f"{qpod} exec sh -c 'sleep 1; echo BG\"-\"DONE' & wait $!; echo st\"=\"$?")
+        t.type(f'{qpod} exec sh -c \'sleep 1; echo BG"-"DONE\' & wait $!; echo st"="$?')
         s = t.wait_for("st=", timeout=30)
         assert "BG-DONE" in s and "st=0" in s and "Stopped" not in s
     finally:

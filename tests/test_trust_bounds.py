@@ -64,19 +64,29 @@ def uid_of(user: str) -> int:
     return pwd.getpwnam(user).pw_uid
 
 
-def run_guarded(argv: list[str], cwd: Path | str | None = None, env: dict[str, str] | None = None,
-                input: str | None = None) -> tuple[subprocess.CompletedProcess[str], int]:
+def run_guarded(
+    argv: list[str], cwd: Path | str | None = None, env: dict[str, str] | None = None, input: str | None = None
+) -> tuple[subprocess.CompletedProcess[str], int]:
     """Run ``argv`` (its own process group, RLIMIT_DATA = MEMORY_LIMIT) to its end: (result,
     largest maxrss in KiB of it and its descendants). A run past HANG_GUARD is a hang: the group
     is killed and the test fails."""
-    wrap = ("import resource, subprocess, sys\n"
-            f"resource.setrlimit(resource.RLIMIT_DATA, ({MEMORY_LIMIT}, {MEMORY_LIMIT}))\n"
-            "rc = subprocess.run(sys.argv[1:]).returncode\n"
-            "sys.stderr.write('\\nmaxrss-kib=%d\\n' % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
-            "sys.exit(rc)\n")
-    proc = subprocess.Popen([sys.executable, "-I", "-c", wrap, *argv], cwd=cwd, env=env, text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    wrap = (
+        "import resource, subprocess, sys\n"
+        f"resource.setrlimit(resource.RLIMIT_DATA, ({MEMORY_LIMIT}, {MEMORY_LIMIT}))\n"
+        "rc = subprocess.run(sys.argv[1:]).returncode\n"
+        "sys.stderr.write('\\nmaxrss-kib=%d\\n' % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        "sys.exit(rc)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-I", "-c", wrap, *argv],
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(input or "", timeout=HANG_GUARD)
     except subprocess.TimeoutExpired:
@@ -85,7 +95,7 @@ def run_guarded(argv: list[str], cwd: Path | str | None = None, env: dict[str, s
         pytest.fail(f"{' '.join(argv)} hung (killed after {HANG_GUARD:.0f} s): {err[-500:]}")
     found = re.search(r"\nmaxrss-kib=(\d+)\n$", err)
     assert found, err
-    return subprocess.CompletedProcess(argv, proc.returncode, out, err[:found.start()]), int(found.group(1))
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err[: found.start()]), int(found.group(1))
 
 
 def qpod(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -99,14 +109,16 @@ def qpod_shell_c(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """A command typed in qpod-shell (redirected by the preload library: the client when the
     container is warm, the launcher when it is cold)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and k != "LD_PRELOAD"}
-    r, rss = run_guarded([sys.executable, "-I", "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", script],
-                         cwd=cwd, env=env)
+    r, rss = run_guarded(
+        [sys.executable, "-I", "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", script], cwd=cwd, env=env
+    )
     assert "Traceback" not in r.stderr and "MemoryError" not in r.stderr, r.stderr
     assert rss < MAX_RSS_KIB, f"qpod-shell -c {script}: {rss} KiB"
     return r
 
 
 # --- item 4: the image lock is the user's own ---------------------------------------------------
+
 
 @pytest.fixture
 def victim_home(victim: str) -> Iterator[Path]:
@@ -124,10 +136,16 @@ def old_image_lock(ref: str, uid: int) -> Path:
 
 def as_user(user: str, home: Path, code: str) -> subprocess.CompletedProcess[str]:
     """Python ``code`` run by ``user`` with qpod's config and state in ``home``."""
-    env = ["env", "-i", "PATH=/usr/bin:/bin", f"HOME={home}", "LANG=C.UTF-8",
-           f"QPOD_CONFIG_DIR={home}/config", f"QPOD_STATE_DIR={home}/state"]
-    r, _ = run_guarded(["runuser", "-u", user, "--", *env, f"{REPO_ROOT}/.venv/bin/python", "-I", "-c", code],
-                       cwd="/")
+    env = [
+        "env",
+        "-i",
+        "PATH=/usr/bin:/bin",
+        f"HOME={home}",
+        "LANG=C.UTF-8",
+        f"QPOD_CONFIG_DIR={home}/config",
+        f"QPOD_STATE_DIR={home}/state",
+    ]
+    r, _ = run_guarded(["runuser", "-u", user, "--", *env, f"{REPO_ROOT}/.venv/bin/python", "-I", "-c", code], cwd="/")
     return r
 
 
@@ -140,8 +158,9 @@ def test_another_user_cannot_take_the_image_lock(plant: str, planter: str, victi
     holder = None
     try:
         if plant == "held":
-            holder = subprocess.Popen(["runuser", "-u", planter, "--", "flock", str(old), "sleep", "3600"],
-                                      start_new_session=True)
+            holder = subprocess.Popen(
+                ["runuser", "-u", planter, "--", "flock", str(old), "sleep", "3600"], start_new_session=True
+            )
 
             def held() -> bool:
                 import fcntl
@@ -160,11 +179,18 @@ def test_another_user_cannot_take_the_image_lock(plant: str, planter: str, victi
 
             wait_until(held, f"{planter} holds {old}")
         else:
-            r = subprocess.run(["runuser", "-u", planter, "--", "sh", "-c", f'umask 077 && : > "{old}"'],
-                               capture_output=True, text=True)
+            r = subprocess.run(
+                ["runuser", "-u", planter, "--", "sh", "-c", f'umask 077 && : > "{old}"'],
+                capture_output=True,
+                text=True,
+            )
             assert r.returncode == 0 and stat.S_IMODE(old.stat().st_mode) == 0o600, r.stderr
-        r = as_user(victim, victim_home, "from qpod_engine import images\n"
-                    f"with images._image_lock({LOCK_REF!r}):\n    print('locked', flush=True)\n")
+        r = as_user(
+            victim,
+            victim_home,
+            "from qpod_engine import images\n"
+            f"with images._image_lock({LOCK_REF!r}):\n    print('locked', flush=True)\n",
+        )
         assert r.returncode == 0 and r.stdout == "locked\n", r.stderr
         locks = list((victim_home / "state").glob("**/*.lock"))
         assert len(locks) == 1 and os.stat(locks[0]).st_uid == uid_of(victim), locks
@@ -178,10 +204,13 @@ def test_another_user_cannot_take_the_image_lock(plant: str, planter: str, victi
 
 
 def test_a_lock_wait_names_its_holder_and_gives_up(qpod_home: Path) -> None:
-    hold = ("import sys\nfrom qpod_engine import images\n"
-            f"with images._image_lock({LOCK_REF!r}):\n    print('held', flush=True)\n    sys.stdin.read()\n")
-    holder = subprocess.Popen([sys.executable, "-I", "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True)
+    hold = (
+        "import sys\nfrom qpod_engine import images\n"
+        f"with images._image_lock({LOCK_REF!r}):\n    print('held', flush=True)\n    sys.stdin.read()\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-I", "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
         said: list[str] = []
@@ -191,8 +220,9 @@ def test_a_lock_wait_names_its_holder_and_gives_up(qpod_home: Path) -> None:
         assert path.startswith(str(qpod_home / "state") + "/"), path
         holder_is = f"held by pid {holder.pid}, another qpod building image {LOCK_REF}"
         assert len(said) == 1 and path in said[0] and holder_is in said[0], said
-        assert err.value.status == 125 and str(err.value).startswith(f"gave up waiting for {path} after 0.3 s: "
-                                                                     f"{holder_is}"), err.value
+        assert err.value.status == 125 and str(err.value).startswith(
+            f"gave up waiting for {path} after 0.3 s: {holder_is}"
+        ), err.value
     finally:
         assert holder.stdin is not None
         holder.stdin.close()
@@ -202,6 +232,7 @@ def test_a_lock_wait_names_its_holder_and_gives_up(qpod_home: Path) -> None:
 
 
 # --- item 7: git metadata that is a FIFO, /dev/zero or huge -------------------------------------
+
 
 def fifo(p: Path) -> None:
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -260,6 +291,7 @@ def rebase_or_bisect(file: str, make: Callable[[Path], None]) -> Callable[[Path]
     def plant(root: Path) -> None:
         detach(root / ".git")
         make(root / ".git" / file)
+
     return plant
 
 
@@ -284,8 +316,10 @@ def check_shell_run(root: Path) -> None:
     the host: in the container, or 125 with one line."""
     r = qpod_shell_c("./run.sh; echo rc=$?", root)
     assert "on-the-host" not in r.stdout, (r.stdout, r.stderr)
-    assert r.stdout == "in-container\nrc=0\n" or (r.stdout == "rc=125\n" and len(r.stderr.splitlines()) == 1), \
-        (r.stdout, r.stderr)
+    assert r.stdout == "in-container\nrc=0\n" or (r.stdout == "rc=125\n" and len(r.stderr.splitlines()) == 1), (
+        r.stdout,
+        r.stderr,
+    )
 
 
 @pytest.mark.parametrize("lock", ["config", "log"])
@@ -296,10 +330,13 @@ def test_config_and_log_lock_waits_name_their_holder_and_give_up(lock: str, qpod
 
     path = paths.config_lock_file() if lock == "config" else paths.log_file() + ".lock"
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    hold = (f"import fcntl, os, sys\nfd = os.open({path!r}, os.O_RDWR | os.O_CREAT, 0o600)\n"
-            "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\nsys.stdin.read()\n")
-    holder = subprocess.Popen([sys.executable, "-I", "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True)
+    hold = (
+        f"import fcntl, os, sys\nfd = os.open({path!r}, os.O_RDWR | os.O_CREAT, 0o600)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\nsys.stdin.read()\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-I", "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
         said: list[str] = []
@@ -363,8 +400,14 @@ def test_discovering_a_repository_reads_no_fifo(plant: str, qpod_home: Path, mak
 def test_a_huge_build_context_is_refused_at_once(qpod_home: Path, make_repo: Callable[..., Path]) -> None:
     """A 1.5 GB file (sparse: nothing on disk) in a ``build:`` context: a clear error naming it,
     without reading it (maxrss, RLIMIT_DATA)."""
-    root = make_repo("ctx", {".qpod.yaml": "build: {containerfile: ci/Containerfile, context: ci}\ncommands: [make]\n",
-                             "ci/Containerfile": "FROM scratch\n", "Makefile": "all:\n\t@echo built\n"})
+    root = make_repo(
+        "ctx",
+        {
+            ".qpod.yaml": "build: {containerfile: ci/Containerfile, context: ci}\ncommands: [make]\n",
+            "ci/Containerfile": "FROM scratch\n",
+            "Makefile": "all:\n\t@echo built\n",
+        },
+    )
     assert run_qpod("allow", cwd=root, input="").returncode == 0
     big = root / "ci" / "toolchain.tar"
     sparse(big, 1536 << 20)
@@ -382,6 +425,7 @@ def test_a_huge_build_context_is_refused_at_once(qpod_home: Path, make_repo: Cal
 
 # --- item 8 and item 4: ssh's shared connections ------------------------------------------------
 
+
 def control_path_of(conn: remote.Connection) -> str:
     argv = remote.ssh_options(conn)
     return next(o.split("=", 1)[1] for o in argv if o.startswith("ControlPath="))
@@ -395,8 +439,18 @@ def test_the_shared_ssh_connection_is_one_per_identity(qpod_home: Path) -> None:
     try:
         assert with_a != with_b
         assert control_path_of(conn("/keys/a")) == with_a  # the same connection shares it
-        assert len({with_a, with_b, control_path_of(conn(None)), control_path_of(conn("/keys/a", user="ops")),
-                    control_path_of(conn("/keys/a", port=22))}) == 5
+        assert (
+            len(
+                {
+                    with_a,
+                    with_b,
+                    control_path_of(conn(None)),
+                    control_path_of(conn("/keys/a", user="ops")),
+                    control_path_of(conn("/keys/a", port=22)),
+                }
+            )
+            == 5
+        )
         for path in (with_a, with_b):
             assert len(os.fsencode(path)) + 17 <= 107  # ssh binds "<path>.<16 random>" first
             assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
@@ -405,8 +459,9 @@ def test_the_shared_ssh_connection_is_one_per_identity(qpod_home: Path) -> None:
             shutil.rmtree(os.path.dirname(with_a), ignore_errors=True)
 
 
-def test_a_long_state_dir_never_uses_a_fixed_ssh_dir_in_tmp(planter: str, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_long_state_dir_never_uses_a_fixed_ssh_dir_in_tmp(
+    planter: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The state dir is too long for a socket address: the other user has made the old fallback
     (/tmp/qpod-ssh-UID) first. ssh's connections go to a private dir of ours all the same."""
     monkeypatch.setenv("QPOD_STATE_DIR", str(tmp_path / ("long-" * 16) / "state"))
@@ -417,8 +472,11 @@ def test_a_long_state_dir_never_uses_a_fixed_ssh_dir_in_tmp(planter: str, tmp_pa
         if any(old.iterdir()):
             pytest.skip(f"{old} is in use")
         old.rmdir()
-    r = subprocess.run(["runuser", "-u", planter, "--", "sh", "-c", f'[ -d "{old}" ] || mkdir -m 700 "{old}"'],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        ["runuser", "-u", planter, "--", "sh", "-c", f'[ -d "{old}" ] || mkdir -m 700 "{old}"'],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     made: list[str] = []
     try:

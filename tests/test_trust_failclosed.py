@@ -29,8 +29,14 @@ BUSYBOX = "localhost/qpod-busybox:latest"
 def qpod_shell_c(script: str, cwd: Path, **extra: str) -> subprocess.CompletedProcess[str]:
     """``qpod-shell -c SCRIPT`` (the shell's own environment: no planted PYTHONPATH)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return subprocess.run([sys.executable, "-I", "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", script],
-                          cwd=cwd, env={**env, **extra}, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-I", "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", script],
+        cwd=cwd,
+        env={**env, **extra},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def plant_package(d: Path, marker: Path) -> None:
@@ -43,6 +49,7 @@ def plant_package(d: Path, marker: Path) -> None:
 
 
 # --- item 1: no qpod program imports from the cwd or a checkout ---------------------------------
+
 
 @pytest.mark.rootless
 def test_the_installed_qpod_never_imports_a_checkouts_package(tmp_path: Path, qpod_home: Path) -> None:
@@ -63,9 +70,9 @@ def test_the_installed_qpod_never_imports_a_checkouts_package(tmp_path: Path, qp
     assert not marker.exists() and "Traceback" not in r.stderr, r.stderr
 
 
-def test_launcher_and_dashboard_shell_ignore_pythonpath_and_the_cwd(tmp_path: Path, qpod_home: Path,
-                                                                   make_repo: Callable[..., Path],
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_launcher_and_dashboard_shell_ignore_pythonpath_and_the_cwd(
+    tmp_path: Path, qpod_home: Path, make_repo: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The launcher the preload library starts, and the dashboard's shell key, run Python
     isolated: a PYTHONPATH or a cwd holding ``json.py`` and ``qpod_engine/`` imports nothing."""
     monkeypatch.setenv("SHELL", "/bin/sh")  # the shell key asks podman for $SHELL otherwise
@@ -84,12 +91,20 @@ def test_launcher_and_dashboard_shell_ignore_pythonpath_and_the_cwd(tmp_path: Pa
     got = Engine().repo_shell_command(str(root), "e")
     assert got is not None
     argv, env, cwd = got
-    subprocess.run(argv, cwd=cwd, env={**env, "SHELL": "/bin/sh", "PYTHONPATH": str(tmp_path / "pp")},
-                   input="exit\n", capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        argv,
+        cwd=cwd,
+        env={**env, "SHELL": "/bin/sh", "PYTHONPATH": str(tmp_path / "pp")},
+        input="exit\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert not marker.exists(), marker.read_text()
 
 
 # --- item 5: fail closed ------------------------------------------------------------------------
+
 
 def test_broken_environment_file_fails_its_routed_commands(qpod_home: Path, make_repo: Callable[..., Path]) -> None:
     root = make_repo("proj", {"Makefile": "all:\n\t@echo built-on-the-host\n"})
@@ -113,16 +128,20 @@ def test_broken_environment_file_fails_its_routed_commands(qpod_home: Path, make
     assert "rc=125" in r.stdout and "unknown environment 'e'" in r.stderr, (r.stdout, r.stderr)
 
 
-def test_repository_file_never_allowed_fails_until_allowed_or_denied(qpod_home: Path,
-                                                                     make_repo: Callable[..., Path]) -> None:
-    root = make_repo("proj", {"Makefile": "all:\n\t@echo built-on-the-host\n",
-                              ".qpod.yaml": f"image: {BUSYBOX}\ncap_add: [SYS_PTRACE]\n"})
+def test_repository_file_never_allowed_fails_until_allowed_or_denied(
+    qpod_home: Path, make_repo: Callable[..., Path]
+) -> None:
+    root = make_repo(
+        "proj",
+        {"Makefile": "all:\n\t@echo built-on-the-host\n", ".qpod.yaml": f"image: {BUSYBOX}\ncap_add: [SYS_PTRACE]\n"},
+    )
     r = run_qpod("init", cwd=root, input="")  # not a terminal: nothing is allowed
     assert r.returncode == 1 and "is bound to it" in r.stderr, r.stderr
     r = qpod_shell_c("make; echo rc=$?", root)
     assert "built-on-the-host" not in r.stdout and "rc=125" in r.stdout, (r.stdout, r.stderr)
-    assert r.stderr.strip() == (f"qpod: {root}/.qpod.yaml: not allowed yet; review and allow it with 'qpod allow' "
-                                f"in {root} (or 'qpod deny')"), r.stderr
+    assert r.stderr.strip() == (
+        f"qpod: {root}/.qpod.yaml: not allowed yet; review and allow it with 'qpod allow' in {root} (or 'qpod deny')"
+    ), r.stderr
     assert "it would fail (exit 125)" in run_qpod("which", "make", cwd=root).stdout
     assert "not allowed" in run_qpod("status", cwd=root).stdout
     # qpod deny: the user's word that the host is right here
@@ -131,8 +150,7 @@ def test_repository_file_never_allowed_fails_until_allowed_or_denied(qpod_home: 
     assert "built-on-the-host" in r.stdout and "rc=0" in r.stdout, (r.stdout, r.stderr)
 
 
-def test_a_damaged_or_hand_edited_rules_file_is_compiled_again(qpod_home: Path,
-                                                               make_repo: Callable[..., Path]) -> None:
+def test_a_damaged_or_hand_edited_rules_file_is_compiled_again(qpod_home: Path, make_repo: Callable[..., Path]) -> None:
     root = make_repo("proj")
     assert run_qpod("env", "add", "e", "--image", BUSYBOX).returncode == 0
     assert run_qpod("init", "e", cwd=root).returncode == 0
@@ -158,11 +176,18 @@ def test_a_damaged_or_hand_edited_rules_file_is_compiled_again(qpod_home: Path,
 
 # --- item 6: the allow review ---------------------------------------------------------------------
 
-def test_allow_review_marks_variables_that_change_how_programs_load(qpod_home: Path,
-                                                                    make_repo: Callable[..., Path]) -> None:
-    root = make_repo("proj", {".qpod.yaml": f"image: {BUSYBOX}\nenv:\n  LD_AUDIT: /tmp/evil.so\n"
-                              "  LD_LIBRARY_PATH: /tmp/l\n  BASH_ENV: /tmp/b\n  PYTHONPATH: /tmp/p\n"
-                              "  PERL5OPT: -Mevil\n  CFLAGS: -O2\n"})
+
+def test_allow_review_marks_variables_that_change_how_programs_load(
+    qpod_home: Path, make_repo: Callable[..., Path]
+) -> None:
+    root = make_repo(
+        "proj",
+        {
+            ".qpod.yaml": f"image: {BUSYBOX}\nenv:\n  LD_AUDIT: /tmp/evil.so\n"
+            "  LD_LIBRARY_PATH: /tmp/l\n  BASH_ENV: /tmp/b\n  PYTHONPATH: /tmp/p\n"
+            "  PERL5OPT: -Mevil\n  CFLAGS: -O2\n"
+        },
+    )
     r = run_qpod("allow", "--show", cwd=root)
     assert r.returncode == 0, r.stderr
     marked = [line for line in r.stdout.splitlines() if line.startswith("  ! ")]
@@ -176,6 +201,7 @@ def test_allow_review_marks_variables_that_change_how_programs_load(qpod_home: P
 
 # --- item 9: the dashboard marks a broken binding -------------------------------------------------
 
+
 class NoPodmanEngine(Engine):
     def container_states(self) -> dict[str, str]:
         raise QpodError("podman not asked in this test")
@@ -183,8 +209,9 @@ class NoPodmanEngine(Engine):
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_dashboard_marks_a_repository_bound_to_a_broken_environment(qpod_home: Path, anyio_backend: str,
-                                                                          make_repo: Callable[..., Path]) -> None:
+async def test_dashboard_marks_a_repository_bound_to_a_broken_environment(
+    qpod_home: Path, anyio_backend: str, make_repo: Callable[..., Path]
+) -> None:
     from qpod_tui.app import make_app
 
     root = make_repo("proj")

@@ -31,6 +31,7 @@ HOST_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 # --- helpers ----------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def other_uid() -> int:
     """A second real local user (made once, kept: useradd is slow)."""
@@ -43,8 +44,13 @@ def other_uid() -> int:
 
 def as_other(script: str, **env: str) -> subprocess.CompletedProcess[str]:
     """``sh -c SCRIPT`` as the second user."""
-    return subprocess.run(["runuser", "-u", OTHER, "--", "env", *(f"{k}={v}" for k, v in env.items()), "sh", "-c",
-                           script], capture_output=True, text=True, timeout=300, cwd="/")
+    return subprocess.run(
+        ["runuser", "-u", OTHER, "--", "env", *(f"{k}={v}" for k, v in env.items()), "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd="/",
+    )
 
 
 @pytest.fixture
@@ -58,8 +64,11 @@ def open_parent() -> Iterator[Path]:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("QPOD_") and k not in ("LD_PRELOAD", "XDG_CONFIG_HOME", "XDG_STATE_HOME")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("QPOD_") and k not in ("LD_PRELOAD", "XDG_CONFIG_HOME", "XDG_STATE_HOME")
+    }
     env.update(extra)
     return env
 
@@ -97,6 +106,7 @@ def git_repo(path: Path, makefile: str | None = None) -> Path:
 
 
 # --- item 2: umask 000 ------------------------------------------------------------------------
+
 
 def test_nothing_qpod_creates_is_writable_by_others_under_umask_000(tmp_path: Path) -> None:
     home = tmp_path / "home"  # ~/.config, ~/.local/state: none of it exists yet
@@ -142,8 +152,9 @@ def test_podman_service_log_is_private_whatever_the_umask(tmp_path: Path, monkey
         os.umask(old)
 
 
-def test_a_podman_socket_cache_written_by_someone_else_is_not_used(tmp_path: Path, other_uid: int,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_podman_socket_cache_written_by_someone_else_is_not_used(
+    tmp_path: Path, other_uid: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The cache names the podman socket qpod makes containers through."""
     from qpod_engine.podman import service
 
@@ -160,18 +171,26 @@ def test_a_podman_socket_cache_written_by_someone_else_is_not_used(tmp_path: Pat
 
 # --- item 3: the engine refuses a state dir that is not the user's ------------------------------
 
-def test_a_state_dir_planted_by_another_user_is_refused_by_the_engine(tmp_path: Path, open_parent: Path,
-                                                                      other_uid: int) -> None:
+
+def test_a_state_dir_planted_by_another_user_is_refused_by_the_engine(
+    tmp_path: Path, open_parent: Path, other_uid: int
+) -> None:
     repo = git_repo(tmp_path / "repo")
     cfg = {"QPOD_CONFIG_DIR": str(tmp_path / "config")}
-    assert qpod("env", "add", "e", "--image", "localhost/qpod-none:1", QPOD_STATE_DIR=str(tmp_path / "s"),
-                **cfg).returncode == 0
+    assert (
+        qpod(
+            "env", "add", "e", "--image", "localhost/qpod-none:1", QPOD_STATE_DIR=str(tmp_path / "s"), **cfg
+        ).returncode
+        == 0
+    )
     assert qpod("init", "e", cwd=repo, QPOD_STATE_DIR=str(tmp_path / "s"), **cfg).returncode == 0
     # ~/.local/state is open to others: the second user makes "your" state dir before you do
     planted = open_parent / "qpod"
-    r = as_other(f"mkdir {planted} && chmod 755 {planted} && echo planted > {planted}/rules && "
-                 f"echo '{{}}' > {planted}/snapshot.json && "
-                 f"echo '{{\"argv\": [\"planted\"]}}' > {planted}/commands.log")
+    r = as_other(
+        f"mkdir {planted} && chmod 755 {planted} && echo planted > {planted}/rules && "
+        f"echo '{{}}' > {planted}/snapshot.json && "
+        f'echo \'{{"argv": ["planted"]}}\' > {planted}/commands.log'
+    )
     assert r.returncode == 0, r.stderr
     before = sorted((p.name, p.stat().st_uid, p.read_bytes()) for p in planted.iterdir())
     want = f"qpod: qpod's state dir {planted} is not yours (owner uid {other_uid}, mode 0755): "
@@ -192,21 +211,29 @@ def test_a_state_dir_qpod_cannot_read_is_an_error_not_an_empty_log(open_parent: 
         (private / "qpod").mkdir(mode=0o700)
         (private / "qpod/commands.log").write_text('{"argv": ["make", "secret"], "status": 0}\n')
         cfg = open_parent / "config"
-        for state, why in ((private / "qpod", "cannot use it: Permission denied"),
-                           (private, "is not yours (owner uid 0, mode 0700)")):
-            r = as_other(f"exec {sys.executable} -I -m qpod_engine.cli log", QPOD_STATE_DIR=str(state),
-                         QPOD_CONFIG_DIR=str(cfg), HOME=str(open_parent))
+        for state, why in (
+            (private / "qpod", "cannot use it: Permission denied"),
+            (private, "is not yours (owner uid 0, mode 0700)"),
+        ):
+            r = as_other(
+                f"exec {sys.executable} -I -m qpod_engine.cli log",
+                QPOD_STATE_DIR=str(state),
+                QPOD_CONFIG_DIR=str(cfg),
+                HOME=str(open_parent),
+            )
             assert r.returncode == 125, (state, r.stdout, r.stderr)
-            assert r.stdout == "" and r.stderr.startswith(f"qpod: qpod's state dir {state}") and why in r.stderr, \
+            assert r.stdout == "" and r.stderr.startswith(f"qpod: qpod's state dir {state}") and why in r.stderr, (
                 r.stderr
+            )
             assert r.stderr.count("\n") == 1
     finally:
         shutil.rmtree(private, ignore_errors=True)
 
 
 @pytest.mark.skipif(MAKE is None, reason="make is not installed")
-def test_a_state_dir_swapped_under_an_open_qpod_shell_runs_no_planted_launcher(tmp_path: Path, open_parent: Path,
-                                                                                other_uid: int) -> None:
+def test_a_state_dir_swapped_under_an_open_qpod_shell_runs_no_planted_launcher(
+    tmp_path: Path, open_parent: Path, other_uid: int
+) -> None:
     """The issue's attack: the second user moves your state dir aside while your qpod-shell is
     open, makes their own with a rules file whose launcher is their program (sealed, and a launch
     spec too), and waits for your next make."""
@@ -219,9 +246,23 @@ def test_a_state_dir_swapped_under_an_open_qpod_shell_runs_no_planted_launcher(t
 
     go = tmp_path / "go"
     os.mkfifo(go)
-    shell = subprocess.Popen([sys.executable, "-I", "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c",
-                              f"read _ < {go}; make; echo rc=$?"], cwd=repo, env=clean_env(**env),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    shell = subprocess.Popen(
+        [
+            sys.executable,
+            "-I",
+            "-m",
+            "qpod_engine.cli.shell",
+            "--shell",
+            "/bin/sh",
+            "-c",
+            f"read _ < {go}; make; echo rc=$?",
+        ],
+        cwd=repo,
+        env=clean_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     writer: list[int] = []
 
     def shell_waits() -> bool:
@@ -238,10 +279,14 @@ def test_a_state_dir_swapped_under_an_open_qpod_shell_runs_no_planted_launcher(t
         fast = state / "fast" / fnv1a(str(repo).encode())
         rules = seal(f"qpod-rules\t1\nlauncher\t/bin/sh\t{evil}\nroot\t{repo}\tmake\n")
         spec = f"qpod-spec\t1\nroot\t{repo}\nenv\te\ncontainer\tqpod-x\nagent\t{state}/agents/x\nmap\t{repo}\t/w\n"
-        r = as_other(f"printf '#!/bin/sh\\ntouch {pwned}\\n' > {evil} && chmod 755 {evil} && "
-                     f"mv {state} {open_parent}/moved-aside && mkdir -p {state}/agents/x {fast.parent} && "
-                     f"chmod -R 755 {state} && printf '%s' \"$RULES\" > {state}/rules && "
-                     f"printf '%s' \"$SPEC\" > {fast}", RULES=rules, SPEC=spec)
+        r = as_other(
+            f"printf '#!/bin/sh\\ntouch {pwned}\\n' > {evil} && chmod 755 {evil} && "
+            f"mv {state} {open_parent}/moved-aside && mkdir -p {state}/agents/x {fast.parent} && "
+            f"chmod -R 755 {state} && printf '%s' \"$RULES\" > {state}/rules && "
+            f"printf '%s' \"$SPEC\" > {fast}",
+            RULES=rules,
+            SPEC=spec,
+        )
         assert r.returncode == 0, r.stderr
         os.write(writer[0], b"go\n")
         os.close(writer.pop())
@@ -258,6 +303,7 @@ def test_a_state_dir_swapped_under_an_open_qpod_shell_runs_no_planted_launcher(t
 
 
 # --- item 3 in C: the preload library -----------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -301,14 +347,22 @@ class Box:
     def env(self, **extra: str) -> dict[str, str]:
         from qpod_engine.routing import preload_lib
 
-        return {"PATH": HOST_PATH, "HOME": str(self.base), "LANG": "C", "QPOD_SHELL": "1",
-                "LD_PRELOAD": preload_lib.preload_entry(self.lib_dir),
-                "QPOD_PRELOAD": str(self.lib_dir / "libqpod_preload.so"),
-                "QPOD_RULES": str(self.rules), "QPOD_STATE_DIR": str(self.state), **extra}
+        return {
+            "PATH": HOST_PATH,
+            "HOME": str(self.base),
+            "LANG": "C",
+            "QPOD_SHELL": "1",
+            "LD_PRELOAD": preload_lib.preload_entry(self.lib_dir),
+            "QPOD_PRELOAD": str(self.lib_dir / "libqpod_preload.so"),
+            "QPOD_RULES": str(self.rules),
+            "QPOD_STATE_DIR": str(self.state),
+            **extra,
+        }
 
     def sh(self, script: str, **extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["/bin/sh", "-c", script], cwd=self.repo, env=self.env(**extra), capture_output=True,
-                              text=True, timeout=120)
+        return subprocess.run(
+            ["/bin/sh", "-c", script], cwd=self.repo, env=self.env(**extra), capture_output=True, text=True, timeout=120
+        )
 
     def outcomes(self) -> list[str]:
         if not self.record.exists():
@@ -325,8 +379,16 @@ def box(tmp_path: Path, built: Path) -> Box:
     return Box(tmp_path, built)
 
 
-UNTRUSTED = ["bad-sum", "no-sum", "random-bytes", "wrong-version", "file-of-another-user", "file-writable-by-others",
-             "dir-of-another-user", "dir-writable-by-others"]
+UNTRUSTED = [
+    "bad-sum",
+    "no-sum",
+    "random-bytes",
+    "wrong-version",
+    "file-of-another-user",
+    "file-writable-by-others",
+    "dir-of-another-user",
+    "dir-writable-by-others",
+]
 
 
 def make_untrusted(box: Box, case: str, other_uid: int) -> None:
@@ -334,7 +396,7 @@ def make_untrusted(box: Box, case: str, other_uid: int) -> None:
     evil = box.text("evil")
     if case == "bad-sum":  # edited after sealing: the sum is the good rules'
         good = seal(box.text("good"))
-        box.write(box.rules, (evil + good[good.rindex("sum\t"):]).encode())
+        box.write(box.rules, (evil + good[good.rindex("sum\t") :]).encode())
     elif case == "no-sum":
         box.write(box.rules, evil.encode())
     elif case == "random-bytes":
@@ -396,8 +458,14 @@ def test_a_process_keeps_the_last_good_rules_when_the_file_goes_bad(box: Box, ot
         sys.stdin.readline()  # the test breaks the rules file meanwhile
         make()
         """)
-    proc = subprocess.Popen([sys.executable, "-S", "-c", script], cwd=box.repo, env=box.env(), stdin=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-S", "-c", script],
+        cwd=box.repo,
+        env=box.env(),
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_until(lambda: box.record.exists(), "the first make")
         make_untrusted(box, case, other_uid)
@@ -410,8 +478,14 @@ def test_a_process_keeps_the_last_good_rules_when_the_file_goes_bad(box: Box, ot
 
 # --- item 3 in C: the native-exec client ----------------------------------------------------------
 
-SPEC_CASES = ["spec-of-another-user", "spec-writable-by-others", "spec-dir-writable-by-others",
-              "state-dir-of-another-user", "agent-dir-of-another-user", "agent-dir-writable-by-others"]
+SPEC_CASES = [
+    "spec-of-another-user",
+    "spec-writable-by-others",
+    "spec-dir-writable-by-others",
+    "state-dir-of-another-user",
+    "agent-dir-of-another-user",
+    "agent-dir-writable-by-others",
+]
 
 
 @pytest.mark.parametrize("case", ["all-ours", *SPEC_CASES])
@@ -424,27 +498,53 @@ def test_the_client_refuses_a_launch_spec_or_agent_dir_it_cannot_trust(box: Box,
     agent = box.state / "agents" / "qpod-x"
     agent.mkdir(mode=0o700, parents=True)
     spec = fast / fnv1a(str(box.repo).encode())
-    box.write(spec, (f"qpod-spec\t1\nroot\t{box.repo}\nenv\te\ncontainer\tqpod-x\nagent\t{agent}\n"
-                     f"map\t{box.repo}\t/w\n").encode())
-    target = {"spec-of-another-user": spec, "spec-writable-by-others": spec, "spec-dir-writable-by-others": fast,
-              "state-dir-of-another-user": box.state, "agent-dir-of-another-user": agent,
-              "agent-dir-writable-by-others": agent}.get(case)
+    box.write(
+        spec,
+        (f"qpod-spec\t1\nroot\t{box.repo}\nenv\te\ncontainer\tqpod-x\nagent\t{agent}\nmap\t{box.repo}\t/w\n").encode(),
+    )
+    target = {
+        "spec-of-another-user": spec,
+        "spec-writable-by-others": spec,
+        "spec-dir-writable-by-others": fast,
+        "state-dir-of-another-user": box.state,
+        "agent-dir-of-another-user": agent,
+        "agent-dir-writable-by-others": agent,
+    }.get(case)
     if target is not None and case.endswith("of-another-user"):
         target.chmod(0o755 if target.is_dir() else 0o644)
         os.chown(target, other_uid, -1)
     elif target is not None:
         target.chmod(0o777 if target.is_dir() else 0o666)
-    r = subprocess.run([str(box.lib_dir / "qpod-client"), "--root", str(box.repo), "/bin/sh",
-                        str(box.base / "fallback.sh"), "--shim", "/bin/true", str(box.repo), "--", "true"],
-                       cwd=box.repo, env=box.env(LD_PRELOAD=""), capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            str(box.lib_dir / "qpod-client"),
+            "--root",
+            str(box.repo),
+            "/bin/sh",
+            str(box.base / "fallback.sh"),
+            "--shim",
+            "/bin/true",
+            str(box.repo),
+            "--",
+            "true",
+        ],
+        cwd=box.repo,
+        env=box.env(LD_PRELOAD=""),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if case == "all-ours":  # no agent answers: back to the launcher, as always
         assert (r.returncode, box.outcomes()) == (0, ["fallback"]), r.stderr
         return
     assert r.returncode == 125 and box.outcomes() == [], r.stderr
     assert target is not None
     shown = f"{stat.S_IMODE(target.stat().st_mode):04o}"
-    what = (f"is not yours (owner uid {other_uid}, mode {shown})" if case.endswith("of-another-user")
-            else f"is writable by others (owner uid 0, mode {shown})")
+    what = (
+        f"is not yours (owner uid {other_uid}, mode {shown})"
+        if case.endswith("of-another-user")
+        else f"is writable by others (owner uid 0, mode {shown})"
+    )
     assert r.stderr.startswith(f"qpod: {target} {what}: ") and r.stderr.count("\n") == 1, r.stderr
 
 

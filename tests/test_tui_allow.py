@@ -34,8 +34,9 @@ async def test_a_waiting_repository_file_is_shown_and_allowed_from_the_view(qpod
     r = run_qpod("allow", cwd=root)
     assert r.returncode == 0, r.stderr
     # a new commit asks for the host's root: the gate closes until it is allowed again
-    (root / ".qpod.yaml").write_text("image: localhost/qpod-busybox:latest\nmounts: ['/:/host']\n"
-                                     "cap_add: [\"SYS_ADMIN\\e[31m\"]\n")
+    (root / ".qpod.yaml").write_text(
+        "image: localhost/qpod-busybox:latest\nmounts: ['/:/host']\ncap_add: [\"SYS_ADMIN\\e[31m\"]\n"
+    )
     engine = NoPodmanEngine()
     assert list(engine.waiting_files()) == [str(root)]
     app = make_app(engine)

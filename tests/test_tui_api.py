@@ -74,21 +74,24 @@ def test_bind_errors_name_their_field(home):
     assert err.value.field == "branch"
 
 
-@pytest.mark.parametrize(("field", "value", "expect"), [
-    ("name", "bad name", "environment name 'bad name'"),
-    ("image", "  ", "'image' must be a non-empty string"),
-    ("mounts", "relative:/x", "host path must be absolute"),
-    ("env", "1BAD=x", "'env': '1BAD' is not a valid variable name"),
-    ("env", "NOEQUALS", "expected NAME=VALUE"),
-    ("commands", "bin/make", "must be a bare command name"),
-    ("workdir_root", "relative", "'workdir_root' must be an absolute path"),
-    ("ulimits", "nofile=lots", "'ulimits': 'nofile' must be SOFT[:HARD]"),
-    ("ulimits", "nofile", "expected NAME=SOFT[:HARD]"),
-    ("podman_options", "a: [", "invalid YAML"),
-    ("podman_options", "- a list", "'podman_options' must be a mapping"),
-    ("share", "home nfs", "'share': 'nfs' is not one of home, tmp"),
-    ("run_as", "nobody", "'run_as' must be one of user, root"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "expect"),
+    [
+        ("name", "bad name", "environment name 'bad name'"),
+        ("image", "  ", "'image' must be a non-empty string"),
+        ("mounts", "relative:/x", "host path must be absolute"),
+        ("env", "1BAD=x", "'env': '1BAD' is not a valid variable name"),
+        ("env", "NOEQUALS", "expected NAME=VALUE"),
+        ("commands", "bin/make", "must be a bare command name"),
+        ("workdir_root", "relative", "'workdir_root' must be an absolute path"),
+        ("ulimits", "nofile=lots", "'ulimits': 'nofile' must be SOFT[:HARD]"),
+        ("ulimits", "nofile", "expected NAME=SOFT[:HARD]"),
+        ("podman_options", "a: [", "invalid YAML"),
+        ("podman_options", "- a list", "'podman_options' must be a mapping"),
+        ("share", "home nfs", "'share': 'nfs' is not one of home, tmp"),
+        ("run_as", "nobody", "'run_as' must be one of user, root"),
+    ],
+)
 def test_form_validation_names_the_field(home, field, value, expect):
     engine = Engine()
     form = {**engine.environment_form(None), "name": "ok", "image": "img", field: value}
@@ -100,9 +103,19 @@ def test_form_validation_names_the_field(home, field, value, expect):
 
 def test_form_round_trip_keeps_every_setting(home):
     engine = Engine()
-    form = {**engine.environment_form(None), "name": "full", "image": "img:1", "mounts": "/a:/b:ro\n/c:/d",
-            "env": "CC=gcc\nEMPTY=", "commands": "make, gdb cmake", "cap_add": "SYS_PTRACE", "seccomp": "unconfined",
-            "ulimits": "nofile=1024:4096 core=-1", "run_as": "root", "podman_options": "shm_size: 1g"}
+    form = {
+        **engine.environment_form(None),
+        "name": "full",
+        "image": "img:1",
+        "mounts": "/a:/b:ro\n/c:/d",
+        "env": "CC=gcc\nEMPTY=",
+        "commands": "make, gdb cmake",
+        "cap_add": "SYS_PTRACE",
+        "seccomp": "unconfined",
+        "ulimits": "nofile=1024:4096 core=-1",
+        "run_as": "root",
+        "podman_options": "shm_size: 1g",
+    }
     env = engine.environment_from_form(form)
     assert env.mounts == ["/a:/b:ro", "/c:/d"] and env.env == {"CC": "gcc", "EMPTY": ""}
     assert env.commands == ["make", "gdb", "cmake"] and env.ulimits == {"nofile": "1024:4096", "core": "-1"}
@@ -116,8 +129,15 @@ def test_form_round_trip_keeps_every_setting(home):
 
 def test_form_shows_every_problem_at_once_in_screen_order(home):
     engine = Engine()
-    form = {**engine.environment_form(None), "name": "bad name", "image": "", "mounts": "rel:/x",
-            "ulimits": "nofile", "share": "home nfs", "podman_options": "- a list"}
+    form = {
+        **engine.environment_form(None),
+        "name": "bad name",
+        "image": "",
+        "mounts": "rel:/x",
+        "ulimits": "nofile",
+        "share": "home nfs",
+        "podman_options": "- a list",
+    }
     _env, problems = engine.check_form(form)
     assert [p.field for p in problems] == ["name", "image", "mounts", "share", "ulimits", "podman_options"]
     assert "'share': 'nfs' is not one of home, tmp" in problems[3].message
@@ -168,8 +188,9 @@ def test_complete_path(tmp_path):
 
 def records(log: str, n: int, start: int = 0, **extra) -> None:
     for i in range(start, start + n):
-        cmdlog.append({"repo": f"/r/{i % 3}", "env": f"e{i % 2}", "argv": ["make", f"t{i}"], "status": i % 4,
-                       **extra}, log=log)
+        cmdlog.append(
+            {"repo": f"/r/{i % 3}", "env": f"e{i % 2}", "argv": ["make", f"t{i}"], "status": i % 4, **extra}, log=log
+        )
 
 
 def test_log_index_reads_appends_and_filters(tmp_path):

@@ -78,6 +78,7 @@ def engine(qpod_home) -> NoPodmanEngine:
 
 # --- repositories ---------------------------------------------------------------------------
 
+
 async def test_bind_through_the_dialog_writes_what_qpod_init_writes(engine, make_repo, tmp_path, monkeypatch):
     env_add("old")
     env_add("new")
@@ -186,6 +187,7 @@ async def test_change_environment_branch_rules_and_unbind(engine, make_repo):
 
 # --- environments ---------------------------------------------------------------------------
 
+
 async def test_new_environment_with_an_invalid_field(engine):
     app = make_app(engine, view="environments")
     async with app.run_test(size=SIZE) as pilot:
@@ -257,8 +259,11 @@ async def test_every_form_error_at_once_in_screen_order(engine):
         form.query_one("#field-mounts").load_text("relative:/x")  # first on screen
         await pilot.press("ctrl+s")
         await settle(pilot)
-        shown = [f for f in ("image", "mounts", "commands", "ulimits", "podman_options")
-                 if form.query_one(f"#error-{f}").display]
+        shown = [
+            f
+            for f in ("image", "mounts", "commands", "ulimits", "podman_options")
+            if form.query_one(f"#error-{f}").display
+        ]
         assert shown == ["mounts", "commands", "ulimits"]
         assert app.focused is form.query_one("#field-mounts")
         tops = [form.query_one(f"#error-{f}").virtual_region.y for f in shown]
@@ -299,12 +304,23 @@ async def test_pull_shows_progress_and_finishes(qpod_home, tmp_path):
 
 # --- the command log ------------------------------------------------------------------------
 
+
 def append_records(n: int, start: int = 0, repos: tuple[str, ...] = ("/src/repo0", "/src/repo1", "/src/repo2")) -> None:
     for i in range(start, start + n):
         repo = repos[i % len(repos)]
-        cmdlog.append({"time": f"2026-01-01T00:00:{i % 60:02d}.000+00:00", "repo": repo,
-                       "env": f"env{i % 2}", "argv": ["make", f"target{i}"], "status": 2 if i % 5 == 0 else 0,
-                       "duration": 0.5, "cwd": repo, "reason": "r", "container": "c"})
+        cmdlog.append(
+            {
+                "time": f"2026-01-01T00:00:{i % 60:02d}.000+00:00",
+                "repo": repo,
+                "env": f"env{i % 2}",
+                "argv": ["make", f"target{i}"],
+                "status": 2 if i % 5 == 0 else 0,
+                "duration": 0.5,
+                "cwd": repo,
+                "reason": "r",
+                "container": "c",
+            }
+        )
 
 
 def log_view(app: QpodApp) -> CommandLogView:
@@ -386,9 +402,19 @@ async def test_scrolling_up_pauses_follow(engine):
 
 
 async def test_open_a_record_and_copy_its_command_line(engine):
-    cmdlog.append({"time": "2026-01-01T00:00:00.000+00:00", "repo": "/src/r", "env": "e", "cwd": "/src/r/sub",
-                   "argv": ["make", "CFLAGS=-O2 -g", "all"], "status": 2, "reason": "'make' is a command of 'e'",
-                   "container": "qpod-e-r-1234", "duration": 1.5})
+    cmdlog.append(
+        {
+            "time": "2026-01-01T00:00:00.000+00:00",
+            "repo": "/src/r",
+            "env": "e",
+            "cwd": "/src/r/sub",
+            "argv": ["make", "CFLAGS=-O2 -g", "all"],
+            "status": 2,
+            "reason": "'make' is a command of 'e'",
+            "container": "qpod-e-r-1234",
+            "duration": 1.5,
+        }
+    )
     app = make_app(engine, view="log")
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -407,6 +433,7 @@ async def test_open_a_record_and_copy_its_command_line(engine):
 
 
 # --- the whole app --------------------------------------------------------------------------
+
 
 async def test_views_keys_help_and_quit(engine):
     app = make_app(engine)
@@ -471,7 +498,8 @@ async def test_keymap_from_settings(engine):
         await settle(pilot)
         assert app.active_view == "log"
         assert ("ctrl+b", "Bind a repository to an environment", "repos.bind") in [
-            (k.replace("^", "ctrl+").lower(), d, i) for _t, rows in app.help_sections() for k, d, i in rows]
+            (k.replace("^", "ctrl+").lower(), d, i) for _t, rows in app.help_sections() for k, d, i in rows
+        ]
         # the misspelt id is reported once, with the file and its line, not ignored silently
         reports = [n.message for n in app._notifications if "repos.bnid" in n.message]
         assert len(reports) == 1 and f"{paths.settings_file()}:3: keymap: unknown binding id" in reports[0]
@@ -530,6 +558,7 @@ async def test_a_broken_keymap_is_reported(engine):
 
 # --- what is running now --------------------------------------------------------------------
 
+
 def iso_now() -> str:
     t = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}+00:00"
@@ -537,9 +566,20 @@ def iso_now() -> str:
 
 def start_record(rid: str, pid: int, argv: list[str]) -> dict:
     """A start record as the launcher writes it (exec_transport.run): status null, its pid."""
-    return {"id": rid, "time": iso_now(), "repo": "/src/repo0", "branch": "main", "env": "env0",
-            "container": "c", "cwd": "/src/repo0", "argv": argv, "path": "/usr/bin/make", "reason": "r",
-            "pid": pid, "status": None}
+    return {
+        "id": rid,
+        "time": iso_now(),
+        "repo": "/src/repo0",
+        "branch": "main",
+        "env": "env0",
+        "container": "c",
+        "cwd": "/src/repo0",
+        "argv": argv,
+        "path": "/usr/bin/make",
+        "reason": "r",
+        "pid": pid,
+        "status": None,
+    }
 
 
 def tab_label(app: QpodApp) -> str:
@@ -595,6 +635,7 @@ async def test_running_commands_tick_at_the_top_and_end_into_their_row(engine):
 
 
 # --- keys and the theme ---------------------------------------------------------------------
+
 
 async def test_one_navigation_vocabulary_in_every_table_and_enter_is_the_views_action(tmp_path):
     engine = DemoEngine(str(tmp_path))
@@ -665,6 +706,7 @@ async def test_the_theme_picked_is_kept_for_the_next_start(engine):
 
 # --- layout ---------------------------------------------------------------------------------
 
+
 async def test_wide_characters_are_measured_in_cells_and_cuts_show_an_ellipsis(tmp_path):
     from rich.cells import cell_len
 
@@ -685,17 +727,43 @@ async def test_wide_characters_are_measured_in_cells_and_cuts_show_an_ellipsis(t
 
 # --- the containers view's figures and markers ----------------------------------------------
 
+
 def test_cpu_percent_is_measured_between_two_stats_calls():
     from qpod_engine.podman.stats import parse_stats
 
     cid = "c0ffee" * 10
-    first = parse_stats({"Stats": [{"ContainerID": cid, "CPU": 7.5, "CPUNano": 10**9, "SystemNano": 100 * 10**9,
-                                    "MemUsage": 5 << 20, "MemLimit": 1 << 30, "PIDs": 2}]})
+    first = parse_stats(
+        {
+            "Stats": [
+                {
+                    "ContainerID": cid,
+                    "CPU": 7.5,
+                    "CPUNano": 10**9,
+                    "SystemNano": 100 * 10**9,
+                    "MemUsage": 5 << 20,
+                    "MemLimit": 1 << 30,
+                    "PIDs": 2,
+                }
+            ]
+        }
+    )
     assert first[cid[:12]].cpu == 7.5  # podman's average since start, until there are two samples
     # 1.5 s of CPU in 1 s of wall time: one and a half CPUs busy
-    second = parse_stats({"Stats": [{"ContainerID": cid, "CPU": 7.6, "CPUNano": 25 * 10**8,
-                                     "SystemNano": 101 * 10**9, "MemUsage": 6 << 20, "MemLimit": 1 << 30,
-                                     "PIDs": 2}]})
+    second = parse_stats(
+        {
+            "Stats": [
+                {
+                    "ContainerID": cid,
+                    "CPU": 7.6,
+                    "CPUNano": 25 * 10**8,
+                    "SystemNano": 101 * 10**9,
+                    "MemUsage": 6 << 20,
+                    "MemLimit": 1 << 30,
+                    "PIDs": 2,
+                }
+            ]
+        }
+    )
     assert second[cid[:12]].cpu == pytest.approx(150.0) and second[cid[:12]].memory == 6 << 20
     assert parse_stats({"Stats": [{"ContainerID": 5}, "junk"]}) == {}  # malformed entries are skipped
 

@@ -29,8 +29,10 @@ def image_exists(ref: str) -> bool:
 
 async def test_images_with_their_users_and_pruning_an_unused_build(qpod_home, make_repo, busybox_image) -> None:
     assert run_qpod("env", "add", "bb", "--image", busybox_image).returncode == 0
-    root = make_repo("built", {".qpod.yaml": "build: Containerfile\n",
-                               "Containerfile": f"FROM {busybox_image}\nENV FLAVOUR=old-recipe\n"})
+    root = make_repo(
+        "built",
+        {".qpod.yaml": "build: Containerfile\n", "Containerfile": f"FROM {busybox_image}\nENV FLAVOUR=old-recipe\n"},
+    )
     assert run_qpod("allow", cwd=root).returncode == 0
     r = run_qpod("exec", "true", cwd=root)  # builds the image of the recipe
     assert r.returncode == 0, r.stderr
@@ -67,11 +69,14 @@ async def test_images_with_their_users_and_pruning_an_unused_build(qpod_home, ma
         subprocess.run(["podman", "rmi", "-f", tag], capture_output=True)
 
 
-async def test_a_repository_image_is_built_from_the_dashboard_with_its_output(qpod_home, make_repo,
-                                                                              busybox_image) -> None:
+async def test_a_repository_image_is_built_from_the_dashboard_with_its_output(
+    qpod_home, make_repo, busybox_image
+) -> None:
     flavour = uuid.uuid4().hex[:8]  # a recipe no earlier run built
-    root = make_repo("tobuild", {".qpod.yaml": "build: Containerfile\n",
-                                 "Containerfile": f"FROM {busybox_image}\nENV FLAVOUR={flavour}\n"})
+    root = make_repo(
+        "tobuild",
+        {".qpod.yaml": "build: Containerfile\n", "Containerfile": f"FROM {busybox_image}\nENV FLAVOUR={flavour}\n"},
+    )
     assert run_qpod("allow", cwd=root).returncode == 0
     engine = Engine()
     app = make_app(engine)

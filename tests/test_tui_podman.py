@@ -30,8 +30,12 @@ def anyio_backend() -> str:
 
 def podman_state(name: str) -> str:
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-    return subprocess.run(["podman", "inspect", "-f", "{{.State.Status}}", name], capture_output=True, text=True,
-                          env={**env, "QPOD_OFF": "1"}).stdout.strip()
+    return subprocess.run(
+        ["podman", "inspect", "-f", "{{.State.Status}}", name],
+        capture_output=True,
+        text=True,
+        env={**env, "QPOD_OFF": "1"},
+    ).stdout.strip()
 
 
 @pytest.fixture
@@ -88,8 +92,13 @@ async def test_a_redirected_command_is_shown_running_then_as_its_row(warm):
 
     root, name = warm
     script = "while [ ! -e go-on ]; do sleep 0.1; done"
-    cmd = subprocess.Popen([sys.executable, "-m", "qpod_engine.cli", "exec", "--", "sh", "-c", script], cwd=root,
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    cmd = subprocess.Popen(
+        [sys.executable, "-m", "qpod_engine.cli", "exec", "--", "sh", "-c", script],
+        cwd=root,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         app = make_app(Engine(), view="log")
         async with app.run_test(size=SIZE) as pilot:
@@ -139,11 +148,16 @@ def test_qpod_tui_end_to_end_in_tmux(warm, qpod_home):
     """``qpod tui`` as a user starts it: the bound repository, its running container and the
     command log; a command run meanwhile appears in the log view; q quits."""
     root, name = warm
-    env = {"QPOD_CONFIG_DIR": os.environ["QPOD_CONFIG_DIR"], "QPOD_STATE_DIR": os.environ["QPOD_STATE_DIR"],
-           "TERM": "xterm-256color", "PYTHONPATH": str(REPO_ROOT),
-           # a tmux server started from pytest carries COLUMNS=80/LINES=24 into every pane, and
-           # the terminal size is read from them first
-           "COLUMNS": "200", "LINES": "45"}
+    env = {
+        "QPOD_CONFIG_DIR": os.environ["QPOD_CONFIG_DIR"],
+        "QPOD_STATE_DIR": os.environ["QPOD_STATE_DIR"],
+        "TERM": "xterm-256color",
+        "PYTHONPATH": str(REPO_ROOT),
+        # a tmux server started from pytest carries COLUMNS=80/LINES=24 into every pane, and
+        # the terminal size is read from them first
+        "COLUMNS": "200",
+        "LINES": "45",
+    }
     tui = Tmux(f"{sys.executable} -m qpod_engine.cli tui", env=env, width=200, height=45, cwd=root)
     try:
         screen = tui.wait_for(root, timeout=DEADLINE)
@@ -158,7 +172,7 @@ def test_qpod_tui_end_to_end_in_tmux(warm, qpod_home):
         tui.send("e")
         tui.wait_for(f"shell in {name} in {root}", timeout=DEADLINE)
         marker = os.path.join(root, "shell-was-here")
-        tui.type(f"test -e /run/.containerenv && echo \"in-container $PWD $FIXED\" > {marker}; exit")
+        tui.type(f'test -e /run/.containerenv && echo "in-container $PWD $FIXED" > {marker}; exit')
         tui.wait_for("Uptime", timeout=DEADLINE)  # back in the containers view
         with open(marker) as f:  # in the container, in the repository, with the environment's variables
             assert f.read() == f"in-container {root} 1\n"

@@ -1,7 +1,6 @@
 """Snapshots of every view and dialog with deterministic data (qpod_tui.demo_engine.DemoEngine).
 Update after an intended change with: pytest tests/test_tui_snapshots.py --snapshot-update"""
 
-
 import time
 
 import pytest
@@ -15,6 +14,7 @@ SIZE = (120, 34)
 
 def keys(*presses: str):
     """A run_before that presses keys, waiting for the workers each one starts."""
+
     async def run(pilot) -> None:
         await settle(pilot)
         for key in presses:
@@ -23,6 +23,7 @@ def keys(*presses: str):
         await pilot.wait_for_scheduled_animations()  # a tab's underline follows its new title
         await settle(pilot)
         await still_cursors(pilot)
+
     return run
 
 
@@ -40,6 +41,7 @@ async def still_cursors(pilot) -> None:
 def following(*presses: str):
     """``keys``, then until the log table (following) shows its newest record: the running
     panel above it takes rows, and the table scrolls again after that layout."""
+
     async def run(pilot) -> None:
         await keys(*presses)(pilot)
         table = pilot.app.query_one("#log-table")
@@ -53,6 +55,7 @@ def following(*presses: str):
         await settle(pilot)
         await underline_follows(pilot)
         await still_cursors(pilot)
+
     return run
 
 
@@ -65,8 +68,9 @@ async def underline_follows(pilot) -> None:
     tabs = pilot.app.query_one(Tabs)
     underline = tabs.query_one(Underline)
     deadline = time.monotonic() + 10
-    while tabs.active_tab is None or (underline.highlight_end - underline.highlight_start
-                                      != tabs.active_tab.region.width - 2):
+    while tabs.active_tab is None or (
+        underline.highlight_end - underline.highlight_start != tabs.active_tab.region.width - 2
+    ):
         assert time.monotonic() < deadline, "the tab underline did not follow the tab's title"
         await pilot.pause(0.02)
     await settle(pilot)
@@ -76,6 +80,7 @@ async def underline_follows(pilot) -> None:
 def app_for(tmp_path):
     def make(view: str = "repositories", **kwargs):
         return make_app(DemoEngine(str(tmp_path), **kwargs), view=view, watch=False)
+
     return make
 
 
@@ -113,8 +118,7 @@ def test_command_log_with_running_commands(snap_compare, app_for, size):
 
 
 def test_command_log_filtered(snap_compare, app_for):
-    assert snap_compare(app_for("log"), terminal_size=SIZE,
-                        run_before=keys("slash", *"gdb", "enter", "f", "up"))
+    assert snap_compare(app_for("log"), terminal_size=SIZE, run_before=keys("slash", *"gdb", "enter", "f", "up"))
 
 
 def test_command_log_record(snap_compare, app_for):

@@ -7,8 +7,14 @@ import uuid
 
 
 class Tmux:
-    def __init__(self, command: str, env: dict[str, str] | None = None, width: int = 160, height: int = 48,
-                 cwd: str | None = None) -> None:
+    def __init__(
+        self,
+        command: str,
+        env: dict[str, str] | None = None,
+        width: int = 160,
+        height: int = 48,
+        cwd: str | None = None,
+    ) -> None:
         self.name = "qpodtest-" + uuid.uuid4().hex[:8]
         # a tmux server started from pytest hands every pane COLUMNS=80 LINES=24, which Textual
         # and others read before the terminal size: say the real size
@@ -30,8 +36,12 @@ class Tmux:
         self.send("Enter")
 
     def screen(self) -> str:
-        return subprocess.run(["tmux", "capture-pane", "-p", "-J", "-S", "-200", "-t", self.name], check=True,
-                              capture_output=True, text=True).stdout
+        return subprocess.run(
+            ["tmux", "capture-pane", "-p", "-J", "-S", "-200", "-t", self.name],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
 
     def wait_for(self, text: str, timeout: float = 30) -> str:
         return self.wait_for_any((text,), timeout)
@@ -58,8 +68,9 @@ class Tmux:
             time.sleep(0.1)
 
     def dead(self) -> bool:
-        out = subprocess.run(["tmux", "display-message", "-p", "-t", self.name, "#{pane_dead}"],
-                             capture_output=True, text=True).stdout.strip()
+        out = subprocess.run(
+            ["tmux", "display-message", "-p", "-t", self.name, "#{pane_dead}"], capture_output=True, text=True
+        ).stdout.strip()
         return out == "1"
 
     def kill(self) -> None:

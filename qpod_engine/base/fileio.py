@@ -83,7 +83,7 @@ def private_dir(d: str) -> str:
         return d
     make_dirs(os.path.dirname(root))
     chain = [root]
-    for part in real[len(root):].split("/"):
+    for part in real[len(root) :].split("/"):
         if part:
             chain.append(os.path.join(chain[-1], part))
     for p in chain:
@@ -137,8 +137,9 @@ def lock_holder(fd: int) -> str:
     return f"pid {pids[0]}" if pids else "another process"
 
 
-def flock_wait(fd: int, path: str, timeout: float, say: "Callable[[str], None] | None" = None,
-               shared: bool = False) -> None:
+def flock_wait(
+    fd: int, path: str, timeout: float, say: "Callable[[str], None] | None" = None, shared: bool = False
+) -> None:
     """``flock(fd, LOCK_EX)`` (``shared``: LOCK_SH), waiting at most ``timeout`` seconds: when
     the lock is taken, one line to ``say`` names ``path`` and its holder; at the deadline
     QpodError (exit 125) names them again. Polls with LOCK_NB: a blocking flock cannot be given
@@ -161,8 +162,11 @@ def flock_wait(fd: int, path: str, timeout: float, say: "Callable[[str], None] |
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise QpodError(f"gave up waiting for {path} after {timeout:g} s: held by {lock_holder(fd)} "
-                            "(stop it, or wait for it to end and try again)", EXIT_QPOD)
+            raise QpodError(
+                f"gave up waiting for {path} after {timeout:g} s: held by {lock_holder(fd)} "
+                "(stop it, or wait for it to end and try again)",
+                EXIT_QPOD,
+            )
         time.sleep(min(pause, left))
         pause = min(pause * 2, 0.5)
         try:
@@ -182,8 +186,9 @@ class locked:  # noqa: N801 - used as a context manager, like open()
     Waited for at most ``timeout`` seconds, as ``flock_wait`` says (``say`` gets the waiting
     line; None: stderr); ``what`` ("building image X") is written in the file for waiters."""
 
-    def __init__(self, path: str, what: str = "", timeout: float = LOCK_WAIT,
-                 say: "Callable[[str], None] | None" = None) -> None:
+    def __init__(
+        self, path: str, what: str = "", timeout: float = LOCK_WAIT, say: "Callable[[str], None] | None" = None
+    ) -> None:
         self.path = path
         self.what = what
         self.timeout = timeout

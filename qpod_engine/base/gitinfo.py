@@ -31,9 +31,12 @@ def discover_root(start: str) -> str:
         owner = _owner(found) if found else None
         if owner is not None and owner != os.geteuid():
             # git's safe.directory rule, in qpod's words (checked here, not read from the error)
-            raise QpodError(f"{start}: the repository belongs to another user (uid {owner}) and git refuses it: "
-                            f"run qpod as its owner, or trust it with 'git config --global --add safe.directory "
-                            f"{os.path.dirname(found.rstrip('/'))}'", status=2) from None
+            raise QpodError(
+                f"{start}: the repository belongs to another user (uid {owner}) and git refuses it: "
+                f"run qpod as its owner, or trust it with 'git config --global --add safe.directory "
+                f"{os.path.dirname(found.rstrip('/'))}'",
+                status=2,
+            ) from None
         raise QpodError(f"{start}: cannot read git repository: {' '.join(str(err).split())}", status=2) from None
     if repo.is_bare or not repo.workdir:
         raise QpodError(f"{start}: is a bare git repository; bind a work tree instead", status=2)
@@ -144,7 +147,7 @@ def git_dir(root: str) -> str | None:
         return None
     first = text.split("\n", 1)[0].strip()
     if first.startswith("gitdir:"):
-        target = first[len("gitdir:"):].strip()
+        target = first[len("gitdir:") :].strip()
         return os.path.normpath(os.path.join(root, target))
     return None
 
@@ -168,13 +171,16 @@ def head_state(root: str) -> tuple[str | None, str]:
         return None, "unknown"
     prefix = "ref: refs/heads/"
     if head.startswith(prefix):
-        return head[len(prefix):], ""
+        return head[len(prefix) :], ""
     assert gd is not None
-    for how, file in (("rebasing", "rebase-merge/head-name"), ("rebasing", "rebase-apply/head-name"),
-                      ("bisecting", "BISECT_START")):
+    for how, file in (
+        ("rebasing", "rebase-merge/head-name"),
+        ("rebasing", "rebase-apply/head-name"),
+        ("bisecting", "BISECT_START"),
+    ):
         recorded = _read_line(os.path.join(gd, file))
         if recorded:
-            name = recorded[len("refs/heads/"):] if recorded.startswith("refs/heads/") else recorded
+            name = recorded[len("refs/heads/") :] if recorded.startswith("refs/heads/") else recorded
             # BISECT_START holds a commit id when the bisect began detached: no branch then
             if name and not (len(name) in (40, 64) and all(c in "0123456789abcdef" for c in name)):
                 return name, how

@@ -9,9 +9,12 @@ import os
 def _refuse(path: str, st: os.stat_result, what: str) -> Exception:
     from qpod_engine.base.errors import EXIT_QPOD, QpodError
 
-    return QpodError(f"{what} {path} is not yours (owner uid {st.st_uid}, mode {st.st_mode & 0o7777:04o}): "
-                     "another user could steer your commands through it; remove or rename it (as its owner or "
-                     "root), or set QPOD_STATE_DIR to a directory of your own", EXIT_QPOD)
+    return QpodError(
+        f"{what} {path} is not yours (owner uid {st.st_uid}, mode {st.st_mode & 0o7777:04o}): "
+        "another user could steer your commands through it; remove or rename it (as its owner or "
+        "root), or set QPOD_STATE_DIR to a directory of your own",
+        EXIT_QPOD,
+    )
 
 
 def check_private_dir(d: str, what: str = "qpod's state dir", closed: int = 0o077) -> bool:
@@ -31,21 +34,29 @@ def check_private_dir(d: str, what: str = "qpod's state dir", closed: int = 0o07
                 raise _refuse(d, st, what)
             st = os.stat(d)
     except PermissionError as err:  # another user's, most likely: not an empty state
-        raise QpodError(f"{what} {d}: cannot use it: {err.strerror} (qpod uses only a directory of its own "
-                        "user: set QPOD_STATE_DIR to a directory of yours)", EXIT_QPOD) from None
+        raise QpodError(
+            f"{what} {d}: cannot use it: {err.strerror} (qpod uses only a directory of its own "
+            "user: set QPOD_STATE_DIR to a directory of yours)",
+            EXIT_QPOD,
+        ) from None
     except OSError:
         return False  # not there (or a file in the way): making it says why, if it cannot be made
     if not stat.S_ISDIR(st.st_mode):
-        raise QpodError(f"{what} {d} is not a directory (mode {st.st_mode & 0o7777:04o}): remove it or set "
-                        "QPOD_STATE_DIR to a directory of yours", EXIT_QPOD)
+        raise QpodError(
+            f"{what} {d} is not a directory (mode {st.st_mode & 0o7777:04o}): remove it or set "
+            "QPOD_STATE_DIR to a directory of yours",
+            EXIT_QPOD,
+        )
     if st.st_uid != os.geteuid():
         raise _refuse(d, st, what)
     if st.st_mode & closed:
         try:
             os.chmod(d, st.st_mode & ~closed & 0o7777)
         except OSError as err:
-            raise QpodError(f"{what} {d} is open to others (mode {st.st_mode & 0o7777:04o}) and cannot be "
-                            f"closed: {err.strerror}", EXIT_QPOD) from None
+            raise QpodError(
+                f"{what} {d} is open to others (mode {st.st_mode & 0o7777:04o}) and cannot be closed: {err.strerror}",
+                EXIT_QPOD,
+            ) from None
     return True
 
 
@@ -66,8 +77,11 @@ def check_config_fd(fd: int, path: str) -> None:
     if st.st_uid != os.geteuid():
         raise _refuse(path, st, "config file")
     if st.st_mode & 0o022:
-        raise QpodError(f"config file {path} is writable by others (mode {st.st_mode & 0o7777:04o}): check what "
-                        f"it says, then 'chmod go-w {path}'", EXIT_QPOD)
+        raise QpodError(
+            f"config file {path} is writable by others (mode {st.st_mode & 0o7777:04o}): check what "
+            f"it says, then 'chmod go-w {path}'",
+            EXIT_QPOD,
+        )
 
 
 def check_private_fd(fd: int, path: str) -> None:

@@ -61,13 +61,17 @@ def _check_events(text: str, file: str) -> None:
     depth = 0
     for event in yaml.parse(text, Loader=_Loader):
         if isinstance(event, yaml.AliasEvent):
-            raise ConfigError(file, f"YAML aliases are not supported (*{event.anchor}): write the value out",
-                              event.start_mark.line + 1)
+            raise ConfigError(
+                file,
+                f"YAML aliases are not supported (*{event.anchor}): write the value out",
+                event.start_mark.line + 1,
+            )
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
             if depth > MAX_DEPTH:
-                raise ConfigError(file, f"invalid YAML: nested deeper than {MAX_DEPTH} levels",
-                                  event.start_mark.line + 1)
+                raise ConfigError(
+                    file, f"invalid YAML: nested deeper than {MAX_DEPTH} levels", event.start_mark.line + 1
+                )
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
 

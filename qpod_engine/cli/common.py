@@ -11,7 +11,6 @@ if TYPE_CHECKING:
     pass
 
 
-
 def out_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=False))
 

@@ -20,8 +20,14 @@ SHELLS = ("bash", "zsh", "fish")
 PROGRAMS = ("qpod", "qpod-shell")
 
 # (subcommand..., dest) of the arguments that name an environment or a bound repository
-ENV_ARGS = {("env", "show", "name"), ("env", "rm", "name"), ("init", "env"), ("exec", "env"), ("log", "env"),
-            ("stop", "env")}
+ENV_ARGS = {
+    ("env", "show", "name"),
+    ("env", "rm", "name"),
+    ("init", "env"),
+    ("exec", "env"),
+    ("log", "env"),
+    ("stop", "env"),
+}
 REPO_ARGS = {("log", "repo"), ("init", "path"), ("unbind", "path")}
 
 
@@ -29,8 +35,9 @@ def _argcomplete():  # type: ignore[no-untyped-def]
     try:
         import argcomplete
     except ImportError:
-        raise QpodError("shell completion needs argcomplete: pip install argcomplete (sudo bash scripts/setup.sh "
-                        "installs it)", 1) from None
+        raise QpodError(
+            "shell completion needs argcomplete: pip install argcomplete (sudo bash scripts/setup.sh installs it)", 1
+        ) from None
     return argcomplete
 
 
@@ -64,8 +71,9 @@ def repositories(prefix: str = "", **_: object) -> list[str]:
     return sorted(r for r in roots if r.startswith(prefix))
 
 
-def _walk(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> Iterator[
-        tuple[tuple[str, ...], argparse.Action]]:
+def _walk(
+    parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.Action]]:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():

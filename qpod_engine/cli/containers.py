@@ -12,7 +12,6 @@ if TYPE_CHECKING:
     import argparse
 
 
-
 def cmd_ps(a: argparse.Namespace) -> int:
     from qpod_engine.base.textsafe import visible
 
@@ -24,10 +23,21 @@ def cmd_ps(a: argparse.Namespace) -> int:
     elif not rows:
         print("no qpod containers")
     else:
-        table([[c["name"], c["environment"], c["repository"], c["image"],
-                c["state"] + (" (outdated)" if c.get("outdated") else ""), uptime_text(c["started"]),
-                c["host"] or "local"]
-               for c in rows], ["NAME", "ENVIRONMENT", "REPOSITORY", "IMAGE", "STATE", "UPTIME", "HOST"])
+        table(
+            [
+                [
+                    c["name"],
+                    c["environment"],
+                    c["repository"],
+                    c["image"],
+                    c["state"] + (" (outdated)" if c.get("outdated") else ""),
+                    uptime_text(c["started"]),
+                    c["host"] or "local",
+                ]
+                for c in rows
+            ],
+            ["NAME", "ENVIRONMENT", "REPOSITORY", "IMAGE", "STATE", "UPTIME", "HOST"],
+        )
     return 1 if unreachable else 0
 
 
@@ -64,14 +74,14 @@ def cmd_prune(a: argparse.Namespace) -> int:
 def add_parsers(sub: Any) -> None:
     """The ``containers`` commands on the parser."""
 
-    prn = sub.add_parser("prune", help="remove images built from repository files that no checked-out "
-                         ".qpod.yaml uses")
+    prn = sub.add_parser("prune", help="remove images built from repository files that no checked-out .qpod.yaml uses")
     prn.add_argument("--dry-run", action="store_true", help="only list them")
     prn.set_defaults(func=cmd_prune)
     ps = sub.add_parser("ps", help="this config's containers")
     ps.add_argument("--json", action="store_true")
-    ps.add_argument("--all-configs", action="store_true",
-                    help="every qpod container of this podman (other users', other configs')")
+    ps.add_argument(
+        "--all-configs", action="store_true", help="every qpod container of this podman (other users', other configs')"
+    )
     ps.set_defaults(func=cmd_ps)
     sp = sub.add_parser("stop", help="stop this config's containers")
     sp.add_argument("env", nargs="?")

@@ -21,7 +21,7 @@ from qpod_engine.base.errors import QpodError
 
 ENV_NAME = "debian11"
 
-LEGACY_C = r'''#include <stdio.h>
+LEGACY_C = r"""#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,7 +43,7 @@ int main(void) {
     free(n);
     return 0;
 }
-'''
+"""
 
 MAKEFILE = """CFLAGS = -Wall -Werror -O2 -g
 
@@ -60,8 +60,13 @@ def _say(msg: str) -> None:
 
 
 def _git(*args: str, cwd: Path) -> None:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "qpod demo", "GIT_AUTHOR_EMAIL": "demo@qpod.invalid",
-           "GIT_COMMITTER_NAME": "qpod demo", "GIT_COMMITTER_EMAIL": "demo@qpod.invalid"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "qpod demo",
+        "GIT_AUTHOR_EMAIL": "demo@qpod.invalid",
+        "GIT_COMMITTER_NAME": "qpod demo",
+        "GIT_COMMITTER_EMAIL": "demo@qpod.invalid",
+    }
     subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
 
 
@@ -72,7 +77,7 @@ build: Containerfile
 OWN_CONTAINERFILE = """FROM localhost/qpod-debian11:latest
 ENV LEGACY_RECIPE="the branch's own Containerfile"
 """
-OWN_MAKEFILE = MAKEFILE.replace("legacy: legacy.c\n", "legacy: legacy.c\n\t@echo \"environment: $$LEGACY_RECIPE\"\n")
+OWN_MAKEFILE = MAKEFILE.replace("legacy: legacy.c\n", 'legacy: legacy.c\n\t@echo "environment: $$LEGACY_RECIPE"\n')
 
 
 def make_sample_repo(root: Path, extra: dict[str, str] | None = None) -> Path:
@@ -140,8 +145,9 @@ def run_demo(directory: str | None = None) -> int:
     _say("5/6 in qpod-shell (your shell, with every launch seen), the same commands run in the container:")
     script = "make && ./legacy"
     print(f"    $ cd {root} && qpod-shell -c '{script}'", flush=True)
-    status = subprocess.run([sys.executable, "-I", "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", script],
-                            cwd=root).returncode
+    status = subprocess.run(
+        [sys.executable, "-I", "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", script], cwd=root
+    ).returncode
     if status != 0:
         raise QpodError(f"demo: the build in the container failed (exit {status})")
     binary = root / "legacy"
@@ -157,13 +163,15 @@ def run_demo(directory: str | None = None) -> int:
     print(f"    $ cd {own} && qpod init   (no ENV: shows the file, allows this content of it, binds)", flush=True)
     if _qpod("init", cwd=own) != 0:
         raise QpodError("demo: qpod init (the repository's own .qpod.yaml) failed")
-    print(f"    $ qpod-shell -c '{script}'   (the first command builds the image from the Containerfile)",
-          flush=True)
-    status = subprocess.run([sys.executable, "-I", "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", script],
-                            cwd=own).returncode
+    print(f"    $ qpod-shell -c '{script}'   (the first command builds the image from the Containerfile)", flush=True)
+    status = subprocess.run(
+        [sys.executable, "-I", "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", script], cwd=own
+    ).returncode
     if status != 0:
         raise QpodError(f"demo: the build in the branch's own environment failed (exit {status})")
     print(f"    .comment of {own / 'legacy'}: {_comment_section(own / 'legacy')}")
-    _say(f"done in {time.monotonic() - t0:.0f} s. Try: cd {root} && qpod-shell, then make, ./legacy, "
-         "gdb ./legacy, qpod tui")
+    _say(
+        f"done in {time.monotonic() - t0:.0f} s. Try: cd {root} && qpod-shell, then make, ./legacy, "
+        "gdb ./legacy, qpod tui"
+    )
     return status

@@ -25,8 +25,11 @@ def run_checks() -> Iterator[Check]:
         if not all(ok for ok, _, _ in checks):
             return  # podman itself cannot work for this user yet: the fixes above come first
     rt = pb.runtime_name("auto")
-    yield (rt is None or shutil.which(rt) is not None, f"OCI runtime: {rt or 'podman default'}",
-           "apt-get install runc (crun fails on cgroups-hybrid hosts)")
+    yield (
+        rt is None or shutil.which(rt) is not None,
+        f"OCI runtime: {rt or 'podman default'}",
+        "apt-get install runc (crun fails on cgroups-hybrid hosts)",
+    )
     try:
         url = service.ensure_service()
         yield (True, f"podman API socket answers ({url})", "")
@@ -58,8 +61,9 @@ def _trivial_container(exe: str, runtime: str | None, connection: str | None = N
     env = podman_env()
     podman = [exe, "--connection", connection] if connection else [exe]
     where = f" on host {connection}" if connection else ""
-    images = subprocess.run([*podman, "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True,
-                            text=True, env=env, timeout=60).stdout.split()
+    images = subprocess.run(
+        [*podman, "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True, env=env, timeout=60
+    ).stdout.split()
     images = [i for i in images if not i.startswith("<none>")]
     if not images:
         return (True, f"trivial container{where}: skipped (no image there yet; 'qpod demo' builds one)", "")
@@ -67,12 +71,20 @@ def _trivial_container(exe: str, runtime: str | None, connection: str | None = N
     rt = ["--runtime", runtime] if runtime else []
     # rootless: the host network, as qpod's containers use (slirp4netns needs /dev/net/tun)
     net = ["--network=host"] if os.geteuid() != 0 or connection else []
-    proc = subprocess.run([*podman, "run", "--rm", *rt, *net, *limits, images[0], "true"], capture_output=True,
-                          text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [*podman, "run", "--rm", *rt, *net, *limits, images[0], "true"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     last = (proc.stderr.strip().splitlines() or [""])[-1]
-    return (proc.returncode == 0, f"trivial container starts{where} ({images[0]}, runtime {runtime or 'default'})"
-            + ("" if proc.returncode == 0 else f": {last}"),
-            "set 'runtime' and 'ulimits' in settings.yaml (see README: Podman on restricted hosts)")
+    return (
+        proc.returncode == 0,
+        f"trivial container starts{where} ({images[0]}, runtime {runtime or 'default'})"
+        + ("" if proc.returncode == 0 else f": {last}"),
+        "set 'runtime' and 'ulimits' in settings.yaml (see README: Podman on restricted hosts)",
+    )
 
 
 def _remote_checks(exe: str) -> Iterator[Check]:
@@ -85,13 +97,17 @@ def _remote_checks(exe: str) -> Iterator[Check]:
         try:
             conn = remote.connection(host)
         except QpodError as err:
-            yield (False, f"host {host}: {err}",
-                   f"podman system connection add {host} ssh://USER@HOST/PATH/podman.sock --identity KEY")
+            yield (
+                False,
+                f"host {host}: {err}",
+                f"podman system connection add {host} ssh://USER@HOST/PATH/podman.sock --identity KEY",
+            )
             continue
         probe = remote.remote_argv(conn, "test", "-x", remote.agent_program())
         try:
-            proc = subprocess.run(probe, capture_output=True, text=True, timeout=remote.SSH_TIMEOUT,
-                                  stdin=subprocess.DEVNULL)
+            proc = subprocess.run(
+                probe, capture_output=True, text=True, timeout=remote.SSH_TIMEOUT, stdin=subprocess.DEVNULL
+            )
         except subprocess.TimeoutExpired:
             yield (False, f"host {host}: ssh to {conn.host} did not answer", "check the network and the ssh server")
             continue
@@ -100,18 +116,27 @@ def _remote_checks(exe: str) -> Iterator[Check]:
         who = f"{conn.user}@{conn.host}" if conn.user else conn.host
         if proc.returncode == 255:
             last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-            yield (False, f"host {host}: ssh {who} without a prompt: {last}",
-                   f"run ssh{port}{ident} {who} true once (accept the host key into {remote.known_hosts()}; "
-                   "the key must be in the server's authorized_keys)")
+            yield (
+                False,
+                f"host {host}: ssh {who} without a prompt: {last}",
+                f"run ssh{port}{ident} {who} true once (accept the host key into {remote.known_hosts()}; "
+                "the key must be in the server's authorized_keys)",
+            )
             continue
         yield (True, f"host {host}: ssh {who} works without a prompt", "")
-        yield (proc.returncode == 0, f"host {host}: qpod installed at {remote.agent_program()}",
-               "install qpod on that host at the same path as here (scripts/setup.sh from the same clone)")
+        yield (
+            proc.returncode == 0,
+            f"host {host}: qpod installed at {remote.agent_program()}",
+            "install qpod on that host at the same path as here (scripts/setup.sh from the same clone)",
+        )
         try:
             info = client(host).info()
         except Exception as err:  # noqa: BLE001 - any failure here is the finding
-            yield (False, f"host {host}: podman at {conn.socket} answers: {err}",
-                   f"on {conn.host}: systemctl --user enable --now podman.socket (or the system one for root)")
+            yield (
+                False,
+                f"host {host}: podman at {conn.socket} answers: {err}",
+                f"on {conn.host}: systemctl --user enable --now podman.socket (or the system one for root)",
+            )
             continue
         version = info.get("version", {}).get("Version", "?")
         rootless = info.get("host", {}).get("security", {}).get("rootless")
@@ -128,12 +153,18 @@ def _config_checks() -> Iterator[Check]:
         yield (False, f"config parses: {err}", "fix the file at the line named")
         return
     broken = {n: e["error"] for n, e in snap["envs"].items() if "error" in e}
-    yield (not broken, "config parses" + (f": {'; '.join(broken.values())}" if broken else ""),
-           "fix the file at the line named")
+    yield (
+        not broken,
+        "config parses" + (f": {'; '.join(broken.values())}" if broken else ""),
+        "fix the file at the line named",
+    )
     for repo in snap["repos"]:
         if not os.path.isdir(repo["root"]):
-            yield (False, f"bound repository {repo['root']} exists",
-                   f"qpod unbind --path {repo['root']} (or move it back)")
+            yield (
+                False,
+                f"bound repository {repo['root']} exists",
+                f"qpod unbind --path {repo['root']} (or move it back)",
+            )
         for env in ([repo["environment"]] if repo["environment"] else []) + [e for _, e in repo["branches"]]:
             if env == REPO_FILE:  # the repository's own file: its problems, if any
                 entry = snapshot.environment_entry(snap, env, repo["root"]) or {"absent": True}
@@ -151,8 +182,11 @@ def _preload_checks() -> Iterator[Check]:
         yield (False, "preload library: qpod_engine.routing.preload_lib missing", "reinstall: pip install .")
         return
     problems = preload_lib.check()
-    yield (not problems, "preload library loads and the rules file is current"
-           + (f": {'; '.join(problems)}" if problems else ""), "reinstall with: pip install .")
+    yield (
+        not problems,
+        "preload library loads and the rules file is current" + (f": {'; '.join(problems)}" if problems else ""),
+        "reinstall with: pip install .",
+    )
 
 
 def _transport_checks() -> Iterator[Check]:
@@ -163,8 +197,11 @@ def _transport_checks() -> Iterator[Check]:
     agent = os.path.join(naming.agent_program_dir(), "qpod-agent")
     client = naming.client_program()
     built = os.access(agent, os.X_OK) and os.access(client, os.X_OK)
-    yield (built, f"native exec: client {client}, agent {agent}",
-           "reinstall (pip install . builds them; the agent needs libc6-dev for a static build)")
+    yield (
+        built,
+        f"native exec: client {client}, agent {agent}",
+        "reinstall (pip install . builds them; the agent needs libc6-dev for a static build)",
+    )
     try:
         from qpod_engine.podman.lifecycle import list_containers
 
@@ -174,10 +211,13 @@ def _transport_checks() -> Iterator[Check]:
     for c in ctrs:
         if c.get("transport") == naming.TRANSPORT_EXEC:
             why = naming.fallback_reason(c["name"]) or "the agent did not start"
-            yield (False, f"container {c['name']} uses the podman exec fallback ({why}): no separate stderr "
-                   "under a TTY, no SIGPIPE, no job control, no signals without a TTY",
-                   f"let the agent run: relax environment '{c['environment']}' (seccomp, podman_options); "
-                   "the changed config makes the container again, with the agent first")
+            yield (
+                False,
+                f"container {c['name']} uses the podman exec fallback ({why}): no separate stderr "
+                "under a TTY, no SIGPIPE, no job control, no signals without a TTY",
+                f"let the agent run: relax environment '{c['environment']}' (seccomp, podman_options); "
+                "the changed config makes the container again, with the agent first",
+            )
 
 
 # --- rootless: what podman needs from the system for a normal user --------------------------
@@ -236,11 +276,16 @@ def _runtime_dir_check(uid: int) -> Check:
     """Podman keeps its runtime files (and qpod its API socket) in XDG_RUNTIME_DIR; without a login
     session (su -, cron, CI) it is unset and podman falls back to /tmp/podman-run-UID."""
     xdg = os.environ.get("XDG_RUNTIME_DIR")
-    fix = ("unset XDG_RUNTIME_DIR (podman then uses /tmp/podman-run-UID), or log in for a session that "
-           "creates it (sudo loginctl enable-linger USER)")
+    fix = (
+        "unset XDG_RUNTIME_DIR (podman then uses /tmp/podman-run-UID), or log in for a session that "
+        "creates it (sudo loginctl enable-linger USER)"
+    )
     if not xdg:
-        return (True, "rootless: runtime dir: XDG_RUNTIME_DIR unset (no login session); podman uses "
-                f"/tmp/podman-run-{uid}", "")
+        return (
+            True,
+            f"rootless: runtime dir: XDG_RUNTIME_DIR unset (no login session); podman uses /tmp/podman-run-{uid}",
+            "",
+        )
     try:
         st = os.stat(xdg)
     except OSError as err:
@@ -259,23 +304,30 @@ def rootless_checks() -> Iterator[Check]:
         ranges = _subid_ranges(file, name, uid)
         total = sum(count for _, count in ranges)
         shown = ", ".join(f"{a}-{a + n - 1}" for a, n in ranges) or "none"
-        yield (total >= SUBID_MIN, f"rootless: subordinate {kind} for {name} in {file}: {shown}",
-               f"sudo usermod --add-sub{kind} {start}-{start + SUBID_MIN - 1} {name}")
+        yield (
+            total >= SUBID_MIN,
+            f"rootless: subordinate {kind} for {name} in {file}: {shown}",
+            f"sudo usermod --add-sub{kind} {start}-{start + SUBID_MIN - 1} {name}",
+        )
     for tool in ("newuidmap", "newgidmap"):
         path = find_program(tool) or (f"/usr/bin/{tool}" if os.path.exists(f"/usr/bin/{tool}") else None)
         usable = path is not None and (os.stat(path).st_mode & 0o4000 != 0 or _has_file_caps(path))
-        yield (usable, f"rootless: {tool} installed and privileged ({path or 'not found'})",
-               "sudo apt-get install uidmap")
+        yield (
+            usable,
+            f"rootless: {tool} installed and privileged ({path or 'not found'})",
+            "sudo apt-get install uidmap",
+        )
     max_ns = _read_int("/proc/sys/user/max_user_namespaces")
     clone = _read_int("/proc/sys/kernel/unprivileged_userns_clone")  # Debian kernels before 5.10 had it
     apparmor = _read_int("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")  # Ubuntu 23.10+
     ns_ok = (max_ns is None or max_ns > 0) and clone in (None, 1) and apparmor in (None, 0)
-    shown = f"user.max_user_namespaces={max_ns}" + (f", unprivileged_userns_clone={clone}" if clone is not None
-                                                     else "")
+    shown = f"user.max_user_namespaces={max_ns}" + (f", unprivileged_userns_clone={clone}" if clone is not None else "")
     shown += f", apparmor_restrict_unprivileged_userns={apparmor}" if apparmor is not None else ""
-    yield (ns_ok, f"rootless: user namespaces enabled ({shown})",
-           "sudo sysctl -w user.max_user_namespaces=28633 kernel.unprivileged_userns_clone=1 "
-           "(persist in /etc/sysctl.d/)")
+    yield (
+        ns_ok,
+        f"rootless: user namespaces enabled ({shown})",
+        "sudo sysctl -w user.max_user_namespaces=28633 kernel.unprivileged_userns_clone=1 (persist in /etc/sysctl.d/)",
+    )
     runtime = _runtime_dir_check(uid)
     yield runtime
     if runtime[0]:

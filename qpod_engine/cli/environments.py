@@ -13,7 +13,6 @@ if TYPE_CHECKING:
     import argparse
 
 
-
 def _first_problem(name: str, problems: list[Any]) -> None:
     if problems:
         key, _at, message = problems[0]
@@ -31,8 +30,11 @@ def cmd_env_add(a: argparse.Namespace) -> int:
         raise QpodError(problem, 2)
     path = Path(paths.environment_file(a.name))
     if path.exists() and not a.replace:
-        raise QpodError(f"environment '{a.name}' exists ({path}); use --replace to overwrite it, or "
-                        f"'qpod env set {a.name} KEY=VALUE' to change one option", 2)
+        raise QpodError(
+            f"environment '{a.name}' exists ({path}); use --replace to overwrite it, or "
+            f"'qpod env set {a.name} KEY=VALUE' to change one option",
+            2,
+        )
     data, problems = env_fields.from_flags(a)
     _first_problem(a.name, problems)
     env = config.environment_from_dict(a.name, data, "command line")
@@ -54,8 +56,11 @@ def _warn_unknown_host(host: str | None) -> None:
     except QpodError:
         return
     if host not in known:
-        print(f"qpod: note: host '{visible(host)}' is not a podman ssh connection yet (podman system connection "
-              "add NAME ssh://USER@HOST/PATH/podman.sock --identity KEY)", file=sys.stderr)
+        print(
+            f"qpod: note: host '{visible(host)}' is not a podman ssh connection yet (podman system connection "
+            "add NAME ssh://USER@HOST/PATH/podman.sock --identity KEY)",
+            file=sys.stderr,
+        )
 
 
 def cmd_env_set(a: argparse.Namespace) -> int:
@@ -96,8 +101,10 @@ def cmd_env_list(a: argparse.Namespace) -> int:
     elif not rows:
         print("no environments yet; add one with: qpod env add NAME --image IMAGE")
     else:
-        table([[r["name"], r["image"], str(len(r["repositories"])), ",".join(r["commands"])] for r in rows],
-               ["NAME", "IMAGE", "REPOS", "COMMANDS"])
+        table(
+            [[r["name"], r["image"], str(len(r["repositories"])), ",".join(r["commands"])] for r in rows],
+            ["NAME", "IMAGE", "REPOS", "COMMANDS"],
+        )
     return 0
 
 
@@ -136,19 +143,27 @@ def add_parsers(sub: Any) -> None:
 
     from qpod_engine.config import fields as env_fields
 
-    env = sub.add_parser("env", help="manage environments").add_subparsers(dest="env_cmd", required=True,
-                                                                            metavar="ACTION")
+    env = sub.add_parser("env", help="manage environments").add_subparsers(
+        dest="env_cmd", required=True, metavar="ACTION"
+    )
     add = env.add_parser("add", help="define an environment")
     add.add_argument("name")
     env_fields.add_flags(add)
-    add.add_argument("--replace", action="store_true",
-                     help="overwrite an existing environment (options not given return to their defaults)")
+    add.add_argument(
+        "--replace",
+        action="store_true",
+        help="overwrite an existing environment (options not given return to their defaults)",
+    )
     add.set_defaults(func=cmd_env_add)
     st_ = env.add_parser("set", help="change options of an environment, keeping the others")
     st_.add_argument("name")
-    st_.add_argument("assignments", nargs="+", metavar="KEY=VALUE",
-                     help="an option and its value as the TUI form takes it (lists: space separated, "
-                          "KEY= empties one; a text option given empty returns to its default)")
+    st_.add_argument(
+        "assignments",
+        nargs="+",
+        metavar="KEY=VALUE",
+        help="an option and its value as the TUI form takes it (lists: space separated, "
+        "KEY= empties one; a text option given empty returns to its default)",
+    )
     st_.set_defaults(func=cmd_env_set)
     ls = env.add_parser("list", help="list environments")
     ls.add_argument("--json", action="store_true")

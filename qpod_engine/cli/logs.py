@@ -12,7 +12,6 @@ if TYPE_CHECKING:
     import argparse
 
 
-
 def _fmt_record(r: dict[str, Any]) -> str:
     """One line per record; every field escaped (argv and paths are not ours: an escape
     sequence in them must not reach the terminal, a newline must not fake a line)."""
@@ -30,8 +29,10 @@ def _fmt_record(r: dict[str, Any]) -> str:
     else:
         took = f"{r['duration']:.2f}s" if r.get("duration") is not None else "-"
     argv = " ".join(visible(a) for a in r.get("argv") or [])
-    return f"{visible((r.get('time') or '?')[:19])}  {'?' if status is None else status:>7}  {took:>9}  " \
-           f"{visible(r.get('env') or '-')}  {visible(r.get('repo') or '-')}  {argv}"
+    return (
+        f"{visible((r.get('time') or '?')[:19])}  {'?' if status is None else status:>7}  {took:>9}  "
+        f"{visible(r.get('env') or '-')}  {visible(r.get('repo') or '-')}  {argv}"
+    )
 
 
 def cmd_log(a: argparse.Namespace) -> int:
@@ -53,8 +54,11 @@ def cmd_log(a: argparse.Namespace) -> int:
                         r = cmdlog.shown(r)
                         print(json.dumps(r) if a.json else _fmt_record(r), flush=True)
                 if follower.stats.malformed != skipped:
-                    print(f"qpod: {follower.stats.malformed - skipped} malformed record(s) skipped", file=sys.stderr,
-                          flush=True)
+                    print(
+                        f"qpod: {follower.stats.malformed - skipped} malformed record(s) skipped",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     skipped = follower.stats.malformed
                 time.sleep(0.2)
         except KeyboardInterrupt:

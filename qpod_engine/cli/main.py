@@ -23,8 +23,9 @@ def build_parser() -> "argparse.ArgumentParser":
     from qpod_engine import __version__
     from qpod_engine.cli import containers, environments, logs, repositories, running, tools
 
-    p = argparse.ArgumentParser(prog="qpod", description="Run a repository's build and debug commands in its "
-                                "podman environment, transparently.")
+    p = argparse.ArgumentParser(
+        prog="qpod", description="Run a repository's build and debug commands in its podman environment, transparently."
+    )
     p.add_argument("--version", action="version", version=f"qpod {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     environments.add_parsers(sub)

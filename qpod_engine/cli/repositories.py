@@ -15,15 +15,17 @@ if TYPE_CHECKING:
     import argparse
 
 
-
 def cmd_init(a: argparse.Namespace) -> int:
     from qpod_engine.base.textsafe import visible
 
     if a.env is None:
         # no ENV: the repository's own .qpod.yaml, shown, allowed and bound in one step
         if a.branch or a.dir:
-            raise QpodError("usage: qpod init ENV [--branch GLOB | --dir PATH] (only the repository's own "
-                            ".qpod.yaml is used without ENV)", 2)
+            raise QpodError(
+                "usage: qpod init ENV [--branch GLOB | --dir PATH] (only the repository's own "
+                ".qpod.yaml is used without ENV)",
+                2,
+            )
         return _allow(a.path or current_dir(), yes=a.yes, take_over=True)
     root = engine().bind(a.dir or a.path or current_dir(), a.env, a.branch, directory=a.dir is not None)
     scope = f" on branches matching '{visible(a.branch)}'" if a.branch else ""
@@ -58,15 +60,21 @@ def _allow(start: str, yes: bool, take_over: bool, show_only: bool = False) -> i
     root = repo_root(start)
     rf = engine().repo_file(root)
     if rf is None:
-        raise QpodError(f"{visible(root)}: no {paths.REPO_FILE} at the repository's root" +
-                        ("; bind an environment with: qpod init ENV" if take_over else ""), 2)
+        raise QpodError(
+            f"{visible(root)}: no {paths.REPO_FILE} at the repository's root"
+            + ("; bind an environment with: qpod init ENV" if take_over else ""),
+            2,
+        )
     risky = _show_repo_file(rf)
     if show_only:
         return 1 if rf.problems else 0
     # 'qpod init' binds the repository to its file even when the file is not allowed now: its
     # routed commands then fail (125, naming the file) until 'qpod allow' or 'qpod deny'
-    pending = (f"; {visible(root)} is bound to it: its build commands fail until 'qpod allow' "
-               "(or 'qpod deny': the host)") if take_over else ""
+    pending = (
+        (f"; {visible(root)} is bound to it: its build commands fail until 'qpod allow' (or 'qpod deny': the host)")
+        if take_over
+        else ""
+    )
     if rf.problems:
         if take_over:
             engine().register_file(root)
@@ -77,14 +85,19 @@ def _allow(start: str, yes: bool, take_over: bool, show_only: bool = False) -> i
             if take_over:
                 engine().register_file(root)
             if not sys.stdin.isatty():
-                raise QpodError("not allowed: the file asks for access beyond the repository (above); once you "
-                                f"trust it: qpod allow --yes{pending}", 1)
+                raise QpodError(
+                    "not allowed: the file asks for access beyond the repository (above); once you "
+                    f"trust it: qpod allow --yes{pending}",
+                    1,
+                )
             print(f"not allowed{pending}")
             return 1
     wins = engine().allow_file(rf, take_over=take_over)
     if wins:
-        print(f"allowed; the explicit binding to environment '{visible(wins)}' still wins here "
-              f"('qpod init' with no ENV uses the file instead)")
+        print(
+            f"allowed; the explicit binding to environment '{visible(wins)}' still wins here "
+            f"('qpod init' with no ENV uses the file instead)"
+        )
     else:
         print(f"allowed: {visible(root)} uses its {paths.REPO_FILE} (a changed file needs 'qpod allow' again)")
     return 0
@@ -102,8 +115,10 @@ def cmd_deny(a: argparse.Namespace) -> int:
     if not gone and not unregistered:
         print(f"{visible(root)}: nothing was allowed here")
     else:
-        print(f"denied: {visible(root)} no longer uses its {paths.REPO_FILE}"
-              + ("; its commands run on the host" if unregistered else ""))
+        print(
+            f"denied: {visible(root)} no longer uses its {paths.REPO_FILE}"
+            + ("; its commands run on the host" if unregistered else "")
+        )
     return 0
 
 
@@ -156,8 +171,11 @@ def cmd_status(a: argparse.Namespace) -> int:
         elif root and os.path.exists(os.path.join(root, REPO_FILE)):
             print(f"{visible(root)}: not bound; its {REPO_FILE} is not allowed (review and use it with: qpod allow)")
         else:
-            print(f"{visible(root)}: not bound (bind with: qpod init ENV)" if root
-                  else f"{visible(cwd)}: not in a git repository")
+            print(
+                f"{visible(root)}: not bound (bind with: qpod init ENV)"
+                if root
+                else f"{visible(cwd)}: not in a git repository"
+            )
         return 0
     row = {**row, "bound": True, "cwd": cwd}
     if a.json:
@@ -185,8 +203,11 @@ def cmd_status(a: argparse.Namespace) -> int:
                 print(f"image:        {visible(env['image'])}{visible(how)}")
         else:
             # an explicit binding wins over the repository's own file: say so
-            over = f", wins over its {REPO_FILE}" if row["environment"] and os.path.exists(
-                os.path.join(row["repository"], REPO_FILE)) else ""
+            over = (
+                f", wins over its {REPO_FILE}"
+                if row["environment"] and os.path.exists(os.path.join(row["repository"], REPO_FILE))
+                else ""
+            )
             print(f"environment:  {visible(row['environment'] or '-')} ({visible(row['why'])}{over})")
         if row["broken"] or row["waiting"]:
             print(f"problem:      {visible(row['broken'] or row['waiting'])} (its routed commands fail with exit 125)")
@@ -201,11 +222,19 @@ def cmd_repos(a: argparse.Namespace) -> int:
     elif not rows:
         print("no bound repositories; bind one with: cd REPO && qpod init ENV")
     else:
-        table([[r["repository"] + ("" if r["exists"] else " (missing)"), r["branch"] or "-",
-                 (r["environment"] or "-") + (" (broken)" if r["broken"] else ""),
-                 ", ".join(f"{g}->{e}" for g, e in r["branches"].items()) or "-",
-                 r["container_state"]] for r in rows],
-               ["REPOSITORY", "BRANCH", "ENVIRONMENT", "BRANCH RULES", "CONTAINER"])
+        table(
+            [
+                [
+                    r["repository"] + ("" if r["exists"] else " (missing)"),
+                    r["branch"] or "-",
+                    (r["environment"] or "-") + (" (broken)" if r["broken"] else ""),
+                    ", ".join(f"{g}->{e}" for g, e in r["branches"].items()) or "-",
+                    r["container_state"],
+                ]
+                for r in rows
+            ],
+            ["REPOSITORY", "BRANCH", "ENVIRONMENT", "BRANCH RULES", "CONTAINER"],
+        )
     return 0
 
 
@@ -213,19 +242,27 @@ def add_parsers(sub: Any) -> None:
     """The ``repositories`` commands on the parser."""
     import argparse
 
-    init = sub.add_parser("init", help="bind the repository around the cwd to an environment (no ENV: to its "
-                          "own .qpod.yaml, shown and allowed)")
+    init = sub.add_parser(
+        "init",
+        help="bind the repository around the cwd to an environment (no ENV: to its own .qpod.yaml, shown and allowed)",
+    )
     init.add_argument("env", nargs="?")
-    init.add_argument("--yes", action="store_true", help="without ENV: allow a .qpod.yaml that asks for access "
-                      "beyond the repository without asking")
+    init.add_argument(
+        "--yes",
+        action="store_true",
+        help="without ENV: allow a .qpod.yaml that asks for access beyond the repository without asking",
+    )
     init.add_argument("--branch", metavar="GLOB", help="only while the checked-out branch matches")
-    init.add_argument("--dir", metavar="PATH", help="bind this directory tree itself, git or not (an out-of-tree "
-                      "build directory: configure and make there go to the environment)")
+    init.add_argument(
+        "--dir",
+        metavar="PATH",
+        help="bind this directory tree itself, git or not (an out-of-tree "
+        "build directory: configure and make there go to the environment)",
+    )
     init.add_argument("--path", help=argparse.SUPPRESS)
     init.set_defaults(func=cmd_init)
     alw = sub.add_parser("allow", help="show the repository's .qpod.yaml and allow this content of it")
-    alw.add_argument("--yes", action="store_true", help="allow even what reaches beyond the repository, without "
-                     "asking")
+    alw.add_argument("--yes", action="store_true", help="allow even what reaches beyond the repository, without asking")
     alw.add_argument("--show", action="store_true", help="only show what the file asks for")
     alw.add_argument("--path", help=argparse.SUPPRESS)
     alw.set_defaults(func=cmd_allow)

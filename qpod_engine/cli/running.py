@@ -13,7 +13,6 @@ if TYPE_CHECKING:
     import argparse
 
 
-
 def cmd_which(a: argparse.Namespace) -> int:
     from qpod_engine.base.paths import find_program
     from qpod_engine.config import snapshot
@@ -25,13 +24,21 @@ def cmd_which(a: argparse.Namespace) -> int:
     path = find_program(a.argv[0]) or a.argv[0]
     snap = snapshot.load()
     d = decide(path, a.argv, cwd, snapshot.targets(snap))
-    data = {"where": d.where, "reason": d.reason, "path": path, "cwd": cwd,
-            "repository": d.target.root if d.target else None,
-            "environment": d.target.environment if d.target and d.in_container else None,
-            "in_image": None}
+    data = {
+        "where": d.where,
+        "reason": d.reason,
+        "path": path,
+        "cwd": cwd,
+        "repository": d.target.root if d.target else None,
+        "environment": d.target.environment if d.target and d.in_container else None,
+        "in_image": None,
+    }
     blocked = None
-    env_entry = (snapshot.environment_entry(snap, d.target.environment, d.target.root) or {}
-                 if d.in_container and d.target else {})
+    env_entry = (
+        snapshot.environment_entry(snap, d.target.environment, d.target.root) or {}
+        if d.in_container and d.target
+        else {}
+    )
     if d.in_container and d.target:
         # a broken or unknown environment, a repository file not allowed: the command would
         # fail (125), say so and why
@@ -54,8 +61,13 @@ def cmd_which(a: argparse.Namespace) -> int:
 
         env = f" ({visible(data['environment'])})" if data["environment"] else ""
         found = data["in_image"]
-        there = "" if found is None else f"; in the container: {visible(found)}" if found else \
-            "; not found in the container: it would exit 127"
+        there = (
+            ""
+            if found is None
+            else f"; in the container: {visible(found)}"
+            if found
+            else "; not found in the container: it would exit 127"
+        )
         but = f"; it would fail (exit 125): {visible(blocked)}" if blocked else ""
         host = f"; on host {visible(data['host'])} over ssh ({data['differences']})" if data.get("host") else ""
         print(f"{d.where}{env}: {visible(d.reason)}{there}{but}{host}")
@@ -91,14 +103,15 @@ def exec_fast_path(argv: Sequence[str]) -> int | None:
     if not argv or argv[0] != "exec":
         return None
     rest, env, tty = list(argv[1:]), None, None
-    while rest[:1] and rest[0] in ("-t", "--tty", "-T", "--no-tty", "--env") or rest[:1] and rest[0].startswith(
-            "--env="):
+    while (
+        rest[:1] and rest[0] in ("-t", "--tty", "-T", "--no-tty", "--env") or rest[:1] and rest[0].startswith("--env=")
+    ):
         if rest[0] in ("-t", "--tty", "-T", "--no-tty"):
             tty, rest = rest[0] in ("-t", "--tty"), rest[1:]
         elif rest[0] == "--env" and len(rest) > 1:
             env, rest = rest[1], rest[2:]
         elif rest[0].startswith("--env="):
-            env, rest = rest[0][len("--env="):], rest[1:]
+            env, rest = rest[0][len("--env=") :], rest[1:]
         else:
             break
     if rest[:1] == ["--"]:
@@ -121,9 +134,22 @@ def add_parsers(sub: Any) -> None:
     ex = sub.add_parser("exec", help="run a command in the repository's environment")
     ex.add_argument("--env", metavar="NAME", help="use this environment whatever the binding says")
     tty = ex.add_mutually_exclusive_group()
-    tty.add_argument("-t", "--tty", dest="tty", action="store_const", const=True, default=None,
-                     help="give the command a terminal of its own (a pty), as for an interactive program")
-    tty.add_argument("-T", "--no-tty", dest="tty", action="store_const", const=False,
-                     help="never a pty: the command gets your descriptors only")
+    tty.add_argument(
+        "-t",
+        "--tty",
+        dest="tty",
+        action="store_const",
+        const=True,
+        default=None,
+        help="give the command a terminal of its own (a pty), as for an interactive program",
+    )
+    tty.add_argument(
+        "-T",
+        "--no-tty",
+        dest="tty",
+        action="store_const",
+        const=False,
+        help="never a pty: the command gets your descriptors only",
+    )
     ex.add_argument("argv", nargs=argparse.REMAINDER)
     ex.set_defaults(func=cmd_exec)

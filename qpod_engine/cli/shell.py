@@ -66,8 +66,11 @@ def qpod_env(environ: dict[str, str]) -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="qpod-shell", description="Start your shell in qpod mode: build and "
-                                     "debug commands in bound repositories run in their containers.")
+    parser = argparse.ArgumentParser(
+        prog="qpod-shell",
+        description="Start your shell in qpod mode: build and "
+        "debug commands in bound repositories run in their containers.",
+    )
     parser.add_argument("--shell", metavar="PATH", help="the shell to start (default: $SHELL)")
     parser.add_argument("-c", dest="command", metavar="CMD", help="run one command non-interactively and exit")
     if "_ARGCOMPLETE" in os.environ:  # shell completion (qpod completion bash): answers and exits

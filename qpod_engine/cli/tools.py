@@ -11,7 +11,6 @@ if TYPE_CHECKING:
     import argparse
 
 
-
 def cmd_doctor(a: argparse.Namespace) -> int:
     from qpod_engine.base.textsafe import visible
     from qpod_engine.cli.doctor import run_checks
@@ -55,7 +54,7 @@ def add_parsers(sub: Any) -> None:
     dm = sub.add_parser("demo", help="build a Debian 11 environment and build a sample repository in it")
     dm.add_argument("--dir", help="where to create the sample repository (default: a temp dir)")
     dm.set_defaults(func=cmd_demo)
-    cp = sub.add_parser("completion", help="print shell completion code (bash: eval \"$(qpod completion bash)\")")
+    cp = sub.add_parser("completion", help='print shell completion code (bash: eval "$(qpod completion bash)")')
     cp.add_argument("shell", choices=["bash", "zsh", "fish"])
     cp.set_defaults(func=cmd_completion)
     tui = sub.add_parser("tui", help="the dashboard")

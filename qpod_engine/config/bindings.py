@@ -34,7 +34,10 @@ class Binding:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Binding) and (self.root, self.environment, self.branches) == (
-            other.root, other.environment, other.branches)
+            other.root,
+            other.environment,
+            other.branches,
+        )
 
     def __repr__(self) -> str:
         return f"Binding({self.root!r}, {self.environment!r}, {self.branches!r})"
@@ -86,18 +89,25 @@ def _parse(data: Any, file: str, lines: yamlio.Lines) -> dict[str, Binding]:
             raise ConfigError(file, f"'{root}' must have 'environment' and/or 'branches'", where)
         for key in entry:
             if key not in ("environment", "branches"):
-                raise ConfigError(file, f"unknown key '{key}' (known keys: branches, environment)",
-                                  lines.get("repositories", root, key))
+                raise ConfigError(
+                    file,
+                    f"unknown key '{key}' (known keys: branches, environment)",
+                    lines.get("repositories", root, key),
+                )
         env = entry.get("environment")
         if env is not None and not isinstance(env, str):
-            raise ConfigError(file, "'environment' must be an environment name",
-                              lines.get("repositories", root, "environment"))
+            raise ConfigError(
+                file, "'environment' must be an environment name", lines.get("repositories", root, "environment")
+            )
         branches = entry.get("branches") or {}
         if not isinstance(branches, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in branches.items()
         ):
-            raise ConfigError(file, "'branches' must map branch globs to environment names",
-                              lines.get("repositories", root, "branches"))
+            raise ConfigError(
+                file,
+                "'branches' must map branch globs to environment names",
+                lines.get("repositories", root, "branches"),
+            )
         if env is None and not branches:
             raise ConfigError(file, f"'{root}' has neither 'environment' nor 'branches'", where)
         norm = root.rstrip("/") or "/"
@@ -144,8 +154,9 @@ def bind(bindings: dict[str, Binding], root: str, env: str, branch_glob: str | N
         # claimed, and its builds would run on the host without a word
         from qpod_engine.base.textsafe import visible
 
-        raise QpodError(f"{visible(root)}: qpod cannot watch a path with a tab or a newline in it "
-                        "(rename the directory)", status=2)
+        raise QpodError(
+            f"{visible(root)}: qpod cannot watch a path with a tab or a newline in it (rename the directory)", status=2
+        )
     b = bindings.get(root) or Binding(root=root)
     if branch_glob:
         b.branches[branch_glob] = env

@@ -26,8 +26,18 @@ LABEL_CONFIG = "qpod.config"  # which config (and state) owns the container: see
 ALWAYS_DENIED = ("LD_PRELOAD", "QPOD_*")
 # Variables that describe the host and would mislead a program in the container: not passed
 # unless an environment names one exactly in its passthrough list (PATH: the image's own).
-HOST_SPECIFIC = ("PATH", "LD_*", "TMPDIR", "XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS", "HOSTNAME", "PWD",
-                 "OLDPWD", "SHLVL", "_")
+HOST_SPECIFIC = (
+    "PATH",
+    "LD_*",
+    "TMPDIR",
+    "XDG_RUNTIME_DIR",
+    "DBUS_SESSION_BUS_ADDRESS",
+    "HOSTNAME",
+    "PWD",
+    "OLDPWD",
+    "SHLVL",
+    "_",
+)
 # the agent's socket directory (host: agent_dir(name), 0700) and the agent itself, as every
 # container sees them
 AGENT_SOCKET_DIR = "/run/qpod"
@@ -49,8 +59,7 @@ def config_id() -> str:
     users or two configs on one podman never stop or replace each other's."""
     import hashlib
 
-    blob = "\0".join([os.path.realpath(paths.config_dir()), os.path.realpath(paths.state_dir()),
-                       str(os.geteuid())])
+    blob = "\0".join([os.path.realpath(paths.config_dir()), os.path.realpath(paths.state_dir()), str(os.geteuid())])
     return hashlib.sha1(blob.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
@@ -115,7 +124,7 @@ def map_path(path: str, env: dict[str, Any], root: str) -> str | None:
     (The client does the same from the launch spec's ``map`` lines.)"""
     for host, inside in path_maps(env, root):
         if path == host or path.startswith(host.rstrip("/") + "/"):
-            rest = path[len(host):] if host != "/" else path
+            rest = path[len(host) :] if host != "/" else path
             return inside + rest if inside != "/" else (rest or "/")
     return None
 
@@ -138,7 +147,7 @@ def proc_start_time(pid: int) -> str | None:
     except OSError:
         return None
     # the command name (field 2) may contain spaces and ')': split after the last ')'
-    fields = data[data.rindex(b")") + 2:].split()
+    fields = data[data.rindex(b")") + 2 :].split()
     return fields[19].decode()
 
 
@@ -235,8 +244,12 @@ def root_id(root: str) -> str:
 def warm_facts(name: str, want_hash: str, root: str) -> dict[str, Any] | None:
     """The cached facts when the container is still running with the wanted config and mount."""
     facts = read_facts(name)
-    if (facts and facts.get("hash") == want_hash and facts.get("root_id") == root_id(root)
-            and (facts.get("host") or proc_start_time(facts.get("pid", 0)) == facts.get("pid_start"))):
+    if (
+        facts
+        and facts.get("hash") == want_hash
+        and facts.get("root_id") == root_id(root)
+        and (facts.get("host") or proc_start_time(facts.get("pid", 0)) == facts.get("pid_start"))
+    ):
         # (on another host the process cannot be looked at from here: the bridge starts a
         # stopped container, and the client forgets these facts when it is gone)
         return facts
@@ -244,6 +257,7 @@ def warm_facts(name: str, want_hash: str, root: str) -> dict[str, Any] | None:
 
 
 # --- who a command runs as in the container, and what it sees of the environment ------------
+
 
 def identity(env: dict[str, Any]) -> tuple[int, int, list[int]] | None:
     """(uid, gid, groups) the agent switches to: rootful podman runs commands as the invoking
@@ -280,7 +294,6 @@ def passed_env(env: dict[str, Any]) -> dict[str, str]:
     """The variables a command sees in the container, by the rules the client applies from the
     spec's pass/deny/set lines (for the podman exec fallback, which has no client)."""
     deny = [*denied(env), *ALWAYS_DENIED]
-    out = {k: v for k, v in os.environ.items()
-           if _matches(k, env.get("passthrough", ())) and not _matches(k, deny)}
+    out = {k: v for k, v in os.environ.items() if _matches(k, env.get("passthrough", ())) and not _matches(k, deny)}
     out.update({k: v for k, v in env.get("env", {}).items() if not _matches(k, ALWAYS_DENIED)})
     return out

@@ -72,8 +72,9 @@ class Environment:
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
-assert [f for f in Environment.__dataclass_fields__ if f != "name"] == [o.key for o in FIELDS], \
+assert [f for f in Environment.__dataclass_fields__ if f != "name"] == [o.key for o in FIELDS], (
     "Environment must mirror env_fields.FIELDS, in order"
+)
 
 
 def _expect(cond: bool, file: str, line: int | None, message: str) -> None:
@@ -88,12 +89,15 @@ def name_problem(name: str) -> str | None:
     from qpod_engine.base.textsafe import visible
 
     shown = visible(name if len(name) <= 70 else name[:70] + "...")
-    return (f"environment name '{shown}' must be letters, digits, '.', '_' or '-' (1 to 63 of them, starting "
-            "with a letter or digit)")
+    return (
+        f"environment name '{shown}' must be letters, digits, '.', '_' or '-' (1 to 63 of them, starting "
+        "with a letter or digit)"
+    )
 
 
-def check_environment(name: str, data: Any, file: str,
-                      lines: "yamlio.Lines | None" = None) -> tuple[Environment, list[ConfigError]]:
+def check_environment(
+    name: str, data: Any, file: str, lines: "yamlio.Lines | None" = None
+) -> tuple[Environment, list[ConfigError]]:
     """Validate one environment's mapping: the environment (defaults where a value is wrong)
     and every problem, in the order of the fields, each naming file and line."""
     from qpod_engine.base import yamlio
@@ -117,8 +121,9 @@ def check_environment(name: str, data: Any, file: str,
                 problems.append(ConfigError(file, f"missing required key '{opt.key}'", lines.get(), key=opt.key))
             continue
         value, found = check_value(opt, data[opt.key])
-        problems.extend(ConfigError(file, msg, lines.get(key, *(() if at is None else (at,))), key=key)
-                        for key, at, msg in found)
+        problems.extend(
+            ConfigError(file, msg, lines.get(key, *(() if at is None else (at,))), key=key) for key, at, msg in found
+        )
         if value is not None:
             values[opt.key] = value
     image = values.pop("image", "")
@@ -214,14 +219,14 @@ def load_settings() -> Settings:
             _expect(isinstance(value, dict), file, lines.get(key), f"'{key}' must be a mapping")
             value = {str(k): str(v) for k, v in value.items()}
         elif isinstance(default, int):
-            _expect(isinstance(value, int) and value > 0, file, lines.get(key),
-                    f"'{key}' must be a positive integer")
+            _expect(isinstance(value, int) and value > 0, file, lines.get(key), f"'{key}' must be a positive integer")
         else:
             _expect(isinstance(value, str), file, lines.get(key), f"'{key}' must be a string")
         setattr(settings, key, value)
     for k, v in settings.ulimits.items():
-        _expect(bool(ULIMIT_RE.match(v)), file, lines.get("ulimits", k),
-                f"'ulimits': '{k}' must be SOFT[:HARD], not '{v}'")
+        _expect(
+            bool(ULIMIT_RE.match(v)), file, lines.get("ulimits", k), f"'ulimits': '{k}' must be SOFT[:HARD], not '{v}'"
+        )
     return settings
 
 
@@ -249,7 +254,8 @@ def set_setting(key: str, value: str) -> "Path":
         new = text + ("" if not text or text.endswith("\n") else "\n") + line + "\n"
     data, lines = yamlio.loads(new, str(path))
     if not isinstance(data, dict) or data.get(key) != value:  # e.g. a key inside a block, not top-level
-        raise ConfigError(str(path), f"cannot set '{key}' here without rewriting the file: edit it by hand",
-                          lines.get(key))
+        raise ConfigError(
+            str(path), f"cannot set '{key}' here without rewriting the file: edit it by hand", lines.get(key)
+        )
     yamlio.write_atomic(path, new)
     return path

@@ -85,56 +85,171 @@ class Option:
 
 
 FIELDS: tuple[Option, ...] = (
-    Option("image", "text", "Image", "image reference; pulled on first use if missing (progress on stderr)",
-           default=lambda: "", default_doc="(required)", flag="--image", metavar="IMAGE", required=True,
-           hint='e.g. docker.io/library/centos:7'),
-    Option("mounts", "lines", "Mounts", "HOST:CONTAINER[:ro] bind mounts, one per line (the repository "
-           "itself is always mounted)", default=list, flag="--mount", metavar="HOST:CONTAINER[:ro]",
-           item=_mount_problem, multiline=True, hint='one per line: HOST:CONTAINER[:ro]'),
-    Option("share", "words", "Shared", "host paths the container sees at the same place, as toolbx does: home "
-           "(your home directory) and tmp (/tmp), so make install --prefix=/tmp/x, ~/.ccache and the like land on "
-           "the host. The trade-off: the image's programs read and write your dotfiles as you. [] keeps the "
-           "container's own (writes outside the repository and mounts then stay in the container)",
-           default=lambda: list(SHARES), flag="--share", metavar="home|tmp", item=_share_problem,
-           hint="home tmp (empty: the container's own)"),
-    Option("env", "pairs", "Env vars", "variables set in the container, NAME=VALUE (these win over passed ones)",
-           default=dict, flag="--env", metavar="NAME=VALUE", pair=_var_problem, container=False, multiline=True,
-           hint='one per line: NAME=VALUE'),
-    Option("passthrough", "words", "Passthrough", "host variables passed in (globs). The host-specific PATH, "
-           "LD_*, TMPDIR, XDG_RUNTIME_DIR, DBUS_SESSION_BUS_ADDRESS, HOSTNAME, PWD, OLDPWD, SHLVL, _ pass "
-           "only when named exactly here (the command gets the image's PATH otherwise)",
-           default=lambda: ["*"], default_doc='["*"]: your whole environment, as toolbx gives it (CFLAGS, '
-           "MAKEFLAGS and make's command-line variables reach the build)",
-           flag="--passthrough", metavar="GLOB", container=False,
-           hint='host variables passed in (globs), space separated'),
-    Option("deny", "words", "Deny", "host variables never passed in (globs); LD_PRELOAD and QPOD_* never are",
-           default=list, flag="--deny", metavar="GLOB", container=False, hint='variables never passed in (globs)'),
-    Option("commands", "words", "Commands", "command names routed to the container inside the repository",
-           default=lambda: ["make", "waf", "gdb"], flag="--command", metavar="NAME", item=_command_problem,
-           container=False, hint='commands routed to the container, space separated'),
-    Option("workdir_root", "path", "Workdir root", "where the repository appears in the container (empty: the "
-           "same path; /qpod: the original QPOD layout)", default_doc="same path as on the host",
-           flag="--workdir-root", metavar="PATH", hint='where the repository appears (empty: same path)'),
-    Option("run_as", "choice", "Run as", "user: commands run as you (files belong to you); root",
-           default=lambda: "user", flag="--run-as", choices=("user", "root")),
-    Option("cap_add", "words", "Capabilities", "capabilities, e.g. SYS_PTRACE for gdb", default=list,
-           flag="--cap-add", metavar="CAP", hint='e.g. SYS_PTRACE (for gdb)'),
-    Option("seccomp", "text", "Seccomp", "unconfined or a profile path (gdb wants unconfined for ASLR control)",
-           default_doc="podman's", flag="--seccomp", metavar="PROFILE", hint='unconfined or a profile path'),
-    Option("ulimits", "pairs", "Ulimits", "limits, NAME=SOFT[:HARD], e.g. nofile=1024:4096 (defaults: "
-           "settings.yaml)", default=dict, flag="--ulimit", metavar="NAME=SOFT[:HARD]", pair=_ulimit_problem,
-           hint='e.g. nofile=1024:4096 core=-1'),
-    Option("podman_options", "yaml", "Podman options", "extra podman-py containers.create options as a YAML "
-           "mapping, e.g. {shm_size: 1g}; {pid_mode: host} shares the host's pid namespace (host tools then "
-           "see the build's processes, but code in the container can read every host process of your uid, "
-           "/proc/PID/environ included, so deny keeps nothing secret)",
-           default=dict, flag="--podman-options", metavar="YAML", multiline=True,
-           hint='YAML mapping of podman create options'),
-    Option("host", "text", "Host", "a podman system connection (podman system connection list) whose machine "
-           "runs the container, reached over ssh with the connection's identity; the repository and the mounts "
-           "must be at the same paths there (a shared home), and qpod installed at the same path",
-           default_doc="this machine", flag="--host", metavar="CONNECTION",
-           hint='podman connection name (empty: this machine)'),
+    Option(
+        "image",
+        "text",
+        "Image",
+        "image reference; pulled on first use if missing (progress on stderr)",
+        default=lambda: "",
+        default_doc="(required)",
+        flag="--image",
+        metavar="IMAGE",
+        required=True,
+        hint="e.g. docker.io/library/centos:7",
+    ),
+    Option(
+        "mounts",
+        "lines",
+        "Mounts",
+        "HOST:CONTAINER[:ro] bind mounts, one per line (the repository itself is always mounted)",
+        default=list,
+        flag="--mount",
+        metavar="HOST:CONTAINER[:ro]",
+        item=_mount_problem,
+        multiline=True,
+        hint="one per line: HOST:CONTAINER[:ro]",
+    ),
+    Option(
+        "share",
+        "words",
+        "Shared",
+        "host paths the container sees at the same place, as toolbx does: home "
+        "(your home directory) and tmp (/tmp), so make install --prefix=/tmp/x, ~/.ccache and the like land on "
+        "the host. The trade-off: the image's programs read and write your dotfiles as you. [] keeps the "
+        "container's own (writes outside the repository and mounts then stay in the container)",
+        default=lambda: list(SHARES),
+        flag="--share",
+        metavar="home|tmp",
+        item=_share_problem,
+        hint="home tmp (empty: the container's own)",
+    ),
+    Option(
+        "env",
+        "pairs",
+        "Env vars",
+        "variables set in the container, NAME=VALUE (these win over passed ones)",
+        default=dict,
+        flag="--env",
+        metavar="NAME=VALUE",
+        pair=_var_problem,
+        container=False,
+        multiline=True,
+        hint="one per line: NAME=VALUE",
+    ),
+    Option(
+        "passthrough",
+        "words",
+        "Passthrough",
+        "host variables passed in (globs). The host-specific PATH, "
+        "LD_*, TMPDIR, XDG_RUNTIME_DIR, DBUS_SESSION_BUS_ADDRESS, HOSTNAME, PWD, OLDPWD, SHLVL, _ pass "
+        "only when named exactly here (the command gets the image's PATH otherwise)",
+        default=lambda: ["*"],
+        default_doc='["*"]: your whole environment, as toolbx gives it (CFLAGS, '
+        "MAKEFLAGS and make's command-line variables reach the build)",
+        flag="--passthrough",
+        metavar="GLOB",
+        container=False,
+        hint="host variables passed in (globs), space separated",
+    ),
+    Option(
+        "deny",
+        "words",
+        "Deny",
+        "host variables never passed in (globs); LD_PRELOAD and QPOD_* never are",
+        default=list,
+        flag="--deny",
+        metavar="GLOB",
+        container=False,
+        hint="variables never passed in (globs)",
+    ),
+    Option(
+        "commands",
+        "words",
+        "Commands",
+        "command names routed to the container inside the repository",
+        default=lambda: ["make", "waf", "gdb"],
+        flag="--command",
+        metavar="NAME",
+        item=_command_problem,
+        container=False,
+        hint="commands routed to the container, space separated",
+    ),
+    Option(
+        "workdir_root",
+        "path",
+        "Workdir root",
+        "where the repository appears in the container (empty: the same path; /qpod: the original QPOD layout)",
+        default_doc="same path as on the host",
+        flag="--workdir-root",
+        metavar="PATH",
+        hint="where the repository appears (empty: same path)",
+    ),
+    Option(
+        "run_as",
+        "choice",
+        "Run as",
+        "user: commands run as you (files belong to you); root",
+        default=lambda: "user",
+        flag="--run-as",
+        choices=("user", "root"),
+    ),
+    Option(
+        "cap_add",
+        "words",
+        "Capabilities",
+        "capabilities, e.g. SYS_PTRACE for gdb",
+        default=list,
+        flag="--cap-add",
+        metavar="CAP",
+        hint="e.g. SYS_PTRACE (for gdb)",
+    ),
+    Option(
+        "seccomp",
+        "text",
+        "Seccomp",
+        "unconfined or a profile path (gdb wants unconfined for ASLR control)",
+        default_doc="podman's",
+        flag="--seccomp",
+        metavar="PROFILE",
+        hint="unconfined or a profile path",
+    ),
+    Option(
+        "ulimits",
+        "pairs",
+        "Ulimits",
+        "limits, NAME=SOFT[:HARD], e.g. nofile=1024:4096 (defaults: settings.yaml)",
+        default=dict,
+        flag="--ulimit",
+        metavar="NAME=SOFT[:HARD]",
+        pair=_ulimit_problem,
+        hint="e.g. nofile=1024:4096 core=-1",
+    ),
+    Option(
+        "podman_options",
+        "yaml",
+        "Podman options",
+        "extra podman-py containers.create options as a YAML "
+        "mapping, e.g. {shm_size: 1g}; {pid_mode: host} shares the host's pid namespace (host tools then "
+        "see the build's processes, but code in the container can read every host process of your uid, "
+        "/proc/PID/environ included, so deny keeps nothing secret)",
+        default=dict,
+        flag="--podman-options",
+        metavar="YAML",
+        multiline=True,
+        hint="YAML mapping of podman create options",
+    ),
+    Option(
+        "host",
+        "text",
+        "Host",
+        "a podman system connection (podman system connection list) whose machine "
+        "runs the container, reached over ssh with the connection's identity; the repository and the mounts "
+        "must be at the same paths there (a shared home), and qpod installed at the same path",
+        default_doc="this machine",
+        flag="--host",
+        metavar="CONNECTION",
+        hint="podman connection name (empty: this machine)",
+    ),
 )
 BY_KEY: dict[str, Option] = {f.key: f for f in FIELDS}
 
@@ -195,6 +310,7 @@ def check_value(opt: Option, value: Any) -> tuple[Any, list[Problem]]:
 
 # --- text (the TUI form, ``qpod env set KEY=TEXT``) ---------------------------------------------
 
+
 def _split(text: str, words: bool) -> list[str]:
     parts = re.split(r"[,\s]+" if words else r"[,\n]+", text)
     return [p.strip() for p in parts if p.strip()]
@@ -248,6 +364,7 @@ def to_text(opt: Option, value: Any) -> str:
 
 # --- CLI --------------------------------------------------------------------------------------
 
+
 def add_flags(parser: Any, required_image: bool = True) -> None:
     """``qpod env add``'s flags, one per option (repeatable for lists and pairs)."""
     for opt in FIELDS:
@@ -255,13 +372,13 @@ def add_flags(parser: Any, required_image: bool = True) -> None:
             continue
         dest = f"opt_{opt.key}"
         if opt.kind in ("words", "lines", "pairs"):
-            parser.add_argument(opt.flag, dest=dest, action="append", metavar=opt.metavar,
-                                help=f"{opt.help} (repeat)")
+            parser.add_argument(opt.flag, dest=dest, action="append", metavar=opt.metavar, help=f"{opt.help} (repeat)")
         elif opt.kind == "choice":
             parser.add_argument(opt.flag, dest=dest, choices=list(opt.choices), help=opt.help)
         else:
-            parser.add_argument(opt.flag, dest=dest, metavar=opt.metavar, help=opt.help,
-                                required=opt.required and required_image)
+            parser.add_argument(
+                opt.flag, dest=dest, metavar=opt.metavar, help=opt.help, required=opt.required and required_image
+            )
 
 
 def from_flags(ns: Any) -> tuple[dict[str, Any], list[Problem]]:
@@ -273,8 +390,7 @@ def from_flags(ns: Any) -> tuple[dict[str, Any], list[Problem]]:
         if given is None:
             continue
         if opt.kind in ("words", "lines"):
-            data[opt.key] = [x for item in given for x in (_split(item, words=True) if opt.kind == "words"
-                                                           else [item])]
+            data[opt.key] = [x for item in given for x in (_split(item, words=True) if opt.kind == "words" else [item])]
         elif opt.kind == "pairs":
             pairs: dict[str, str] = {}
             for item in given:
@@ -294,6 +410,7 @@ def from_flags(ns: Any) -> tuple[dict[str, Any], list[Problem]]:
 
 
 # --- docs -------------------------------------------------------------------------------------
+
 
 def markdown_table() -> str:
     """The README's reference of environment keys (a test keeps the README equal to it)."""

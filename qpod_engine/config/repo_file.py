@@ -51,8 +51,7 @@ class Build:
     watch: list[str] = field(default_factory=list)  # the files and directories the tag depends on
 
     def to_dict(self) -> dict[str, Any]:
-        return {"containerfile": self.containerfile, "context": self.context, "args": dict(self.args),
-                "tag": self.tag}
+        return {"containerfile": self.containerfile, "context": self.context, "args": dict(self.args), "tag": self.tag}
 
 
 @dataclass
@@ -90,16 +89,21 @@ def _inside(root: str, rel: Any, what: str, file: str, line: int | None, want_di
 def _check_build(root: str, value: Any, file: str, lines: yamlio.Lines) -> Build:
     spec: dict[str, Any] = {"containerfile": value} if isinstance(value, str) else value
     if not isinstance(spec, dict):
-        raise ConfigError(file, "'build' must be a Containerfile path or a mapping with containerfile, context, "
-                          "args", lines.get("build"))
+        raise ConfigError(
+            file,
+            "'build' must be a Containerfile path or a mapping with containerfile, context, args",
+            lines.get("build"),
+        )
     for key in spec:
         if key not in BUILD_KEYS:
-            raise ConfigError(file, f"'build': unknown key '{key}' (known keys: {', '.join(BUILD_KEYS)})",
-                              lines.get("build", key))
+            raise ConfigError(
+                file, f"'build': unknown key '{key}' (known keys: {', '.join(BUILD_KEYS)})", lines.get("build", key)
+            )
     if "containerfile" not in spec:
         raise ConfigError(file, "'build': missing 'containerfile'", lines.get("build"))
-    cf = _inside(root, spec["containerfile"], "build: containerfile", file, lines.get("build", "containerfile"),
-                 want_dir=False)
+    cf = _inside(
+        root, spec["containerfile"], "build: containerfile", file, lines.get("build", "containerfile"), want_dir=False
+    )
     ctx = None
     if spec.get("context") is not None:
         ctx = _inside(root, spec["context"], "build: context", file, lines.get("build", "context"), want_dir=True)
@@ -123,8 +127,11 @@ _HASH_CHUNK = 1 << 20
 def _too_big(path: str, size: int) -> QpodError:
     from qpod_engine.base.textsafe import visible
 
-    return QpodError(f"{visible(path)}: the build's files (Containerfile and context) pass {MAX_CONTEXT_BYTES >> 20} "
-                     f"MiB with this one ({size / (1 << 20):.1f} MiB); give 'build: context' a smaller directory", 2)
+    return QpodError(
+        f"{visible(path)}: the build's files (Containerfile and context) pass {MAX_CONTEXT_BYTES >> 20} "
+        f"MiB with this one ({size / (1 << 20):.1f} MiB); give 'build: context' a smaller directory",
+        2,
+    )
 
 
 def _hash_file(h: Any, path: str, budget: int, follow: bool) -> int:
@@ -173,8 +180,11 @@ def build_tag(build: Build) -> None:
             for name in sorted(files):
                 count += 1
                 if count > MAX_CONTEXT_FILES:
-                    raise QpodError(f"{build.context}: the build context has more than {MAX_CONTEXT_FILES} files; "
-                                    "give 'build: context' a smaller directory", 2)
+                    raise QpodError(
+                        f"{build.context}: the build context has more than {MAX_CONTEXT_FILES} files; "
+                        "give 'build: context' a smaller directory",
+                        2,
+                    )
                 p = os.path.join(d, name)
                 rel = os.path.relpath(p, build.context)
                 st = os.lstat(p)
@@ -208,8 +218,14 @@ def parse(root: str, text: str, path: str) -> RepoFile:
     except ConfigError as err:
         return RepoFile(root, path, sha, None, None, [err])
     if not isinstance(data, dict):
-        return RepoFile(root, path, sha, None, None,
-                        [ConfigError(path, "the repository's environment must be a mapping of keys", lines.get())])
+        return RepoFile(
+            root,
+            path,
+            sha,
+            None,
+            None,
+            [ConfigError(path, "the repository's environment must be a mapping of keys", lines.get())],
+        )
     problems: list[ConfigError] = []
     build = None
     body = dict(data)
@@ -217,15 +233,25 @@ def parse(root: str, text: str, path: str) -> RepoFile:
     if "build" in body:
         raw = body.pop("build")
         # what it names, even when it is not there (yet): restoring it must recompile
-        names = [raw] if isinstance(raw, str) else [raw.get(k) for k in ("containerfile", "context")] \
-            if isinstance(raw, dict) else []
+        names = (
+            [raw]
+            if isinstance(raw, str)
+            else [raw.get(k) for k in ("containerfile", "context")]
+            if isinstance(raw, dict)
+            else []
+        )
         watch = [os.path.normpath(os.path.join(root, n)) for n in names if isinstance(n, str) and n.strip()]
         if "image" in body:
             problems.append(ConfigError(path, "give 'image' or 'build', not both", lines.get("build")))
         elif body.get("host"):
             # the image is built here, and the container would be made on that host
-            problems.append(ConfigError(path, "'build' with 'host' is not supported: build the image on that host "
-                                        "and name it with 'image'", lines.get("build")))
+            problems.append(
+                ConfigError(
+                    path,
+                    "'build' with 'host' is not supported: build the image on that host and name it with 'image'",
+                    lines.get("build"),
+                )
+            )
             body["image"] = BUILD_TAG_PREFIX + "unbuilt"
         else:
             try:
@@ -237,13 +263,15 @@ def parse(root: str, text: str, path: str) -> RepoFile:
             except QpodError as err:
                 problems.append(ConfigError(path, str(err), lines.get("build")))
             except OSError as err:
-                problems.append(ConfigError(path, f"'build': cannot read {err.filename}: {err.strerror}",
-                                            lines.get("build")))
+                problems.append(
+                    ConfigError(path, f"'build': cannot read {err.filename}: {err.strerror}", lines.get("build"))
+                )
             if build is None or not build.tag:
                 body["image"] = BUILD_TAG_PREFIX + "unbuilt"  # the other keys are still checked
     elif "image" not in body:
-        problems.append(ConfigError(path, "missing 'image' or 'build' (a Containerfile in the repository)",
-                                    lines.get()))
+        problems.append(
+            ConfigError(path, "missing 'image' or 'build' (a Containerfile in the repository)", lines.get())
+        )
         body["image"] = "unknown"
     env, found = config.check_environment("repository", body, path, lines)
     problems += [p for p in found if p.key != "name"]
@@ -280,15 +308,60 @@ def load(root: str) -> RepoFile | None:
 # Variables that decide which code a program loads or runs before its own (the dynamic loader,
 # shells' startup files, interpreters' module paths and options, the search for programs): set
 # by a repository file, each is a way to run code of its choosing in every routed command.
-LOADER_VARIABLES = frozenset({
-    "BASH_ENV", "ENV", "ZDOTDIR", "PROMPT_COMMAND", "SHELLOPTS", "PS4", "PATH", "IFS", "CDPATH",
-    "PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONINSPECT",
-    "PERL5OPT", "PERL5LIB", "PERLLIB", "PERL5DB", "RUBYOPT", "RUBYLIB", "NODE_OPTIONS", "NODE_PATH",
-    "LUA_INIT", "LUA_PATH", "LUA_CPATH", "TCLLIBPATH", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS",
-    "CLASSPATH", "GCONV_PATH", "LOCPATH", "NLSPATH", "HOSTALIASES", "RESOLV_HOST_CONF", "GIT_EXEC_PATH",
-    "GIT_SSH", "GIT_SSH_COMMAND", "GIT_CONFIG_GLOBAL", "GIT_CONFIG_SYSTEM", "GIT_TEMPLATE_DIR", "EDITOR",
-    "VISUAL", "PAGER", "MAKEFLAGS", "MFLAGS", "GDBHISTFILE", "INPUTRC", "TERMINFO", "TMPDIR",
-})
+LOADER_VARIABLES = frozenset(
+    {
+        "BASH_ENV",
+        "ENV",
+        "ZDOTDIR",
+        "PROMPT_COMMAND",
+        "SHELLOPTS",
+        "PS4",
+        "PATH",
+        "IFS",
+        "CDPATH",
+        "PYTHONPATH",
+        "PYTHONSTARTUP",
+        "PYTHONHOME",
+        "PYTHONUSERBASE",
+        "PYTHONINSPECT",
+        "PERL5OPT",
+        "PERL5LIB",
+        "PERLLIB",
+        "PERL5DB",
+        "RUBYOPT",
+        "RUBYLIB",
+        "NODE_OPTIONS",
+        "NODE_PATH",
+        "LUA_INIT",
+        "LUA_PATH",
+        "LUA_CPATH",
+        "TCLLIBPATH",
+        "JAVA_TOOL_OPTIONS",
+        "_JAVA_OPTIONS",
+        "JDK_JAVA_OPTIONS",
+        "CLASSPATH",
+        "GCONV_PATH",
+        "LOCPATH",
+        "NLSPATH",
+        "HOSTALIASES",
+        "RESOLV_HOST_CONF",
+        "GIT_EXEC_PATH",
+        "GIT_SSH",
+        "GIT_SSH_COMMAND",
+        "GIT_CONFIG_GLOBAL",
+        "GIT_CONFIG_SYSTEM",
+        "GIT_TEMPLATE_DIR",
+        "EDITOR",
+        "VISUAL",
+        "PAGER",
+        "MAKEFLAGS",
+        "MFLAGS",
+        "GDBHISTFILE",
+        "INPUTRC",
+        "TERMINFO",
+        "TMPDIR",
+    }
+)
 LOADER_PREFIXES = ("LD_", "GLIBC_", "MALLOC_", "DYLD_", "BASH_FUNC_", "GIT_CONFIG_")
 
 
@@ -324,13 +397,17 @@ def requests(rf: RepoFile) -> tuple[list[str], list[str]]:
     if env.podman_options:
         risky.append(f"podman options: {json.dumps(env.podman_options, sort_keys=True)}")
     if env.host:
-        risky.append(f"host: {env.host} (commands run on the machine of that podman connection, reached over ssh "
-                     "with its identity)")
+        risky.append(
+            f"host: {env.host} (commands run on the machine of that podman connection, reached over ssh "
+            "with its identity)"
+        )
     if rf.build:
         ctx = os.path.relpath(rf.build.context, rf.root) if rf.build.context else "none"
         args = ", ".join(f"{k}={v}" for k, v in rf.build.args.items()) or "none"
-        info.append(f"build: {os.path.relpath(rf.build.containerfile, rf.root)} (context: {ctx}; args: {args}) "
-                    f"-> {rf.build.tag}")
+        info.append(
+            f"build: {os.path.relpath(rf.build.containerfile, rf.root)} (context: {ctx}; args: {args}) "
+            f"-> {rf.build.tag}"
+        )
     else:
         info.append(f"image: {env.image}")
     info.append(f"commands routed to the container: {', '.join(env.commands) or 'none'}")
@@ -345,6 +422,7 @@ def requests(rf: RepoFile) -> tuple[list[str], list[str]]:
 
 
 # --- the compiled entry of a registered repository ----------------------------------------------
+
 
 def gate_message(path: str, root: str, changed: bool) -> str:
     state = "changed since you allowed it" if changed else "not allowed yet"
@@ -373,16 +451,27 @@ def compile_root(root: str, records: dict[str, dict[str, dict[str, Any]]]) -> tu
         return {"absent": True, "why": f"no {REPO_FILE} in the checked-out tree"}, watch
     if not trust.is_allowed(records, root, rf.sha):
         changed = bool(records.get(root))
-        return {"error": gate_message(path, root, changed), "commands": allowed_cmds,
-                "why": f"repository file {REPO_FILE} ({'changed, ' if changed else ''}not allowed: run qpod allow)"}, \
-            watch
+        return {
+            "error": gate_message(path, root, changed),
+            "commands": allowed_cmds,
+            "why": f"repository file {REPO_FILE} ({'changed, ' if changed else ''}not allowed: run qpod allow)",
+        }, watch
     watch += [w for w in rf.watch if w not in watch]
     if rf.problems or rf.env is None:
-        return {"error": str(rf.problems[0]), "commands": allowed_cmds,
-                "why": f"repository file {REPO_FILE} (broken)"}, watch
+        return {
+            "error": str(rf.problems[0]),
+            "commands": allowed_cmds,
+            "why": f"repository file {REPO_FILE} (broken)",
+        }, watch
     env = rf.env
-    entry = {**asdict(env), "hash": env.config_hash(), "build": rf.build.to_dict() if rf.build else None,
-             "file": path, "sha": rf.sha, "why": f"repository file {REPO_FILE} (allowed)"}
+    entry = {
+        **asdict(env),
+        "hash": env.config_hash(),
+        "build": rf.build.to_dict() if rf.build else None,
+        "file": path,
+        "sha": rf.sha,
+        "why": f"repository file {REPO_FILE} (allowed)",
+    }
     return entry, watch
 
 
@@ -390,5 +479,4 @@ def waiting(snap: dict[str, Any]) -> list[tuple[str, str]]:
     """(root, the one-line reason) of every registered repository whose checked-out file cannot
     be used now (changed and not allowed again, or broken): what a front end lists for
     ``qpod allow``."""
-    return [(root, entry["error"]) for root, entry in sorted(snap.get("repo_envs", {}).items())
-            if "error" in entry]
+    return [(root, entry["error"]) for root, entry in sorted(snap.get("repo_envs", {}).items()) if "error" in entry]

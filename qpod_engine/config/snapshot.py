@@ -31,8 +31,9 @@ class Target:
 
     __slots__ = ("root", "environment", "commands", "why", "branch")
 
-    def __init__(self, root: str, environment: str | None, commands: tuple[str, ...], why: str,
-                 branch: str | None = None) -> None:
+    def __init__(
+        self, root: str, environment: str | None, commands: tuple[str, ...], why: str, branch: str | None = None
+    ) -> None:
         self.root = root
         self.environment = environment
         self.commands = commands
@@ -132,8 +133,12 @@ def compile_config() -> dict[str, Any]:
         # routing compares real paths (getcwd() never shows a symlink): a root typed by hand
         # through a symlink must still match
         "repos": [
-            {"root": os.path.realpath(b.root), "environment": b.environment,
-             "branches": list(b.branches.items()), "envs": b.referenced_environments()}
+            {
+                "root": os.path.realpath(b.root),
+                "environment": b.environment,
+                "branches": list(b.branches.items()),
+                "envs": b.referenced_environments(),
+            }
             for b in binds.values()
         ],
         "envs": envs,
@@ -147,7 +152,9 @@ def compile_config() -> dict[str, Any]:
             env = environment_entry(snap, env_name, repo["root"])
             if env is not None and "error" not in env and "absent" not in env:
                 snap["containers"][f"{env_name}\t{repo['root']}"] = [
-                    naming.container_name(env_name, repo["root"]), naming.container_hash(env, repo["root"])]
+                    naming.container_name(env_name, repo["root"]),
+                    naming.container_hash(env, repo["root"]),
+                ]
     # the rules first, then the snapshot that names their stamp: rules rewritten or damaged
     # since (a well-formed but wrong file too) no longer match it and are compiled again
     _write(paths.rules_file(), rules_text(snap))
@@ -180,9 +187,11 @@ def rules_text(snap: dict[str, Any]) -> str:
     newlines are left out: the shim could not match them anyway)."""
     from qpod_engine.config.environments import DEFAULT_COMMANDS
 
-    lines = [f"qpod-rules\t{RULES_VERSION}",
-             "\t".join(["launcher", sys.executable, "-I", "-S", paths.LAUNCH_SCRIPT]),
-             "\t".join(["client", naming.client_program()])]
+    lines = [
+        f"qpod-rules\t{RULES_VERSION}",
+        "\t".join(["launcher", sys.executable, "-I", "-S", paths.LAUNCH_SCRIPT]),
+        "\t".join(["client", naming.client_program()]),
+    ]
     for repo in snap["repos"]:
         root = repo["root"]
         if "\t" in root or "\n" in root:
@@ -211,9 +220,12 @@ def load() -> dict[str, Any]:
     try:
         with open(paths.snapshot_file(), encoding="utf-8") as f:
             snap = json.load(f)
-        if (snap.get("version") == SNAPSHOT_VERSION and snap.get("layout") == naming.CONTAINER_LAYOUT
-                and snap.get("sources") == _sources(snap.get("watch", ()))
-                and snap.get("rules_stamp") == _stamp(paths.rules_file())):
+        if (
+            snap.get("version") == SNAPSHOT_VERSION
+            and snap.get("layout") == naming.CONTAINER_LAYOUT
+            and snap.get("sources") == _sources(snap.get("watch", ()))
+            and snap.get("rules_stamp") == _stamp(paths.rules_file())
+        ):
             return snap
     except (OSError, ValueError):
         pass

@@ -34,8 +34,7 @@ def load() -> dict[str, dict[str, dict[str, Any]]]:
         return {}
     if not isinstance(data, dict) or data.get("version") != TRUST_VERSION or not isinstance(data.get("allowed"), dict):
         return {}
-    return {root: recs for root, recs in data["allowed"].items()
-            if isinstance(root, str) and isinstance(recs, dict)}
+    return {root: recs for root, recs in data["allowed"].items() if isinstance(root, str) and isinstance(recs, dict)}
 
 
 def is_allowed(records: dict[str, dict[str, dict[str, Any]]], root: str, sha: str) -> bool:
@@ -57,8 +56,9 @@ def _save(records: dict[str, dict[str, dict[str, Any]]]) -> None:
 
     path = paths.trust_file()
     try:
-        write_atomic(path, json.dumps({"version": TRUST_VERSION, "allowed": records}, indent=1) + "\n",
-                     durable=True, mode=0o600)
+        write_atomic(
+            path, json.dumps({"version": TRUST_VERSION, "allowed": records}, indent=1) + "\n", durable=True, mode=0o600
+        )
     except OSError as err:
         raise QpodError(f"{path}: cannot write: {err.strerror or err}") from None
 

@@ -58,8 +58,9 @@ def _host_exec(path: str | None, argv: Sequence[str], extra_env: dict[str, str] 
     return 0  # not reached
 
 
-def _resolve(path: str, argv: Sequence[str], cwd: str, explicit: bool,
-             env_name: str | None) -> tuple[dict[str, Any], Decision]:
+def _resolve(
+    path: str, argv: Sequence[str], cwd: str, explicit: bool, env_name: str | None
+) -> tuple[dict[str, Any], Decision]:
     from qpod_engine.routing.policy import script_of
 
     snap = snapshot.load()
@@ -122,8 +123,15 @@ def ensure_facts(snap: dict[str, Any], env: dict[str, Any], root: str) -> dict[s
     return facts
 
 
-def launch(path: str, argv: Sequence[str], cwd: str, explicit: bool = False, env_name: str | None = None,
-           shim: bool = False, tty: bool | None = None) -> int:
+def launch(
+    path: str,
+    argv: Sequence[str],
+    cwd: str,
+    explicit: bool = False,
+    env_name: str | None = None,
+    shim: bool = False,
+    tty: bool | None = None,
+) -> int:
     """Run one command where the policy says. Does not return when it runs (the client or the
     host program replaces this process); returns a status only when it cannot."""
     snap, decision = _resolve(path, argv, cwd, explicit, env_name)

@@ -44,8 +44,7 @@ def _line(*fields: object) -> str:
     return "\t".join(_esc(f) for f in fields)
 
 
-def spec_text(snap: dict[str, Any], env: dict[str, Any], root: str, facts: dict[str, Any],
-              branch_rules: bool) -> str:
+def spec_text(snap: dict[str, Any], env: dict[str, Any], root: str, facts: dict[str, Any], branch_rules: bool) -> str:
     settings = snap["settings"]
     lines = [
         _line("qpod-spec", SPEC_VERSION),
@@ -96,4 +95,3 @@ def write(path: str, text: str) -> str:
         pass
     write_atomic(path, text)
     return path
-

@@ -41,8 +41,8 @@ if TYPE_CHECKING:
 
 LOCK_WAIT = 60.0  # a writer holds the lock for one append (or a rotation): far less than this
 
-def append(record: dict[str, Any], max_bytes: int = 20 * 1024 * 1024, keep: int = 3,
-           log: str | None = None) -> None:
+
+def append(record: dict[str, Any], max_bytes: int = 20 * 1024 * 1024, keep: int = 3, log: str | None = None) -> None:
     """Append ``record`` (rotating first when the log would pass ``max_bytes``, keeping
     ``keep`` rotated files). Raises OSError."""
     log = log or paths.log_file()
@@ -88,8 +88,10 @@ def files(log: str | None = None) -> list[str]:
         names = os.listdir(os.path.dirname(log))
     except OSError:
         return []
-    nums = sorted((int(n[len(base) + 1:]) for n in names
-                   if n.startswith(base + ".") and n[len(base) + 1:].isdigit()), reverse=True)
+    nums = sorted(
+        (int(n[len(base) + 1 :]) for n in names if n.startswith(base + ".") and n[len(base) + 1 :].isdigit()),
+        reverse=True,
+    )
     rotated = [f"{log}.{i}" for i in nums]
     return [*rotated, log] if os.path.exists(log) else rotated
 
@@ -133,13 +135,22 @@ def open_newer(log: str, fd: int | None) -> list[int]:
                     stats.append(os.stat(n))
                 except FileNotFoundError:
                     stats.append(None)
-            at = next((i for i, st in enumerate(stats)
-                       if st is not None and (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)), None)
+            at = next(
+                (
+                    i
+                    for i, st in enumerate(stats)
+                    if st is not None and (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+                ),
+                None,
+            )
             if at is not None:
-                names = names[at + 1:]
+                names = names[at + 1 :]
             else:  # rotated out of ``keep`` (or deleted by hand): the files written after it
-                names = [n for n, st in zip(names, stats, strict=True)
-                         if st is not None and st.st_mtime_ns >= mine.st_mtime_ns]
+                names = [
+                    n
+                    for n, st in zip(names, stats, strict=True)
+                    if st is not None and st.st_mtime_ns >= mine.st_mtime_ns
+                ]
         for n in names:
             try:
                 out.append(os.open(n, os.O_RDONLY | os.O_CLOEXEC))
@@ -149,6 +160,7 @@ def open_newer(log: str, fd: int | None) -> list[int]:
 
 
 # --- records --------------------------------------------------------------------------------
+
 
 class Stats:
     """What a reader skipped."""
@@ -253,7 +265,7 @@ def pid_alive(pid: int, since: float | None = None) -> bool:
     except OSError:  # gone (ENOENT, ESRCH while reading) or not ours to see
         return False
     try:
-        fields = data[data.rindex(b")") + 2:].split()  # the command name may hold spaces and ')'
+        fields = data[data.rindex(b")") + 2 :].split()  # the command name may hold spaces and ')'
         if fields[0] in (b"Z", b"X"):
             return False
         if since is not None and (boot := _btime()) is not None:
@@ -299,8 +311,9 @@ def read(log: str | None = None, stats: Stats | None = None) -> Iterator[dict[st
             continue
 
 
-def recent(n: int | None = None, flt: Filter | None = None, log: str | None = None,
-           stats: Stats | None = None) -> list[dict[str, Any]]:
+def recent(
+    n: int | None = None, flt: Filter | None = None, log: str | None = None, stats: Stats | None = None
+) -> list[dict[str, Any]]:
     """The last ``n`` records (all when None) that ``flt`` keeps, merged: a complete record
     supersedes its start record, a start record without one is shown with its ``state``.
     Oldest first; complete records stand where they were written, unfinished commands where
@@ -343,8 +356,9 @@ class Filter:
     """Which records to show (all conditions must hold). ``failed``: ended with a non-zero
     status (a command still running, or lost, has not failed)."""
 
-    def __init__(self, repo: str | None = None, env: str | None = None, failed: bool = False,
-                 text: str | None = None) -> None:
+    def __init__(
+        self, repo: str | None = None, env: str | None = None, failed: bool = False, text: str | None = None
+    ) -> None:
         self.repo, self.env, self.failed, self.text = repo, env, failed, text
 
     def match(self, rec: dict[str, Any]) -> bool:
@@ -359,8 +373,9 @@ class Filter:
             if status is None or status == 0:
                 return False
         if self.text:
-            hay = " ".join([" ".join(rec.get("argv") or []), rec.get("repo") or "", rec.get("env") or "",
-                            rec.get("cwd") or ""]).lower()
+            hay = " ".join(
+                [" ".join(rec.get("argv") or []), rec.get("repo") or "", rec.get("env") or "", rec.get("cwd") or ""]
+            ).lower()
             if self.text.lower() not in hay:
                 return False
         return True

@@ -145,7 +145,7 @@ class _Segment:
         start = self.starts[i]
         stop = self.starts[i + 1] if i + 1 < len(self.starts) else self.end
         block = os.pread(self.fd, stop - start, start)
-        return block[:block.find(b"\n")] if b"\n" in block else block  # lines not indexed may follow
+        return block[: block.find(b"\n")] if b"\n" in block else block  # lines not indexed may follow
 
     def lines(self, lo: int, hi: int) -> list[bytes]:
         """Records lo..hi-1 in one read (the caller keeps the span small)."""
@@ -242,8 +242,9 @@ class LogIndex:
             line = seg.line(j)
         return cmdlog.parse_line(line)
 
-    def scan(self, flt: cmdlog.Filter, start: int = 0, stop: int | None = None,
-             cancelled: Callable[[], bool] = lambda: False) -> array:
+    def scan(
+        self, flt: cmdlog.Filter, start: int = 0, stop: int | None = None, cancelled: Callable[[], bool] = lambda: False
+    ) -> array:
         """Numbers of the records in ``[start, stop)`` that ``flt`` keeps (empty when cancelled)."""
         stop = len(self) if stop is None else stop
         keep = array("q")
@@ -280,11 +281,10 @@ def _needles(flt: cmdlog.Filter) -> tuple[list[bytes], list[bytes]]:
     """Byte strings a matching record's raw line must contain (exactly, and case-folded), where
     that is sure: plain ASCII without quotes or backslashes (JSON escapes those); text is cut at
     spaces because argv words are separate JSON strings."""
+
     def plain(value: str) -> bool:
         return value.isascii() and not re.search(r'["\\\x00-\x1f]', value)
 
     exact = [v.rstrip("/").encode() for v in (flt.repo, flt.env) if v and plain(v)]
     folded = [w.lower().encode() for w in (flt.text or "").split() if plain(w)]
     return exact, folded
-
-

@@ -29,15 +29,26 @@ if TYPE_CHECKING:
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
-def run(decision: Decision, snap: dict[str, Any], env: dict[str, Any], facts: dict[str, Any], path: str,
-        argv: Sequence[str], cwd: str, tty: bool | None) -> int:
+def run(
+    decision: Decision,
+    snap: dict[str, Any],
+    env: dict[str, Any],
+    facts: dict[str, Any],
+    path: str,
+    argv: Sequence[str],
+    cwd: str,
+    tty: bool | None,
+) -> int:
     target = decision.target
     assert target is not None
     root = target.root
     workdir = naming.map_path(cwd, env, root)
     if workdir is None:
-        raise QpodError(f"{cwd}: not visible in the container of environment '{env['name']}' (run it from "
-                        f"inside {root} or a mounted directory)", EXIT_QPOD)
+        raise QpodError(
+            f"{cwd}: not visible in the container of environment '{env['name']}' (run it from "
+            f"inside {root} or a mounted directory)",
+            EXIT_QPOD,
+        )
     on_tty = os.isatty(0) and os.isatty(1)
     try:
         foreground = on_tty and os.tcgetpgrp(0) == os.getpgrp()
@@ -64,9 +75,18 @@ def run(decision: Decision, snap: dict[str, Any], env: dict[str, Any], facts: di
 
     t0 = time.time()
     record = {
-        "id": f"{int(t0 * 1e9):x}{os.getpid():x}", "time": _iso(t0), "repo": root,
-        "branch": target.branch or gitinfo.current_branch(root), "env": env["name"], "container": facts["name"],
-        "cwd": cwd, "argv": list(argv), "path": path, "reason": decision.reason, "pid": os.getpid(), "status": None,
+        "id": f"{int(t0 * 1e9):x}{os.getpid():x}",
+        "time": _iso(t0),
+        "repo": root,
+        "branch": target.branch or gitinfo.current_branch(root),
+        "env": env["name"],
+        "container": facts["name"],
+        "cwd": cwd,
+        "argv": list(argv),
+        "path": path,
+        "reason": decision.reason,
+        "pid": os.getpid(),
+        "status": None,
     }
     _append(record, settings)
     spawn_kw: dict[str, Any] = {"setsigdef": (signal.SIGPIPE, signal.SIGXFSZ)}

@@ -33,8 +33,15 @@ def _run(args: list[str], env: dict[str, str], quiet: bool, progress: Progress |
     import subprocess
 
     if progress is not None:  # a front end shows the lines (the dashboard's build dialog)
-        proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors="replace")
+        proc = subprocess.Popen(
+            args,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+        )
         assert proc.stdout is not None
         for line in proc.stdout:
             progress(line.rstrip("\n"))
@@ -52,9 +59,20 @@ def build_args(podman: str, build: dict[str, Any], settings: dict[str, Any], con
     from qpod_engine.config.containers import config_id
     from qpod_engine.podman.lifecycle import runtime_name
 
-    args = [podman, "build", "--file", build["containerfile"], "--tag", build["tag"], "--label", "qpod.build=1",
-            "--label", f"{LABEL_BUILD_CONFIG}={config_id()}",  # prune touches this config's builds only
-            "--network", "host"]  # RUN steps get the network qpod's containers have
+    args = [
+        podman,
+        "build",
+        "--file",
+        build["containerfile"],
+        "--tag",
+        build["tag"],
+        "--label",
+        "qpod.build=1",
+        "--label",
+        f"{LABEL_BUILD_CONFIG}={config_id()}",  # prune touches this config's builds only
+        "--network",
+        "host",
+    ]  # RUN steps get the network qpod's containers have
     rt = runtime_name(settings.get("runtime", "auto"))
     if rt:
         args += ["--runtime", rt]
@@ -114,9 +132,20 @@ def prune(keep: set[str], dry_run: bool = False) -> tuple[list[str], list[str]]:
 
     podman = podman_binary()
     env = podman_env()
-    proc = subprocess.run([podman, "images", "--filter", f"label={LABEL_BUILD_CONFIG}={config_id()}", "--format",
-                           "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True, env=env,
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [
+            podman,
+            "images",
+            "--filter",
+            f"label={LABEL_BUILD_CONFIG}={config_id()}",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
     if proc.returncode != 0:
         raise QpodError(f"podman images failed: {' '.join(proc.stderr.split())}", 1)
     removed: list[str] = []

@@ -56,6 +56,7 @@ def _api_error(err: Exception) -> QpodError:
 
 # --- container spec -------------------------------------------------------------------------
 
+
 def runtime_name(setting: str) -> str | None:
     """``auto`` picks runc where installed: crun fails on cgroups-hybrid hosts like these."""
     if setting == "auto":
@@ -94,15 +95,26 @@ def worktree_git_dirs(root: str) -> list[str]:
     except OSError:
         pass
     rroot = os.path.realpath(root)
-    if (os.path.basename(os.path.dirname(gd)) != "worktrees" or os.path.realpath(cd) != os.path.realpath(
-            os.path.dirname(os.path.dirname(gd))) or os.path.realpath(back) != os.path.join(rroot, ".git")):
-        raise QpodError(f"{root}/.git names {gd} (common dir {cd}), which is not a git worktree entry of this "
-                        "repository: refusing to mount it (run 'git worktree repair' if it moved)", EXIT_QPOD)
+    if (
+        os.path.basename(os.path.dirname(gd)) != "worktrees"
+        or os.path.realpath(cd) != os.path.realpath(os.path.dirname(os.path.dirname(gd)))
+        or os.path.realpath(back) != os.path.join(rroot, ".git")
+    ):
+        raise QpodError(
+            f"{root}/.git names {gd} (common dir {cd}), which is not a git worktree entry of this "
+            "repository: refusing to mount it (run 'git worktree repair' if it moved)",
+            EXIT_QPOD,
+        )
     return [d for d in dict.fromkeys([gd, cd]) if not d.startswith(root + "/")]
 
 
-def container_spec(env: dict[str, Any], root: str, settings: dict[str, Any],
-                   transport: str = naming.TRANSPORT_AGENT, remote_rootless: bool | None = None) -> dict[str, Any]:
+def container_spec(
+    env: dict[str, Any],
+    root: str,
+    settings: dict[str, Any],
+    transport: str = naming.TRANSPORT_AGENT,
+    remote_rootless: bool | None = None,
+) -> dict[str, Any]:
     """podman-py ``containers.create`` keyword arguments for the warm container of ``env`` x ``root``:
     the agent is its main process (static, mounted read-only), listening in a directory of the
     user's state dir that only the user can open. With ``transport`` "exec" (the agent could not
@@ -118,9 +130,15 @@ def container_spec(env: dict[str, Any], root: str, settings: dict[str, Any],
     mounts = [{"type": "bind", "source": p, "target": p, "read_only": False} for p in naming.shared_paths(env)]
     mounts.append({"type": "bind", "source": root, "target": workdir, "read_only": False})
     if transport == naming.TRANSPORT_AGENT:
-        mounts += [{"type": "bind", "source": agent_dir, "target": naming.AGENT_SOCKET_DIR, "read_only": False},
-                   {"type": "bind", "source": naming.agent_program_dir(), "target": naming.AGENT_PROGRAM_DIR,
-                    "read_only": True}]
+        mounts += [
+            {"type": "bind", "source": agent_dir, "target": naming.AGENT_SOCKET_DIR, "read_only": False},
+            {
+                "type": "bind",
+                "source": naming.agent_program_dir(),
+                "target": naming.AGENT_PROGRAM_DIR,
+                "read_only": True,
+            },
+        ]
     for extra in worktree_git_dirs(root):
         mounts.append({"type": "bind", "source": extra, "target": extra, "read_only": False})
     for spec in env["mounts"]:
@@ -146,8 +164,9 @@ def container_spec(env: dict[str, Any], root: str, settings: dict[str, Any],
         # the container's own pid namespace (the agent forwards signals inside it); host
         # network, as toolbx and distrobox do for dev shells
         "network_mode": "host",
-        "ulimits": [{"Name": k, "Soft": s, "Hard": h} for k, (s, h) in
-                    ((k, _ulimit_pair(v)) for k, v in limits.items())],
+        "ulimits": [
+            {"Name": k, "Soft": s, "Hard": h} for k, (s, h) in ((k, _ulimit_pair(v)) for k, v in limits.items())
+        ],
         "detach": True,
     }
     if transport != naming.TRANSPORT_AGENT:
@@ -178,6 +197,7 @@ def _parse_mount(spec: str) -> tuple[str, str, bool]:
 
 # --- images ---------------------------------------------------------------------------------
 
+
 def image_present(ref: str) -> bool:
     try:
         return bool(client().images.exists(ref))
@@ -202,8 +222,9 @@ def pull_image(ref: str, progress: Callable[[str, int, int], None] | None = None
     params = {"fromImage": ref} if "@" in ref else {"fromImage": ref.removesuffix(f":{ver}"), "tag": ver}
     last_error = None
     try:
-        resp = cl.api.post("/images/create", params=params, headers=registry_auth_header(ref), stream=True,
-                           compatible=True)
+        resp = cl.api.post(
+            "/images/create", params=params, headers=registry_auth_header(ref), stream=True, compatible=True
+        )
         if resp.status_code >= 400:
             last_error = _explanation(resp)
         else:
@@ -266,8 +287,9 @@ def _print_pull_progress(ref: str) -> Callable[[str, int, int], None]:
         if tty:
             width = 30
             filled = int(width * d / t)
-            sys.stderr.write(f"\rqpod: pulling {ref} [{'#' * filled}{'.' * (width - filled)}] "
-                             f"{d / 1e6:.1f}/{t / 1e6:.1f} MB")
+            sys.stderr.write(
+                f"\rqpod: pulling {ref} [{'#' * filled}{'.' * (width - filled)}] {d / 1e6:.1f}/{t / 1e6:.1f} MB"
+            )
             sys.stderr.flush()
 
     sys.stderr.write(f"qpod: pulling {ref}\n" if not tty else "")
@@ -275,6 +297,7 @@ def _print_pull_progress(ref: str) -> Callable[[str, int, int], None]:
 
 
 # --- containers -----------------------------------------------------------------------------
+
 
 @dataclass
 class ContainerFacts:
@@ -314,8 +337,9 @@ def ensure_container(env: dict[str, Any], root: str, settings: dict[str, Any]) -
         except perr.NotFound:
             ctr = None
         rid = naming.root_id(root)
-        if ctr is not None and (ctr.labels.get(naming.LABEL_HASH) != want_hash
-                                or ctr.labels.get(naming.LABEL_ROOT_ID) != rid):
+        if ctr is not None and (
+            ctr.labels.get(naming.LABEL_HASH) != want_hash or ctr.labels.get(naming.LABEL_ROOT_ID) != rid
+        ):
             # config changed, or the repository was re-created at this path: the old
             # container no longer matches (its bind mount would show a deleted directory);
             # commands running in it are never killed for that: it is retired, not removed
@@ -351,10 +375,12 @@ def ensure_container(env: dict[str, Any], root: str, settings: dict[str, Any]) -
         if host:
             # its agent's socket is on that host: the bridge waits for it (preload/bridge.c)
             if ctr.status != "running":
-                raise QpodError(f"container {name} did not start on host {host} (state {ctr.status}); see "
-                                f"'podman --connection {host} logs {name}'", EXIT_QPOD)
-            facts = ContainerFacts(name, ctr.id, 0, "", want_hash, rid, transport, host,
-                                   remote.bridge_argv(conn, name))
+                raise QpodError(
+                    f"container {name} did not start on host {host} (state {ctr.status}); see "
+                    f"'podman --connection {host} logs {name}'",
+                    EXIT_QPOD,
+                )
+            facts = ContainerFacts(name, ctr.id, 0, "", want_hash, rid, transport, host, remote.bridge_argv(conn, name))
             naming.write_facts(facts.__dict__)
             return facts
         up = ctr.status == "running" and (transport != naming.TRANSPORT_AGENT or _agent_up(ctr, name))
@@ -379,13 +405,13 @@ def ensure_container(env: dict[str, Any], root: str, settings: dict[str, Any]) -
             naming.note_fallback(name, why)
         if not up:
             ctr.reload()
-            raise QpodError(f"container {name} did not start (state {ctr.status}); "
-                            f"see 'podman logs {name}'", EXIT_QPOD)
+            raise QpodError(f"container {name} did not start (state {ctr.status}); see 'podman logs {name}'", EXIT_QPOD)
     except QpodError:
         raise
     except perr.APIError as err:
-        raise QpodError(f"cannot start container {name}: {' '.join(str(err.explanation or err).split())}",
-                        EXIT_QPOD) from None
+        raise QpodError(
+            f"cannot start container {name}: {' '.join(str(err.explanation or err).split())}", EXIT_QPOD
+        ) from None
     pid = int(ctr.attrs.get("State", {}).get("Pid") or 0)
     facts = ContainerFacts(name, ctr.id, pid, naming.proc_start_time(pid) or "", want_hash, rid, transport)
     naming.write_facts(facts.__dict__)
@@ -442,8 +468,10 @@ def _remove_idle_retired(cl: Any, env_name: str, root: str, name: str) -> None:
     """Retired containers of (env, root) whose commands have all ended: removed with their
     agent directory."""
     try:
-        found = cl.containers.list(all=True, filters={"label": [f"{naming.LABEL_CONFIG}={naming.config_id()}",
-                                                                f"{naming.LABEL_ENV}={env_name}"]})
+        found = cl.containers.list(
+            all=True,
+            filters={"label": [f"{naming.LABEL_CONFIG}={naming.config_id()}", f"{naming.LABEL_ENV}={env_name}"]},
+        )
     except Exception:  # noqa: BLE001 - tidying up never stops a command from starting
         return
     for old in found:
@@ -473,8 +501,9 @@ def command_in_container(env_name: str, root: str, command: str) -> str | bool |
         if ctr.status != "running":
             return None
         # the marker tells "not found" (127 in ash and dash, 1 in bash) from "no shell to ask"
-        code, out = ctr.exec_run(["/bin/sh", "-c", 'command -v -- "$1" || echo "$2"', "sh", command, NOT_FOUND],
-                                 demux=True)
+        code, out = ctr.exec_run(
+            ["/bin/sh", "-c", 'command -v -- "$1" || echo "$2"', "sh", command, NOT_FOUND], demux=True
+        )
     except Exception:  # noqa: BLE001 - a courtesy of qpod which: never its failure
         return None
     stdout = out[0] if isinstance(out, tuple) else out
@@ -490,8 +519,11 @@ def _agent_failure(ctr: Any) -> str:
     """The agent's last words (its one-line error), for the record of why exec is used."""
     try:
         out = ctr.logs(tail=5, stream=False)
-        text = out.decode("utf-8", "replace") if isinstance(out, (bytes, bytearray)) else \
-            b"".join(out).decode("utf-8", "replace")
+        text = (
+            out.decode("utf-8", "replace")
+            if isinstance(out, (bytes, bytearray))
+            else b"".join(out).decode("utf-8", "replace")
+        )
     except Exception:  # noqa: BLE001 - the reason is a courtesy; the fallback goes on without it
         text = ""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
@@ -555,20 +587,23 @@ def list_containers(all_configs: bool = False, unreachable: list[str] | None = N
             continue
         repo = c.labels.get(naming.LABEL_REPO, "")
         env = _environment_entry(snap, c.labels.get(naming.LABEL_ENV, ""), repo)
-        outdated = RETIRED_MARK in c.name or (env is not None and c.labels.get(naming.LABEL_HASH) !=
-                                              naming.container_hash(env, repo))
-        out.append({
-            "name": c.name,
-            "id": c.id[:12],
-            "environment": c.labels.get(naming.LABEL_ENV, ""),
-            "repository": c.labels.get(naming.LABEL_REPO, ""),
-            "image": attrs.get("Image") or "",
-            "state": status,
-            "started": started if isinstance(started, (int, float)) and started > 0 else None,
-            "transport": c.labels.get(naming.LABEL_TRANSPORT, naming.TRANSPORT_AGENT),
-            "outdated": outdated,  # made for another config: replaced once its commands end
-            "host": c.labels.get(naming.LABEL_HOST, ""),
-        })
+        outdated = RETIRED_MARK in c.name or (
+            env is not None and c.labels.get(naming.LABEL_HASH) != naming.container_hash(env, repo)
+        )
+        out.append(
+            {
+                "name": c.name,
+                "id": c.id[:12],
+                "environment": c.labels.get(naming.LABEL_ENV, ""),
+                "repository": c.labels.get(naming.LABEL_REPO, ""),
+                "image": attrs.get("Image") or "",
+                "state": status,
+                "started": started if isinstance(started, (int, float)) and started > 0 else None,
+                "transport": c.labels.get(naming.LABEL_TRANSPORT, naming.TRANSPORT_AGENT),
+                "outdated": outdated,  # made for another config: replaced once its commands end
+                "host": c.labels.get(naming.LABEL_HOST, ""),
+            }
+        )
     return sorted(out, key=lambda c: (c["environment"], c["repository"]))
 
 
@@ -601,8 +636,11 @@ def _host_of(name: str) -> str | None:
     if facts is not None:
         return facts.get("host") or None
     snap = _current_snapshot()
-    named = [(len(env_name), env["host"]) for env_name, env in ((snap or {}).get("envs") or {}).items()
-             if env.get("host") and name.startswith(f"qpod-{env_name}-")]
+    named = [
+        (len(env_name), env["host"])
+        for env_name, env in ((snap or {}).get("envs") or {}).items()
+        if env.get("host") and name.startswith(f"qpod-{env_name}-")
+    ]
     return max(named)[1] if named else None
 
 
@@ -637,4 +675,3 @@ def container_logs(name: str, tail: int = 200) -> str:
     if isinstance(out, (bytes, bytearray)):
         return out.decode("utf-8", "replace")
     return b"".join(out).decode("utf-8", "replace") if isinstance(out, Iterator) else str(out)
-

@@ -537,10 +537,17 @@ def _debian11_mmdebstrap(ref: str, progress: Progress, mirror: str, what: str) -
     work = _work_dir("qpod-debian11-")
     tarball = work / "root.tar"
     packages = ",".join(DEBIAN11_INCLUDE + DEBIAN11_APT_PACKAGES)
-    cmd = ["mmdebstrap", f"--mode={mode}", "--variant=minbase", f"--include={packages}",
-           # host-specific files: podman supplies its own resolv.conf and hostname at run time
-           '--customize-hook=rm -f "$1/etc/resolv.conf" "$1/etc/hostname"',
-           DEBIAN11_SUITE, str(tarball), mirror]
+    cmd = [
+        "mmdebstrap",
+        f"--mode={mode}",
+        "--variant=minbase",
+        f"--include={packages}",
+        # host-specific files: podman supplies its own resolv.conf and hostname at run time
+        '--customize-hook=rm -f "$1/etc/resolv.conf" "$1/etc/hostname"',
+        DEBIAN11_SUITE,
+        str(tarball),
+        mirror,
+    ]
     try:
         _say(progress, f"mmdebstrap --mode={mode} {DEBIAN11_SUITE} from {mirror} ({packages})")
         env = podman_env()  # the caller's environment minus qpod's preload library

@@ -24,7 +24,7 @@ def registry_of(ref: str) -> str:
 def split_ref(ref: str) -> tuple[str, str, str]:
     """(registry, repository path, tag or digest) of an image reference."""
     reg = registry_of(ref)
-    rest = ref[len(reg) + 1:] if ref.startswith(reg + "/") else ref
+    rest = ref[len(reg) + 1 :] if ref.startswith(reg + "/") else ref
     if "@" in rest:
         name, _, ver = rest.partition("@")
     else:
@@ -36,6 +36,7 @@ def split_ref(ref: str) -> tuple[str, str, str]:
 
 
 # --- credentials --------------------------------------------------------------------------------
+
 
 def auth_files(env: dict[str, str] | None = None) -> list[str]:
     """Where podman looks for credentials, first match wins (containers-auth.json(5)):
@@ -90,6 +91,7 @@ def registry_auth_header(ref: str, env: dict[str, str] | None = None) -> dict[st
 
 # --- why a pull failed --------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Problem:
     kind: str  # down, tls, unauthorized, unknown
@@ -103,8 +105,12 @@ def insecure_registries() -> set[str]:
 
     found: set[str] = set()
     user = os.path.join(os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config"), "containers")
-    files = ["/etc/containers/registries.conf", *sorted(glob.glob("/etc/containers/registries.conf.d/*.conf")),
-             os.path.join(user, "registries.conf"), *sorted(glob.glob(os.path.join(user, "registries.conf.d/*.conf")))]
+    files = [
+        "/etc/containers/registries.conf",
+        *sorted(glob.glob("/etc/containers/registries.conf.d/*.conf")),
+        os.path.join(user, "registries.conf"),
+        *sorted(glob.glob(os.path.join(user, "registries.conf.d/*.conf"))),
+    ]
     for path in files:
         try:
             with open(path, "rb") as f:
@@ -128,10 +134,16 @@ def diagnose(ref: str, env: dict[str, str] | None = None) -> Problem | None:
     reg, name, ver = split_ref(ref)
     host = "registry-1.docker.io" if reg == "docker.io" else reg
     schemes = ["https", "http"] if reg in insecure_registries() else ["https"]
-    headers = {"Accept": ", ".join([
-        "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-        "application/vnd.docker.distribution.manifest.v2+json"])}
+    headers = {
+        "Accept": ", ".join(
+            [
+                "application/vnd.oci.image.index.v1+json",
+                "application/vnd.oci.image.manifest.v1+json",
+                "application/vnd.docker.distribution.manifest.list.v2+json",
+                "application/vnd.docker.distribution.manifest.v2+json",
+            ]
+        )
+    }
     found = credentials(ref, env)
     if found:
         headers["Authorization"] = "Basic " + base64.b64encode(f"{found[0]}:{found[1]}".encode()).decode()
@@ -151,8 +163,11 @@ def diagnose(ref: str, env: dict[str, str] | None = None) -> Problem | None:
         except urllib.error.URLError as err:
             reason = err.reason
             if isinstance(reason, (ssl.SSLError, ssl.CertificateError)):
-                last = Problem("tls", f"TLS with {reg} failed ({type(reason).__name__}): its certificate is not "
-                               "trusted here; for a test registry, mark it insecure in registries.conf")
+                last = Problem(
+                    "tls",
+                    f"TLS with {reg} failed ({type(reason).__name__}): its certificate is not "
+                    "trusted here; for a test registry, mark it insecure in registries.conf",
+                )
                 continue
             last = Problem("down", f"{reg} does not answer ({_reason(reason)}): is it up, and reachable from here?")
         except (TimeoutError, OSError) as err:

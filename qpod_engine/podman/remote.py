@@ -28,9 +28,11 @@ from qpod_engine.config import containers as naming
 
 SSH_TIMEOUT = 60.0  # a loaded machine and a slow network: connecting can take seconds
 # what a remote environment cannot do as a local one does (qpod which, README)
-DIFFERENCES = ("streams are relayed over ssh: a terminal's stdin is read only when stdin, stdout and stderr "
-               "are all the terminal (then the command gets a pty there and keys typed ahead go to it); "
-               "other descriptors than 0, 1, 2 are not passed; a dropped connection ends the command with 255")
+DIFFERENCES = (
+    "streams are relayed over ssh: a terminal's stdin is read only when stdin, stdout and stderr "
+    "are all the terminal (then the command gets a pty there and keys typed ahead go to it); "
+    "other descriptors than 0, 1, 2 are not passed; a dropped connection ends the command with 255"
+)
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,14 @@ def _parse(entry: dict[str, object]) -> Connection | None:
     except ValueError:
         return None
     identity = str(entry.get("Identity") or "") or None
-    return Connection(str(entry.get("Name") or ""), uri.hostname, unquote(uri.username) if uri.username else None,
-                      port, unquote(uri.path) or "/run/podman/podman.sock", identity)
+    return Connection(
+        str(entry.get("Name") or ""),
+        uri.hostname,
+        unquote(uri.username) if uri.username else None,
+        port,
+        unquote(uri.path) or "/run/podman/podman.sock",
+        identity,
+    )
 
 
 _connections: dict[str, Connection] | None = None
@@ -67,8 +75,13 @@ def connections() -> dict[str, Connection]:
     if _connections is None:
         from qpod_engine.podman.service import podman_binary, podman_env
 
-        proc = subprocess.run([podman_binary(), "system", "connection", "list", "--format", "json"],
-                              capture_output=True, text=True, env=podman_env(), timeout=SSH_TIMEOUT)
+        proc = subprocess.run(
+            [podman_binary(), "system", "connection", "list", "--format", "json"],
+            capture_output=True,
+            text=True,
+            env=podman_env(),
+            timeout=SSH_TIMEOUT,
+        )
         if proc.returncode != 0:
             raise QpodError(f"podman system connection list failed: {_last_line(proc.stderr)}", EXIT_QPOD)
         try:
@@ -82,8 +95,11 @@ def connections() -> dict[str, Connection]:
 def connection(name: str) -> Connection:
     conn = connections().get(name)
     if conn is None:
-        raise QpodError(f"host '{name}' is not a podman ssh connection (add it: podman system connection add "
-                        f"{name} ssh://USER@HOST[:PORT]/PATH/TO/podman.sock --identity KEY)", EXIT_QPOD)
+        raise QpodError(
+            f"host '{name}' is not a podman ssh connection (add it: podman system connection add "
+            f"{name} ssh://USER@HOST[:PORT]/PATH/TO/podman.sock --identity KEY)",
+            EXIT_QPOD,
+        )
     if conn.host.startswith("-"):
         raise QpodError(f"host '{name}': '{conn.host}' is not a host name", EXIT_QPOD)
     return conn
@@ -160,8 +176,9 @@ def _short_dir(state: str) -> str:
         made = tempfile.mkdtemp(prefix="qpod-ssh-", dir="/tmp")
         write_atomic(pointer, made + "\n")
     except OSError as err:
-        raise QpodError(f"{err.filename or '/tmp'}: cannot make ssh's connection dir: {err.strerror}",
-                        EXIT_QPOD) from None
+        raise QpodError(
+            f"{err.filename or '/tmp'}: cannot make ssh's connection dir: {err.strerror}", EXIT_QPOD
+        ) from None
     return made
 
 
@@ -180,8 +197,7 @@ def control_dir() -> str:
     except OSError as err:
         raise QpodError(f"{want}: cannot make ssh's connection dir: {err.strerror}", EXIT_QPOD) from None
     if not _private(want):
-        raise QpodError(f"{want}: not a private directory of yours (ssh's shared connections live there)",
-                        EXIT_QPOD)
+        raise QpodError(f"{want}: not a private directory of yours (ssh's shared connections live there)", EXIT_QPOD)
     return want
 
 
@@ -201,9 +217,24 @@ def control_path(conn: Connection) -> str:
 
 
 def ssh_options(conn: Connection) -> list[str]:
-    argv = ["ssh", "-T", "-o", "BatchMode=yes", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3",
-            "-o", f"UserKnownHostsFile={known_hosts()}", "-o", "ControlMaster=auto",
-            "-o", f"ControlPath={control_path(conn)}", "-o", f"ControlPersist={CONTROL_PERSIST}"]
+    argv = [
+        "ssh",
+        "-T",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ServerAliveInterval=15",
+        "-o",
+        "ServerAliveCountMax=3",
+        "-o",
+        f"UserKnownHostsFile={known_hosts()}",
+        "-o",
+        "ControlMaster=auto",
+        "-o",
+        f"ControlPath={control_path(conn)}",
+        "-o",
+        f"ControlPersist={CONTROL_PERSIST}",
+    ]
     if conn.port:
         argv += ["-p", str(conn.port)]
     if conn.identity:
@@ -250,8 +281,9 @@ def check_tree(conn: Connection, root: str, paths: list[str], container: str) ->
     try:
         fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as err:
-        raise QpodError(f"{where}: cannot write the marker that checks host '{conn.name}' sees this tree: "
-                        f"{err.strerror}", EXIT_QPOD) from None
+        raise QpodError(
+            f"{where}: cannot write the marker that checks host '{conn.name}' sees this tree: {err.strerror}", EXIT_QPOD
+        ) from None
     try:
         os.write(fd, token.encode())
         os.close(fd)
@@ -259,8 +291,9 @@ def check_tree(conn: Connection, root: str, paths: list[str], container: str) ->
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=SSH_TIMEOUT, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
-            raise QpodError(f"host '{conn.name}' ({conn.host}): ssh did not answer in {SSH_TIMEOUT:.0f} s",
-                            EXIT_QPOD) from None
+            raise QpodError(
+                f"host '{conn.name}' ({conn.host}): ssh did not answer in {SSH_TIMEOUT:.0f} s", EXIT_QPOD
+            ) from None
     finally:
         try:
             os.unlink(marker)
@@ -271,23 +304,34 @@ def check_tree(conn: Connection, root: str, paths: list[str], container: str) ->
     if proc.returncode == 255:
         raise QpodError(f"host '{conn.name}': cannot reach it over ssh: {_last_line(proc.stderr)}", EXIT_QPOD)
     if proc.returncode in (126, 127):
-        raise QpodError(f"host '{conn.name}': {agent_program()} is not there: install qpod on that host at the "
-                        "same path as here", EXIT_QPOD)
+        raise QpodError(
+            f"host '{conn.name}': {agent_program()} is not there: install qpod on that host at the same path as here",
+            EXIT_QPOD,
+        )
     for line in proc.stdout.splitlines():
         what, _, rest = line.partition("\t")
         if what == "marker":
-            raise QpodError(f"host '{conn.name}' does not see this tree at {root} (a marker written here "
-                            f"{'reads differently' if rest == 'different content' else 'is not'} there): an "
-                            "environment on another host needs the repository at the same path on both machines, "
-                            "as with a home shared over NFS", EXIT_QPOD)
+            raise QpodError(
+                f"host '{conn.name}' does not see this tree at {root} (a marker written here "
+                f"{'reads differently' if rest == 'different content' else 'is not'} there): an "
+                "environment on another host needs the repository at the same path on both machines, "
+                "as with a home shared over NFS",
+                EXIT_QPOD,
+            )
         if what == "path":
             path = rest.partition("\t")[0]
-            raise QpodError(f"host '{conn.name}': {path} (a mount of the environment) does not exist there: "
-                            "mounts must be at the same paths on both machines", EXIT_QPOD)
+            raise QpodError(
+                f"host '{conn.name}': {path} (a mount of the environment) does not exist there: "
+                "mounts must be at the same paths on both machines",
+                EXIT_QPOD,
+            )
         if what == "agent":
             raise QpodError(f"host '{conn.name}': cannot make qpod's state dir there: {rest}", EXIT_QPOD)
-    raise QpodError(f"host '{conn.name}': the tree check failed (status {proc.returncode}): "
-                    f"{_last_line(proc.stderr or proc.stdout)}", EXIT_QPOD)
+    raise QpodError(
+        f"host '{conn.name}': the tree check failed (status {proc.returncode}): "
+        f"{_last_line(proc.stderr or proc.stdout)}",
+        EXIT_QPOD,
+    )
 
 
 # --- podman's API on that host ------------------------------------------------------------------
@@ -306,10 +350,10 @@ def api_socket(conn: Connection) -> str:
         return got[1]
     tmp = tempfile.mkdtemp(prefix="qpod-ssh-")  # 0700, and short enough for a socket address
     local = os.path.join(tmp, "podman.sock")
-    argv = [*ssh_options(conn), "-N", "-o", "ExitOnForwardFailure=yes", "-L", f"{local}:{conn.socket}", "--",
-            conn.host]
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    argv = [*ssh_options(conn), "-N", "-o", "ExitOnForwardFailure=yes", "-L", f"{local}:{conn.socket}", "--", conn.host]
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
     atexit.register(_close_forward, proc, tmp)
     deadline = time.monotonic() + SSH_TIMEOUT
     while not os.path.exists(local):
@@ -318,8 +362,9 @@ def api_socket(conn: Connection) -> str:
             raise QpodError(f"host '{conn.name}': cannot reach podman there over ssh: {_last_line(err)}", EXIT_QPOD)
         if time.monotonic() > deadline:
             _close_forward(proc, tmp)
-            raise QpodError(f"host '{conn.name}': ssh did not forward podman's socket in {SSH_TIMEOUT:.0f} s",
-                            EXIT_QPOD)
+            raise QpodError(
+                f"host '{conn.name}': ssh did not forward podman's socket in {SSH_TIMEOUT:.0f} s", EXIT_QPOD
+            )
         time.sleep(0.01)
     _forwards[conn.name] = (proc, local)
     return local

@@ -67,8 +67,10 @@ def resolution_key() -> str:
         return "v1 root"
     uid = os.getuid()
     env = os.environ
-    return (f"v1 uid={uid} xdg={env.get('XDG_RUNTIME_DIR', '')} run_user={int(run_user_dir_usable(uid))}"
-            f" tmp={env.get('TMPDIR', '')} home={env.get('HOME', '')}")
+    return (
+        f"v1 uid={uid} xdg={env.get('XDG_RUNTIME_DIR', '')} run_user={int(run_user_dir_usable(uid))}"
+        f" tmp={env.get('TMPDIR', '')} home={env.get('HOME', '')}"
+    )
 
 
 def _cache_file() -> str:
@@ -117,9 +119,14 @@ def ask_podman_socket() -> str:
     import subprocess
 
     try:
-        proc = subprocess.run([podman_binary(), "info", "--format", "{{.Host.RemoteSocket.Path}}"],
-                              capture_output=True, text=True, env=podman_env(), stdin=subprocess.DEVNULL,
-                              timeout=120)
+        proc = subprocess.run(
+            [podman_binary(), "info", "--format", "{{.Host.RemoteSocket.Path}}"],
+            capture_output=True,
+            text=True,
+            env=podman_env(),
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+        )
     except subprocess.TimeoutExpired:
         raise QpodError("cannot find the podman API socket: podman info took over 120 s", EXIT_QPOD) from None
     except OSError as err:
@@ -216,8 +223,11 @@ def _start_service(path: str, idle_seconds: int, timeout: float) -> None:
             proc.poll()
             if not exited or attempt == 2 or time.monotonic() > deadline:
                 log = os.path.join(paths.state_dir(), "podman-service.log")
-                raise QpodError(f"podman API service {'exited' if exited else 'did not answer'} on {path} "
-                                f"(within {timeout:.0f} s; see {log})", EXIT_QPOD)
+                raise QpodError(
+                    f"podman API service {'exited' if exited else 'did not answer'} on {path} "
+                    f"(within {timeout:.0f} s; see {log})",
+                    EXIT_QPOD,
+                )
     finally:
         os.close(fd)
 
@@ -237,7 +247,11 @@ def _spawn(path: str, idle_seconds: int) -> subprocess.Popen[bytes]:
             private_fd(fd)
             proc = subprocess.Popen(
                 [exe, "system", "service", f"--time={idle_seconds}", f"unix://{path}"],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=podman_env(), start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                env=podman_env(),
+                start_new_session=True,
                 cwd="/",  # conmon inherits it: a deleted repository as cwd breaks every later container
             )
     except OSError as err:

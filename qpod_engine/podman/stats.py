@@ -32,8 +32,12 @@ def parse_stats(payload: dict[str, Any]) -> dict[str, Stats]:
                 _previous[cid] = (cpu_ns, wall_ns)
             if before is not None and wall_ns > before[1] and cpu_ns >= before[0]:
                 cpu = 100.0 * (cpu_ns - before[0]) / (wall_ns - before[1])
-        out[cid] = Stats(cpu=max(0.0, cpu), memory=int(s.get("MemUsage") or 0),
-                         memory_limit=int(s.get("MemLimit") or 0), pids=int(s.get("PIDs") or 0))
+        out[cid] = Stats(
+            cpu=max(0.0, cpu),
+            memory=int(s.get("MemUsage") or 0),
+            memory_limit=int(s.get("MemLimit") or 0),
+            pids=int(s.get("PIDs") or 0),
+        )
     return out
 
 

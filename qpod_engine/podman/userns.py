@@ -116,15 +116,24 @@ def repair_if_stale(podman: str, env: dict[str, str]) -> bool:
                 return False  # another qpod repaired it while this one waited
             started = time.monotonic()
             try:
-                proc = subprocess.run([podman, "system", "migrate"], env=env, stdin=subprocess.DEVNULL,
-                                      capture_output=True, text=True, timeout=MIGRATE_TIMEOUT, cwd="/")
+                proc = subprocess.run(
+                    [podman, "system", "migrate"],
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    text=True,
+                    timeout=MIGRATE_TIMEOUT,
+                    cwd="/",
+                )
                 outcome = f"exit {proc.returncode}"
             except (OSError, subprocess.TimeoutExpired) as err:
                 outcome = type(err).__name__
     except OSError:
         return False  # no lock to be had: the podman command that follows says what is wrong
-    _note(f"podman's user namespace was gone (a reboot or a killed session) while its runtime dir "
-          f"remained: ran 'podman system migrate' ({outcome}, {time.monotonic() - started:.1f} s)")
+    _note(
+        f"podman's user namespace was gone (a reboot or a killed session) while its runtime dir "
+        f"remained: ran 'podman system migrate' ({outcome}, {time.monotonic() - started:.1f} s)"
+    )
     return True
 
 
@@ -133,8 +142,11 @@ def _note(line: str) -> None:
     import time
 
     try:
-        fd = os.open(os.path.join(paths.state_dir(), "podman-service.log"),
-                     os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = os.open(
+            os.path.join(paths.state_dir(), "podman-service.log"),
+            os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+        )
         with os.fdopen(fd, "a", encoding="utf-8") as f:
             f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} qpod: {line}\n")
     except OSError:

@@ -103,8 +103,7 @@ def redirected_root(path: str, cwd: str, roots: Iterable[str], argv: Sequence[st
     QPOD_HOST_ROOT, or the library redirects again."""
     roots = list(roots)
     script = script_of(os.path.basename(path), argv, cwd) if argv and innermost_root(path, roots) is None else None
-    return (program_root(path, roots) or (program_root(script, roots) if script else None)
-            or innermost_root(cwd, roots))
+    return program_root(path, roots) or (program_root(script, roots) if script else None) or innermost_root(cwd, roots)
 
 
 def _innermost(path: str, targets: Sequence[Target]) -> Target | None:
@@ -117,8 +116,7 @@ def env_label(name: str | None) -> str:
     return f"the repository file {REPO_FILE}" if name == REPO_FILE else f"environment '{name}'"
 
 
-def decide(path: str, argv: Sequence[str], cwd: str, targets: Sequence[Target],
-           explicit: bool = False) -> Decision:
+def decide(path: str, argv: Sequence[str], cwd: str, targets: Sequence[Target], explicit: bool = False) -> Decision:
     """Where ``path`` (the resolved program, argv[0] may differ) started in ``cwd`` runs.
 
     1. a program that lives inside a bound repository runs in that repository's container;
@@ -154,5 +152,4 @@ def decide(path: str, argv: Sequence[str], cwd: str, targets: Sequence[Target],
             return Decision("container", f"qpod exec in repository using its file {REPO_FILE}", here)
         return Decision("container", f"qpod exec in repository bound to '{here.environment}'", here)
     listed = ", ".join(here.commands) or "none"
-    return Decision("host", f"'{name}' is not routed by {env_label(here.environment)} (routes: {listed})",
-                    here)
+    return Decision("host", f"'{name}' is not routed by {env_label(here.environment)} (routes: {listed})", here)

@@ -16,8 +16,23 @@ from qpod_engine.routing.policy import program_root, script_of
 
 LIB_NAME = "libqpod_preload.so"
 LIB_DIR = Path(paths.LIB_DIR).resolve()
-HOOKS = ("execve", "execv", "execvp", "execvpe", "execl", "execle", "execlp", "execveat", "fexecve",
-         "posix_spawn", "posix_spawnp", "pidfd_spawn", "pidfd_spawnp", "system", "popen")
+HOOKS = (
+    "execve",
+    "execv",
+    "execvp",
+    "execvpe",
+    "execl",
+    "execle",
+    "execlp",
+    "execveat",
+    "fexecve",
+    "posix_spawn",
+    "posix_spawnp",
+    "pidfd_spawn",
+    "pidfd_spawnp",
+    "system",
+    "popen",
+)
 
 
 def library_path() -> Path:
@@ -62,8 +77,7 @@ def preload_list(existing: str | None) -> str:
     return ":".join([preload_entry(), *others])
 
 
-def shim_root(path: str, cwd: str, roots: Iterable[tuple[str, Sequence[str]]],
-              argv: Sequence[str] = ()) -> str | None:
+def shim_root(path: str, cwd: str, roots: Iterable[tuple[str, Sequence[str]]], argv: Sequence[str] = ()) -> str | None:
     """The root the library matches for a launch (None: it does not redirect, whatever
     ``$QPOD_HOST_ROOT`` says): the innermost root holding the program, else the innermost root
     holding the cwd when the program's name is on its list. A launcher that sends a launch back
@@ -93,12 +107,19 @@ def check() -> list[str]:
     if any(c in str(LIB_DIR) for c in " :"):
         problems.append(f"qpod is installed under {LIB_DIR}: LD_PRELOAD cannot name a path with ':' or spaces")
     # loaded by a fresh process exactly as qpod-shell loads it; QPOD_OFF keeps it inert
-    probe = "import ctypes, sys; lib = ctypes.CDLL(sys.argv[1]); " \
-            "print(' '.join(n for n in sys.argv[2:] if not hasattr(lib, n)))"
+    probe = (
+        "import ctypes, sys; lib = ctypes.CDLL(sys.argv[1]); "
+        "print(' '.join(n for n in sys.argv[2:] if not hasattr(lib, n)))"
+    )
     env = {"PATH": os.defpath, "LD_PRELOAD": preload_entry(), "QPOD_OFF": "1"}
     try:
-        proc = subprocess.run([sys.executable, "-I", "-S", "-c", probe, str(lib), *HOOKS], env=env,
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", probe, str(lib), *HOOKS],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         err = proc.stderr.strip()
         if proc.returncode != 0 or err:
             problems.append(f"preload library does not load: {err.splitlines()[-1] if err else proc.returncode}")
@@ -114,21 +135,26 @@ def rules_problems() -> list[str]:
     rules_file = Path(paths.rules_file())
     try:
         if rules_file.stat().st_size >= RULES_MAX:
-            return [f"rules file {rules_file} is over {RULES_MAX // 1024} KiB, more than the library reads: "
-                    "every command runs on the host (unbind repositories you no longer build)"]
+            return [
+                f"rules file {rules_file} is over {RULES_MAX // 1024} KiB, more than the library reads: "
+                "every command runs on the host (unbind repositories you no longer build)"
+            ]
     except OSError:
         pass
     rules = read_rules(rules_file)
     if rules is None:
         what = "is not a version-1 rules file" if rules_file.is_file() else "is missing"
-        return [f"rules file {rules_file} {what}: every command runs on the host "
-                "(any qpod command, e.g. 'qpod repos', compiles it)"]
+        return [
+            f"rules file {rules_file} {what}: every command runs on the host "
+            "(any qpod command, e.g. 'qpod repos', compiles it)"
+        ]
     problems = []
     from qpod_engine.config.snapshot import rules_current
 
     if not rules_current():
-        problems.append(f"rules file {rules_file} is not the one the snapshot was compiled with "
-                        "(run 'qpod repos' to recompile)")
+        problems.append(
+            f"rules file {rules_file} is not the one the snapshot was compiled with (run 'qpod repos' to recompile)"
+        )
     exe = rules.launcher[0] if rules.launcher else ""
     if not exe.startswith("/") or not os.access(exe, os.X_OK):
         problems.append(f"rules file names a launcher that cannot run: {exe or 'none'} (reinstall: pip install .)")

@@ -137,8 +137,9 @@ class TextScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
             yield Label(literal_lines(self.title_text), classes="title")
-            yield TextArea(visible(self.text, keep_newlines=True), read_only=True, soft_wrap=True,
-                           show_line_numbers=False)
+            yield TextArea(
+                visible(self.text, keep_newlines=True), read_only=True, soft_wrap=True, show_line_numbers=False
+            )
             yield Label("Esc closes", classes="hint")
 
     def set_text(self, text: str) -> None:

@@ -22,8 +22,16 @@ from .bind import FieldForm, FieldProblems
 # widget is "input", "text" (several lines) or "select"
 FIELDS = (
     ("name", "Name", "input", "letters, digits, . _ -", ()),
-    *((opt.key, opt.label, "select" if opt.kind == "choice" else "text" if opt.multiline else "input",
-       opt.hint or opt.help, opt.choices) for opt in OPTIONS),
+    *(
+        (
+            opt.key,
+            opt.label,
+            "select" if opt.kind == "choice" else "text" if opt.multiline else "input",
+            opt.hint or opt.help,
+            opt.choices,
+        )
+        for opt in OPTIONS
+    ),
 )
 CHOICE_LABELS = {"user": "user (files belong to you)"}
 
@@ -32,8 +40,13 @@ class EnvFormScreen(FieldForm):
     """``name`` None creates a new environment; otherwise edits that one (its name is fixed)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+e", "open_editor", "Open in $EDITOR", id="form.editor",
-                tooltip="Open the environment file in your editor"),
+        Binding(
+            "ctrl+e",
+            "open_editor",
+            "Open in $EDITOR",
+            id="form.editor",
+            tooltip="Open the environment file in your editor",
+        ),
     ]
 
     def __init__(self, engine: Engine, name: str | None) -> None:
@@ -52,8 +65,13 @@ class EnvFormScreen(FieldForm):
                         if kind == "text":
                             yield TextArea(id=f"field-{name}", classes="field-text", tab_behavior="focus", compact=True)
                         elif kind == "select":
-                            yield Select([(CHOICE_LABELS.get(c, c), c) for c in choices], id=f"field-{name}",
-                                         allow_blank=False, value=choices[0], compact=True)
+                            yield Select(
+                                [(CHOICE_LABELS.get(c, c), c) for c in choices],
+                                id=f"field-{name}",
+                                allow_blank=False,
+                                value=choices[0],
+                                compact=True,
+                            )
                         else:
                             yield Input(placeholder=hint, id=f"field-{name}", compact=True)
                     if kind == "text":
@@ -85,8 +103,11 @@ class EnvFormScreen(FieldForm):
 
     def _unreadable(self, error: str) -> None:
         self.broken = error
-        self.field_error("form", f"{error}\nqpod cannot read this file, so this form will not save over it "
-                                 "(what it could not read would be lost): ctrl+e opens it in your editor.")
+        self.field_error(
+            "form",
+            f"{error}\nqpod cannot read this file, so this form will not save over it "
+            "(what it could not read would be lost): ctrl+e opens it in your editor.",
+        )
         self.query_one("#submit", Button).disabled = True
         editor = self.query_one("#editor", Button)
         editor.remove_class("hidden")
@@ -144,8 +165,9 @@ class EnvFormScreen(FieldForm):
 
     def submit(self) -> None:
         if self.broken is not None:
-            self.field_error("form", f"{self.broken}\nNot saved: qpod cannot read this file; ctrl+e opens it in "
-                                     "your editor.")
+            self.field_error(
+                "form", f"{self.broken}\nNot saved: qpod cannot read this file; ctrl+e opens it in your editor."
+            )
             return
         form = self.values()
         create = self.env_name is None

@@ -35,8 +35,11 @@ class HelpScreen(ModalScreen[None]):
             yield Label("qpod tui — keys", classes="title")
             with VerticalScroll():
                 yield Static(table)
-                yield Static("Remap a key in settings.yaml, e.g.\n  keymap:\n    repos.bind: ctrl+b\n"
-                             "ctrl+p opens the command palette: every action is there too.", classes="hint")
+                yield Static(
+                    "Remap a key in settings.yaml, e.g.\n  keymap:\n    repos.bind: ctrl+b\n"
+                    "ctrl+p opens the command palette: every action is there too.",
+                    classes="hint",
+                )
             yield Label("Esc closes", classes="hint")
 
     def action_close(self) -> None:

@@ -69,10 +69,12 @@ class ImagesScreen(ModalScreen[None]):
         self.rows = msg.rows
         for r in msg.rows:
             name = ", ".join(r.tags) or r.id
-            used = "; ".join(r.used_by) if r.used_by else ("unused (a build of this config)" if r.built_here
-                                                            else "unused")
-            table.add_row(literal(name), human_bytes(r.size),
-                          literal(used, style="" if r.used_by else "yellow"), key=r.id)
+            used = (
+                "; ".join(r.used_by) if r.used_by else ("unused (a build of this config)" if r.built_here else "unused")
+            )
+            table.add_row(
+                literal(name), human_bytes(r.size), literal(used, style="" if r.used_by else "yellow"), key=r.id
+            )
         message.update(f"{len(msg.rows)} image(s)" if msg.rows else "no images of qpod's environments here")
 
     def action_prune(self) -> None:
@@ -81,8 +83,10 @@ class ImagesScreen(ModalScreen[None]):
             self.notify("no unused builds to prune")
             return
         names = "\n".join(visible(", ".join(r.tags) or r.id) for r in unused)
-        self.app.push_screen(ConfirmScreen(f"Remove {len(unused)} unused build image(s)?\n{names}"),
-                             lambda yes: self._prune() if yes else None)
+        self.app.push_screen(
+            ConfirmScreen(f"Remove {len(unused)} unused build image(s)?\n{names}"),
+            lambda yes: self._prune() if yes else None,
+        )
 
     @work(thread=True, group="images")
     def _prune(self) -> None:

@@ -103,7 +103,8 @@ class PullScreen(ModalScreen[bool]):
             total = sum(t for _, t in self.by_layer.values())
             bar.update(total=total, progress=done)
             self.query_one("#pull-status", Label).update(
-                f"{done / MB:.1f} / {total / MB:.1f} MB · {100 * done / total:.0f}%")
+                f"{done / MB:.1f} / {total / MB:.1f} MB · {100 * done / total:.0f}%"
+            )
             self.query_one("#pull-layers", Static).update(layer_lines(self.by_layer))
         elif msg.layer:
             self.query_one("#pull-status", Label).update(Text(visible(msg.layer), no_wrap=True, overflow="ellipsis"))

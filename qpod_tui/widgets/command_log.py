@@ -33,18 +33,17 @@ class CommandLogView(Vertical):
         Binding("s", "toggle_follow", "Follow", tooltip="Follow new records (toggle)", id="log.follow"),
         Binding("f", "toggle_failed", "Failed only", tooltip="Show failed commands only (toggle)", id="log.failed"),
         Binding("c", "copy", "Copy command", tooltip="Copy the command line to the clipboard", id="log.copy"),
-        Binding("escape", "clear_filter", "Clear filter", show=False,
-                tooltip="Clear the log filter", id="log.clear_filter"),
+        Binding(
+            "escape", "clear_filter", "Clear filter", show=False, tooltip="Clear the log filter", id="log.clear_filter"
+        ),
     ]
 
     class Appended(Message):
         """Records [start, stop) of the index were scanned with filter ``generation``."""
 
-        def __init__(self, generation: int, start: int, stop: int, matches: Sequence[int] | None,
-                     reset: bool) -> None:
+        def __init__(self, generation: int, start: int, stop: int, matches: Sequence[int] | None, reset: bool) -> None:
             super().__init__()
-            self.generation, self.start, self.stop, self.matches, self.reset = (
-                generation, start, stop, matches, reset)
+            self.generation, self.start, self.stop, self.matches, self.reset = (generation, start, stop, matches, reset)
 
     class RunningNow(Message):
         """The commands running now (``LogIndex.running``), read after an index refresh."""
@@ -189,8 +188,9 @@ class CommandLogView(Vertical):
         repo = self.query_one("#log-repo", Select).value
         env = self.query_one("#log-env", Select).value
         failed = self.query_one("#log-failed", Checkbox).value
-        flt = self.engine.log_filter(text, repo if isinstance(repo, str) else None,
-                                     env if isinstance(env, str) else None, failed)
+        flt = self.engine.log_filter(
+            text, repo if isinstance(repo, str) else None, env if isinstance(env, str) else None, failed
+        )
         return flt if (flt.text or flt.repo or flt.env or flt.failed) else None
 
     @on(Input.Changed, "#log-text")
@@ -308,4 +308,3 @@ class CommandLogView(Vertical):
         line = format_argv([str(a) for a in rec.get("argv") or []])
         self.app.copy_to_clipboard(line)
         self.notify(f"copied: {visible(line)}")
-

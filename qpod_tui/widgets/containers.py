@@ -20,8 +20,9 @@ from .repositories import state_text
 from .table_view import Layout, Prepared, TableView
 
 
-def container_cells(c: ContainerRow, stats: dict[str, Stats], counts: Counter[str],
-                    now: float) -> tuple[str | Text, ...]:
+def container_cells(
+    c: ContainerRow, stats: dict[str, Stats], counts: Counter[str], now: float
+) -> tuple[str | Text, ...]:
     """A container's row (a pure function: the loading worker calls it)."""
     running = c.state == "running"
     state = state_text(c.state)
@@ -34,8 +35,17 @@ def container_cells(c: ContainerRow, stats: dict[str, Stats], counts: Counter[st
     cmds = counts.get(c.name, 0) if cmds is None else cmds
     # a container on another machine (an environment's host:) says which, beside its environment
     env = assemble(c.environment, (f" @{c.host}", "cyan")) if getattr(c, "host", "") else c.environment
-    return (env, c.repository, state, uptime(c.started, now) if running else "-", cpu, memory,
-            str(cmds) if cmds else "-", c.image, c.name)
+    return (
+        env,
+        c.repository,
+        state,
+        uptime(c.started, now) if running else "-",
+        cpu,
+        memory,
+        str(cmds) if cmds else "-",
+        c.image,
+        c.name,
+    )
 
 
 class ContainersView(TableView):
@@ -54,9 +64,15 @@ class ContainersView(TableView):
         """Podman's containers (None: podman failed, ``error`` says why), CPU and memory by
         12-digit id once asked, and their cells ready to draw."""
 
-        def __init__(self, rows: list[ContainerRow] | None, error: str | None = None, now: float = 0.0,
-                     stats: dict[str, Stats] | None = None, prepared: Prepared | None = None,
-                     unreachable: list[str] | None = None) -> None:
+        def __init__(
+            self,
+            rows: list[ContainerRow] | None,
+            error: str | None = None,
+            now: float = 0.0,
+            stats: dict[str, Stats] | None = None,
+            prepared: Prepared | None = None,
+            unreachable: list[str] | None = None,
+        ) -> None:
             super().__init__()
             self.rows, self.error, self.now, self.stats, self.prepared = rows, error, now, stats, prepared
             self.unreachable = unreachable or []  # build hosts whose containers are missing, with why
@@ -111,20 +127,30 @@ class ContainersView(TableView):
         unreachable = list(self.engine.unreachable_hosts)
         first = not self.containers
         if first:  # the rows at once; their figures follow
-            self.post_message(self.Loaded(rows, now=now, prepared=self._prepare(rows, {}, counts, now, layout),
-                                          unreachable=unreachable))
+            self.post_message(
+                self.Loaded(
+                    rows, now=now, prepared=self._prepare(rows, {}, counts, now, layout), unreachable=unreachable
+                )
+            )
         running = [c.id for c in rows if c.state == "running"]
         try:
             stats = self.engine.container_stats(running, {c.id: c.host for c in rows if c.host}) if running else {}
         except QpodError:
             stats = {}  # the figures stay empty; the rows are podman's anyway
         # rows and figures in one update of the table (one redraw, not two)
-        self.post_message(self.Loaded(rows, now=now, stats=stats,
-                                      prepared=self._prepare(rows, stats, counts, now, layout),
-                                      unreachable=unreachable))
+        self.post_message(
+            self.Loaded(
+                rows,
+                now=now,
+                stats=stats,
+                prepared=self._prepare(rows, stats, counts, now, layout),
+                unreachable=unreachable,
+            )
+        )
 
-    def _prepare(self, rows: list[ContainerRow], stats: dict[str, Stats], counts: Counter[str], now: float,
-                 layout: Layout) -> Prepared:
+    def _prepare(
+        self, rows: list[ContainerRow], stats: dict[str, Stats], counts: Counter[str], now: float, layout: Layout
+    ) -> Prepared:
         return self.prepare([(c.name, container_cells(c, stats, counts, now)) for c in rows], layout)
 
     @on(Loaded)
@@ -133,15 +159,27 @@ class ContainersView(TableView):
         if msg.rows is None:
             self.containers = {}
             self.set_rows([])
-            self.show_message(assemble(("podman is unavailable", "bold"), ": ", literal(msg.error or ""),
-                                       "\n\nThe other views keep working; this one retries every few seconds."))
+            self.show_message(
+                assemble(
+                    ("podman is unavailable", "bold"),
+                    ": ",
+                    literal(msg.error or ""),
+                    "\n\nThe other views keep working; this one retries every few seconds.",
+                )
+            )
             return
         if msg.unreachable:
-            self.show_message(assemble(("Not reachable", "bold"), " (their containers are not listed): ",
-                                       literal("; ".join(msg.unreachable))))
+            self.show_message(
+                assemble(
+                    ("Not reachable", "bold"),
+                    " (their containers are not listed): ",
+                    literal("; ".join(msg.unreachable)),
+                )
+            )
         else:
-            self.show_message(None if msg.rows else "No qpod containers: a bound repository's first redirected "
-                              "command creates one.")
+            self.show_message(
+                None if msg.rows else "No qpod containers: a bound repository's first redirected command creates one."
+            )
         self.containers = {c.name: c for c in msg.rows}
         self.now = msg.now
         if msg.stats is not None:
@@ -171,16 +209,18 @@ class ContainersView(TableView):
     def action_stop(self) -> None:
         c = self._need_selection()
         if c is not None:
-            self.confirm(f"Stop container {visible(c.name)}?\nIts next redirected command starts it again.",
-                         lambda: self.call_engine(lambda: self.engine.stop_container(c.name),
-                                                  f"stopped {visible(c.name)}"))
+            self.confirm(
+                f"Stop container {visible(c.name)}?\nIts next redirected command starts it again.",
+                lambda: self.call_engine(lambda: self.engine.stop_container(c.name), f"stopped {visible(c.name)}"),
+            )
 
     def action_restart(self) -> None:
         c = self._need_selection()
         if c is not None:
-            self.confirm(f"Restart container {visible(c.name)}?\nCommands running in it are killed.",
-                         lambda: self.call_engine(lambda: self.engine.restart_container(c.name),
-                                                  f"restarted {visible(c.name)}"))
+            self.confirm(
+                f"Restart container {visible(c.name)}?\nCommands running in it are killed.",
+                lambda: self.call_engine(lambda: self.engine.restart_container(c.name), f"restarted {visible(c.name)}"),
+            )
 
     def action_shell(self) -> None:
         """Your shell in the container's repository, as a redirected command (qpod exec -t):

@@ -27,8 +27,9 @@ class EnvironmentsView(TableView):
         Binding("e", "edit", "Edit", tooltip="Edit the environment", id="envs.edit"),
         Binding("d", "delete", "Delete", tooltip="Delete the environment (refused while bound)", id="envs.delete"),
         Binding("p", "pull", "Pull image", tooltip="Pull the environment's image", id="envs.pull"),
-        Binding("i", "images", "Images", tooltip="The images of qpod's environments: size, use, prune",
-                id="envs.images"),
+        Binding(
+            "i", "images", "Images", tooltip="The images of qpod's environments: size, use, prune", id="envs.images"
+        ),
     ]
 
     class Loaded(Message):
@@ -86,8 +87,9 @@ class EnvironmentsView(TableView):
             self.show_message(assemble(("Cannot read the environments: ", "red"), literal(msg.error or "")))
             return
         key = self.app.key_for("envs.new")  # type: ignore[attr-defined]
-        self.show_message(None if msg.rows else assemble("No environments yet: press ", (key, "bold"),
-                                                          " to create one."))
+        self.show_message(
+            None if msg.rows else assemble("No environments yet: press ", (key, "bold"), " to create one.")
+        )
         self.envs = {r.name: r for r in msg.rows}
         self._refill()
 
@@ -146,12 +148,16 @@ class EnvironmentsView(TableView):
             return
         if r.repositories:  # the engine refuses too; saying it here saves a confirm
             users = visible(", ".join(r.repositories))
-            self.notify(f"environment '{visible(r.name)}' is used by {users}; unbind first", severity="error",
-                        timeout=8)
+            self.notify(
+                f"environment '{visible(r.name)}' is used by {users}; unbind first", severity="error", timeout=8
+            )
             return
-        self.confirm(f"Delete environment {visible(r.name)}?\nIts file is removed.",
-                     lambda: self.call_engine(lambda: self.engine.delete_environment(r.name),
-                                              f"environment {visible(r.name)} deleted"))
+        self.confirm(
+            f"Delete environment {visible(r.name)}?\nIts file is removed.",
+            lambda: self.call_engine(
+                lambda: self.engine.delete_environment(r.name), f"environment {visible(r.name)} deleted"
+            ),
+        )
 
     def action_pull(self) -> None:
         r = self.selected
@@ -160,7 +166,6 @@ class EnvironmentsView(TableView):
             return
         # on_done: "Image here" is refreshed when the pull ends, even after the dialog was closed
         self.app.push_screen(PullScreen(self.engine, r.image, on_done=lambda _ok: self.load()))
-
 
     def action_images(self) -> None:
         self.app.push_screen(ImagesScreen(self.engine), lambda _: self.load())

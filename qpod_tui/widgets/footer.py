@@ -34,8 +34,10 @@ class QFooter(Footer):
 
     def compose(self) -> ComposeResult:
         keys = [k for k in super().compose() if isinstance(k, Widget)]
-        end = sorted((k for k in keys if isinstance(k, FooterKey) and k.action in END_ACTIONS),
-                     key=lambda k: END_ACTIONS.index(k.action))
+        end = sorted(
+            (k for k in keys if isinstance(k, FooterKey) and k.action in END_ACTIONS),
+            key=lambda k: END_ACTIONS.index(k.action),
+        )
         rest = [k for k in keys if k not in end]
         width = self.size.width or self.app.size.width
         compact = width < 100

@@ -65,8 +65,10 @@ def record_cells(rec: dict[str, Any] | None, width: int) -> list[tuple[str, str]
     took = f"{duration:.2f}s" if duration is not None else "-"
     return [
         (_fit(when, TIME_W) + " ", "dim"),
-        (_fit(f"{status if status is not None else '?':>{STATUS_W - 1}}", STATUS_W - 1) + " ",
-         "ok" if status == 0 else "failed"),
+        (
+            _fit(f"{status if status is not None else '?':>{STATUS_W - 1}}", STATUS_W - 1) + " ",
+            "ok" if status == 0 else "failed",
+        ),
         (_fit(f"{took:>{DURATION_W - 1}}", DURATION_W - 1) + " ", ""),
         (_fit(str(rec.get("env") or "-"), env_w) + " ", ""),
         (_fit(str(rec.get("repo") or "-"), repo_w, left=True) + " ", ""),
@@ -76,15 +78,28 @@ def record_cells(rec: dict[str, Any] | None, width: int) -> list[tuple[str, str]
 
 def header_cells(width: int) -> str:
     env_w, repo_w, cmd_w = column_widths(width)
-    return (_fit("Time (UTC)", TIME_W) + " " + f"{'Exit':>{STATUS_W - 1}} " + f"{'Took':>{DURATION_W - 1}} "
-            + _fit("Environment", env_w) + " " + _fit("Repository", repo_w) + " " + _fit("Command", cmd_w))
+    return (
+        _fit("Time (UTC)", TIME_W)
+        + " "
+        + f"{'Exit':>{STATUS_W - 1}} "
+        + f"{'Took':>{DURATION_W - 1}} "
+        + _fit("Environment", env_w)
+        + " "
+        + _fit("Repository", repo_w)
+        + " "
+        + _fit("Command", cmd_w)
+    )
 
 
 class LogTable(ScrollView, can_focus=True):
     """Rows are record numbers of a LogIndex (all of them, or those a filter kept)."""
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
-        "logtable--header", "logtable--cursor", "logtable--ok", "logtable--failed", "logtable--dim",
+        "logtable--header",
+        "logtable--cursor",
+        "logtable--ok",
+        "logtable--failed",
+        "logtable--dim",
     }
     BINDINGS: ClassVar[list[BindingType]] = [
         *NAV_BINDINGS,  # the ids every table shares

@@ -39,15 +39,31 @@ class NavTable(DataTable[str | Text], inherit_bindings=False):
         self._pass_style: Style | None = None
         super().__init__(*args, **kwargs)
 
-    def _render_cell(self, row_index: int, column_index: int, base_style: Style, width: int,
-                     cursor: bool = False, hover: bool = False) -> list[list[Segment]]:
+    def _render_cell(
+        self,
+        row_index: int,
+        column_index: int,
+        base_style: Style,
+        width: int,
+        cursor: bool = False,
+        hover: bool = False,
+    ) -> list[list[Segment]]:
         if row_index < 0 or column_index < 0:  # the header and row labels: as DataTable does
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         row_key = self._row_locations.get_key(row_index)
         column_key = self._column_locations.get_key(column_index)
         value = self._data[row_key][column_key]
-        key = (row_key, column_key, row_index, base_style, width, cursor, hover, self._show_hover_cursor,
-               self._pseudo_class_state)
+        key = (
+            row_key,
+            column_key,
+            row_index,
+            base_style,
+            width,
+            cursor,
+            hover,
+            self._show_hover_cursor,
+            self._pseudo_class_state,
+        )
         kept = self._kept_cells.get(key)
         if kept is not None and kept[0] is value:  # the same value object: update_cell replaces it
             return kept[1]

@@ -28,19 +28,36 @@ class RepositoriesView(TableView):
     COLUMNS = ("Repository", "Branch", "Environment", "Branch rules", "Container")
     PRIMARY = "change_environment"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("enter", "change_environment", "Environment", tooltip="Change the repository's environment",
-                id="repos.open"),
+        Binding(
+            "enter", "change_environment", "Environment", tooltip="Change the repository's environment", id="repos.open"
+        ),
         Binding("b", "bind", "Bind", tooltip="Bind a repository to an environment", id="repos.bind"),
-        Binding("e", "change_environment", "Environment",
-                tooltip="Change the repository's environment (any branch)", id="repos.environment"),
-        Binding("a", "add_rule", "Add rule",
-                tooltip="Add a branch rule (branch glob -> environment)", id="repos.add_rule"),
+        Binding(
+            "e",
+            "change_environment",
+            "Environment",
+            tooltip="Change the repository's environment (any branch)",
+            id="repos.environment",
+        ),
+        Binding(
+            "a", "add_rule", "Add rule", tooltip="Add a branch rule (branch glob -> environment)", id="repos.add_rule"
+        ),
         Binding("x", "remove_rule", "Remove rule", tooltip="Remove a branch rule", id="repos.remove_rule"),
         Binding("u", "unbind", "Unbind", tooltip="Unbind the repository", id="repos.unbind"),
-        Binding("A", "allow", "Allow file", tooltip="Show the repository's .qpod.yaml and allow this content of it",
-                id="repos.allow"),
-        Binding("B", "build", "Build image", tooltip="Build the image the repository's .qpod.yaml gives (build:)",
-                id="repos.build"),
+        Binding(
+            "A",
+            "allow",
+            "Allow file",
+            tooltip="Show the repository's .qpod.yaml and allow this content of it",
+            id="repos.allow",
+        ),
+        Binding(
+            "B",
+            "build",
+            "Build image",
+            tooltip="Build the image the repository's .qpod.yaml gives (build:)",
+            id="repos.build",
+        ),
     ]
 
     class Loaded(Message):
@@ -99,8 +116,9 @@ class RepositoriesView(TableView):
             self.show_message(assemble(("Cannot read the bindings: ", "red"), msg.error or ""))
             return
         key = self.app.key_for("repos.bind")  # type: ignore[attr-defined]
-        self.show_message(None if msg.rows else assemble("No bound repositories yet: press ", (key, "bold"),
-                                                          " to bind one."))
+        self.show_message(
+            None if msg.rows else assemble("No bound repositories yet: press ", (key, "bold"), " to bind one.")
+        )
         self.repos = {r.root: r for r in msg.rows}
         self.set_rows([(r.root, self._cells(r)) for r in msg.rows])
 
@@ -127,8 +145,12 @@ class RepositoriesView(TableView):
             text = Text(visible(r.root), style="", end="")
             text.stylize("bold")
             container = f"; container {r.container}" if r.container else ""
-            text.append(visible(f"  environment {r.environment or 'none'} ({r.why}); any branch: "
-                                f"{r.default_environment or 'none'}{container}"))
+            text.append(
+                visible(
+                    f"  environment {r.environment or 'none'} ({r.why}); any branch: "
+                    f"{r.default_environment or 'none'}{container}"
+                )
+            )
             if r.waiting or r.broken:
                 text.append(visible(f"  {r.waiting or r.broken}"), style="red")
         self.query_one("#repo-detail", Static).update(text)
@@ -156,11 +178,14 @@ class RepositoriesView(TableView):
 
         def chosen(env: str | None) -> None:
             if env:
-                self.call_engine(lambda: self.engine.set_environment(r.root, env),
-                                 f"{visible(r.root)}: environment {visible(env)} for any branch")
+                self.call_engine(
+                    lambda: self.engine.set_environment(r.root, env),
+                    f"{visible(r.root)}: environment {visible(env)} for any branch",
+                )
 
-        self.app.push_screen(PickEnvironmentScreen(self.engine, f"Environment of {visible(r.root)}",
-                                                   r.default_environment), chosen)
+        self.app.push_screen(
+            PickEnvironmentScreen(self.engine, f"Environment of {visible(r.root)}", r.default_environment), chosen
+        )
 
     def action_add_rule(self) -> None:
         r = self._need_selection()
@@ -185,8 +210,10 @@ class RepositoriesView(TableView):
                 return
             last = len(r.branches) == 1 and not r.default_environment
             note = " (its last rule: the repository is unbound)" if last else ""
-            self.call_engine(lambda: self.engine.remove_branch_rule(r.root, glob),
-                             f"removed branch rule {visible(glob)} of {visible(r.root)}{note}")
+            self.call_engine(
+                lambda: self.engine.remove_branch_rule(r.root, glob),
+                f"removed branch rule {visible(glob)} of {visible(r.root)}{note}",
+            )
 
         options = [(f"{visible(g)} → {visible(e)}", g) for g, e in r.branches.items()]
         self.app.push_screen(PickScreen(f"Remove a branch rule of {visible(r.root)}", options), chosen)
@@ -194,8 +221,10 @@ class RepositoriesView(TableView):
     def action_unbind(self) -> None:
         r = self._need_selection()
         if r is not None:
-            self.confirm(f"Unbind {visible(r.root)}?\nIts commands will run on the host again.",
-                         lambda: self.call_engine(lambda: self.engine.unbind(r.root), f"unbound {visible(r.root)}"))
+            self.confirm(
+                f"Unbind {visible(r.root)}?\nIts commands will run on the host again.",
+                lambda: self.call_engine(lambda: self.engine.unbind(r.root), f"unbound {visible(r.root)}"),
+            )
 
     def action_allow(self) -> None:
         r = self._need_selection()
@@ -218,12 +247,14 @@ class RepositoriesView(TableView):
         lines = [f"Allow this .qpod.yaml of {msg.root} (sha256 {msg.sha[:16]})?", *msg.info]
         if msg.risky:
             lines += ["It asks for access beyond the repository:", *(f"! {line}" for line in msg.risky)]
-        self.confirm("\n".join(visible(line) for line in lines),
-                     lambda: self.call_engine(lambda: self.engine.allow_repo_file(msg.root, msg.sha),
-                                              f"allowed the .qpod.yaml of {visible(msg.root)}"))
+        self.confirm(
+            "\n".join(visible(line) for line in lines),
+            lambda: self.call_engine(
+                lambda: self.engine.allow_repo_file(msg.root, msg.sha), f"allowed the .qpod.yaml of {visible(msg.root)}"
+            ),
+        )
 
     def action_build(self) -> None:
         r = self._need_selection()
         if r is not None:
             self.app.push_screen(BuildScreen(self.engine, r.root), lambda _: self.load())
-

@@ -51,7 +51,11 @@ class Layout:
 
     def same_layout(self, other: "Layout") -> bool:
         return (self.needle, self.width, self.height, self.padding) == (
-            other.needle, other.width, other.height, other.padding)
+            other.needle,
+            other.width,
+            other.height,
+            other.padding,
+        )
 
 
 @dataclass(frozen=True)
@@ -75,8 +79,14 @@ class TableView(Vertical):
     LEFT_CUT: ClassVar[frozenset[str]] = frozenset({"Repository"})  # paths: a cut keeps their end
     PRIMARY: ClassVar[str] = ""
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "clear_filter", "Clear filter", show=False,
-                tooltip="Clear the list filter", id="list.clear_filter"),
+        Binding(
+            "escape",
+            "clear_filter",
+            "Clear filter",
+            show=False,
+            tooltip="Clear the list filter",
+            id="list.clear_filter",
+        ),
     ]
 
     class Done(Message):
@@ -161,17 +171,27 @@ class TableView(Vertical):
         cells cut to them, and the cells that differ from ``layout.drawn`` when only cells changed."""
         literal_rows = [(key, [literal(c) if isinstance(c, str) else c for c in cells]) for key, cells in rows]
         needle = layout.needle
-        shown = [(k, row) for k, row in literal_rows
-                 if not needle or needle in " ".join(str(c) for c in row).lower()]
+        shown = [(k, row) for k, row in literal_rows if not needle or needle in " ".join(str(c) for c in row).lower()]
         widths = cls.column_widths(shown, layout)
         left = [name in cls.LEFT_CUT for name in cls.COLUMNS]
-        fitted = [(key, [fit_text(c, w, left=lc) if isinstance(c, Text) else c
-                         for c, w, lc in zip(row, widths, left, strict=True)]) for key, row in shown]
+        fitted = [
+            (
+                key,
+                [
+                    fit_text(c, w, left=lc) if isinstance(c, Text) else c
+                    for c, w, lc in zip(row, widths, left, strict=True)
+                ],
+            )
+            for key, row in shown
+        ]
         changes: list[tuple[str, str, Cell]] | None = None
         if widths == layout.drawn_widths and [k for k, _ in fitted] == [k for k, _ in layout.drawn]:
-            changes = [(key, name, cell)  # a refresh of the same rows (uptime, CPU): changed cells only
-                       for (key, row), (_key, before) in zip(fitted, layout.drawn, strict=True)
-                       for name, cell, old in zip(cls.COLUMNS, row, before, strict=True) if cell != old]
+            changes = [
+                (key, name, cell)  # a refresh of the same rows (uptime, CPU): changed cells only
+                for (key, row), (_key, before) in zip(fitted, layout.drawn, strict=True)
+                for name, cell, old in zip(cls.COLUMNS, row, before, strict=True)
+                if cell != old
+            ]
         return Prepared(literal_rows, layout, widths, fitted, changes)
 
     @classmethod
