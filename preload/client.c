@@ -552,9 +552,10 @@ static void rotate(const char *log, long keep)
 }
 
 /* flock(fd, LOCK_EX), polled so that a holder that never lets go (a writer stopped with
- * Ctrl-Z while it held it) is named after a second and given up on after LOG_LOCK_WAIT seconds:
- * the record is then appended unlocked (one O_APPEND write: a record is never dropped; only a
- * rotation at that very moment could interleave). */
+ * Ctrl-Z while it held it) is given up on after LOG_LOCK_WAIT seconds, said in one line: the
+ * record is then appended unlocked (one O_APPEND write: a record is never dropped; only a
+ * rotation at that very moment could interleave). Quiet until then: parallel builds wait here
+ * often and briefly. */
 #define LOG_LOCK_WAIT 60
 static void lock_wait(int fd, const char *path)
 {
@@ -562,8 +563,6 @@ static void lock_wait(int fd, const char *path)
     for (long waited_ms = 0;; waited_ms += 20) {
         if (flock(fd, LOCK_EX | LOCK_NB) == 0 || (errno != EWOULDBLOCK && errno != EINTR))
             return;
-        if (waited_ms == 1000)
-            say("qpod: waiting for %s (held by another qpod process; at most %d s)...", path, LOG_LOCK_WAIT);
         if (waited_ms >= LOG_LOCK_WAIT * 1000) {
             say("qpod: gave up waiting for %s after %d s: the record is written without it", path, LOG_LOCK_WAIT);
             return;

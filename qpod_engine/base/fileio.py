@@ -103,13 +103,6 @@ def private_fd(fd: int) -> None:
         os.fchmod(fd, st.st_mode & 0o7700)
 
 
-def _to_stderr(line: str) -> None:
-    import sys
-
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
-
-
 def lock_holder(fd: int) -> str:
     """Who holds the flock of the open lock file ``fd``: its pid (/proc/locks) and what it said
     it does (the line ``hold_lock`` writes into the file), as far as they can be known."""
@@ -141,22 +134,23 @@ def flock_wait(
     fd: int, path: str, timeout: float, say: "Callable[[str], None] | None" = None, shared: bool = False
 ) -> None:
     """``flock(fd, LOCK_EX)`` (``shared``: LOCK_SH), waiting at most ``timeout`` seconds: when
-    the lock is taken, one line to ``say`` names ``path`` and its holder; at the deadline
-    QpodError (exit 125) names them again. Polls with LOCK_NB: a blocking flock cannot be given
-    a deadline (an alarm signal is not an option in the dashboard's worker threads)."""
+    the lock is taken, one line to ``say`` names ``path`` and its holder (None: a quiet wait,
+    as parallel launches waiting for one container's start must be); at the deadline QpodError
+    (exit 125) names them. Polls with LOCK_NB: a blocking flock cannot be given a deadline (an
+    alarm signal is not an option in the dashboard's worker threads)."""
     import fcntl
     import time
 
     from qpod_engine.base.errors import EXIT_QPOD, QpodError
 
-    say = say or _to_stderr
     op = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     try:
         fcntl.flock(fd, op | fcntl.LOCK_NB)
         return
     except BlockingIOError:
         pass
-    say(f"qpod: waiting for {path} (held by {lock_holder(fd)}; at most {timeout:g} s)...")
+    if say is not None:
+        say(f"qpod: waiting for {path} (held by {lock_holder(fd)}; at most {timeout:g} s)...")
     deadline = time.monotonic() + timeout
     pause = 0.02
     while True:
@@ -184,7 +178,7 @@ class locked:  # noqa: N801 - used as a context manager, like open()
     a lock file lets a third process lock a fresh inode while a second holds the old one),
     released on exit; for a read-modify-write of the file it guards: read again under the lock.
     Waited for at most ``timeout`` seconds, as ``flock_wait`` says (``say`` gets the waiting
-    line; None: stderr); ``what`` ("building image X") is written in the file for waiters."""
+    line; None: a quiet wait); ``what`` ("building image X") is written in the file for waiters."""
 
     def __init__(
         self, path: str, what: str = "", timeout: float = LOCK_WAIT, say: "Callable[[str], None] | None" = None

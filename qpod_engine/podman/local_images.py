@@ -30,6 +30,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -192,8 +193,14 @@ def image_lock_path(ref: str) -> str:
 
 
 def _image_lock(ref: str, progress: Progress = None, timeout: float = LOCK_TIMEOUT) -> locked:
-    """Exclusive lock per image ref (and per user), see ``image_lock_path``."""
-    return locked(image_lock_path(ref), f"building image {ref}", timeout, progress)
+    """Exclusive lock per image ref (and per user), see ``image_lock_path``: a waiter says who
+    builds (through ``progress``, else on stderr: a build takes minutes)."""
+    return locked(image_lock_path(ref), f"building image {ref}", timeout, progress or _to_stderr)
+
+
+def _to_stderr(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def _say(progress: Progress, message: str) -> None:
