@@ -86,7 +86,7 @@ def test_busybox_two_processes_at_once_build_once() -> None:
     ref = "localhost/qpod-busybox-locktest:latest"
     remove_image(ref)
     code = (
-        "import sys; from qpod_engine import images; "
+        "import sys; from qpod_engine.podman import local_images as images; "
         "images.build_busybox_image(sys.argv[1], progress=lambda m: print('PROGRESS', m, flush=True))"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}

@@ -73,7 +73,7 @@ def test_socket_path_is_podmans_answer_and_cached(
 
 
 def test_concurrent_starters_share_one_service(own_socket: str) -> None:
-    code = "from qpod_engine import service; print(service.ensure_service(120))"
+    code = "from qpod_engine.podman import service; print(service.ensure_service(120))"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     procs = [
         subprocess.Popen(

@@ -120,7 +120,7 @@ def test_qpod_log_follow_across_rotation_as_a_user_runs_it(qpod_home: Path) -> N
     try:
         time.sleep(0.5)  # not a proof of anything: the follower may start late, "-n 0" then shows less
         writer = (
-            "import sys; from qpod_engine import cmdlog\n"
+            "import sys; from qpod_engine.log import cmdlog\n"
             "for i in range(80):\n"
             f"    cmdlog.append({{**{GOOD!r}, 'argv': ['make', 'w%d' % i]}}, max_bytes=700, keep=200)\n"
         )

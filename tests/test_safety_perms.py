@@ -76,7 +76,7 @@ def test_state_is_private_and_config_is_not_writable_by_others(shared_home: Path
     r = qpod_umask0(shared_home, "init", "e", cwd=repo)
     assert r.returncode == 0, r.stderr
     # the launcher writes the log through cmdlog.append: the same call, from a umask-000 process
-    code = "from qpod_engine import cmdlog; cmdlog.append({'argv': ['make', 'secret-token'], 'status': 0}, 1 << 20, 3)"
+    code = "from qpod_engine.log import cmdlog; cmdlog.append({'argv': ['make', 'secret-token'], 'status': 0}, 1 << 20, 3)"
     env = {
         **os.environ,
         "QPOD_CONFIG_DIR": str(shared_home / "config"),
@@ -129,7 +129,7 @@ def test_state_left_open_by_an_older_qpod_is_closed(shared_home: Path, other_use
     assert mode(state / "snapshot.json") == 0o600
     env = {**os.environ, "QPOD_STATE_DIR": str(state), "PYTHONPATH": str(REPO_ROOT)}
     subprocess.run(
-        [sys.executable, "-c", "from qpod_engine import cmdlog; cmdlog.append({'status': 0})"], env=env, check=True
+        [sys.executable, "-c", "from qpod_engine.log import cmdlog; cmdlog.append({'status': 0})"], env=env, check=True
     )
     assert mode(state / "commands.log") == 0o600
     assert as_other(other_user, f"cat {state}/commands.log").returncode != 0

@@ -188,7 +188,7 @@ def test_another_user_cannot_take_the_image_lock(plant: str, planter: str, victi
         r = as_user(
             victim,
             victim_home,
-            "from qpod_engine import images\n"
+            "from qpod_engine.podman import local_images as images\n"
             f"with images._image_lock({LOCK_REF!r}):\n    print('locked', flush=True)\n",
         )
         assert r.returncode == 0 and r.stdout == "locked\n", r.stderr
@@ -205,7 +205,7 @@ def test_another_user_cannot_take_the_image_lock(plant: str, planter: str, victi
 
 def test_a_lock_wait_names_its_holder_and_gives_up(qpod_home: Path) -> None:
     hold = (
-        "import sys\nfrom qpod_engine import images\n"
+        "import sys\nfrom qpod_engine.podman import local_images as images\n"
         f"with images._image_lock({LOCK_REF!r}):\n    print('held', flush=True)\n    sys.stdin.read()\n"
     )
     holder = subprocess.Popen(
