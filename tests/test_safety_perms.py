@@ -76,7 +76,10 @@ def test_state_is_private_and_config_is_not_writable_by_others(shared_home: Path
     r = qpod_umask0(shared_home, "init", "e", cwd=repo)
     assert r.returncode == 0, r.stderr
     # the launcher writes the log through cmdlog.append: the same call, from a umask-000 process
-    code = "from qpod_engine.log import cmdlog; cmdlog.append({'argv': ['make', 'secret-token'], 'status': 0}, 1 << 20, 3)"
+    code = (
+        "from qpod_engine.log import cmdlog; "
+        "cmdlog.append({'argv': ['make', 'secret-token'], 'status': 0}, 1 << 20, 3)"
+    )
     env = {
         **os.environ,
         "QPOD_CONFIG_DIR": str(shared_home / "config"),
