@@ -77,8 +77,7 @@ def test_state_is_private_and_config_is_not_writable_by_others(shared_home: Path
     assert r.returncode == 0, r.stderr
     # the launcher writes the log through cmdlog.append: the same call, from a umask-000 process
     code = (
-        "from qpod_engine.log import cmdlog; "
-        "cmdlog.append({'argv': ['make', 'secret-token'], 'status': 0}, 1 << 20, 3)"
+        "from qpod_engine.log import cmdlog; cmdlog.append({'argv': ['make', 'secret-token'], 'status': 0}, 1 << 20, 3)"
     )
     env = {
         **os.environ,
