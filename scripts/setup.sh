@@ -15,11 +15,13 @@
 # Safe to run again (it updates both installs); runs are serialised by a lock.
 # 'bash scripts/setup.sh --source-hash' prints the fingerprint of the sources the /opt/qpod
 # install was made from (kept in /opt/qpod/qpod-source.sha256; the rootless tests compare).
+# QPOD_PREFIX and QPOD_BIN_DIR put the install and its two links elsewhere (default /opt/qpod and
+# /usr/local/bin): the tests install into a prefix of their own, never over the user's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PREFIX=/opt/qpod
-BIN_DIR=/usr/local/bin
+PREFIX=${QPOD_PREFIX:-/opt/qpod}
+BIN_DIR=${QPOD_BIN_DIR:-/usr/local/bin}
 PY=/usr/bin/python3  # Debian's python, whatever python3 comes first on PATH
 
 die() { echo "setup.sh: $*" >&2; exit 1; }
@@ -95,6 +97,7 @@ lib=$("$PREFIX/bin/python" -I -c 'from qpod_engine.base import paths; print(path
   || die "the qpod package in $PREFIX does not import"
 [ -x "$lib/qpod-client" ] || die "$lib/qpod-client was not built (see the pip output above)"
 ln -sfn "$PREFIX/bin/python" "$lib/python"
+mkdir -p "$BIN_DIR"
 ln -sfn "$lib/qpod-client" "$BIN_DIR/qpod"
 ln -sfn "$PREFIX/bin/qpod-shell" "$BIN_DIR/qpod-shell"
 echo "setup.sh: qpod installed in $PREFIX, $BIN_DIR/qpod and $BIN_DIR/qpod-shell ($((SECONDS - t0)) s)"
