@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import run_qpod
+from conftest import REPO_ROOT, run_qpod
 
 from qpod_engine.base import paths
 from qpod_engine.base.errors import ConfigError
@@ -144,11 +144,9 @@ def test_config_hash_ignores_routing_only_keys() -> None:
 
 def test_readme_reference_is_the_field_table():
     """One table of environment options: the README's reference is generated from it."""
-    from pathlib import Path
-
     from qpod_engine.config.fields import markdown_table
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (REPO_ROOT / "README.md").read_text()
     assert markdown_table() in readme, (
         "README's environment keys differ from env_fields.FIELDS: "
         "paste the output of 'python -m qpod_engine.config.fields'"

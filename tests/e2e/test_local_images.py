@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT
 
 from qpod_engine.base.errors import QpodError
 from qpod_engine.podman import local_images as images
@@ -89,7 +90,7 @@ def test_busybox_two_processes_at_once_build_once() -> None:
         "import sys; from qpod_engine.podman import local_images as images; "
         "images.build_busybox_image(sys.argv[1], progress=lambda m: print('PROGRESS', m, flush=True))"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     try:
         procs = [
             subprocess.Popen([sys.executable, "-c", code, ref], stdout=subprocess.PIPE, text=True, env=env)
