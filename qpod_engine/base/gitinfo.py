@@ -29,7 +29,7 @@ def discover_root(start: str) -> str:
         repo = pygit2.Repository(found)
     except pygit2.GitError as err:
         owner = _owner(found) if found else None
-        if owner is not None and owner != os.geteuid():
+        if found and owner is not None and owner != os.geteuid():
             # git's safe.directory rule, in qpod's words (checked here, not read from the error)
             raise QpodError(
                 f"{start}: the repository belongs to another user (uid {owner}) and git refuses it: "

@@ -20,9 +20,9 @@ class Lines:
     """Line numbers (1-based) of the keys of a loaded YAML document, by key path."""
 
     def __init__(self) -> None:
-        self._lines: dict[tuple, int] = {}
+        self._lines: dict[tuple[Any, ...], int] = {}
 
-    def set(self, path: tuple, line: int) -> None:
+    def set(self, path: tuple[Any, ...], line: int) -> None:
         self._lines[path] = line
 
     def get(self, *path: Any) -> int | None:
@@ -33,7 +33,7 @@ class Lines:
         return self._lines.get(())
 
 
-def _to_python(node: yaml.Node, path: tuple, lines: Lines, file: str) -> Any:
+def _to_python(node: yaml.Node, path: tuple[Any, ...], lines: Lines, file: str) -> Any:
     lines.set(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
@@ -53,6 +53,11 @@ def _to_python(node: yaml.Node, path: tuple, lines: Lines, file: str) -> Any:
 MAX_DEPTH = 64  # qpod's files nest three or four levels; libyaml's composer recurses in C (a segfault at ~10,000)
 
 
+def _line(event: yaml.Event) -> int | None:
+    """The 1-based line of a parser's event (the parser always sets its mark)."""
+    return event.start_mark.line + 1 if event.start_mark is not None else None
+
+
 def _check_events(text: str, file: str) -> None:
     """Refuse an alias (``*name``): qpod's files never need one, and a few hundred bytes of
     nested aliases expand to billions of nodes (a "billion laughs" bomb would hang every qpod
@@ -62,16 +67,12 @@ def _check_events(text: str, file: str) -> None:
     for event in yaml.parse(text, Loader=_Loader):
         if isinstance(event, yaml.AliasEvent):
             raise ConfigError(
-                file,
-                f"YAML aliases are not supported (*{event.anchor}): write the value out",
-                event.start_mark.line + 1,
+                file, f"YAML aliases are not supported (*{event.anchor}): write the value out", _line(event)
             )
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
             if depth > MAX_DEPTH:
-                raise ConfigError(
-                    file, f"invalid YAML: nested deeper than {MAX_DEPTH} levels", event.start_mark.line + 1
-                )
+                raise ConfigError(file, f"invalid YAML: nested deeper than {MAX_DEPTH} levels", _line(event))
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
 

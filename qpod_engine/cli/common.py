@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    pass
+    from qpod_engine.api import Engine
 
 
 def out_json(data: Any) -> None:
@@ -25,7 +25,7 @@ def table(rows: list[list[str]], headers: list[str]) -> None:
         print("  ".join(ljust(c, w) for c, w in zip(row, widths, strict=False)).rstrip())
 
 
-def engine() -> Any:
+def engine() -> Engine:
     """The engine facade the TUI uses too (imported here: ``qpod exec`` must not pay for it)."""
     from qpod_engine.api import Engine
 

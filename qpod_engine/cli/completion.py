@@ -31,21 +31,20 @@ ENV_ARGS = {
 REPO_ARGS = {("log", "repo"), ("init", "path"), ("unbind", "path")}
 
 
-def _argcomplete():  # type: ignore[no-untyped-def]
-    try:
-        import argcomplete
-    except ImportError:
-        raise QpodError(
-            "shell completion needs argcomplete: pip install argcomplete (sudo bash scripts/setup.sh installs it)", 1
-        ) from None
-    return argcomplete
+ARGCOMPLETE_MISSING = (
+    "shell completion needs argcomplete: pip install argcomplete (sudo bash scripts/setup.sh installs it)"
+)
 
 
 def script(shell: str) -> str:
     """The code that enables completion of ``qpod`` and ``qpod-shell`` in ``shell``."""
     if shell not in SHELLS:
         raise QpodError(f"no completion for shell '{shell}' (one of {', '.join(SHELLS)})", 2)
-    return _argcomplete().shellcode(list(PROGRAMS), shell=shell)
+    try:
+        import argcomplete
+    except ImportError:
+        raise QpodError(ARGCOMPLETE_MISSING, 1) from None
+    return argcomplete.shellcode(list(PROGRAMS), shell=shell)
 
 
 def environment_names(prefix: str = "", **_: object) -> list[str]:
@@ -95,8 +94,8 @@ def attach_completers(parser: argparse.ArgumentParser) -> None:
 def autocomplete(parser: argparse.ArgumentParser) -> None:
     """Answer the shell's completion request (``_ARGCOMPLETE`` is set) and exit."""
     try:
-        argcomplete = _argcomplete()
-    except QpodError:
+        import argcomplete
+    except ImportError:
         os._exit(1)  # no candidates: the shell falls back to file names
     attach_completers(parser)
     argcomplete.autocomplete(parser)

@@ -34,15 +34,13 @@ def cmd_which(a: argparse.Namespace) -> int:
         "in_image": None,
     }
     blocked = None
-    env_entry = (
-        snapshot.environment_entry(snap, d.target.environment, d.target.root) or {}
-        if d.in_container and d.target
-        else {}
-    )
-    if d.in_container and d.target:
+    routed = d.target if d.in_container else None  # a container decision names a repository and its environment
+    env_name = routed.environment if routed else None
+    env_entry = (snapshot.environment_entry(snap, env_name, routed.root) or {}) if routed and env_name else {}
+    if routed:
         # a broken or unknown environment, a repository file not allowed: the command would
         # fail (125), say so and why
-        blocked = snapshot.environment_problem(snap, d.target.environment, d.target.root)
+        blocked = snapshot.environment_problem(snap, routed.environment, routed.root)
         data["blocked"] = blocked
     if not blocked:
         if env_entry.get("host"):
@@ -50,10 +48,10 @@ def cmd_which(a: argparse.Namespace) -> int:
 
             data["host"] = env_entry["host"]
             data["differences"] = DIFFERENCES
-    if d.in_container and d.target and "/" not in a.argv[0] and not blocked:
+    if routed and env_name and "/" not in a.argv[0] and not blocked:
         from qpod_engine.podman.lifecycle import command_in_container
 
-        data["in_image"] = command_in_container(d.target.environment, d.target.root, a.argv[0])
+        data["in_image"] = command_in_container(env_name, routed.root, a.argv[0])
     if a.json:
         out_json(data)
     else:
@@ -91,11 +89,15 @@ def cmd_exec(a: argparse.Namespace) -> int:
         raise
 
 
-class Namespace:
-    """Parsed arguments for the paths that skip argparse."""
+if TYPE_CHECKING:  # to the type checker, argparse's (the same constructor, any attribute)
+    from argparse import Namespace as Namespace
+else:
 
-    def __init__(self, **kw: Any) -> None:
-        self.__dict__.update(kw)
+    class Namespace:
+        """Parsed arguments for the paths that skip argparse (importing it costs milliseconds)."""
+
+        def __init__(self, **kw: Any) -> None:
+            self.__dict__.update(kw)
 
 
 def exec_fast_path(argv: Sequence[str]) -> int | None:
@@ -120,7 +122,7 @@ def exec_fast_path(argv: Sequence[str]) -> int | None:
         return None  # --help and friends: let argparse answer
     if not rest:
         return None
-    return cmd_exec(Namespace(argv=rest, env=env, tty=tty))  # type: ignore[arg-type]
+    return cmd_exec(Namespace(argv=rest, env=env, tty=tty))
 
 
 def add_parsers(sub: Any) -> None:

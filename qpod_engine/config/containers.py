@@ -212,7 +212,8 @@ def facts_lock(name: str) -> str:
 def read_facts(name: str) -> dict[str, Any] | None:
     try:
         with open(facts_path(name), encoding="utf-8") as f:
-            return json.load(f)
+            facts: dict[str, Any] = json.load(f)  # written by write_facts
+            return facts
     except (OSError, ValueError):
         return None
 

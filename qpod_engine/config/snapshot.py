@@ -125,7 +125,7 @@ def compile_config() -> dict[str, Any]:
             envs[name] = {**asdict(env), "hash": env.config_hash()}
         except QpodError as err:
             envs[name] = {"error": str(err)}
-    snap = {
+    snap: dict[str, Any] = {
         "version": SNAPSHOT_VERSION,
         "layout": naming.CONTAINER_LAYOUT,  # precomputed container hashes depend on it
         "sources": sources,
@@ -149,11 +149,11 @@ def compile_config() -> dict[str, Any]:
     snap["containers"] = {}
     for repo in snap["repos"]:
         for env_name in repo.pop("envs"):
-            env = environment_entry(snap, env_name, repo["root"])
-            if env is not None and "error" not in env and "absent" not in env:
+            entry = environment_entry(snap, env_name, repo["root"])
+            if entry is not None and "error" not in entry and "absent" not in entry:
                 snap["containers"][f"{env_name}\t{repo['root']}"] = [
                     naming.container_name(env_name, repo["root"]),
-                    naming.container_hash(env, repo["root"]),
+                    naming.container_hash(entry, repo["root"]),
                 ]
     # the rules first, then the snapshot that names their stamp: rules rewritten or damaged
     # since (a well-formed but wrong file too) no longer match it and are compiled again
@@ -219,7 +219,7 @@ def load() -> dict[str, Any]:
     """The current compiled config, recompiling when any source changed."""
     try:
         with open(paths.snapshot_file(), encoding="utf-8") as f:
-            snap = json.load(f)
+            snap: dict[str, Any] = json.load(f)  # written by compile_config
         if (
             snap.get("version") == SNAPSHOT_VERSION
             and snap.get("layout") == naming.CONTAINER_LAYOUT
@@ -269,8 +269,10 @@ def environment_entry(snap: dict[str, Any], name: str, root: str) -> dict[str, A
     """The compiled environment ``name`` as it applies to ``root``: a named one, or the
     repository's own file (``REPO_FILE``)."""
     if name == REPO_FILE:
-        return snap.get("repo_envs", {}).get(root)
-    return snap["envs"].get(name)
+        repo_envs: dict[str, dict[str, Any]] = snap.get("repo_envs", {})
+        return repo_envs.get(root)
+    envs: dict[str, dict[str, Any]] = snap["envs"]
+    return envs.get(name)
 
 
 def environment_problem(snap: dict[str, Any], name: str | None, root: str) -> str | None:

@@ -129,7 +129,7 @@ def open_newer(log: str, fd: int | None) -> list[int]:
         names = files(log)
         if fd is not None:
             mine = os.fstat(fd)
-            stats = []
+            stats: list[os.stat_result | None] = []
             for n in names:
                 try:
                     stats.append(os.stat(n))
@@ -332,9 +332,9 @@ def recent(
                     out.append(box)
                     live += 1
             else:
-                box = starts.pop(rid, None)
-                if box is not None:
-                    box[0] = None
+                superseded = starts.pop(rid, None)
+                if superseded is not None:
+                    superseded[0] = None
                     live -= 1
         if not is_start(rec) and (flt is None or flt.match(rec)):
             out.append([rec])

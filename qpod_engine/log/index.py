@@ -244,7 +244,7 @@ class LogIndex:
 
     def scan(
         self, flt: cmdlog.Filter, start: int = 0, stop: int | None = None, cancelled: Callable[[], bool] = lambda: False
-    ) -> array:
+    ) -> "array[int]":  # quoted: array is not subscriptable at run time before 3.12
         """Numbers of the records in ``[start, stop)`` that ``flt`` keeps (empty when cancelled)."""
         stop = len(self) if stop is None else stop
         keep = array("q")

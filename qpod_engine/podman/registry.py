@@ -10,6 +10,10 @@ import json
 import os
 from dataclasses import dataclass
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 PROBE_TIMEOUT = 5.0
 
 
@@ -38,7 +42,7 @@ def split_ref(ref: str) -> tuple[str, str, str]:
 # --- credentials --------------------------------------------------------------------------------
 
 
-def auth_files(env: dict[str, str] | None = None) -> list[str]:
+def auth_files(env: Mapping[str, str] | None = None) -> list[str]:
     """Where podman looks for credentials, first match wins (containers-auth.json(5)):
     REGISTRY_AUTH_FILE, else $XDG_RUNTIME_DIR/containers/auth.json, then
     ~/.config/containers/auth.json and ~/.docker/config.json."""

@@ -22,10 +22,14 @@ import os
 
 from qpod_engine.base import paths
 
+TYPE_CHECKING = False  # typing is not imported on the launcher's path
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 MIGRATE_TIMEOUT = 120.0
 
 
-def runtime_dir(env: dict[str, str] | None = None, uid: int | None = None) -> str:
+def runtime_dir(env: Mapping[str, str] | None = None, uid: int | None = None) -> str:
     """podman's runtime dir for a rootless user (pkg/util GetRuntimeDir): XDG_RUNTIME_DIR, else
     /run/user/UID when it is the user's, else $TMPDIR (or /tmp)/podman-run-UID."""
     env = os.environ if env is None else env
