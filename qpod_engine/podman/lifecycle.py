@@ -190,7 +190,7 @@ def container_spec(
 
 
 def _parse_mount(spec: str) -> tuple[str, str, bool]:
-    from qpod_engine.config.environments import parse_mount
+    from qpod_engine.config.fields import parse_mount
 
     return parse_mount(spec)
 
@@ -320,8 +320,6 @@ def ensure_container(env: dict[str, Any], root: str, settings: dict[str, Any]) -
     On another host (``host:``) only after that host is seen to have this very tree."""
     from podman import errors as perr
 
-    from qpod_engine.base.fileio import private_dir
-
     host = env.get("host") or None
     name = naming.container_name(env["name"], root)
     want_hash = naming.container_hash(env, root)
@@ -332,46 +330,13 @@ def ensure_container(env: dict[str, Any], root: str, settings: dict[str, Any]) -
         remote.check_tree(conn, root, [os.path.expanduser(_parse_mount(m)[0]) for m in env["mounts"]], name)
     cl = client(host)
     try:
-        try:
-            ctr = cl.containers.get(name)
-        except perr.NotFound:
-            ctr = None
         rid = naming.root_id(root)
-        if ctr is not None and (
-            ctr.labels.get(naming.LABEL_HASH) != want_hash or ctr.labels.get(naming.LABEL_ROOT_ID) != rid
-        ):
-            # config changed, or the repository was re-created at this path: the old
-            # container no longer matches (its bind mount would show a deleted directory);
-            # commands running in it are never killed for that: it is retired, not removed
-            _replace(ctr, name)
-            ctr = None
-        if _has_retired(name):
-            _remove_idle_retired(cl, env["name"], root, name)
-        if ctr is not None and ctr.status == "stopping":
-            # left so by 'podman system migrate' after a reboot or a killed session
-            # (podman_userns): nothing runs in it, and podman will not start it again
-            ctr.remove(force=True)
-            ctr = None
+        ctr = _reusable_container(cl, env, root, name, want_hash, rid)
         if ctr is None:
-            if host:
-                if not cl.images.exists(env["image"]):
-                    sys.stderr.write(f"qpod: pulling {env['image']} on host {host}\n")
-                    cl.images.pull(env["image"])
-                rootless = bool(cl.info().get("host", {}).get("security", {}).get("rootless"))
-                ctr = cl.containers.create(**container_spec(env, root, settings, remote_rootless=rootless))
-            else:
-                if not cl.images.exists(env["image"]):
-                    pull_image(env["image"], _print_pull_progress(env["image"]))
-                    if sys.stderr.isatty():
-                        sys.stderr.write("\n")
-                ctr = cl.containers.create(**container_spec(env, root, settings))
+            ctr = _create_container(cl, env, root, settings, host)
         ctr.reload()
         transport = ctr.labels.get(naming.LABEL_TRANSPORT, naming.TRANSPORT_AGENT)
-        if ctr.status != "running":
-            # the agent's socket dir is a mount source: recreated if the state dir was removed
-            private_dir(naming.agent_dir(name))
-            ctr.start()
-            ctr.reload()
+        _start(ctr, name)
         if host:
             # its agent's socket is on that host: the bridge waits for it (preload/bridge.c)
             if ctr.status != "running":
@@ -383,29 +348,7 @@ def ensure_container(env: dict[str, Any], root: str, settings: dict[str, Any]) -
             facts = ContainerFacts(name, ctr.id, 0, "", want_hash, rid, transport, host, remote.bridge_argv(conn, name))
             naming.write_facts(facts.__dict__)
             return facts
-        up = ctr.status == "running" and (transport != naming.TRANSPORT_AGENT or _agent_up(ctr, name))
-        if not up and transport == naming.TRANSPORT_AGENT and ctr.status == "running":
-            # running, yet its agent does not answer here: the socket dir it listens in was
-            # removed (the state dir deleted or moved); a restart mounts the new one
-            private_dir(naming.agent_dir(name))
-            ctr.restart(timeout=5)
-            ctr.reload()
-            up = ctr.status == "running" and _agent_up(ctr, name)
-        if not up and transport == naming.TRANSPORT_AGENT:
-            # the agent cannot run here (a seccomp profile that forbids its socket, an image or
-            # host it cannot start on): the container is made again with podman exec as the
-            # transport, and the reason is kept for qpod ps and doctor
-            why = _agent_failure(ctr)
-            ctr.remove(force=True)
-            ctr = cl.containers.create(**container_spec(env, root, settings, naming.TRANSPORT_EXEC))
-            ctr.start()
-            ctr.reload()
-            transport = naming.TRANSPORT_EXEC
-            up = ctr.status == "running"
-            naming.note_fallback(name, why)
-        if not up:
-            ctr.reload()
-            raise QpodError(f"container {name} did not start (state {ctr.status}); see 'podman logs {name}'", EXIT_QPOD)
+        ctr, transport = _reachable(cl, ctr, env, root, settings, name, transport)
     except QpodError:
         raise
     except perr.APIError as err:
@@ -416,6 +359,94 @@ def ensure_container(env: dict[str, Any], root: str, settings: dict[str, Any]) -
     facts = ContainerFacts(name, ctr.id, pid, naming.proc_start_time(pid) or "", want_hash, rid, transport)
     naming.write_facts(facts.__dict__)
     return facts
+
+
+def _reusable_container(cl: Any, env: dict[str, Any], root: str, name: str, want_hash: str, rid: str) -> Any:
+    """Container ``name`` when it can serve (env, root) as they are now, else None (after
+    making way for a new one). Idle retired containers of (env, root) are removed on the way."""
+    from podman import errors as perr
+
+    try:
+        ctr = cl.containers.get(name)
+    except perr.NotFound:
+        ctr = None
+    if ctr is not None and (
+        ctr.labels.get(naming.LABEL_HASH) != want_hash or ctr.labels.get(naming.LABEL_ROOT_ID) != rid
+    ):
+        # config changed, or the repository was re-created at this path: the old
+        # container no longer matches (its bind mount would show a deleted directory);
+        # commands running in it are never killed for that: it is retired, not removed
+        _replace(ctr, name)
+        ctr = None
+    if _has_retired(name):
+        _remove_idle_retired(cl, env["name"], root, name)
+    if ctr is not None and ctr.status == "stopping":
+        # left so by 'podman system migrate' after a reboot or a killed session
+        # (podman_userns): nothing runs in it, and podman will not start it again
+        ctr.remove(force=True)
+        ctr = None
+    return ctr
+
+
+def _create_container(cl: Any, env: dict[str, Any], root: str, settings: dict[str, Any], host: str | None) -> Any:
+    """A new container of (env, root), its image pulled first when missing (on another host,
+    by that host's podman, which also says whether it runs rootless)."""
+    if host:
+        if not cl.images.exists(env["image"]):
+            sys.stderr.write(f"qpod: pulling {env['image']} on host {host}\n")
+            cl.images.pull(env["image"])
+        rootless = bool(cl.info().get("host", {}).get("security", {}).get("rootless"))
+        return cl.containers.create(**container_spec(env, root, settings, remote_rootless=rootless))
+    if not cl.images.exists(env["image"]):
+        pull_image(env["image"], _print_pull_progress(env["image"]))
+        if sys.stderr.isatty():
+            sys.stderr.write("\n")
+    return cl.containers.create(**container_spec(env, root, settings))
+
+
+def _start(ctr: Any, name: str) -> None:
+    """Start the container unless it runs."""
+    from qpod_engine.base.fileio import private_dir
+
+    if ctr.status != "running":
+        # the agent's socket dir is a mount source: recreated if the state dir was removed
+        private_dir(naming.agent_dir(name))
+        ctr.start()
+        ctr.reload()
+
+
+def _reachable(
+    cl: Any, ctr: Any, env: dict[str, Any], root: str, settings: dict[str, Any], name: str, transport: str
+) -> tuple[Any, str]:
+    """The local container and its transport once commands can reach it: its agent answers
+    (restarted once for that), or it is made again with podman exec as the transport. Raises
+    QpodError when it does not run."""
+    from qpod_engine.base.fileio import private_dir
+
+    up = ctr.status == "running" and (transport != naming.TRANSPORT_AGENT or _agent_up(ctr, name))
+    if not up and transport == naming.TRANSPORT_AGENT and ctr.status == "running":
+        # running, yet its agent does not answer here: the socket dir it listens in was
+        # removed (the state dir deleted or moved); a restart mounts the new one
+        private_dir(naming.agent_dir(name))
+        ctr.restart(timeout=5)
+        ctr.reload()
+        up = ctr.status == "running" and _agent_up(ctr, name)
+    if not up and transport == naming.TRANSPORT_AGENT:
+        # the agent cannot run here (a seccomp profile that forbids its socket, an image or
+        # host it cannot start on): the container is made again with podman exec as the
+        # transport, and the reason is kept for qpod ps and doctor
+        why = _agent_failure(ctr)
+        ctr.remove(force=True)
+        ctr = cl.containers.create(**container_spec(env, root, settings, naming.TRANSPORT_EXEC))
+        ctr.start()
+        ctr.reload()
+        transport = naming.TRANSPORT_EXEC
+        up = ctr.status == "running"
+        naming.note_fallback(name, why)
+    if not up:
+        ctr.reload()
+        raise QpodError(f"container {name} did not start (state {ctr.status}); see 'podman logs {name}'", EXIT_QPOD)
+    return ctr, transport
 
 
 RETIRED_MARK = "-was-"
