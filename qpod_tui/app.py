@@ -76,7 +76,7 @@ class QpodApp(App[int]):
         self.start_view = view
         self.keymap = dict(keymap or {})
         self.keymap_error = keymap_error
-        self.watch = watch
+        self.watch_changes = watch  # not ``watch``: that is DOMNode.watch, a method Textual calls
         self.freeze_gc = freeze_gc
         self.active_view = ""
         self._saved_theme = ""
@@ -140,7 +140,7 @@ class QpodApp(App[int]):
             gc.freeze()  # the views' widgets and styles live as long as the app, as the imports do
         if self._log_wanted:
             self.prepare_log()
-        if self.watch:
+        if self.watch_changes:
             self.watch_files()
 
     def _mount_view(self, view_id: str) -> AwaitMount | None:

@@ -5,7 +5,7 @@ file (written once into ``state_dir``) so the log view runs its real reading cod
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from qpod_engine.api import (
@@ -90,7 +90,7 @@ def write_demo_log(path: str, count: int, repos: list[str], envs: list[str]) -> 
             f.write(json.dumps(rec, separators=(",", ":")) + "\n")
 
 
-def write_running(path: str, count: int, ctrs: list[ContainerRow]) -> None:
+def write_running(path: str, count: int, ctrs: Sequence[ContainerRow]) -> None:
     """Start records of ``count`` commands still running (started 7 s to 12 min before NOW)."""
     running = [c for c in ctrs if c.state == "running"]
     argvs = (["make", "-j8", "all"], ["gdb", "-batch", "-ex", "run", "./mmsx"], ["waf", "build", "--jobs=4"])
@@ -139,7 +139,8 @@ class DemoEngine(Engine):
         env_names = list(self.envs)
         self.repos = demo_repos(repos, env_names)
         self.podman = podman
-        self.images = {e.image for e in self.envs.values() if e.image.startswith("localhost/")}
+        # not ``images``: that is Engine.images(), the images view's rows
+        self.present_images = {e.image for e in self.envs.values() if e.image.startswith("localhost/")}
         self.ctrs = []
         for i, root in enumerate(list(self.repos)[:containers]):
             env = self.repos[root][0] or env_names[0]
@@ -214,7 +215,7 @@ class DemoEngine(Engine):
             )
         return rows
 
-    def bind(self, path: str, env: str, branch: str | None = None) -> str:
+    def bind(self, path: str, env: str, branch: str | None = None, directory: bool = False) -> str:
         if env not in self.envs:
             raise FieldError("environment", f"unknown environment '{env}'")
         root = path.rstrip("/")
@@ -258,7 +259,7 @@ class DemoEngine(Engine):
 
     def image_present(self, ref: str) -> bool:
         self._need_podman()
-        return ref in self.images
+        return ref in self.present_images
 
     def save_environment(self, env: Environment, create: bool, edit: bool = False) -> str:
         if create and env.name in self.envs:
@@ -267,7 +268,7 @@ class DemoEngine(Engine):
         self.envs[env.name] = env
         return f"{self.config_dir()}/environments/{env.name}.yaml"
 
-    def delete_environment(self, name: str) -> None:
+    def delete_environment(self, name: str, force: bool = False) -> None:
         self.calls.append(("delete_environment", name))
         del self.envs[name]
 
@@ -276,7 +277,7 @@ class DemoEngine(Engine):
         if progress:
             for done in range(0, 101, 25):
                 progress("layer0", done * 10_000, 1_000_000)
-        self.images.add(ref)
+        self.present_images.add(ref)
 
     def containers(self) -> list[ContainerRow]:
         self._need_podman()

@@ -46,8 +46,11 @@ class BuildScreen(ModalScreen[None]):
 
     @work(thread=True, group="build")
     def build(self) -> None:
+        def line(text: str) -> None:
+            self.post_message(self.Line(text))
+
         try:
-            built = self.engine.build_repo_image(self.root, lambda line: self.post_message(self.Line(line)))
+            built = self.engine.build_repo_image(self.root, line)
         except QpodError as err:
             self.post_message(self.Ended(None, str(err)))
         else:

@@ -83,10 +83,12 @@ class ImagesScreen(ModalScreen[None]):
             self.notify("no unused builds to prune")
             return
         names = "\n".join(visible(", ".join(r.tags) or r.id) for r in unused)
-        self.app.push_screen(
-            ConfirmScreen(f"Remove {len(unused)} unused build image(s)?\n{names}"),
-            lambda yes: self._prune() if yes else None,
-        )
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._prune()
+
+        self.app.push_screen(ConfirmScreen(f"Remove {len(unused)} unused build image(s)?\n{names}"), answered)
 
     @work(thread=True, group="images")
     def _prune(self) -> None:

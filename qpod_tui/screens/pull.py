@@ -77,6 +77,7 @@ class PullScreen(ModalScreen[bool]):
             self.engine.pull_image(self.ref, self._report)
         except QpodError as err:
             error = str(err)
+        assert self.owner is not None  # set by on_mount, which starts this worker
         self.owner.call_from_thread(self._ended, error)
 
     def _report(self, layer: str, done: int, total: int) -> None:
@@ -84,6 +85,7 @@ class PullScreen(ModalScreen[bool]):
             self.post_message(self.Progress(layer, done, total))
 
     def _ended(self, error: str | None) -> None:
+        assert self.owner is not None  # set by on_mount, which starts the worker that ends here
         self.finished, self.ok = True, error is None
         if self.is_attached:
             self.post_message(self.Finished(error))

@@ -43,7 +43,8 @@ class CommandLogView(Vertical):
 
         def __init__(self, generation: int, start: int, stop: int, matches: Sequence[int] | None, reset: bool) -> None:
             super().__init__()
-            self.generation, self.start, self.stop, self.matches, self.reset = (generation, start, stop, matches, reset)
+            # ``end``, not ``stop``: Message.stop() is the method that stops its propagation
+            self.generation, self.start, self.end, self.matches, self.reset = (generation, start, stop, matches, reset)
 
     class RunningNow(Message):
         """The commands running now (``LogIndex.running``), read after an index refresh."""
@@ -55,7 +56,7 @@ class CommandLogView(Vertical):
     class Filtered(Message):
         def __init__(self, generation: int, stop: int, matches: Sequence[int]) -> None:
             super().__init__()
-            self.generation, self.stop, self.matches = generation, stop, matches
+            self.generation, self.end, self.matches = generation, stop, matches
 
     class Choices(Message):
         def __init__(self, repos: list[str], envs: list[str]) -> None:
@@ -138,12 +139,12 @@ class CommandLogView(Vertical):
             self.changed()  # a gap: scan again from where the rows end
             return
         if msg.matches is None:
-            self.rows = range(msg.stop)
+            self.rows = range(msg.end)
         else:
             rows = self.rows if isinstance(self.rows, array) else array("q", self.rows)
             rows.extend(msg.matches)
             self.rows = rows
-        self.scanned = msg.stop
+        self.scanned = msg.end
         self._show()
 
     # --- what is running now
@@ -236,7 +237,7 @@ class CommandLogView(Vertical):
         if msg.generation != self.generation:
             return
         self.scanning = False
-        self.rows, self.scanned = msg.matches, msg.stop
+        self.rows, self.scanned = msg.matches, msg.end
         self._show()
         self.changed()  # records appended while scanning
 

@@ -169,7 +169,9 @@ class TableView(Vertical):
         """The rows made ready to draw, as a pure function of its arguments, so a worker can do
         it off the UI thread: cells made literal, filtered, column widths in terminal cells,
         cells cut to them, and the cells that differ from ``layout.drawn`` when only cells changed."""
-        literal_rows = [(key, [literal(c) if isinstance(c, str) else c for c in cells]) for key, cells in rows]
+        literal_rows: list[tuple[str, list[Cell]]] = [
+            (key, [literal(c) if isinstance(c, str) else c for c in cells]) for key, cells in rows
+        ]
         needle = layout.needle
         shown = [(k, row) for k, row in literal_rows if not needle or needle in " ".join(str(c) for c in row).lower()]
         widths = cls.column_widths(shown, layout)
@@ -318,5 +320,9 @@ class TableView(Vertical):
                 msg.then()
         self.load()
 
-    def confirm(self, question: str, then: Callable[[], None]) -> None:
-        self.app.push_screen(ConfirmScreen(question), lambda yes: then() if yes else None)
+    def confirm(self, question: str, then: Callable[[], object]) -> None:
+        def answered(yes: bool | None) -> None:
+            if yes:
+                then()
+
+        self.app.push_screen(ConfirmScreen(question), answered)
