@@ -16,9 +16,10 @@ import pytest
 from conftest import remove_containers_of, run_qpod
 from tmux_driver import Tmux
 
+from qpod_engine.base import paths
 from qpod_engine.routing import preload_lib
 
-PKG_DIR = str(Path(preload_lib.__file__).resolve().parent)
+PKG_DIR = paths.PACKAGE_DIR  # what qpod-shell names: the installed qpod_engine package
 needs_lib = pytest.mark.skipif(
     not preload_lib.library_path().is_file(), reason="qpod is not installed with its library (pip install -e .)"
 )
