@@ -7,10 +7,12 @@ import os
 import sys
 
 from qpod_engine.base import paths
+from qpod_engine.base.environ import restore_locale
 
 
 def main() -> int:
     argv = sys.argv[1:]
+    restore_locale()  # the command gets the caller's environment, not Python's coerced one
     if argv[:1] == ["exec"]:
         import _signal  # the builtin: the signal module's enum costs milliseconds
 

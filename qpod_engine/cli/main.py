@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from qpod_engine.base.environ import restore_locale
 from qpod_engine.base.errors import EXIT_QPOD, QpodError
 from qpod_engine.cli.running import Namespace, exec_fast_path
 
@@ -39,6 +40,7 @@ def build_parser() -> "argparse.ArgumentParser":
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    restore_locale()  # what qpod starts gets the caller's environment, not Python's coerced one
     if argv[:1] == ["--slow-exec"]:  # the native-exec client's way back (see front.py)
         argv[0] = "exec"
     try:

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from qpod_engine.base import paths
+from qpod_engine.base.environ import restore_locale
 from qpod_engine.base.errors import EXIT_QPOD, QpodError
 from qpod_engine.base.textsafe import visible
 from qpod_engine.config.rules import read_rules
@@ -66,6 +67,7 @@ def qpod_env(environ: dict[str, str]) -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    restore_locale()  # your shell keeps your locale, not Python's coerced one
     parser = argparse.ArgumentParser(
         prog="qpod-shell",
         description="Start your shell in qpod mode: build and "

@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from qpod_engine.base.environ import restore_locale
 from qpod_engine.base.errors import EXIT_QPOD, QpodError
 from qpod_engine.config import containers as naming
 from qpod_engine.config import snapshot
@@ -189,6 +190,7 @@ def cwd_or_pwd() -> str:
 
 def shim_main(args: Sequence[str]) -> int:
     """Entry from the preload library: ``--shim PATH CWD -- ARGV...``."""
+    restore_locale()  # the command gets the caller's environment, not Python's coerced one
     try:
         if len(args) < 4 or args[0] != "--shim" or args[3] != "--":
             raise QpodError("launcher: expected --shim PATH CWD -- ARGV...", EXIT_QPOD)

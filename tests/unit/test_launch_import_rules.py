@@ -48,6 +48,7 @@ def test_qpod_exec_entry_imports_nothing_of_qpod_but_itself() -> None:
     assert got["third"] == [] and got["qpod"] == [
         "qpod_engine",
         "qpod_engine.base",
+        "qpod_engine.base.environ",
         "qpod_engine.base.paths",
         "qpod_engine.cli",
         "qpod_engine.cli.front",
