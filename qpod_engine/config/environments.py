@@ -19,9 +19,15 @@ if TYPE_CHECKING:
 
 from qpod_engine.base import paths
 from qpod_engine.base.errors import ConfigError, QpodError
-from qpod_engine.config.fields import BY_KEY, FIELDS, NAME_RE, ULIMIT_RE, check_value, parse_mount  # noqa: F401 - re-exported
+from qpod_engine.config.fields import (  # noqa: F401 - re-exported
+    BY_KEY,
+    FIELDS,
+    NAME_RE,
+    ULIMIT_RE,
+    check_value,
+    parse_mount,
+)
 
-DEFAULT_COMMANDS: list[str] = BY_KEY["commands"].default()
 # the caller's environment, as toolbx and distrobox give it (make's MAKEFLAGS and command-line
 # variables, CFLAGS for ./configure ...), minus containers.HOST_SPECIFIC unless named here
 DEFAULT_PASSTHROUGH: list[str] = BY_KEY["passthrough"].default()

@@ -19,6 +19,18 @@ ULIMIT_RE = re.compile(r"^(\d+|-1)(:(\d+|-1))?$")
 COMMAND_RE = re.compile(r"^[^/\s\t]+$")
 VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SHARES = ("home", "tmp")
+# What a C/C++ project builds, configures and debugs with, routed to the container inside a bound
+# repository unless the environment lists its own: build drivers and their configure steps
+# (a build dir must hold one cmake's, one autoconf's results, not the host's and the image's),
+# debuggers, and the compilers themselves (one binary must come from one compiler: a `gcc x.c`
+# typed in the repository, or an editor's language server asking the compiler for its include
+# paths, gets the environment's, as make would).
+DEFAULT_COMMANDS = (
+    "make", "gmake", "waf", "scons", "cmake", "ctest", "cpack", "ninja", "meson",
+    "autoreconf", "autoconf", "autoheader", "automake", "aclocal", "libtoolize", "pkg-config",
+    "cc", "gcc", "g++", "c++", "cpp", "clang", "clang++",
+    "gdb", "gdbserver", "valgrind",
+)  # fmt: skip
 
 # kinds: text (a non-empty string), path (absolute), choice, words (a list of names: space or
 # comma separated as text), lines (a list of strings: one per line or comma separated), pairs
@@ -167,7 +179,7 @@ FIELDS: tuple[Option, ...] = (
         "words",
         "Commands",
         "command names routed to the container inside the repository",
-        default=lambda: ["make", "waf", "gdb"],
+        default=lambda: list(DEFAULT_COMMANDS),
         flag="--command",
         metavar="NAME",
         item=_command_problem,

@@ -438,7 +438,7 @@ def compile_root(root: str, records: dict[str, dict[str, dict[str, Any]]]) -> tu
     from dataclasses import asdict
 
     from qpod_engine.config import trust
-    from qpod_engine.config.environments import DEFAULT_COMMANDS
+    from qpod_engine.config.fields import DEFAULT_COMMANDS
 
     path = file_of(root)
     watch = [path]

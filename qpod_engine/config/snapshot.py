@@ -185,7 +185,7 @@ def _stamp(path: str) -> list[int] | None:
 def rules_text(snap: dict[str, Any]) -> str:
     """The preload library's rules: tab-separated lines, no quoting (paths with tabs or
     newlines are left out: the shim could not match them anyway)."""
-    from qpod_engine.config.environments import DEFAULT_COMMANDS
+    from qpod_engine.config.fields import DEFAULT_COMMANDS
 
     lines = [
         f"qpod-rules\t{RULES_VERSION}",
@@ -256,7 +256,7 @@ def targets(snap: dict[str, Any], near: Sequence[str] | None = None) -> list[Tar
             # bound to an environment that is broken or does not exist (yet): the commands the
             # rules route for it fail with the launcher's one line (file and line), never
             # build on the host
-            from qpod_engine.config.environments import DEFAULT_COMMANDS
+            from qpod_engine.config.fields import DEFAULT_COMMANDS
 
             commands = tuple(DEFAULT_COMMANDS)
         else:

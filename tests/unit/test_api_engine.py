@@ -10,6 +10,7 @@ from qpod_engine.api import Engine, FieldError, LogIndex
 from qpod_engine.base import paths
 from qpod_engine.base.errors import QpodError
 from qpod_engine.config import bindings, snapshot
+from qpod_engine.config.fields import DEFAULT_COMMANDS
 from qpod_engine.config.form import form_to_data
 from qpod_engine.log import cmdlog
 
@@ -166,7 +167,7 @@ def test_environments_list_counts_users_and_reports_broken_files(home):
     with open(paths.environment_file("zz"), "w") as f:
         f.write("image: x\nbogus: 1\n")
     rows = {r.name: r for r in engine.environments()}
-    assert rows["a"].repositories == [root] and rows["a"].settings["commands"] == ["make", "waf", "gdb"]
+    assert rows["a"].repositories == [root] and rows["a"].settings["commands"] == list(DEFAULT_COMMANDS)
     assert "unknown key 'bogus'" in rows["zz"].error
 
 
