@@ -96,6 +96,72 @@ def script_of(name: str, argv: Sequence[str], cwd: str) -> str | None:
     return script if os.path.isfile(script) else None
 
 
+# Build tools told which directory to work in: they are routed by that directory, as if started
+# there (``cd ~ && make -C ~/src/probe`` builds the bound tree). Options as the tools spell them.
+DIR_OPTIONS: dict[str, tuple[str, ...]] = {
+    "make": ("-C", "--directory"),
+    "gmake": ("-C", "--directory"),
+    "ninja": ("-C",),
+    "cmake": ("--build",),
+    "ctest": ("--test-dir",),
+}
+MAKEFILE_OPTIONS = ("-f", "--file", "--makefile")  # make -f DIR/Makefile works on DIR's tree
+
+
+def work_dir(name: str, argv: Sequence[str], cwd: str) -> str:
+    """The directory a build tool works in: ``cwd``, or the one its options name (make's -C are
+    applied in turn, each relative to the last; make -f names the tree of its makefile).
+    (The preload library applies the same rule in C.)"""
+    options = DIR_OPTIONS.get(name)
+    if not options:
+        return cwd
+    where = cwd
+    args = list(argv[1:])
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            break
+        value = None
+        for opt in options + (MAKEFILE_OPTIONS if name in ("make", "gmake") else ()):
+            if a == opt and i + 1 < len(args):
+                value, i = args[i + 1], i + 1
+            elif opt.startswith("--") and a.startswith(opt + "="):
+                value = a[len(opt) + 1 :]
+            elif not opt.startswith("--") and a.startswith(opt) and len(a) > len(opt):
+                value = a[len(opt) :]
+            else:
+                continue
+            if value:
+                target = os.path.normpath(os.path.join(where, value))
+                where = os.path.dirname(target) if opt in MAKEFILE_OPTIONS else target
+            break
+        i += 1
+    return where
+
+
+# Hooks git runs (githooks(5)): found by git in the tree when core.hooksPath points there, run
+# by git on the host like git itself (the container may have no git at all)
+GIT_HOOKS = frozenset({
+    "applypatch-msg", "pre-applypatch", "post-applypatch", "pre-commit", "pre-merge-commit",
+    "prepare-commit-msg", "commit-msg", "post-commit", "pre-rebase", "post-checkout", "post-merge",
+    "pre-push", "pre-receive", "update", "proc-receive", "post-receive", "post-update",
+    "reference-transaction", "push-to-checkout", "pre-auto-gc", "post-rewrite", "sendemail-validate",
+    "fsmonitor-watchman", "p4-changelist", "p4-prepare-changelist", "p4-post-changelist", "p4-pre-submit",
+    "post-index-change",
+})  # fmt: skip
+
+
+def is_git(caller: str | None) -> bool:
+    """Whether the launching process is git (``git``, ``git-receive-pack``, ...)."""
+    return caller is not None and (caller == "git" or caller.startswith("git-"))
+
+
+def runs_on_host(path: str, caller: str | None) -> bool:
+    """A git hook started by git: git's machinery, on the host whatever tree holds it."""
+    return is_git(caller) and os.path.basename(path) in GIT_HOOKS
+
+
 def redirected_root(path: str, cwd: str, roots: Iterable[str], argv: Sequence[str] = ()) -> str | None:
     """The root the preload library matched for a launch it redirected: the innermost root
     holding the program, else the one holding the script an interpreter runs, else the innermost
@@ -103,7 +169,11 @@ def redirected_root(path: str, cwd: str, roots: Iterable[str], argv: Sequence[st
     QPOD_HOST_ROOT, or the library redirects again."""
     roots = list(roots)
     script = script_of(os.path.basename(path), argv, cwd) if argv and innermost_root(path, roots) is None else None
-    return program_root(path, roots) or (program_root(script, roots) if script else None) or innermost_root(cwd, roots)
+    return (
+        program_root(path, roots)
+        or (program_root(script, roots) if script else None)
+        or innermost_root(work_dir(os.path.basename(path), argv, cwd), roots)
+    )
 
 
 def _innermost(path: str, targets: Sequence[Target]) -> Target | None:
@@ -116,16 +186,26 @@ def env_label(name: str | None) -> str:
     return f"the repository file {REPO_FILE}" if name == REPO_FILE else f"environment '{name}'"
 
 
-def decide(path: str, argv: Sequence[str], cwd: str, targets: Sequence[Target], explicit: bool = False) -> Decision:
+def decide(
+    path: str,
+    argv: Sequence[str],
+    cwd: str,
+    targets: Sequence[Target],
+    explicit: bool = False,
+    caller: str | None = None,
+) -> Decision:
     """Where ``path`` (the resolved program, argv[0] may differ) started in ``cwd`` runs.
 
+    0. a git hook started by git (``caller``: the launching program's name) runs on the host;
     1. a program that lives inside a bound repository runs in that repository's container;
     2. a command on the environment's list (make, waf, gdb, ...) started inside a bound
-       repository runs in its container;
+       repository runs in its container (a build tool given a directory: inside that one);
     3. with ``explicit`` (``qpod exec``), anything started inside a bound repository does;
     4. everything else runs on the host.
     """
     name = os.path.basename(path) if path else (os.path.basename(argv[0]) if argv else "")
+    if runs_on_host(path, caller):
+        return Decision("host", f"'{name}' is a git hook started by git: it runs where git runs")
     roots = [t.root for t in targets]
     home_root = program_root(path, roots)
     home = next(t for t in targets if t.root == home_root) if home_root else None
@@ -138,7 +218,8 @@ def decide(path: str, argv: Sequence[str], cwd: str, targets: Sequence[Target], 
         t = next(t for t in targets if t.root == script_root)
         if t.environment:
             return Decision("container", f"a script of bound repository {t.root}, run by {name}", t)
-    here = _innermost(cwd, targets)
+    where = work_dir(name, argv, cwd)
+    here = _innermost(where, targets)
     if here is None:
         if home is not None:
             return Decision("host", f"{home.root}: {home.why}", home)
@@ -146,7 +227,8 @@ def decide(path: str, argv: Sequence[str], cwd: str, targets: Sequence[Target], 
     if here.environment is None:
         return Decision("host", f"{here.root}: {here.why}", here)
     if name in here.commands:
-        return Decision("container", f"'{name}' is a command of {env_label(here.environment)}", here)
+        given = f" (working in {where})" if where != cwd else ""
+        return Decision("container", f"'{name}' is a command of {env_label(here.environment)}{given}", here)
     if explicit:
         if here.environment == REPO_FILE:
             return Decision("container", f"qpod exec in repository using its file {REPO_FILE}", here)

@@ -12,7 +12,7 @@ from pathlib import Path
 from qpod_engine.base import paths
 from qpod_engine.base.gitinfo import innermost_root
 from qpod_engine.config.rules import RULES_MAX, read_rules
-from qpod_engine.routing.policy import program_root, script_of
+from qpod_engine.routing.policy import program_root, runs_on_host, script_of, work_dir
 
 LIB_NAME = "libqpod_preload.so"
 LIB_DIR = Path(paths.LIB_DIR).resolve()
@@ -77,11 +77,19 @@ def preload_list(existing: str | None) -> str:
     return ":".join([preload_entry(), *others])
 
 
-def shim_root(path: str, cwd: str, roots: Iterable[tuple[str, Sequence[str]]], argv: Sequence[str] = ()) -> str | None:
+def shim_root(
+    path: str,
+    cwd: str,
+    roots: Iterable[tuple[str, Sequence[str]]],
+    argv: Sequence[str] = (),
+    caller: str | None = None,
+) -> str | None:
     """The root the library matches for a launch (None: it does not redirect, whatever
     ``$QPOD_HOST_ROOT`` says): the innermost root holding the program, else the innermost root
     holding the cwd when the program's name is on its list. A launcher that sends a launch back
     to the host must set ``QPOD_HOST_ROOT`` to exactly this root, or the library redirects again."""
+    if runs_on_host(path, caller):
+        return None
     names = dict(roots)
     home = program_root(path, names)
     if home is not None:
@@ -91,7 +99,7 @@ def shim_root(path: str, cwd: str, roots: Iterable[tuple[str, Sequence[str]]], a
     script_home = program_root(script, names) if script else None
     if script_home is not None:
         return script_home
-    here = innermost_root(cwd, names)
+    here = innermost_root(work_dir(os.path.basename(path), argv, cwd), names)
     if here is not None and os.path.basename(path) in names[here]:
         return here
     return None
