@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 from qpod_engine.base.environ import restore_locale
 from qpod_engine.base.errors import EXIT_QPOD, QpodError
+from qpod_engine.base.gitinfo import is_within
+from qpod_engine.base.paths import REPO_FILE
 from qpod_engine.config import containers as naming
 from qpod_engine.config import snapshot
 from qpod_engine.config.snapshot import Target
@@ -124,6 +126,31 @@ def ensure_facts(snap: dict[str, Any], env: dict[str, Any], root: str) -> dict[s
     return facts
 
 
+def _bind_build_dir(snap: dict[str, Any], path: str, argv: Sequence[str], cwd: str, root: str, env: str) -> None:
+    """A configure step of ``root`` that sets up a build directory outside every bound tree
+    binds that directory to the same environment (a directory binding, as ``qpod init ENV --dir``
+    makes), so the ``make`` that follows there builds in the container too, not with the host's
+    compiler. Not for a repository's own .qpod.yaml (the build dir has none)."""
+    from qpod_engine.routing.policy import configured_build_dir
+
+    build = configured_build_dir(path, argv, cwd, root)
+    if build is None or env == REPO_FILE or any(is_within(build, r["root"]) for r in snap["repos"]):
+        return
+    from qpod_engine.base.fileio import config_lock, make_dirs
+    from qpod_engine.config import bindings
+
+    try:
+        make_dirs(build)  # cmake -B and meson make it themselves: bound before they run
+        with config_lock():
+            binds = bindings.load_bindings()
+            if bindings.find_binding(binds, build) is None:
+                bindings.bind(binds, bindings.directory_root(build), env, None)
+                bindings.save_bindings(binds)
+                snapshot.compile_config()
+    except (OSError, QpodError) as err:  # the configure step itself goes on; the next make says
+        sys.stderr.write(f"qpod: {build}: not bound to environment '{env}': {err}\n")
+
+
 def launch(
     path: str,
     argv: Sequence[str],
@@ -148,6 +175,7 @@ def launch(
     target = decision.target
     assert target is not None and target.environment is not None
     env = environment_of(snap, target.environment, target.root)
+    _bind_build_dir(snap, path, argv, cwd, target.root, target.environment)
     facts = ensure_facts(snap, env, target.root)
     if facts.get("transport", naming.TRANSPORT_AGENT) != naming.TRANSPORT_AGENT:
         from qpod_engine.podman import exec_transport

@@ -108,10 +108,80 @@ DIR_OPTIONS: dict[str, tuple[str, ...]] = {
 MAKEFILE_OPTIONS = ("-f", "--file", "--makefile")  # make -f DIR/Makefile works on DIR's tree
 
 
+# cmake options that take their value as the next word (so it is not taken for the source dir)
+CMAKE_VALUE_OPTIONS = frozenset({"-B", "-S", "-C", "-D", "-U", "-G", "-T", "-A", "--preset", "--toolchain",
+                                 "--install-prefix", "--graphviz", "--log-level", "--log-context"})  # fmt: skip
+
+
+def _configure_args(name: str, argv: Sequence[str]) -> tuple[str | None, str | None] | None:
+    """(source dir, build dir) as a configure step of cmake or meson names them (None: not
+    named, the cwd's), or None when ``argv`` is not such a step."""
+    args = list(argv[1:])
+    if name == "cmake":
+        if not args or args[0].startswith(("--build", "--install", "--open", "-E", "-P", "--help", "--version")):
+            return None
+        src = build = None
+        i = 0
+        while i < len(args):
+            a = args[i]
+            if a in ("-S", "-B") and i + 1 < len(args):
+                src, build = (args[i + 1], build) if a == "-S" else (src, args[i + 1])
+                i += 2
+                continue
+            if a.startswith(("-S", "-B")) and len(a) > 2 and not a.startswith("--"):
+                src, build = (a[2:], build) if a[1] == "S" else (src, a[2:])
+            elif a in CMAKE_VALUE_OPTIONS:
+                i += 1
+            elif not a.startswith("-") and src is None:
+                src = a  # `cmake ../src`: the source dir (or an existing build dir)
+            i += 1
+        return src, build
+    if name == "meson" and args[:1] == ["setup"]:
+        words = [a for a in args[1:] if not a.startswith("-")]
+        return (words[1] if len(words) > 1 else None), (words[0] if words else None)
+    return None
+
+
+def configured_build_dir(path: str, argv: Sequence[str], cwd: str, root: str) -> str | None:
+    """The build directory outside ``root`` that a configure step of ``root``'s tree sets up
+    (autotools ``configure`` run from another directory, ``cmake -S/-B`` or ``cmake SRC`` from a
+    build dir, ``meson setup BUILD``, ``waf configure --out``): bound to the repository's
+    environment by the launcher, so that the next ``make`` there builds in the container too."""
+    name = os.path.basename(path)
+    build: str | None = None
+    if name == "configure" and is_within(path, root):
+        build = cwd
+    elif name in ("cmake", "meson"):
+        named = _configure_args(name, argv)
+        if named is None:
+            return None
+        src, b = named
+        build = os.path.join(cwd, b) if b else (cwd if src else None)
+    elif "configure" in argv[1:]:  # waf (python3 ./waf configure --out=DIR, or ./waf ...)
+        script = argv[0] if os.path.basename(argv[0]) == "waf" else next(
+            (a for a in argv[1:2] if os.path.basename(a) == "waf"), None)  # fmt: skip
+        if script is None:
+            return None
+        for i, a in enumerate(argv):
+            if a.startswith("--out="):
+                build = os.path.join(cwd, a[len("--out=") :])
+            elif a in ("-o", "--out") and i + 1 < len(argv):
+                build = os.path.join(cwd, argv[i + 1])
+    if build is None:
+        return None
+    build = os.path.normpath(build)
+    return None if is_within(build, root) else build
+
+
 def work_dir(name: str, argv: Sequence[str], cwd: str) -> str:
     """The directory a build tool works in: ``cwd``, or the one its options name (make's -C are
-    applied in turn, each relative to the last; make -f names the tree of its makefile).
+    applied in turn, each relative to the last; make -f names the tree of its makefile; a cmake
+    or meson configure step, the source tree it configures).
     (The preload library applies the same rule in C.)"""
+    configure = _configure_args(name, argv)
+    if configure is not None:
+        src = configure[0]
+        return os.path.normpath(os.path.join(cwd, src)) if src else cwd
     options = DIR_OPTIONS.get(name)
     if not options:
         return cwd
