@@ -39,6 +39,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "qpod_fnv.h"
 #include "qpod_proto.h"
 
 #define EXIT_QPOD 125
@@ -913,12 +914,10 @@ static char *state_dir(void)
 }
 
 /* The file the launcher writes for a root: FNV-1a of the root's path (the same in
- * qpod_engine/launchspec.py). */
+ * qpod_engine/launch/spec.py). */
 static char *fast_spec_path(const char *root)
 {
-    uint64_t h = 14695981039346656037ULL;
-    for (const unsigned char *p = (const unsigned char *)root; *p; p++)
-        h = (h ^ *p) * 1099511628211ULL;
+    uint64_t h = qp_fnv1a(root, strlen(root));
     char *sd = state_dir(), *out = NULL;
     if (!sd || asprintf(&out, "%s/fast/%016llx", sd, (unsigned long long)h) < 0)
         out = NULL;

@@ -15,12 +15,15 @@
 #include <spawn.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "qpod_fnv.h"
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -626,9 +629,7 @@ static int rules_ok(const char *buf, size_t len)
     const char *s = buf + len - SUM_LINE;
     if (s[-1] != '\n' || memcmp(s, "sum\t", 4) != 0 || s[SUM_LINE - 1] != '\n')
         return 0;
-    unsigned long long h = 0xcbf29ce484222325ULL;
-    for (const char *p = buf; p < s; p++)
-        h = (h ^ (unsigned char)*p) * 0x100000001b3ULL;
+    uint64_t h = qp_fnv1a(buf, (size_t)(s - buf));
     for (int i = 15; i >= 0; i--, h >>= 4)
         if (s[4 + i] != hex[h & 15])
             return 0;
