@@ -39,26 +39,27 @@ int check_main(int argc, char **argv);
 /* A frame to the client (stdout: ssh's channel). -1 when the channel is gone. */
 static int put(uint32_t type, const void *data, size_t len)
 {
-    struct qw_frame h = {htonl(type), htonl((uint32_t)len)};
+    struct qw_frame h = qw_header(type, len);
     return qp_write_full(1, &h, sizeof(h)) < 0 || (len && qp_write_full(1, data, len) < 0) ? -1 : 0;
 }
 
 static int put_int(uint32_t type, int32_t v)
 {
-    uint32_t n = htonl((uint32_t)v);
+    uint32_t n = qw_int(v);
     return put(type, &n, sizeof(n));
 }
 
 static int put_event(uint32_t type, int32_t value)
 {
-    uint32_t m[2] = {htonl(type), htonl((uint32_t)value)};
+    uint32_t m[2];
+    qw_event(m, type, value);
     return put(QW_EVENT, m, sizeof(m));
 }
 
 static int fail(int code, const char *msg)
 {
     char buf[1024];
-    uint32_t c = htonl((uint32_t)code);
+    uint32_t c = qw_int(code);
     memcpy(buf, &c, 4);
     size_t l = strlen(msg);
     if (l > sizeof(buf) - 4)
@@ -138,7 +139,8 @@ int bridge_main(int argc, char **argv)
     struct qw_frame h;
     if (qp_read_full(0, &h, sizeof(h)) < 0)
         return 0;
-    uint32_t type = ntohl(h.type), len = ntohl(h.len);
+    uint32_t type, len;
+    qw_open(&h, &type, &len);
     if (type != QW_REQUEST || len == 0 || len > QP_MAX_PAYLOAD)
         return fail(QW_FAIL_PROTO, "the first frame is not a request");
     char *payload = malloc((size_t)len + 64);
@@ -225,18 +227,13 @@ int bridge_main(int argc, char **argv)
         if (pf[0].revents) {
             if (qp_read_full(0, &h, sizeof(h)) < 0)
                 return 0; /* the client or the connection is gone: closing sock ends the command */
-            type = ntohl(h.type), len = ntohl(h.len);
+            qw_open(&h, &type, &len);
             if (len > QW_MAX_DATA)
                 return fail(QW_FAIL_PROTO, "frame too long");
             char b[QW_MAX_DATA];
             if (qp_read_full(0, b, len) < 0)
                 return 0;
-            int32_t v = 0;
-            if (len >= 4) {
-                uint32_t n;
-                memcpy(&n, b, 4);
-                v = (int32_t)ntohl(n);
-            }
+            int32_t v = qw_int_of(b, len);
             if (type == QW_STDIN) {
                 if (w < 0 && !(pty && master < 0)) {
                     put_int(QW_ACK, (int32_t)len); /* nobody reads it any more */

@@ -1069,6 +1069,7 @@ struct outq {
     size_t len, cap;
 };
 
+/* Queues a frame for the bridge. 0, or -1 when out of memory. */
 static int frame(struct outq *q, uint32_t type, const void *data, size_t len)
 {
     if (q->len + sizeof(struct qw_frame) + len > q->cap) {
@@ -1078,7 +1079,7 @@ static int frame(struct outq *q, uint32_t type, const void *data, size_t len)
             return -1;
         q->p = p, q->cap = cap;
     }
-    struct qw_frame h = {htonl(type), htonl((uint32_t)len)};
+    struct qw_frame h = qw_header(type, len);
     memcpy(q->p + q->len, &h, sizeof(h));
     if (len)
         memcpy(q->p + q->len + sizeof(h), data, len);
@@ -1088,7 +1089,7 @@ static int frame(struct outq *q, uint32_t type, const void *data, size_t len)
 
 static int frame_int(struct outq *q, uint32_t type, int32_t v)
 {
-    uint32_t n = htonl((uint32_t)v);
+    uint32_t n = qw_int(v);
     return frame(q, type, &n, sizeof(n));
 }
 
@@ -1277,8 +1278,9 @@ again:
         size_t off = 0;
         while (status < 0 && inlen - off >= sizeof(struct qw_frame)) {
             struct qw_frame h;
+            uint32_t type, len;
             memcpy(&h, in + off, sizeof(h));
-            uint32_t type = ntohl(h.type), len = ntohl(h.len);
+            qw_open(&h, &type, &len);
             if (len > QW_MAX_DATA) {
                 tty_restore();
                 say("qpod: host %s: the relay sent a frame too long", s->host);
@@ -1289,12 +1291,7 @@ again:
                 break;
             const char *d = in + off + sizeof(h);
             off += sizeof(h) + len;
-            int32_t v = 0;
-            if (len >= 4) {
-                uint32_t x;
-                memcpy(&x, d, 4);
-                v = (int32_t)ntohl(x);
-            }
+            int32_t v = qw_int_of(d, len);
             if (type == QW_STDOUT || type == QW_STDERR) {
                 int fd = type == QW_STDOUT ? 1 : 2;
                 if (!closed[fd] && qp_write_full(fd, d, len) < 0 && errno == EPIPE) {
@@ -1318,10 +1315,10 @@ again:
                 say("qpod: host %s: %s", s->host, msg);
                 status = EXIT_QPOD;
             } else if (type == QW_EVENT && len >= 8) {
-                uint32_t x[2];
-                memcpy(x, d, 8);
-                int32_t value = (int32_t)ntohl(x[1]);
-                switch (ntohl(x[0])) {
+                uint32_t event;
+                int32_t value;
+                qw_event_of(d, &event, &value);
+                switch (event) {
                 case QP_PTY:
                     raw = 1;
                     tty_raw(1);

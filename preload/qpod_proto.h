@@ -7,6 +7,7 @@
 #ifndef QPOD_PROTO_H
 #define QPOD_PROTO_H
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -251,5 +252,49 @@ enum { QW_FAIL_AGENT = 1, QW_FAIL_PROTO };
 
 #define QW_WINDOW (256u << 10)  /* stdin bytes in flight at most: the bridge never queues more */
 #define QW_MAX_DATA (64u << 10) /* largest data frame */
+
+/* The framing both ends share (client/relay.c queues frames, bridge.c writes them). */
+
+/* The header of a frame of type with len bytes of data. */
+static inline struct qw_frame qw_header(uint32_t type, size_t len)
+{
+    struct qw_frame h = {htonl(type), htonl((uint32_t)len)};
+    return h;
+}
+
+/* A header's type and length, in host byte order. */
+static inline void qw_open(const struct qw_frame *h, uint32_t *type, uint32_t *len)
+{
+    *type = ntohl(h->type);
+    *len = ntohl(h->len);
+}
+
+/* The int32 a frame's data starts with (QW_SIGNAL, QW_CLOSED, QW_ACK, QW_FAIL's code), as data
+ * to send, and as read back from len bytes at d (0 when there are fewer than 4). */
+static inline uint32_t qw_int(int32_t v) { return htonl((uint32_t)v); }
+
+static inline int32_t qw_int_of(const void *d, size_t len)
+{
+    uint32_t x;
+    if (len < 4)
+        return 0;
+    memcpy(&x, d, 4);
+    return (int32_t)ntohl(x);
+}
+
+/* QW_EVENT's data: an agent's event (struct qp_msg), and read back from its 8 bytes at d. */
+static inline void qw_event(uint32_t out[2], uint32_t type, int32_t value)
+{
+    out[0] = htonl(type);
+    out[1] = htonl((uint32_t)value);
+}
+
+static inline void qw_event_of(const void *d, uint32_t *type, int32_t *value)
+{
+    uint32_t x[2];
+    memcpy(x, d, 8);
+    *type = ntohl(x[0]);
+    *value = (int32_t)ntohl(x[1]);
+}
 
 #endif
