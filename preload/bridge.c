@@ -126,42 +126,49 @@ static int pump(int *fd, uint32_t type)
     return 1;
 }
 
-int bridge_main(int argc, char **argv)
+/* Everything a stream holds until it has nothing more to give right now, or ends. */
+static void drain(int *fd, uint32_t type)
 {
-    if (argc < 4) {
-        dprintf(2, "usage: qpod-agent --bridge AGENT_DIR CONTAINER\n");
-        return 2;
-    }
-    const char *dir = argv[2], *name = argv[3];
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGHUP, SIG_IGN); /* sshd hangs up as the channel closes: the channel's end is what counts */
+    while (*fd >= 0 && pump(fd, type) && *fd >= 0 && poll(&(struct pollfd){*fd, POLLIN, 0}, 1, 0) > 0)
+        ;
+}
 
+/* One command's relay: the agent's connection, the command's streams on this side, and the
+ * stdin the client sent that the command has not read yet. */
+struct bridge {
+    const char *name; /* the container */
+    int sock, pty;
+    int master;              /* terminal mode: the pty's master, once the agent passed it */
+    int in_w, out_r, err_r;  /* else: this side of the command's pipes */
+    char *q;                 /* stdin queued for the command: the client keeps at most */
+    size_t qlen;             /* QW_WINDOW bytes in flight */
+    int in_eof;
+};
+
+/* The first frame: the request's payload (with room for the 'f' tags added here). -1 to go on,
+ * else the exit status. */
+static int take_request(char **payload, uint32_t *len)
+{
     struct qw_frame h;
+    uint32_t type;
     if (qp_read_full(0, &h, sizeof(h)) < 0)
         return 0;
-    uint32_t type, len;
-    qw_open(&h, &type, &len);
-    if (type != QW_REQUEST || len == 0 || len > QP_MAX_PAYLOAD)
+    qw_open(&h, &type, len);
+    if (type != QW_REQUEST || *len == 0 || *len > QP_MAX_PAYLOAD)
         return fail(QW_FAIL_PROTO, "the first frame is not a request");
-    char *payload = malloc((size_t)len + 64);
-    if (!payload || qp_read_full(0, payload, len) < 0)
+    *payload = malloc((size_t)*len + 64);
+    if (!*payload || qp_read_full(0, *payload, *len) < 0)
         return 1;
-    int pty = has_tag(payload, len, 't');
-    put_int(QW_ACK, 0); /* heard: the client may send stdin now (before, it could retry) */
+    return -1;
+}
 
-    int sock = qp_connect_dir(dir);
-    if (sock < 0)
-        sock = start_container(dir, name);
-    if (sock < 0) {
-        char msg[600];
-        snprintf(msg, sizeof(msg), "container %s is not running and cannot be started (%s)", name, strerror(errno));
-        return fail(QW_FAIL_AGENT, msg);
-    }
-
-    /* the command's 0, 1, 2: pipes whose other ends stay here */
-    int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1}, master = -1;
+/* Hands the request to the agent with the command's 0, 1, 2: pipes whose other ends stay here
+ * (in terminal mode the agent makes a pty instead). -1 to go on, else the exit status. */
+static int hand_over(struct bridge *b, char *payload, uint32_t len)
+{
+    int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
     int fds[3], nfds = 0;
-    if (!pty) {
+    if (!b->pty) {
         if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0)
             return fail(QW_FAIL_PROTO, "pipe failed");
         fds[0] = in[0], fds[1] = out[1], fds[2] = err[1], nfds = 3;
@@ -169,34 +176,159 @@ int bridge_main(int argc, char **argv)
         len += 9;
     }
     struct qp_req req = {QP_MAGIC, QP_VERSION, len, (uint32_t)nfds};
-    if (qp_send(sock, &req, sizeof(req), fds, nfds) < 0 || qp_send(sock, payload, len, NULL, 0) < 0) {
+    if (qp_send(b->sock, &req, sizeof(req), fds, nfds) < 0 || qp_send(b->sock, payload, len, NULL, 0) < 0) {
         char msg[600];
-        snprintf(msg, sizeof(msg), "the agent of container %s does not take the request (%s)", name, strerror(errno));
+        snprintf(msg, sizeof(msg), "the agent of container %s does not take the request (%s)", b->name,
+                 strerror(errno));
         return fail(QW_FAIL_AGENT, msg);
     }
     free(payload);
-    if (!pty) {
+    if (!b->pty) {
         close(in[0]), close(out[1]), close(err[1]);
         fcntl(in[1], F_SETFL, O_NONBLOCK);
         fcntl(out[0], F_SETFL, O_NONBLOCK);
         fcntl(err[0], F_SETFL, O_NONBLOCK);
     }
-    int in_w = pty ? -1 : in[1], out_r = pty ? -1 : out[0], err_r = pty ? -1 : err[0];
+    b->in_w = b->pty ? -1 : in[1], b->out_r = b->pty ? -1 : out[0], b->err_r = b->pty ? -1 : err[0];
+    return -1;
+}
 
-    /* stdin queued for the command: the client keeps at most QW_WINDOW bytes in flight */
-    char *q = malloc(QW_WINDOW + QW_MAX_DATA);
-    size_t qlen = 0;
-    int in_eof = 0;
-    if (!q)
+/* Writes queued stdin to the command (w: its stdin or the pty) and acknowledges what it took. */
+static void feed(struct bridge *b, int w)
+{
+    ssize_t n = write(w, b->q, b->qlen);
+    if (n > 0) {
+        memmove(b->q, b->q + n, b->qlen - (size_t)n);
+        b->qlen -= (size_t)n;
+        put_int(QW_ACK, (int32_t)n);
+    } else if (n < 0 && errno != EINTR && errno != EAGAIN) {
+        /* the command closed its stdin: what the client still sends is dropped, and
+         * acknowledged so that it does not wait */
+        put_int(QW_ACK, (int32_t)b->qlen);
+        b->qlen = 0;
+        if (!b->pty)
+            close(b->in_w), b->in_w = -1;
+    }
+}
+
+/* One frame from the client (w: where stdin went when this round began). -1 to go on, else
+ * the exit status. */
+static int from_client(struct bridge *b, int w)
+{
+    struct qw_frame h;
+    uint32_t type, len;
+    if (qp_read_full(0, &h, sizeof(h)) < 0)
+        return 0; /* the client or the connection is gone: closing sock ends the command */
+    qw_open(&h, &type, &len);
+    if (len > QW_MAX_DATA)
+        return fail(QW_FAIL_PROTO, "frame too long");
+    char d[QW_MAX_DATA];
+    if (qp_read_full(0, d, len) < 0)
+        return 0;
+    int32_t v = qw_int_of(d, len);
+    if (type == QW_STDIN) {
+        if (w < 0 && !(b->pty && b->master < 0)) {
+            put_int(QW_ACK, (int32_t)len); /* nobody reads it any more */
+        } else {
+            memcpy(b->q + b->qlen, d, len); /* the client's window keeps qlen under the bound */
+            b->qlen += len;
+            if (b->qlen > QW_WINDOW) {
+                fail(QW_FAIL_PROTO, "the client overran its window");
+                return 1;
+            }
+        }
+    } else if (type == QW_STDIN_EOF) {
+        b->in_eof = 1;
+    } else if (type == QW_SIGNAL && v > 0 && v < NSIG) {
+        struct qp_msg m = {QP_SIGNAL, v};
+        (void)!send(b->sock, &m, sizeof(m), MSG_NOSIGNAL);
+    } else if (type == QW_WINSIZE && len >= 4 && b->master >= 0) {
+        uint16_t rc[2];
+        memcpy(rc, d, 4);
+        struct winsize ws = {ntohs(rc[0]), ntohs(rc[1]), 0, 0};
+        ioctl(b->master, TIOCSWINSZ, &ws);
+    } else if (type == QW_CLOSED && (v == 1 || v == 2)) {
+        /* the client's reader went away: the command's next write gets EPIPE/SIGPIPE,
+         * as it would have natively */
+        int *fd = v == 1 ? &b->out_r : &b->err_r;
+        if (*fd >= 0)
+            close(*fd), *fd = -1;
+    }
+    return -1;
+}
+
+/* One event from the agent, passed on (at the command's end, after what it wrote last). -1 to
+ * go on, else the exit status. */
+static int from_agent(struct bridge *b)
+{
+    struct qp_msg m;
+    int fd = -1, n = 0;
+    if (qp_recv(b->sock, &m, sizeof(m), &fd, 1, &n) == -1) {
+        char msg[600];
+        snprintf(msg, sizeof(msg), "lost the agent of container %s (the container was stopped?)", b->name);
+        return fail(QW_FAIL_AGENT + 100, msg);
+    }
+    if (m.type == QP_PTY) {
+        b->master = fd;
+        fcntl(b->master, F_SETFL, O_NONBLOCK);
+        put_event(QP_PTY, 0);
+        return -1;
+    }
+    if (fd >= 0)
+        close(fd);
+    int end = m.type == QP_EXITED || m.type == QP_SIGNALED || m.type == QP_EXEC_FAILED ||
+              m.type == QP_REFUSED || m.type == QP_STALE;
+    if (end) {
+        /* what the command wrote before it ended, then the end */
+        drain(&b->out_r, QW_STDOUT);
+        drain(&b->err_r, QW_STDERR);
+        drain(&b->master, QW_STDOUT);
+    }
+    put_event(m.type, m.value);
+    return end ? 0 : -1;
+}
+
+int bridge_main(int argc, char **argv)
+{
+    if (argc < 4) {
+        dprintf(2, "usage: qpod-agent --bridge AGENT_DIR CONTAINER\n");
+        return 2;
+    }
+    const char *dir = argv[2];
+    struct bridge b = {.name = argv[3], .master = -1, .in_w = -1, .out_r = -1, .err_r = -1};
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGHUP, SIG_IGN); /* sshd hangs up as the channel closes: the channel's end is what counts */
+
+    char *payload = NULL;
+    uint32_t len = 0;
+    int r = take_request(&payload, &len);
+    if (r >= 0)
+        return r;
+    b.pty = has_tag(payload, len, 't');
+    put_int(QW_ACK, 0); /* heard: the client may send stdin now (before, it could retry) */
+
+    b.sock = qp_connect_dir(dir);
+    if (b.sock < 0)
+        b.sock = start_container(dir, b.name);
+    if (b.sock < 0) {
+        char msg[600];
+        snprintf(msg, sizeof(msg), "container %s is not running and cannot be started (%s)", b.name, strerror(errno));
+        return fail(QW_FAIL_AGENT, msg);
+    }
+    if ((r = hand_over(&b, payload, len)) >= 0)
+        return r;
+
+    b.q = malloc(QW_WINDOW + QW_MAX_DATA);
+    if (!b.q)
         return fail(QW_FAIL_PROTO, "out of memory");
     for (;;) {
-        int w = pty ? master : in_w;
+        int w = b.pty ? b.master : b.in_w;
         struct pollfd pf[5] = {
             {0, POLLIN, 0},
-            {sock, POLLIN, 0},
-            {pty ? master : out_r, POLLIN, 0},
-            {err_r, POLLIN, 0},
-            {qlen ? w : -1, POLLOUT, 0},
+            {b.sock, POLLIN, 0},
+            {b.pty ? b.master : b.out_r, POLLIN, 0},
+            {b.err_r, POLLIN, 0},
+            {b.qlen ? w : -1, POLLOUT, 0},
         };
         if (poll(pf, 5, -1) < 0) {
             if (errno == EINTR)
@@ -204,99 +336,17 @@ int bridge_main(int argc, char **argv)
             return 1;
         }
         if (pf[2].revents && pf[2].fd >= 0)
-            pump(pty ? &master : &out_r, QW_STDOUT);
-        if (pf[3].revents && err_r >= 0)
-            pump(&err_r, QW_STDERR);
-        if (pf[4].revents && w >= 0) {
-            ssize_t n = write(w, q, qlen);
-            if (n > 0) {
-                memmove(q, q + n, qlen - (size_t)n);
-                qlen -= (size_t)n;
-                put_int(QW_ACK, (int32_t)n);
-            } else if (n < 0 && errno != EINTR && errno != EAGAIN) {
-                /* the command closed its stdin: what the client still sends is dropped, and
-                 * acknowledged so that it does not wait */
-                put_int(QW_ACK, (int32_t)qlen);
-                qlen = 0;
-                if (!pty)
-                    close(in_w), in_w = -1;
-            }
-        }
-        if (!pty && in_eof && !qlen && in_w >= 0)
-            close(in_w), in_w = -1;
-        if (pf[0].revents) {
-            if (qp_read_full(0, &h, sizeof(h)) < 0)
-                return 0; /* the client or the connection is gone: closing sock ends the command */
-            qw_open(&h, &type, &len);
-            if (len > QW_MAX_DATA)
-                return fail(QW_FAIL_PROTO, "frame too long");
-            char b[QW_MAX_DATA];
-            if (qp_read_full(0, b, len) < 0)
-                return 0;
-            int32_t v = qw_int_of(b, len);
-            if (type == QW_STDIN) {
-                if (w < 0 && !(pty && master < 0)) {
-                    put_int(QW_ACK, (int32_t)len); /* nobody reads it any more */
-                } else {
-                    memcpy(q + qlen, b, len); /* the client's window keeps qlen under the bound */
-                    qlen += len;
-                    if (qlen > QW_WINDOW) {
-                        fail(QW_FAIL_PROTO, "the client overran its window");
-                        return 1;
-                    }
-                }
-            } else if (type == QW_STDIN_EOF) {
-                in_eof = 1;
-            } else if (type == QW_SIGNAL && v > 0 && v < NSIG) {
-                struct qp_msg m = {QP_SIGNAL, v};
-                (void)!send(sock, &m, sizeof(m), MSG_NOSIGNAL);
-            } else if (type == QW_WINSIZE && len >= 4 && master >= 0) {
-                uint16_t rc[2];
-                memcpy(rc, b, 4);
-                struct winsize ws = {ntohs(rc[0]), ntohs(rc[1]), 0, 0};
-                ioctl(master, TIOCSWINSZ, &ws);
-            } else if (type == QW_CLOSED && (v == 1 || v == 2)) {
-                /* the client's reader went away: the command's next write gets EPIPE/SIGPIPE,
-                 * as it would have natively */
-                int *fd = v == 1 ? &out_r : &err_r;
-                if (*fd >= 0)
-                    close(*fd), *fd = -1;
-            }
-        }
-        if (pf[1].revents) {
-            struct qp_msg m;
-            int fd = -1, n = 0;
-            if (qp_recv(sock, &m, sizeof(m), &fd, 1, &n) == -1) {
-                char msg[600];
-                snprintf(msg, sizeof(msg), "lost the agent of container %s (the container was stopped?)", name);
-                return fail(QW_FAIL_AGENT + 100, msg);
-            }
-            if (m.type == QP_PTY) {
-                master = fd;
-                fcntl(master, F_SETFL, O_NONBLOCK);
-                put_event(QP_PTY, 0);
-                continue;
-            }
-            if (fd >= 0)
-                close(fd);
-            int end = m.type == QP_EXITED || m.type == QP_SIGNALED || m.type == QP_EXEC_FAILED ||
-                      m.type == QP_REFUSED || m.type == QP_STALE;
-            if (end) {
-                /* what the command wrote before it ended, then the end */
-                if (out_r >= 0)
-                    while (pump(&out_r, QW_STDOUT) && out_r >= 0 && poll(&(struct pollfd){out_r, POLLIN, 0}, 1, 0) > 0)
-                        ;
-                if (err_r >= 0)
-                    while (pump(&err_r, QW_STDERR) && err_r >= 0 && poll(&(struct pollfd){err_r, POLLIN, 0}, 1, 0) > 0)
-                        ;
-                if (master >= 0)
-                    while (pump(&master, QW_STDOUT) && master >= 0 && poll(&(struct pollfd){master, POLLIN, 0}, 1, 0) > 0)
-                        ;
-            }
-            put_event(m.type, m.value);
-            if (end)
-                return 0;
-        }
+            pump(b.pty ? &b.master : &b.out_r, QW_STDOUT);
+        if (pf[3].revents && b.err_r >= 0)
+            pump(&b.err_r, QW_STDERR);
+        if (pf[4].revents && w >= 0)
+            feed(&b, w);
+        if (!b.pty && b.in_eof && !b.qlen && b.in_w >= 0)
+            close(b.in_w), b.in_w = -1;
+        if (pf[0].revents && (r = from_client(&b, w)) >= 0)
+            return r;
+        if (pf[1].revents && (r = from_agent(&b)) >= 0)
+            return r;
     }
 }
 
