@@ -29,7 +29,8 @@ LIB_NAME = "libqpod_preload.so"
 AGENT_DIR = "agent"
 AGENT_NAME = "qpod-agent"
 CLIENT_NAME = "qpod-client"
-SOURCES = [HERE / "qpod_preload.c"]
+# the library: its hooks (qpod_preload.c) and their parts (library/: environment, paths, rules)
+SOURCES = [HERE / "qpod_preload.c", *(HERE / "library" / f for f in ("env.c", "paths.c", "rules.c"))]
 CFLAGS = ["-O2", "-g0", "-fPIC", "-shared", "-fvisibility=hidden", "-fno-stack-protector", "-Wall", "-Wextra"]
 # two load segments instead of four: fewer mappings and page faults in every process
 LDFLAGS = ["-Wl,-O1", "-Wl,--hash-style=gnu", "-Wl,-z,noseparate-code", "-Wl,--as-needed", "-ldl"]
