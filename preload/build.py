@@ -31,6 +31,11 @@ AGENT_NAME = "qpod-agent"
 CLIENT_NAME = "qpod-client"
 # the library: its hooks (qpod_preload.c) and their parts (library/: environment, paths, rules)
 SOURCES = [HERE / "qpod_preload.c", *(HERE / "library" / f for f in ("env.c", "paths.c", "rules.c"))]
+# the client: front and main (client.c) and its parts by role (client/)
+CLIENT_SOURCES = [
+    HERE / "client.c",
+    *(HERE / "client" / f for f in ("util.c", "spec.c", "cmdlog.c", "term.c", "local.c", "relay.c")),
+]
 CFLAGS = ["-O2", "-g0", "-fPIC", "-shared", "-fvisibility=hidden", "-fno-stack-protector", "-Wall", "-Wextra"]
 # two load segments instead of four: fewer mappings and page faults in every process
 LDFLAGS = ["-Wl,-O1", "-Wl,--hash-style=gnu", "-Wl,-z,noseparate-code", "-Wl,--as-needed", "-ldl"]
@@ -106,7 +111,7 @@ def build(lib_dir: Path) -> Path:
     """Build the library and its "$LIB" layout, the agent and the client into ``lib_dir``;
     returns the library's path."""
     compile_program(lib_dir / AGENT_DIR / AGENT_NAME, HERE / "agent.c", HERE / "bridge.c", static=True)
-    compile_program(lib_dir / CLIENT_NAME, HERE / "client.c")
+    compile_program(lib_dir / CLIENT_NAME, *CLIENT_SOURCES)
     lib = compile_library(lib_dir / LIB_NAME)
     for old in lib_dir.glob(f"*/**/{LIB_NAME}"):  # a layout from another machine's loader
         old.unlink()
