@@ -316,6 +316,69 @@ static void report_status(int conn, int st)
         send_msg(conn, QP_SIGNALED, WTERMSIG(st), -1);
 }
 
+/* Terminal mode: this session process leads a session on a fresh pty and the command becomes
+ * its foreground process group, as under a shell: a group whose parent is in the session is not
+ * orphaned, so Ctrl-Z (SIGTSTP) stops it instead of being discarded. 0, or -1 (errno set). */
+static int open_pty(const struct request *r, int *master, int *slave_fd)
+{
+    char slave[128] = "";
+    *master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (*master < 0 || grantpt(*master) < 0 || unlockpt(*master) < 0 || ptsname_r(*master, slave, sizeof(slave)) ||
+        ioctl(*master, TIOCSWINSZ, &r->ws) < 0 || setsid() < 0 ||
+        (*slave_fd = open(slave, O_RDWR | O_CLOEXEC)) < 0 || ioctl(*slave_fd, TIOCSCTTY, 0) < 0)
+        return -1;
+    /* the pty's hang-up (the client went away) is handled below, not by dying of it;
+     * tcsetpgrp from outside the foreground needs SIGTTOU ignored */
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGTTOU, SIG_IGN);
+    return 0;
+}
+
+/* The command runs: its stops, continues and end go to the client, the client's signals to its
+ * process group; when the client goes away, the group is killed. */
+static int watch_command(int conn, pid_t pid, int sfd)
+{
+    struct pollfd pf[2] = {{conn, POLLIN, 0}, {sfd, POLLIN, 0}};
+    int client_gone = 0;
+    for (;;) {
+        if (!client_gone && poll(pf, 2, -1) < 0 && errno != EINTR)
+            break;
+        if (!client_gone && pf[0].revents) {
+            struct qp_msg m;
+            if (qp_read_full(conn, &m, sizeof(m)) < 0) {
+                /* the client is gone (killed, its terminal closed): nothing may outlive it */
+                kill(-pid, SIGKILL);
+                client_gone = 1;
+                pf[0].fd = -1;
+            } else if (m.type == QP_SIGNAL && m.value > 0 && m.value < NSIG) {
+                kill(-pid, m.value);
+            }
+        }
+        if (pf[1].revents || client_gone) {
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof(si)) > 0)
+                ;
+            int st;
+            pid_t w;
+            while ((w = waitpid(pid, &st, (client_gone ? 0 : WNOHANG) | WUNTRACED | WCONTINUED)) == pid) {
+                if (WIFSTOPPED(st)) {
+                    send_msg(conn, QP_STOPPED, WSTOPSIG(st), -1);
+                } else if (WIFCONTINUED(st)) {
+                    send_msg(conn, QP_CONTINUED, 0, -1);
+                } else {
+                    report_status(conn, st);
+                    return 0;
+                }
+                if (client_gone)
+                    kill(-pid, SIGKILL);
+            }
+            if (w < 0 && errno != EINTR)
+                return 0;
+        }
+    }
+    return 0;
+}
+
 static int session(int conn)
 {
     struct request r;
@@ -328,23 +391,10 @@ static int session(int conn)
         send_msg(conn, QP_STALE, 0, -1);
         return 125;
     }
-    char slave[128] = "";
     int master = -1, slave_fd = -1;
-    if (r.pty) {
-        /* This session process leads a session on a fresh pty and the command becomes its
-         * foreground process group, as under a shell: a group whose parent is in the session
-         * is not orphaned, so Ctrl-Z (SIGTSTP) stops it instead of being discarded. */
-        master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
-        if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0 || ptsname_r(master, slave, sizeof(slave)) ||
-            ioctl(master, TIOCSWINSZ, &r.ws) < 0 || setsid() < 0 ||
-            (slave_fd = open(slave, O_RDWR | O_CLOEXEC)) < 0 || ioctl(slave_fd, TIOCSCTTY, 0) < 0) {
-            send_msg(conn, QP_EXEC_FAILED, errno ? errno : EIO, -1);
-            return 125;
-        }
-        /* the pty's hang-up (the client went away) is handled below, not by dying of it;
-         * tcsetpgrp from outside the foreground needs SIGTTOU ignored */
-        signal(SIGHUP, SIG_IGN);
-        signal(SIGTTOU, SIG_IGN);
+    if (r.pty && open_pty(&r, &master, &slave_fd) < 0) {
+        send_msg(conn, QP_EXEC_FAILED, errno ? errno : EIO, -1);
+        return 125;
     }
     int ep[2];
     if (pipe2(ep, O_CLOEXEC) < 0) {
@@ -391,45 +441,7 @@ static int session(int conn)
         close(master);
     }
     send_msg(conn, QP_STARTED, pid, -1);
-    struct pollfd pf[2] = {{conn, POLLIN, 0}, {sfd, POLLIN, 0}};
-    int client_gone = 0;
-    for (;;) {
-        if (!client_gone && poll(pf, 2, -1) < 0 && errno != EINTR)
-            break;
-        if (!client_gone && pf[0].revents) {
-            struct qp_msg m;
-            if (qp_read_full(conn, &m, sizeof(m)) < 0) {
-                /* the client is gone (killed, its terminal closed): nothing may outlive it */
-                kill(-pid, SIGKILL);
-                client_gone = 1;
-                pf[0].fd = -1;
-            } else if (m.type == QP_SIGNAL && m.value > 0 && m.value < NSIG) {
-                kill(-pid, m.value);
-            }
-        }
-        if (pf[1].revents || client_gone) {
-            struct signalfd_siginfo si;
-            while (read(sfd, &si, sizeof(si)) > 0)
-                ;
-            int st;
-            pid_t w;
-            while ((w = waitpid(pid, &st, (client_gone ? 0 : WNOHANG) | WUNTRACED | WCONTINUED)) == pid) {
-                if (WIFSTOPPED(st)) {
-                    send_msg(conn, QP_STOPPED, WSTOPSIG(st), -1);
-                } else if (WIFCONTINUED(st)) {
-                    send_msg(conn, QP_CONTINUED, 0, -1);
-                } else {
-                    report_status(conn, st);
-                    return 0;
-                }
-                if (client_gone)
-                    kill(-pid, SIGKILL);
-            }
-            if (w < 0 && errno != EINTR)
-                return 0;
-        }
-    }
-    return 0;
+    return watch_command(conn, pid, sfd);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -515,6 +527,84 @@ static void shutdown_all(int sfd)
 int bridge_main(int argc, char **argv); /* bridge.c: the remote side of the relay */
 int check_main(int argc, char **argv);
 
+/* the signals the agent takes through its signalfd */
+static const int agent_sigs[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP};
+#define NSIGS (sizeof(agent_sigs) / sizeof(agent_sigs[0]))
+
+/* init drops signals it has no handler for: install real (empty) handlers, then take them
+ * through a signalfd (set: the signals blocked for it). */
+static int take_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = noop;
+    for (size_t i = 0; i < NSIGS; i++) {
+        sigaddset(set, agent_sigs[i]);
+        sigaction(agent_sigs[i], &sa, NULL);
+    }
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+    sigprocmask(SIG_BLOCK, set, NULL);
+    int sfd = signalfd(-1, set, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (sfd < 0)
+        die("signalfd");
+    return sfd;
+}
+
+/* The socket clients connect to, only the user's (umask 077 while it is made). */
+static int listen_at(const char *sock_path)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    if (strlen(sock_path) >= sizeof(addr.sun_path)) {
+        errno = ENAMETOOLONG;
+        die(sock_path);
+    }
+    strcpy(addr.sun_path, sock_path);
+    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (lfd < 0)
+        die("socket");
+    unlink(sock_path);
+    mode_t old = umask(077);
+    if (bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) < 0)
+        die(sock_path);
+    umask(old);
+    if (listen(lfd, 128) < 0)
+        die("listen");
+    return lfd;
+}
+
+/* A connection: a session process for a peer of our own uid, a refusal for anyone else. */
+static void serve(int lfd, int sfd, const sigset_t *set)
+{
+    int conn = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    if (conn < 0)
+        return;
+    struct ucred cred;
+    socklen_t cl = sizeof(cred);
+    if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0 || cred.uid != geteuid()) {
+        /* only the user who owns this container may run commands in it */
+        send_msg(conn, QP_REFUSED, EACCES, -1);
+        close(conn);
+        return;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(lfd);
+        close(sfd);
+        sigprocmask(SIG_UNBLOCK, set, NULL);
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = SIG_DFL;
+        for (size_t i = 0; i < NSIGS; i++)
+            sigaction(agent_sigs[i], &sa, NULL);
+        _exit(session(conn));
+    }
+    if (pid > 0)
+        remember(pid);
+    close(conn);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "--bridge") == 0)
@@ -532,41 +622,9 @@ int main(int argc, char **argv)
         dprintf(2, "usage: qpod-agent --socket PATH [--hash HASH]\n");
         return 2;
     }
-    /* init drops signals it has no handler for: install real (empty) handlers, then take them
-     * through a signalfd */
     sigset_t set;
-    sigemptyset(&set);
-    int sigs[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP};
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = noop;
-    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
-        sigaddset(&set, sigs[i]);
-        sigaction(sigs[i], &sa, NULL);
-    }
-    sa.sa_handler = SIG_IGN;
-    sigaction(SIGPIPE, &sa, NULL);
-    sigprocmask(SIG_BLOCK, &set, NULL);
-    int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
-    if (sfd < 0)
-        die("signalfd");
-
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    if (strlen(sock_path) >= sizeof(addr.sun_path)) {
-        errno = ENAMETOOLONG;
-        die(sock_path);
-    }
-    strcpy(addr.sun_path, sock_path);
-    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (lfd < 0)
-        die("socket");
-    unlink(sock_path);
-    mode_t old = umask(077);
-    if (bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) < 0)
-        die(sock_path);
-    umask(old);
-    if (listen(lfd, 128) < 0)
-        die("listen");
+    int sfd = take_signals(&set);
+    int lfd = listen_at(sock_path);
 
     struct pollfd pf[2] = {{lfd, POLLIN, 0}, {sfd, POLLIN, 0}};
     for (;;) {
@@ -591,32 +649,7 @@ int main(int argc, char **argv)
                 return 0;
             }
         }
-        if (pf[0].revents) {
-            int conn = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-            if (conn < 0)
-                continue;
-            struct ucred cred;
-            socklen_t cl = sizeof(cred);
-            if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0 || cred.uid != geteuid()) {
-                /* only the user who owns this container may run commands in it */
-                send_msg(conn, QP_REFUSED, EACCES, -1);
-                close(conn);
-                continue;
-            }
-            pid_t pid = fork();
-            if (pid == 0) {
-                close(lfd);
-                close(sfd);
-                sigprocmask(SIG_UNBLOCK, &set, NULL);
-                memset(&sa, 0, sizeof(sa));
-                sa.sa_handler = SIG_DFL;
-                for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
-                    sigaction(sigs[i], &sa, NULL);
-                _exit(session(conn));
-            }
-            if (pid > 0)
-                remember(pid);
-            close(conn);
-        }
+        if (pf[0].revents)
+            serve(lfd, sfd, &set);
     }
 }

@@ -36,6 +36,8 @@ CLIENT_SOURCES = [
     HERE / "client.c",
     *(HERE / "client" / f for f in ("util.c", "spec.c", "cmdlog.c", "term.c", "local.c", "relay.c")),
 ]
+# the agent's program: the agent and its remote side, the relay's bridge
+AGENT_SOURCES = [HERE / "agent.c", HERE / "bridge.c"]
 CFLAGS = ["-O2", "-g0", "-fPIC", "-shared", "-fvisibility=hidden", "-fno-stack-protector", "-Wall", "-Wextra"]
 # two load segments instead of four: fewer mappings and page faults in every process
 LDFLAGS = ["-Wl,-O1", "-Wl,--hash-style=gnu", "-Wl,-z,noseparate-code", "-Wl,--as-needed", "-ldl"]
@@ -110,7 +112,7 @@ def compile_program(out: Path, *sources: Path, static: bool = False) -> Path:
 def build(lib_dir: Path) -> Path:
     """Build the library and its "$LIB" layout, the agent and the client into ``lib_dir``;
     returns the library's path."""
-    compile_program(lib_dir / AGENT_DIR / AGENT_NAME, HERE / "agent.c", HERE / "bridge.c", static=True)
+    compile_program(lib_dir / AGENT_DIR / AGENT_NAME, *AGENT_SOURCES, static=True)
     compile_program(lib_dir / CLIENT_NAME, *CLIENT_SOURCES)
     lib = compile_library(lib_dir / LIB_NAME)
     for old in lib_dir.glob(f"*/**/{LIB_NAME}"):  # a layout from another machine's loader
