@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from qpod_engine.routing.preload_lib import seal_rules  # noqa: E402 - the checkout's, next to this script
+from qpod_engine.config.rules import seal_rules  # noqa: E402 - the checkout's, next to this script
 
 SPAWNER_C = r"""
 #include <spawn.h>
