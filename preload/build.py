@@ -29,8 +29,8 @@ LIB_NAME = "libqpod_preload.so"
 AGENT_DIR = "agent"
 AGENT_NAME = "qpod-agent"
 CLIENT_NAME = "qpod-client"
-# the library: its hooks (qpod_preload.c) and their parts (library/: environment, paths, rules)
-SOURCES = [HERE / "qpod_preload.c", *(HERE / "library" / f for f in ("env.c", "paths.c", "rules.c"))]
+# the library: its hooks (qpod_preload.c) and their parts (library/: environment, paths, rules, workdir)
+SOURCES = [HERE / "qpod_preload.c", *(HERE / "library" / f for f in ("env.c", "paths.c", "rules.c", "workdir.c"))]
 # the client: front and main (client.c) and its parts by role (client/)
 CLIENT_SOURCES = [
     HERE / "client.c",

@@ -312,8 +312,34 @@ static int read_args(int argc, char **argv, struct args *a)
 /* The launch spec, when it is current for this command (else, in preload mode, the launcher
  * decides: qp_fallback does not come back), and the branch for the record. -1 to go on, else
  * the exit status. */
+/* A configure step (autotools configure, cmake's configure, meson setup, waf configure) may set
+ * up a build directory outside the repository: the launcher binds it to the environment (the
+ * next make there must build in the container too), so such a step always goes through it. */
+static int configure_step(const struct args *a)
+{
+    const char *name = qp_base_name(a->path), *const *v = (const char *const *)a->argv;
+    if (strcmp(name, "configure") == 0)
+        return 1;
+    if (strcmp(name, "cmake") == 0 && v[1]) {
+        static const char *const other[] = {"--build", "--install", "--open", "-E", "-P", "--help", "--version"};
+        for (size_t k = 0; k < sizeof(other) / sizeof(*other); k++)
+            if (strncmp(v[1], other[k], strlen(other[k])) == 0)
+                return 0;
+        return 1;
+    }
+    if (strcmp(name, "meson") == 0)
+        return v[1] && strcmp(v[1], "setup") == 0;
+    int waf = strcmp(qp_base_name(v[0]), "waf") == 0 || (v[1] && strcmp(qp_base_name(v[1]), "waf") == 0);
+    for (int i = 1; waf && v[i]; i++)
+        if (strcmp(v[i], "configure") == 0)
+            return 1;
+    return 0;
+}
+
 static int take_spec(const struct args *a, struct spec *s, struct record *rec)
 {
+    if (!a->spec && configure_step(a))
+        qp_fallback(a, "a configure step: the launcher binds the build directory it sets up");
     char *spec_path = a->spec ? strdup(a->spec) : qp_fast_spec_path(a->root);
     int loaded = spec_path ? qp_load_spec(spec_path, s, !a->spec) : -1;
     if (loaded < 0 || s->stale || (a->root && strcmp(s->root, a->root) != 0)) {

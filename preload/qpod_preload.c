@@ -115,6 +115,7 @@ struct plan {
     char resolved[PATH_MAX];
     char script[PATH_MAX];
     char link[PATH_MAX];
+    char work[PATH_MAX]; /* the directory a build tool is told to work in (make -C ...) */
     struct dec_out dec;
 };
 
@@ -186,8 +187,13 @@ static int plan_launch(const struct launch *l, struct plan *p)
         in.name = qp_base_name(p->resolved, strlen(p->resolved), &in.name_len);
         if (qp_script_path(in.name, in.name_len, l->argv, p->cwd, p->script, sizeof(p->script)) == 0)
             in.script = p->script;
-        /* a program that cannot run stays with the real call, which fails as it always would */
-        p->redirect = qp_decide(c.rules, c.rules_fd, &in, &p->dec) == 0 && p->dec.redirect &&
+        /* routed by the directory it works in (make -C DIR); the command still starts in cwd */
+        if (qp_work_dir(in.name, in.name_len, l->argv, p->cwd, p->work, sizeof(p->work)))
+            in.cwd = p->work;
+        /* a program that cannot run stays with the real call, which fails as it always would;
+         * a hook git starts runs where git runs */
+        p->redirect = !qp_git_hook(in.name, in.name_len) && qp_decide(c.rules, c.rules_fd, &in, &p->dec) == 0 &&
+                      p->dec.redirect &&
                       (l->kind == K_SEARCH && !strchr(l->file, '/') ? 1 : qp_runnable(p->resolved)) &&
                       qp_exec_format(p->resolved) &&
                       !launcher_runs_it(&p->dec, p->resolved);

@@ -132,6 +132,11 @@ struct dec_out {
 
 int qp_decide(const char *rules_path, int rules_fd, const struct dec_in *in, struct dec_out *out);
 
+/* workdir.c: the directory a build tool is told to work in (1: out holds it; 0: the cwd), and
+ * whether this process is git starting one of its hooks (those run on the host, like git) */
+int qp_work_dir(const char *name, size_t nl, char *const *argv, const char *cwd, char *out, size_t cap);
+int qp_git_hook(const char *name, size_t nl);
+
 #pragma GCC visibility pop
 
 #endif

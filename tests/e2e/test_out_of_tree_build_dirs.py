@@ -27,7 +27,7 @@ def qpod_shell(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("warm", [False], ids=["cold"])
+@pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm"])
 def test_configure_from_a_build_dir_binds_it_and_make_there_builds_in_the_container(
     qpod_home: Path, make_repo: Callable[..., Path], debian11_image: str, tmp_path: Path, warm: bool
 ) -> None:
