@@ -42,7 +42,7 @@ def test_the_directory_named_decides_not_the_cwd() -> None:
 
 def test_work_dir_of_tools_without_such_options_is_the_cwd() -> None:
     assert work_dir("gdb", ["gdb", "-C", "/x"], "/cwd") == "/cwd"
-    assert work_dir("cmake", ["cmake", "-S", "/src", "-B", "/b"], "/cwd") == "/cwd"  # configure: see binding
+    assert work_dir("cmake", ["cmake", "-S", "/src", "-B", "/b"], "/cwd") == "/src"  # configure: by its source
 
 
 def test_git_hooks_started_by_git_run_on_the_host() -> None:
