@@ -355,9 +355,10 @@ class Native:
         runs the fallback stub), or as ``qpod exec`` does (``front``: it finds the root in the
         state dir's rules first)."""
         cwd = str(cwd or self.root)
+        env = env or self.client_env()
         prog = os.fsdecode(argv[0])
         if path is None:
-            found = shutil.which(prog, path=HOST_PATH) if "/" not in prog else None
+            found = shutil.which(prog, path=env["PATH"]) if "/" not in prog else None
             path = found or os.path.normpath(os.path.join(cwd, prog))
         if by_command is None:  # as the library decides it: neither a program nor a script of the root
             script_ = policy.script_of(os.path.basename(path), [os.fsdecode(a) for a in argv], cwd)
@@ -370,7 +371,7 @@ class Native:
         return subprocess.run(
             [a if isinstance(a, bytes) else str(a) for a in args],
             cwd=cwd,
-            env=env or self.client_env(),
+            env=env,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -782,6 +783,14 @@ REASON_CASES = [
         id="a script run by an interpreter on the list",
         marks=_divergent("the client asks the list before the script, the policy the script first"),
     ),
+    pytest.param(
+        ["make", "-C", "sub"],
+        "root",
+        "tw",
+        ["make"],
+        id="a build tool told to work in a subdirectory",
+        marks=_divergent("the policy adds ' (working in DIR)', the client does not"),
+    ),
 ]
 
 
@@ -793,15 +802,17 @@ def test_reason_texts_are_the_policys(
     is the one ``qpod which`` gives: policy.decide's."""
     n = native
     script(n.root / "tool.sh", "exit 0\n")
+    (n.root / "sub").mkdir()
     sibling = Path(f"{n.root}2")
     script(sibling / "tool", "exit 0\n")
+    hostbin = script(n.tmp / "bin" / "make", "exit 0\n").parent  # a make that only exits
     argv = [str(sibling / "tool") if a == "SIBLING" else a for a in argv]
     env = {**ENV, "name": env_name, "commands": commands}
     n.spec(env=env)
     n.agent()
     snap = {"repos": [{"root": str(n.root), "environment": env_name, "branches": []}], "envs": {env_name: env}}
     fileio.write_atomic(paths.rules_file(), snapshot.rules_text(snap))
-    r = n.run(argv, mode=mode)
+    r = n.run(argv, mode=mode, env=n.client_env(PATH=f"{hostbin}:{HOST_PATH}"))
     assert r.returncode == 0 and "FALLBACK" not in r.stdout, (r.stdout, r.stderr)
     (rec,) = [x for x in n.records() if not cmdlog.is_start(x)]
     target = Target(str(n.root), env_name, tuple(commands), "bound")
