@@ -412,6 +412,11 @@ static int session(int conn)
         become_command(&r, ep[1], slave_fd);
     }
     close(ep[1]);
+    /* a container being stopped signals every process (kill(-1) from PID 1): the command ends
+     * by it as natively, and this session lives to report how (SIGKILL still ends it) */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
     for (int i = 0; i < r.nfds; i++) /* the command has them: holding them would hide EOF */
         close(r.fds[i]);
     if (pid < 0) {

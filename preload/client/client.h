@@ -90,6 +90,7 @@ struct record {
     char time[64];
     double t0;
     const char *repo, *env, *container, *cwd, *path, *reason;
+    const char *ended; /* how it ended when qpod knows more than its status (its container stopped) */
     char *branch;
     char *const *argv;
 };

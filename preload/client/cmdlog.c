@@ -88,6 +88,10 @@ static void record_json(struct buf *b, const struct record *r, int status, int d
     json_str(b, r->reason);
     snprintf(num, sizeof(num), ",\"pid\":%d", (int)getpid());
     qp_buf_str(b, num);
+    if (done && r->ended) {
+        qp_buf_str(b, ",\"ended\":");
+        json_str(b, r->ended);
+    }
     if (done) {
         struct timespec now;
         clock_gettime(CLOCK_REALTIME, &now);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -77,6 +78,8 @@ struct local {
     struct winsize ws;
     int master, master_open, slave_open, in_open, relay_in, relay_out;
     int started, status, death, want_stop;
+    int kept[3]; /* copies of 0, 1, 2 until the command starts: a stale container sends the
+                  * launch back to the launcher, which needs them */
 };
 
 enum { GO_ON, ENDED, GIVE_UP };
@@ -201,6 +204,42 @@ static void to_master(struct local *l)
         l->in_open = 0;
 }
 
+static void drop_kept(struct local *l)
+{
+    for (int i = 0; i < 3; i++)
+        if (l->kept[i] >= 0) {
+            close(l->kept[i]);
+            l->kept[i] = -1;
+        }
+}
+
+/* The agent takes its socket away first when its container is being stopped. */
+static int agent_gone(const struct spec *s)
+{
+    char p[4200];
+    struct stat st;
+    snprintf(p, sizeof(p), "%s/agent.sock", s->agent_dir);
+    return stat(p, &st) < 0 && errno == ENOENT;
+}
+
+/* "was stopped by qpod stop" when qpod stopped it (it leaves a note in the agent's dir), else
+ * what was seen, outside qpod */
+static const char *stopped_by(const struct spec *s, const char *what)
+{
+    static char out[256];
+    char p[4200], by[128] = "";
+    snprintf(p, sizeof(p), "%s/stopped-by", s->agent_dir);
+    int fd = open(p, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t n = read(fd, by, sizeof(by) - 1);
+        by[n > 0 ? n : 0] = 0;
+        by[strcspn(by, "\n")] = 0;
+        close(fd);
+    }
+    snprintf(out, sizeof(out), "%s %s", what, by[0] ? by : "outside qpod (podman stop or rm)");
+    return out;
+}
+
 /* One event from the agent. ENDED once the command's status is known (or the agent is lost);
  * GIVE_UP when the container is of another configuration (the launcher takes over). */
 static int on_agent(struct local *l)
@@ -209,9 +248,13 @@ static int on_agent(struct local *l)
     int fd;
     if (read_event(l->sock, &ev, &fd) < 0) {
         if (l->status < 0) {
+            /* the container went away at once (podman rm -f, stop's SIGKILL): the command was
+             * killed with it, and ends as a killed process does */
             qp_tty_restore();
-            qp_say("qpod: lost the agent of container %s (the container was stopped?)", l->s->container);
-            l->status = EXIT_QPOD;
+            l->rec->ended = stopped_by(l->s, "went away");
+            qp_say("qpod: container %s %s while the command ran: it was killed", l->s->container, l->rec->ended);
+            l->status = 128 + SIGKILL;
+            l->death = SIGKILL;
         }
         return ENDED;
     }
@@ -224,6 +267,7 @@ static int on_agent(struct local *l)
         break;
     case QP_STARTED:
         l->started = 1;
+        drop_kept(l);
         qp_log_write(l->s, l->rec, 0, 0);
         break;
     case QP_STOPPED:
@@ -235,6 +279,10 @@ static int on_agent(struct local *l)
     case QP_SIGNALED:
         l->status = 128 + ev.value;
         l->death = ev.value;
+        if (agent_gone(l->s)) { /* its container is being stopped: that is what signalled it */
+            l->rec->ended = stopped_by(l->s, "was stopped");
+            qp_say("qpod: container %s %s while the command ran", l->s->container, l->rec->ended);
+        }
         break;
     case QP_EXEC_FAILED:
         l->status = qp_exec_failed(l->s, l->a, l->cwd, ev.value);
@@ -246,6 +294,9 @@ static int on_agent(struct local *l)
         break;
     case QP_STALE:
         close(l->sock);
+        for (int i = 0; i < 3; i++) /* the launcher runs the command with the caller's own */
+            if (l->kept[i] >= 0)
+                dup2(l->kept[i], i);
         qp_fallback(l->a, "container from another configuration");
         qp_say("qpod: container %s was created from another configuration; run the command again",
                l->s->container);
@@ -311,7 +362,8 @@ static int finish(struct local *l)
 int qp_run_local(const struct spec *s, const struct args *a, struct record *rec, struct buf *payload,
                  const char *cwd, int *fds, int nfds)
 {
-    struct local l = {.s = s, .a = a, .rec = rec, .cwd = cwd, .master = -1, .status = -1, .in_open = 1};
+    struct local l = {.s = s, .a = a, .rec = rec, .cwd = cwd, .master = -1, .status = -1, .in_open = 1,
+                      .kept = {-1, -1, -1}};
     choose_terminal(&l, fds, nfds);
     int send_fds[QP_MAX_FDS];
     int nsend = attach(&l, payload, fds, nfds, send_fds);
@@ -331,13 +383,19 @@ int qp_run_local(const struct spec *s, const struct args *a, struct record *rec,
     free(payload->p);
 
     l.relay_in = l.pty == 1 ? 0 : l.ttyfd, l.relay_out = l.pty == 1 ? 1 : l.ttyfd, l.slave_open = l.pty == 1;
-    /* the command has the descriptors now: holding them here would keep pipes open */
+    /* the command has the descriptors now: holding them here would keep pipes open (but for a
+     * copy of 0, 1 and 2 until it has started: see kept) */
+    if (!a->spec) /* from the launcher there is no going back to it */
+        for (int i = 0; i < 3; i++)
+            l.kept[i] = fcntl(i, F_DUPFD_CLOEXEC, 10);
     for (int i = 0; i < nfds; i++)
         if (fds[i] != 2 && !(l.pty == 1 && fds[i] <= 1))
             close(fds[i]);
     if (l.devnull >= 0)
         close(l.devnull);
-    if (watch(&l) == GIVE_UP)
+    int how = watch(&l);
+    drop_kept(&l);
+    if (how == GIVE_UP)
         return EXIT_QPOD;
     return finish(&l);
 }

@@ -29,9 +29,10 @@ def _fmt_record(r: dict[str, Any]) -> str:
     else:
         took = f"{r['duration']:.2f}s" if r.get("duration") is not None else "-"
     argv = " ".join(visible(a) for a in r.get("argv") or [])
+    ended = f"  (its container {visible(r['ended'])})" if r.get("ended") else ""
     return (
         f"{visible((r.get('time') or '?')[:19])}  {'?' if status is None else status:>7}  {took:>9}  "
-        f"{visible(r.get('env') or '-')}  {visible(r.get('repo') or '-')}  {argv}"
+        f"{visible(r.get('env') or '-')}  {visible(r.get('repo') or '-')}  {argv}{ended}"
     )
 
 

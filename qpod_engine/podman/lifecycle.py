@@ -126,7 +126,7 @@ def container_spec(
     name = naming.container_name(env["name"], root)
     workdir = naming.container_root(env, root)
     chash = naming.container_hash(env, root)
-    agent_dir = private_dir(naming.agent_dir(name))
+    agent_dir = _forget_stop(private_dir(naming.agent_dir(name)))
     mounts = [{"type": "bind", "source": p, "target": p, "read_only": False} for p in naming.shared_paths(env)]
     mounts.append({"type": "bind", "source": root, "target": workdir, "read_only": False})
     if transport == naming.TRANSPORT_AGENT:
@@ -409,8 +409,9 @@ def _start(ctr: Any, name: str) -> None:
     from qpod_engine.base.fileio import private_dir
 
     if ctr.status != "running":
-        # the agent's socket dir is a mount source: recreated if the state dir was removed
-        private_dir(naming.agent_dir(name))
+        # the agent's socket dir is a mount source: recreated if the state dir was removed;
+        # a note of the last stop is not this run's
+        _forget_stop(private_dir(naming.agent_dir(name)))
         ctr.start()
         ctr.reload()
 
@@ -675,9 +676,26 @@ def _host_of(name: str) -> str | None:
     return max(named)[1] if named else None
 
 
-def stop_containers(names: list[str], remove: bool = False) -> list[str]:
+def _forget_stop(agent_dir: str) -> str:
+    try:
+        os.unlink(os.path.join(agent_dir, "stopped-by"))
+    except OSError:
+        pass
+    return agent_dir
+
+
+def stop_containers(names: list[str], remove: bool = False, by: str = "qpod stop") -> list[str]:
+    """Stop (and with ``remove``, remove) the containers; a command running in one ends as its
+    signal ends it, and its client says the container was stopped ``by`` whom (a note in the
+    agent's dir, read only then)."""
     done = []
     for name in names:
+        try:
+            from qpod_engine.base.fileio import write_atomic
+
+            write_atomic(os.path.join(naming.agent_dir(name), "stopped-by"), f"by {by}\n")
+        except OSError:
+            pass  # no agent dir (a container of the exec transport, another host): no note
         try:
             ctr = client(_host_of(name)).containers.get(name)
             ctr.stop(timeout=5)

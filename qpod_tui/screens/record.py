@@ -13,7 +13,7 @@ from textual.widgets import Label, Static
 
 from qpod_engine.api import format_argv, visible
 
-ORDER = ("time", "status", "duration", "repo", "branch", "env", "container", "cwd", "argv", "path", "reason")
+ORDER = ("time", "status", "ended", "duration", "repo", "branch", "env", "container", "cwd", "argv", "path", "reason")
 
 
 def record_text(rec: dict[str, Any]) -> Text:
