@@ -1,17 +1,22 @@
-"""Shared fixtures: isolated qpod config/state, real git repositories, real podman images."""
+"""Shared fixtures and helpers: isolated qpod config/state, real git repositories, real podman
+images, the one ``wait_until`` every wait goes through, and the markers' guard (tests/README.md)."""
 
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
+import preload_driver
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+NO_PODMAN_DIR = Path(__file__).resolve().parent / "no_podman"  # a `podman` that refuses
 
 # The tests start commands as a terminal's shell would: with SIGINT and SIGQUIT at their
 # defaults. A suite started in the background by a script (`.ci/run &`) inherits them ignored,
@@ -21,20 +26,54 @@ for _sig, _handler in ((signal.SIGINT, signal.default_int_handler), (signal.SIGQ
     if signal.getsignal(_sig) == signal.SIG_IGN:
         signal.signal(_sig, _handler)
 
+T = TypeVar("T")
 
-def wait_until(cond: Callable[[], object], what: str, timeout: float = 60) -> None:
-    """Until ``cond()`` holds (a condition, never a fixed sleep: CI is a loaded 2-core machine)."""
-    import time
 
+def wait_until(cond: Callable[[], T], what: str | Callable[[], str], timeout: float = 60, interval: float = 0.05) -> T:
+    """Until ``cond()`` holds; returns what it returned. Every wait of the tests is this one: a
+    condition, never a fixed sleep (CI is a loaded 2-core machine), and the timeout only a guard
+    against a hang, never a measure (speed is bench/'s business). ``what`` names the condition
+    in the failure, or is called then for what to show (a terminal's screen)."""
     deadline = time.monotonic() + timeout
-    while not cond():
+    while True:
+        got = cond()
+        if got:
+            return got
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached in {timeout}s")
-        time.sleep(0.05)
+            said = what() if callable(what) else what
+            raise AssertionError(f"not reached in {timeout:.0f} s: {said}")
+        time.sleep(interval)
 
 
 def podman_available() -> bool:
     return shutil.which("podman") is not None
+
+
+# --- markers: what a test needs is on it, so `-m "not podman and not rootless and not demo"` is
+# the quick selection (make check) and runs no podman --------------------------------------------
+
+# a test that takes one of these fixtures needs what they need, marked or not
+FIXTURE_MARKS = {
+    "busybox_image": ("podman",),
+    "bound_repo": ("podman",),
+    "debian11_image": ("podman", "demo"),
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture in getattr(item, "fixturenames", ()):
+            for mark in FIXTURE_MARKS.get(fixture, ()):
+                if item.get_closest_marker(mark) is None:
+                    item.add_marker(mark)
+
+
+@pytest.fixture(autouse=True)
+def _podman_only_when_marked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test not marked ``podman`` finds a ``podman`` on PATH that refuses (exit 125, one line):
+    a test that needs podman and lacks the marker fails instead of running it unseen."""
+    if request.node.get_closest_marker("podman") is None:
+        monkeypatch.setenv("PATH", f"{NO_PODMAN_DIR}{os.pathsep}{os.environ.get('PATH', '')}")
 
 
 @pytest.fixture
@@ -114,6 +153,12 @@ def debian11_image() -> str:
     return build_debian11_image()
 
 
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory) -> preload_driver.Built:
+    """The preload library and its test driver, compiled from this checkout once a run."""
+    return preload_driver.build(tmp_path_factory.mktemp("preload"))
+
+
 @pytest.fixture
 def bound_repo(qpod_home: Path, make_repo: Callable[..., Path], busybox_image: str) -> Iterator[Path]:
     """A repository bound to a busybox environment 'bb'; its containers are removed afterwards."""
@@ -133,3 +178,38 @@ def remove_containers_of(root: str) -> None:
     ).stdout.split()
     if ids:
         subprocess.run(["podman", "rm", "-f", "-t", "0", *ids], capture_output=True, env=env)
+
+
+def stop_service_on(socket: str) -> None:
+    """End the podman API service qpod started on ``socket`` (a test's own path): the pid its
+    starters recorded beside the socket, if that process is still a service of that socket."""
+    from qpod_engine.podman import service
+
+    try:
+        pid = int(Path(service.lock_path(socket)).read_text().strip() or "0")
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return
+    if pid > 0 and f"unix://{socket}".encode() in argv:
+        os.killpg(pid, signal.SIGTERM)  # its own session (service._spawn)
+
+        def gone() -> bool:
+            try:
+                return Path(f"/proc/{pid}/stat").read_bytes().rpartition(b")")[2].split()[0] in (b"Z", b"X")
+            except OSError:
+                return True
+
+        wait_until(gone, f"the podman service on {socket} to end")
+
+
+def container_processes(root: Path | str, env: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """(state, command line) of every process in the container of repository ``root``, read in
+    that container (its own pid namespace): a test's own processes, never the machine's."""
+    script = (
+        'for p in /proc/[0-9]*; do s=$(cut -d")" -f2 $p/stat 2>/dev/null | cut -d" " -f2) || continue; '
+        'echo "$s $(tr "\\0" " " < $p/cmdline 2>/dev/null)"; done'
+    )
+    r = run_qpod("exec", "sh", "-c", script, cwd=root, env=env)
+    assert r.returncode == 0, r.stderr
+    rows = [line.partition(" ") for line in r.stdout.splitlines()]
+    return [(state, cmd.strip()) for state, _, cmd in rows if state and "/proc/[0-9]" not in cmd]

@@ -2,8 +2,9 @@
 
 import shlex
 import subprocess
-import time
 import uuid
+
+from conftest import wait_until
 
 
 class Tmux:
@@ -47,25 +48,26 @@ class Tmux:
         return self.wait_for_any((text,), timeout)
 
     def wait_for_any(self, texts: tuple[str, ...], timeout: float = 30) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
+        """The screen, once any of ``texts`` is on it."""
+
+        def shown() -> str | None:
             s = self.screen()
-            if any(t in s for t in texts):
-                return s
-            if time.monotonic() > deadline:
-                raise AssertionError(f"none of {texts!r} on screen after {timeout}s:\n{s}")
-            time.sleep(0.1)
+            return s if any(t in s for t in texts) else None
+
+        return wait_until(shown, lambda: f"none of {texts!r} on screen:\n{self.screen()}", timeout, 0.1)
 
     def wait_count(self, text: str, count: int, timeout: float = 30) -> str:
         """Wait until ``text`` is on screen ``count`` times (e.g. the n-th shell prompt)."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def shown() -> str | None:
             s = self.screen()
-            if s.count(text) >= count:
-                return s
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} not {count} times on screen after {timeout}s:\n{s}")
-            time.sleep(0.1)
+            return s if s.count(text) >= count else None
+
+        return wait_until(shown, lambda: f"{text!r} not {count} times on screen:\n{self.screen()}", timeout, 0.1)
+
+    def wait_dead(self, timeout: float = 30) -> None:
+        """Until the program in the pane has ended."""
+        wait_until(self.dead, lambda: f"the program did not end:\n{self.screen()}", timeout, 0.1)
 
     def dead(self) -> bool:
         out = subprocess.run(
