@@ -1,28 +1,38 @@
-"""Real normal users for the rootless tests, running the qpod that setup.sh installed.
+"""Real normal users for the rootless tests, running this checkout installed by setup.sh.
 
 A user here is made with ``useradd -m`` (Debian gives it subuid/subgid ranges) and runs commands
-as ``su -`` or cron would: ``runuser`` with a clean environment, the default user PATH (so
-``qpod`` is /usr/local/bin/qpod, the /opt/qpod install) and no XDG_RUNTIME_DIR unless a test
-asks for one. The installed qpod must be this checkout's: ``ensure_installed`` compares the
-fingerprint setup.sh recorded and runs ``bash scripts/setup.sh`` (the README's command) when it
-differs.
+as ``su -`` or cron would: ``runuser`` with a clean environment, Debian's default user PATH with
+the tests' own install first (so ``qpod`` is this checkout's) and no XDG_RUNTIME_DIR unless a test
+asks for one.
+
+The tests install into a prefix of their own (``PREFIX``, ``BIN_DIR``: /opt/qpod-tests/<checkout>),
+never over the user's /opt/qpod and /usr/local/bin: ``ensure_installed`` compares the fingerprint
+setup.sh recorded there and runs ``bash scripts/setup.sh`` with QPOD_PREFIX and QPOD_BIN_DIR when
+it differs. Only in CI (CI=true, a machine made for the run: .ci/run) does one test run the
+README's command exactly as written, into /opt/qpod.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT, wait_until
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-PREFIX = Path("/opt/qpod")
-QPOD = Path("/usr/local/bin/qpod")
-USER_PATH = "/usr/local/bin:/usr/bin:/bin"  # Debian's default PATH for users (login.defs ENV_PATH)
+README_PREFIX = Path("/opt/qpod")  # where the README's `sudo bash scripts/setup.sh` installs
+README_BIN_DIR = Path("/usr/local/bin")
+TESTS_HOME = Path("/opt/qpod-tests") / hashlib.sha256(str(REPO_ROOT).encode()).hexdigest()[:12]
+PREFIX = TESTS_HOME / "venv"  # the tests' own install of this checkout (one per checkout)
+BIN_DIR = TESTS_HOME / "bin"
+QPOD = BIN_DIR / "qpod"
+IN_CI = os.environ.get("CI") == "true"
+# Debian's default PATH for users (login.defs ENV_PATH), the tests' install first
+USER_PATH = f"{BIN_DIR}:/usr/local/bin:/usr/bin:/bin"
 DEBIAN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # python3 is Debian's, externally managed (PEP 668)
 
 
@@ -41,9 +51,12 @@ def source_hash() -> str:
     return r.stdout.strip()
 
 
-def run_setup(timeout: float = 3600) -> subprocess.CompletedProcess[str]:
-    """``bash scripts/setup.sh`` as the README says, with only Debian's directories on PATH."""
+def run_setup(readme: bool = False, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
+    """``bash scripts/setup.sh`` with only Debian's directories on PATH: into the tests' prefix,
+    or (``readme``) exactly as the README says, into /opt/qpod and /usr/local/bin."""
     env = {"PATH": DEBIAN_PATH, "HOME": "/root", "LANG": "C.UTF-8"}
+    if not readme:
+        env.update(QPOD_PREFIX=str(PREFIX), QPOD_BIN_DIR=str(BIN_DIR))
     return subprocess.run(
         ["bash", "scripts/setup.sh"],
         cwd=REPO_ROOT,
@@ -56,7 +69,7 @@ def run_setup(timeout: float = 3600) -> subprocess.CompletedProcess[str]:
 
 
 def ensure_installed() -> None:
-    """The installed qpod is this checkout (re-running setup.sh if it is missing or older)."""
+    """The tests' install is this checkout (setup.sh run again if it is missing or older)."""
     need_root()
     recorded = PREFIX / "qpod-source.sha256"
     current = recorded.read_text().strip() if recorded.exists() else ""
@@ -117,9 +130,10 @@ class User:
         return self.run("qpod", *args, cwd=cwd, input=input, timeout=timeout, **extra)
 
     def login(self, script: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
-        """``su - NAME -c SCRIPT``: a login shell as a person gets it from su, cron or CI."""
+        """``su - NAME -c SCRIPT``: a login shell as a person gets it from su, cron or CI, with
+        the tests' install put first on its PATH."""
         return subprocess.run(
-            ["su", "-", self.name, "-c", script],
+            ["su", "-", self.name, "-c", f'PATH="{BIN_DIR}:$PATH"; {script}'],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -138,9 +152,10 @@ class User:
                 os.kill(pid, 15)
             except ProcessLookupError:
                 pass
-        deadline = time.monotonic() + 30
-        while self.pids() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        try:
+            wait_until(lambda: not self.pids(), f"{self.name}'s processes to end on SIGTERM", 30)
+        except AssertionError:
+            pass  # then SIGKILL
         for pid in self.pids():
             try:
                 os.kill(pid, 9)

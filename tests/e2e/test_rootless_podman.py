@@ -1,7 +1,7 @@
 """The same transparency as root, for a developer running podman as themselves (rootless).
 
 A real non-root user (created here) runs the qpod that ``scripts/setup.sh`` installed for every
-user (/usr/local/bin/qpod -> /opt/qpod, this checkout's sources), as ``su -``, cron or CI would:
+user (the tests' own install of this checkout: rootless_user.PREFIX), as ``su -``, cron or CI would:
 no XDG_RUNTIME_DIR, so the API socket is wherever podman itself puts it. Podman is rootless,
 with --userns=keep-id, so build outputs belong to that user.
 """
@@ -9,12 +9,12 @@ with --userns=keep-id, so build outputs belong to that user.
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rootless_user import User, ensure_installed, make_user
+from conftest import wait_until
+from rootless_user import PREFIX, User, ensure_installed, make_user
 
 pytestmark = [pytest.mark.podman, pytest.mark.rootless]
 
@@ -25,9 +25,8 @@ USER = "qpodtest"
 def user() -> Iterator[User]:
     ensure_installed()
     u = make_user(USER)
-    r = u.run(
-        "/opt/qpod/bin/python", "-c", "from qpod_engine.podman.local_images import build_busybox_image as b; print(b())"
-    )
+    build = "from qpod_engine.podman.local_images import build_busybox_image as b; print(b())"
+    r = u.run(str(PREFIX / "bin" / "python"), "-c", build)
     assert r.returncode == 0, r.stderr
     yield u
     u.run("podman", "rm", "-af", "-t", "0")
@@ -181,10 +180,7 @@ def test_works_again_after_a_reboot_left_podmans_runtime_dir(user: User, user_re
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    deadline = time.monotonic() + 60
-    while user.pids() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not user.pids()
+    wait_until(lambda: not user.pids(), f"every process of {user.name} gone", 60)
     stale = user.run("podman", "ps", "-q")
     assert stale.returncode != 0, "podman should be stuck here (else this test tests nothing)"
     r = q("exec", "echo", "again", cwd=user_repo)
