@@ -3,6 +3,10 @@
 a podman API service of its own, registered as a podman system connection in a containers.conf
 of its own. Nothing of root's ssh or podman configuration is touched: the caller points HOME
 and CONTAINERS_CONF at ``env()``.
+
+The two sides share this machine's podman storage, so a test could not tell a container made
+there from one made here: every container the host's own service makes has ``MARKER`` (a file
+naming the host, mounted by that service's containers.conf), and no container made here has it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 from conftest import wait_until
 
 SSHD = "/usr/sbin/sshd"
+MARKER = "/run/qpod-test-host/name"  # in the containers of a host's own service: the host's name
 
 
 def available() -> str | None:
@@ -62,10 +67,16 @@ class SshHost:
         self.service: subprocess.Popen[bytes] | None = None
         self.socket = podman_socket or str(work / "podman.sock")
         if podman_socket is None:
+            # this service's containers (and only those) see the host's name at MARKER
+            side = work / "side"
+            side.mkdir(exist_ok=True)
+            (side / "name").write_text(f"{name}\n")
+            service_conf = work / "service-containers.conf"
+            service_conf.write_text(f'[containers]\nvolumes = ["{side}:{os.path.dirname(MARKER)}:ro"]\n')
             env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "CONTAINERS_CONF")}
             self.service = subprocess.Popen(
                 ["podman", "system", "service", "--time=0", f"unix://{self.socket}"],
-                env={**env, "QPOD_OFF": "1"},
+                env={**env, "QPOD_OFF": "1", "CONTAINERS_CONF": str(service_conf)},
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,

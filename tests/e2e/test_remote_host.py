@@ -1,6 +1,7 @@
 """Environments on another host (``host:``): this machine through a real sshd on 127.0.0.1
 (tests/sshd_host.py), so paths are shared as with a home over NFS. Real ssh, real podman, real
-qpod-shell in tmux."""
+qpod-shell in tmux. The host's podman shares this machine's storage: what proves a command ran
+there is sshd_host.MARKER, which only the containers of the host's own service have."""
 
 import hashlib
 import json
@@ -9,7 +10,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import sshd_host
-from conftest import remove_containers_of, run_qpod, wait_until
+from conftest import container_processes, remove_containers_of, run_qpod, wait_until
 from tmux_driver import Tmux
 from tui_pilot import wait_for
 
@@ -75,6 +75,18 @@ def _sessions_logged(host: sshd_host.SshHost) -> int:
     return host.log.read_text(errors="replace").count("Starting session: command")
 
 
+def ran_on(root: Path) -> bytes:
+    """Where a command in ``root`` runs: the name of the host whose service made its container,
+    or (made on this machine) cat's complaint."""
+    r = qexec("cat", sshd_host.MARKER, cwd=root)
+    return r.stdout or r.stderr
+
+
+def _running(root: Path, command: str, state: str = "") -> bool:
+    """Whether ``command`` runs (in ``state``, e.g. T: stopped) in the container of ``root``."""
+    return any(cmd == command and state in st for st, cmd in container_processes(root))
+
+
 def test_a_build_through_qpod_shell_runs_on_the_remote_host(
     on_host: sshd_host.SshHost, qpod_home: Path, make_repo: Callable[..., Path], debian11_image: str, tmp_path: Path
 ) -> None:
@@ -113,33 +125,30 @@ def test_a_build_through_qpod_shell_runs_on_the_remote_host(
         ).stdout
         assert "GCC: (Debian 10." in comment, comment  # the container's gcc built it
         assert _sessions_logged(on_host) > before  # through the test's sshd
+        assert ran_on(root) == f"{on_host.name}\n".encode()  # in a container the host's podman made
         # stdin, stdout and stderr are the terminal: a pty on the host, as ssh -t gives
         out = run("make -s -f /dev/null -E 'x:; @test -t 0 && test -t 1 && test -t 2 && echo all-ttys-there' x")
         assert "all-ttys-there" in out, out
         # Ctrl-C reaches the build there and ends it
         tmux.type("make -s long")
         tmux.wait_for("long-started", 120)
-        wait_until(lambda: _running("sleep 41.75"), "the build's sleep")
+        wait_until(lambda: _running(root, "sleep 41.75"), "the build's sleep")
         tmux.send("C-c")
-        wait_until(lambda: not _running("sleep 41.75"), "the build to end after Ctrl-C")
+        wait_until(lambda: not _running(root, "sleep 41.75"), "the build to end after Ctrl-C")
         out = run("echo after-int")
         assert "long-finished" not in out
         # Ctrl-Z stops it there, fg resumes it (the markers are computed: the typed line does
         # not contain them)
         tmux.type("make -s -f /dev/null -E 'x:; @echo zz-$$((6*7)); sleep 3.25; echo zz-$$((7*7))' x")
         tmux.wait_for("zz-42", 120)
-        wait_until(lambda: _running("sleep 3.25"), "the build's sleep")
+        wait_until(lambda: _running(root, "sleep 3.25"), "the build's sleep")
         tmux.send("C-z")
         try:
             tmux.wait_for("Stopped", 120)
-        except AssertionError as err:  # what each process was doing, for whoever reads the failure
-            ps = subprocess.run(
-                ["ps", "-eo", "pid,ppid,pgid,stat,wchan:20,args"], capture_output=True, text=True
-            ).stdout
-            raise AssertionError(
-                f"{err}\n" + "\n".join(ln for ln in ps.splitlines() if re.search(r"qpod|ssh|sleep|make|PID", ln))
-            ) from None
-        assert _stopped("sleep 3.25"), "the command there did not stop"
+        except AssertionError as err:  # what each process there was doing, for whoever reads the failure
+            ps = "\n".join(f"{state} {cmd}" for state, cmd in container_processes(root))
+            raise AssertionError(f"{err}\nin the container:\n{ps}") from None
+        wait_until(lambda: _running(root, "sleep 3.25", "T"), "the command there to stop", 20)
         out = run("fg")
         assert "zz-49" in out and f"DONE-{1000 + n}-0" in out, out
     finally:
@@ -149,26 +158,8 @@ def test_a_build_through_qpod_shell_runs_on_the_remote_host(
     assert ps.returncode == 0
 
 
-def _running(command: str) -> list[str]:
-    """Processes whose command line is ``command`` (not one that merely mentions it)."""
-    return subprocess.run(["pgrep", "-fx", command], capture_output=True, text=True).stdout.split()
-
-
-def _stopped(pattern: str) -> bool:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        for pid in _running(pattern):
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    if f.read().rsplit(")", 1)[1].split()[0] == "T":
-                        return True
-            except OSError:
-                continue
-        time.sleep(0.1)
-    return False
-
-
 def test_streams_status_and_signals_are_relayed(remote_repo: Path, on_host: sshd_host.SshHost) -> None:
+    assert ran_on(remote_repo) == f"{on_host.name}\n".encode()  # there, not on this machine
     # stdin through, 3 MB, bytes intact; the command ends at our EOF
     data = os.urandom(3 << 20)
     r = qexec("cat", cwd=remote_repo, input=data)
@@ -218,21 +209,23 @@ def test_streams_status_and_signals_are_relayed(remote_repo: Path, on_host: sshd
     ], records
 
 
-def test_eighty_parallel_commands_lose_no_output(remote_repo: Path) -> None:
-    # more at once than sshd's default MaxSessions (10 per connection) and MaxStartups (10)
+def test_eighty_parallel_commands_lose_no_output(remote_repo: Path, on_host: sshd_host.SshHost) -> None:
+    # more at once than sshd's default MaxSessions (10 per connection) and MaxStartups (10); each
+    # says where it ran
     def one(i: int) -> tuple[int, int, bytes]:
-        r = qexec("sh", "-c", f"echo line-{i}; seq 1 3000", cwd=remote_repo)
+        r = qexec("sh", "-c", f"cat {sshd_host.MARKER}; echo line-{i}; seq 1 3000", cwd=remote_repo)
         return i, r.returncode, r.stdout + r.stderr
 
     want = "".join(f"{k}\n" for k in range(1, 3001)).encode()
     with ThreadPoolExecutor(80) as pool:
         results = list(pool.map(one, range(80)))
-    bad = [(i, rc, out[:200]) for i, rc, out in results if rc != 0 or out != f"line-{i}\n".encode() + want]
+    there = f"{on_host.name}\n".encode()
+    bad = [(i, rc, out[:200]) for i, rc, out in results if rc != 0 or out != there + f"line-{i}\n".encode() + want]
     assert not bad, bad
 
 
 def test_a_dropped_connection_ends_the_command_with_255(remote_repo: Path, on_host: sshd_host.SshHost) -> None:
-    assert qexec("true", cwd=remote_repo).returncode == 0  # the container is up
+    assert ran_on(remote_repo) == f"{on_host.name}\n".encode()  # the container is up, there
     p = subprocess.Popen(
         [sys.executable, "-m", "qpod_engine.cli", "exec", "sh", "-c", "echo started; sleep 1234.5"],
         cwd=remote_repo,
@@ -240,15 +233,15 @@ def test_a_dropped_connection_ends_the_command_with_255(remote_repo: Path, on_ho
         stderr=subprocess.PIPE,
     )
     assert p.stdout is not None and p.stdout.readline() == b"started\n"
-    wait_until(lambda: _running("sleep 1234.5"), "the command there")
+    wait_until(lambda: _running(remote_repo, "sleep 1234.5"), "the command there")
     on_host.drop_connections()
     out, err = p.communicate(timeout=120)
     assert p.returncode == 255, (out, err)
     lines = err.decode().splitlines()
     assert lines == [f"qpod: lost the connection to host {on_host.name}"], lines
-    wait_until(lambda: not _running("sleep 1234.5"), "nothing left running there")
     r = qexec("echo", "back", cwd=remote_repo)  # the next command connects again
     assert (r.returncode, r.stdout) == (0, b"back\n"), r.stderr
+    wait_until(lambda: not _running(remote_repo, "sleep 1234.5"), "nothing left running there")
 
 
 def test_which_ps_and_doctor_name_the_host(remote_repo: Path, on_host: sshd_host.SshHost) -> None:
@@ -273,6 +266,7 @@ def test_which_ps_and_doctor_name_the_host(remote_repo: Path, on_host: sshd_host
     # stopped there: the bridge starts it again for the next command
     r = qexec("echo", "again", cwd=remote_repo)
     assert (r.returncode, r.stdout) == (0, b"again\n"), r.stderr
+    assert ran_on(remote_repo) == f"{on_host.name}\n".encode()
 
 
 def test_an_unknown_or_unreachable_host_fails_with_125_never_on_this_machine(
@@ -340,8 +334,8 @@ def test_connections_are_read_from_podman_and_ssh_runs_without_prompts(on_host: 
 @pytest.mark.rootless
 def test_a_developer_with_rootless_podman_builds_on_a_host(host: sshd_host.SshHost) -> None:
     """A normal user: their own key, known_hosts and podman connection, their rootless podman
-    serving the "remote" side; the installed qpod (/usr/local/bin/qpod)."""
-    from rootless_user import ensure_installed, make_user
+    serving the "remote" side; the tests' install of this checkout (rootless_user.QPOD)."""
+    from rootless_user import PREFIX, ensure_installed, make_user
 
     ensure_installed()
     user = make_user("qpodremote")
@@ -374,7 +368,7 @@ def test_a_developer_with_rootless_podman_builds_on_a_host(host: sshd_host.SshHo
         )
         wait_until(sock.exists, "the user's podman service")
         r = user.run(
-            "/opt/qpod/bin/python",
+            str(PREFIX / "bin" / "python"),
             "-c",
             "from qpod_engine.podman.local_images import build_busybox_image as b; print(b())",
         )
@@ -441,6 +435,7 @@ async def test_the_dashboard_shows_stops_and_measures_a_container_on_a_host(
         await wait_for(pilot, lambda: view.containers[name].state in ("exited", "stopped"))
     r = qexec("echo", "started-again", cwd=remote_repo)  # the next command starts it there
     assert (r.returncode, r.stdout) == (0, b"started-again\n"), r.stderr
+    assert ran_on(remote_repo) == f"{on_host.name}\n".encode()
 
 
 def test_a_long_running_process_reaches_a_host_again_after_its_forward_dropped(
@@ -455,3 +450,5 @@ def test_a_long_running_process_reaches_a_host_again_after_its_forward_dropped(
     wait_until(lambda: not remote.forward_alive(on_host.name), "the forward to end")
     again = podman_backend.client(on_host.name)
     assert again is not first and again.ping()
+    # the host's own service answers (through the new forward), not this machine's
+    assert again.info()["host"]["remoteSocket"]["path"] == f"unix://{on_host.socket}"
