@@ -1,15 +1,17 @@
-"""qpod exec against real podman: cwd, stdin, stdout/stderr, exit status, signals, env, owner."""
+"""qpod exec against real podman: cwd, stdin, stdout/stderr, exit status, signals, env, owner,
+the log record, and the container's life (reused, recreated, stopped or removed behind qpod's
+back)."""
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import run_qpod
+from conftest import container_processes, remove_containers_of, run_qpod, stop_service_on, wait_until
 from tmux_driver import Tmux
 
 from qpod_engine.log import cmdlog
@@ -109,11 +111,9 @@ def test_signal_default_action_gives_128_plus_n(bound_repo: Path) -> None:
     assert p.returncode == -signal.SIGTERM
 
 
-def _sleepers(root: Path) -> list[str]:
+def _sleepers(root: Path, seconds: str = "") -> list[str]:
     """The ``sleep`` processes in the repository's container (its own pid namespace)."""
-    r = run_qpod("exec", "ps", "-o", "pid,args", cwd=root)
-    assert r.returncode == 0, r.stderr
-    return [line for line in r.stdout.splitlines() if line.split()[1:2] == ["sleep"]]
+    return [cmd for _, cmd in container_processes(root) if cmd.split()[:1] == ["sleep"] and seconds in cmd]
 
 
 def test_killing_the_client_stops_the_whole_command(bound_repo: Path) -> None:
@@ -131,10 +131,7 @@ def test_killing_the_client_stops_the_whole_command(bound_repo: Path) -> None:
     assert len(_sleepers(bound_repo)) == 2
     p.kill()  # the client: no handler, no goodbye
     p.wait()
-    deadline = time.monotonic() + 30
-    while _sleepers(bound_repo) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _sleepers(bound_repo) == []
+    wait_until(lambda: _sleepers(bound_repo) == [], "the command's processes in the container to end", 30)
 
 
 def test_environment_passthrough_and_deny(bound_repo: Path) -> None:
@@ -193,10 +190,19 @@ def test_log_record_written(bound_repo: Path) -> None:
     rec = recs[0]
     assert rec["repo"] == str(bound_repo) and rec["env"] == "bb" and rec["status"] == 4
     assert rec["cwd"] == str(bound_repo / "sub") and rec["argv"] == ["sh", "-c", "exit 4"]
-    assert rec["branch"] is None or rec["branch"] == "master"
+    assert rec["branch"] == "master"  # make_repo's branch: the record says which branch was built
     assert rec["container"].startswith("qpod-bb-") and rec["duration"] > 0 and "qpod exec" in rec["reason"]
     out = run_qpod("log", "--json").stdout.splitlines()
     assert json.loads(out[-1])["status"] == 4
+    # the warm path's record (the native-exec client writes it, not the CLI): the same fields
+    prog = bound_repo / "sub" / "exit5.sh"
+    prog.write_text("#!/bin/sh\nexit 5\n")
+    prog.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_SHELL")}
+    shell = [sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", "./exit5.sh"]
+    assert subprocess.run(shell, cwd=prog.parent, env=env, timeout=120).returncode == 5
+    warm = [r for r in cmdlog.read() if not cmdlog.is_start(r)][-1]
+    assert (warm["argv"], warm["status"], warm["branch"]) == (["./exit5.sh"], 5, "master"), warm
 
 
 def _container_id(root: Path) -> str:
@@ -278,7 +284,7 @@ def test_api_socket_started_on_demand(bound_repo: Path, tmp_path: Path) -> None:
     r = run_qpod("ps", "--json", env={"QPOD_PODMAN_SOCKET": str(sock)})
     assert r.returncode == 0, r.stderr
     assert sock.exists()
-    subprocess.run(["pkill", "-f", f"podman system service.*{sock}"])
+    stop_service_on(str(sock))
 
 
 def test_outside_bound_repo_runs_on_host_untouched(qpod_home: Path, tmp_path: Path) -> None:
@@ -303,7 +309,7 @@ def test_tty_and_ctrl_c_in_a_real_terminal(bound_repo: Path) -> None:
         assert "STDIN-TTY" in s and "STDOUT-TTY" in s
         t.type(f"{qpod} exec sh -c 'echo LONG\"-\"RUNNING; sleep 100'")
         t.wait_for("LONG-RUNNING")
-        time.sleep(0.5)
+        wait_until(lambda: _sleepers(bound_repo, "100"), "the command's sleep in the container")
         t.send("C-c")
         t.wait_count("PS> ", 3, timeout=20)
         # as natively, the command died of SIGINT and the shell sees 130
@@ -327,17 +333,23 @@ def test_exec_env_override_in_unbound_repository(bound_repo: Path, make_repo) ->
         r = run_qpod("exec", "--env", "nope", "true", cwd=other)
         assert r.returncode == 125 and "unknown environment 'nope' (known: bb)" in r.stderr
     finally:
-        from conftest import remove_containers_of
-
         remove_containers_of(str(other))
 
 
 def test_log_follow_shows_new_records(bound_repo: Path) -> None:
     p = qpod_popen("log", "-f", "--json", cwd=bound_repo, stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
     try:
-        time.sleep(1.0)  # the follower is open before the command runs
+        # the follower follows once a record appended now reaches it (not only as an old one)
+        def follows() -> bool:
+            cmdlog.append({"argv": ["probe"], "status": 0})
+            return bool(select.select([p.stdout], [], [], 0.2)[0])
+
+        wait_until(follows, "qpod log -f to follow the log")
         assert run_qpod("exec", "sh", "-c", "exit 6", cwd=bound_repo).returncode == 6
-        rec = json.loads(p.stdout.readline())
+        rec = {"argv": ["probe"]}
+        while rec["argv"] == ["probe"]:
+            rec = json.loads(p.stdout.readline())
         if rec["status"] is None:  # the start record comes first
             assert rec["argv"] == ["sh", "-c", "exit 6"]
             rec = json.loads(p.stdout.readline())
@@ -375,12 +387,11 @@ def test_hung_podman_service_gives_the_prompt_back_on_ctrl_c(bound_repo: Path, t
     try:
         env = {**os.environ, "QPOD_PODMAN_SOCKET": sock_path}
         p = qpod_popen("exec", "true", cwd=bound_repo, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(2)
+        wait_until(lambda: held or p.poll() is not None, "the launcher to ask the silent service")
         assert p.poll() is None  # stuck on the silent service
-        t0 = time.monotonic()
         p.send_signal(signal.SIGINT)
-        p.wait(timeout=20)
-        assert p.returncode in (130, -signal.SIGINT) and time.monotonic() - t0 < 10
+        p.wait(timeout=20)  # a hang guard: Ctrl-C gives the prompt back
+        assert p.returncode in (130, -signal.SIGINT)
     finally:
         stop.set()
         t.join()
