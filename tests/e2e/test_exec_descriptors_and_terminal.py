@@ -1,6 +1,6 @@
 """Native exec: a redirected command gets the caller's own file descriptors, signals and terminal
 (the agent in the container, the client on the host), so that it cannot be told from the native
-one. Real podman, real terminals (tmux), qpod-shell where the issue says so."""
+one. Real podman, real terminals (tmux), qpod-shell where a shell types the command."""
 
 import json
 import os
@@ -12,13 +12,12 @@ import socket
 import struct
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import podman_available, remove_containers_of, run_qpod
+from conftest import container_processes, remove_containers_of, run_qpod, wait_until
 from tmux_driver import Tmux
 
 pytestmark = pytest.mark.podman
@@ -36,18 +35,10 @@ def env_file(name: str, image: str, **extra: object) -> None:
     (d / f"{name}.yaml").write_text(yaml.safe_dump(data))
 
 
-@pytest.fixture(scope="module")
-def debian11_image() -> str:
-    if not podman_available():
-        pytest.skip("podman is not installed")
-    from qpod_engine.podman.local_images import build_debian11_image
-
-    return build_debian11_image()
-
-
+# a b c say where they ran: Debian 11 in the container, the host's Debian otherwise
 MAKEFILE = """\
 a b c:
-\t@echo built-$@
+\t@echo built-$@-on-debian-$$(cut -d. -f1 /etc/debian_version)
 slow:
 \t@echo slow-started; sleep 3; echo slow-finished
 pause:
@@ -102,18 +93,7 @@ def qpod_shell_c(command: str, cwd: Path, tmp_path: Path, **kw: object) -> subpr
 
 def in_container(root: Path, pattern: str) -> list[str]:
     """Command lines of the container's processes matching ``pattern`` (read inside it)."""
-    script = 'for p in /proc/[0-9]*; do tr "\\0" " " < $p/cmdline 2>/dev/null; echo; done'
-    r = run_qpod("exec", "sh", "-c", script, cwd=root)
-    assert r.returncode == 0, r.stderr
-    return [line for line in r.stdout.splitlines() if re.search(pattern, line) and "/proc/" not in line]
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached in {timeout}s")
-        time.sleep(0.1)
+    return [cmd for _, cmd in container_processes(root) if re.search(pattern, cmd)]
 
 
 class Shell:
@@ -159,12 +139,13 @@ def tmux_ok() -> None:
 
 
 def test_read_loop_feeding_make_builds_every_target(deb_repo: Path, tmp_path: Path) -> None:
-    """podman exec -i read ahead the whole file: only the first target was built."""
+    """podman exec -i read ahead the whole file: only the first target was built. Each make
+    says where it ran (the container's Debian 11), so a loop that routed nothing fails."""
     r = qpod_shell_c("while read t; do make -s $t; done < targets.txt", deb_repo, tmp_path)
-    assert r.stdout.split() == ["built-a", "built-b", "built-c"], r.stderr
+    assert r.stdout.split() == ["built-a-on-debian-11", "built-b-on-debian-11", "built-c-on-debian-11"], r.stderr
     # what the command leaves unread stays for the next reader
     r = qpod_shell_c("{ make -s a; cat; } < targets.txt", deb_repo, tmp_path)
-    assert r.stdout.split() == ["built-a", "a", "b", "c"], r.stderr
+    assert r.stdout.split() == ["built-a-on-debian-11", "a", "b", "c"], r.stderr
 
 
 def test_big_stdin_through_qpod_exec_cat(bound_repo: Path, tmp_path: Path) -> None:
@@ -225,7 +206,7 @@ def test_stderr_stays_separate_under_a_terminal(deb_repo: Path, tmp_path: Path, 
         out = sh.run("make nosuchtarget 2>/dev/null")
         assert sh.status(out) == 2 and "No rule" not in out
         out = sh.run("make -s a 2>/dev/null")
-        assert "built-a" in out
+        assert "built-a-on-debian-11" in out
     finally:
         sh.close()
 
@@ -246,7 +227,7 @@ def test_ctrl_z_jobs_fg_and_type_ahead(deb_repo: Path, tmp_path: Path, tmux_ok: 
         # Ctrl-Z stops the build (natively: the job is stopped, jobs lists it, fg resumes it)
         t.type("make -s pause")
         t.wait_for("pause-started")
-        wait_until(lambda: bool(in_container(deb_repo, r"^sleep 46\.5")), what="the build sleeping")
+        wait_until(lambda: in_container(deb_repo, r"^sleep 46\.5"), "the build sleeping")
         t.send("C-z")
         t.wait_for("Stopped")
         out = sh.run("jobs")
@@ -255,7 +236,7 @@ def test_ctrl_z_jobs_fg_and_type_ahead(deb_repo: Path, tmp_path: Path, tmux_ok: 
         t.type("fg")
         t.wait_for("make -s pause\n")  # bash names the job it resumes
         t.send("C-c")
-        wait_until(lambda: not in_container(deb_repo, r"^sleep 46\.5"), what="the build gone after fg, Ctrl-C")
+        wait_until(lambda: not in_container(deb_repo, r"^sleep 46\.5"), "the build gone after fg, Ctrl-C")
         out = sh.run("true")
         assert sh.status(out) == 0 and "pause-finished" not in out
     finally:
@@ -268,9 +249,9 @@ def test_ctrl_c_reaches_the_whole_recursive_build(deb_repo: Path, tmp_path: Path
     try:
         t.type("make -s tree | tee log")
         t.wait_for("leaf2-started")
-        wait_until(lambda: len(in_container(deb_repo, r"^sleep 41\.5")) == 2, what="both leaves sleeping")
+        wait_until(lambda: len(in_container(deb_repo, r"^sleep 41\.5")) == 2, "both leaves sleeping")
         t.send("C-c")
-        wait_until(lambda: not in_container(deb_repo, r"^sleep 41\.5|make"), what="the build gone")
+        wait_until(lambda: not in_container(deb_repo, r"^sleep 41\.5|make"), "the build gone")
         t.wait_for("PS> ", 30)
         assert "leaf1-finished" not in t.screen() and "leaf2-finished" not in t.screen()
     finally:
@@ -282,10 +263,10 @@ def test_closing_the_terminal_ends_the_build(deb_repo: Path, tmp_path: Path, tmu
     try:
         sh.t.type("make -s tree")
         sh.t.wait_for("leaf2-started")
-        wait_until(lambda: len(in_container(deb_repo, r"^sleep 41\.5")) == 2, what="both leaves sleeping")
+        wait_until(lambda: len(in_container(deb_repo, r"^sleep 41\.5")) == 2, "both leaves sleeping")
     finally:
         sh.close()  # SIGHUP to the terminal's jobs
-    wait_until(lambda: not in_container(deb_repo, r"^sleep 41\.5|make"), what="the build gone after SIGHUP")
+    wait_until(lambda: not in_container(deb_repo, r"^sleep 41\.5|make"), "the build gone after SIGHUP")
 
 
 def test_background_job_of_a_script_keeps_sigint_ignored(bound_repo: Path) -> None:
@@ -324,7 +305,7 @@ def test_interactive_bash_with_job_control(deb_repo: Path, tmp_path: Path, tmux_
         t.type("jobs")
         t.wait_for("Running")
         t.type("kill %1; tty; exit 7")
-        wait_until(t.dead, 30, "bash exits")
+        t.wait_dead()
         assert "/dev/pts/" in t.screen() and "no job control" not in t.screen()
     finally:
         t.kill()
@@ -365,11 +346,12 @@ def test_window_resize_reaches_the_command(bound_repo: Path, tmp_path: Path, tmu
         t.wait_for("25 90")
         subprocess.run(["tmux", "resize-window", "-t", t.name, "-x", "80", "-y", "20"], check=True)
         # tmux resizes asynchronously: ask until the pty reports the new size
-        deadline = time.monotonic() + 30
-        while "20 80" not in t.screen():
-            assert time.monotonic() < deadline, t.screen()
+
+        def new_size_seen() -> bool:
             t.type("stty size")
-            time.sleep(0.3)
+            return "20 80" in t.screen()
+
+        wait_until(new_size_seen, t.screen, 30, interval=0.3)
         t.type("exit")
         t.wait_count("PS> ", 3)
     finally:
@@ -384,7 +366,7 @@ def test_gdb_ctrl_c_interrupts_the_inferior(deb_repo: Path, tmp_path: Path, tmux
     try:
         t.wait_for("(gdb)")
         t.type("run")
-        wait_until(lambda: bool(in_container(deb_repo, r"^(/bin/|/usr/bin/)?sleep 44\.5")), what="inferior")
+        wait_until(lambda: in_container(deb_repo, r"^(/bin/|/usr/bin/)?sleep 44\.5"), "the inferior running")
         t.send("C-c")
         t.wait_for("SIGINT")
         t.type("kill")
@@ -392,7 +374,7 @@ def test_gdb_ctrl_c_interrupts_the_inferior(deb_repo: Path, tmp_path: Path, tmux
         t.type("y")
         t.wait_for("killed]")
         t.type("quit")
-        wait_until(t.dead, 30, "gdb exits")
+        t.wait_dead()
     finally:
         t.kill()
 
@@ -400,6 +382,7 @@ def test_gdb_ctrl_c_interrupts_the_inferior(deb_repo: Path, tmp_path: Path, tmux
 # --- the agent's boundary ---------------------------------------------------------------------
 
 
+@pytest.mark.rootless  # knocks as nobody
 def test_agent_socket_is_private_and_refuses_another_uid(bound_repo: Path, tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to act as a second user")
@@ -517,7 +500,7 @@ def test_agent_that_cannot_run_falls_back_to_podman_exec(
         r = run_qpod("exec", "sh", "-c", "read x; echo got-$x", cwd=root, input="piped\n")
         assert r.stdout == "got-piped\n"
         recs = [json.loads(x) for x in run_qpod("log", "--json").stdout.splitlines()]
-        assert [rec["status"] for rec in recs] == [3, 0]
+        assert [(rec["status"], rec["branch"]) for rec in recs] == [(3, "master"), (0, "master")]  # this writer's too
         doctor = run_qpod("doctor").stdout
         assert "uses the podman exec fallback (qpod-agent: listen: Operation not permitted)" in doctor, doctor
     finally:
