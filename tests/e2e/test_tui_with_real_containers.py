@@ -4,10 +4,11 @@ One Pilot test of the container actions, and one end-to-end run of ``qpod tui`` 
 import os
 import subprocess
 import sys
-import time
+import uuid
 
 import pytest
-from conftest import REPO_ROOT, podman_available, run_qpod
+from conftest import REPO_ROOT, podman_available, run_qpod, wait_until
+from textual.widgets import TextArea
 from tmux_driver import Tmux
 from tui_pilot import wait_for
 
@@ -74,8 +75,14 @@ async def test_stop_restart_and_output_of_a_real_container(warm):
         await wait_for(pilot, lambda: podman_state(name) == "running")
         await wait_for(pilot, lambda: view.containers[name].state == "running")
 
+        # the container's output: what its main process wrote (podman logs), not just a screen
+        said = f"output-of-{uuid.uuid4().hex[:8]}"
+        r = run_qpod("exec", "sh", "-c", f"echo {said} > /proc/1/fd/1", cwd=root)
+        assert r.returncode == 0, r.stderr
         await pilot.press("o")
         await wait_for(pilot, lambda: isinstance(app.screen, TextScreen))
+        shown = app.screen.query_one(TextArea).text
+        assert said in shown.splitlines() and app.screen.title_text == f"Recent output of {name}", shown
         await pilot.press("escape")
 
         # the repositories view shows the same container state, from podman
@@ -181,19 +188,14 @@ def test_qpod_tui_end_to_end_in_tmux(warm, qpod_home):
         assert run_qpod("exec", "false", cwd=root).returncode == 1
         # no key pressed: the view picks the record up by watching the log (how fast is a
         # benchmark's business, not a test's on a loaded machine)
-        deadline = time.monotonic() + DEADLINE
-        while True:
-            screen = tui.screen()
-            line = next((ln for ln in screen.splitlines() if ln.rstrip().endswith(" false")), None)
-            if line is not None:
-                break
-            assert time.monotonic() < deadline, screen
-            time.sleep(0.1)
+        line = wait_until(
+            lambda: next((ln for ln in tui.screen().splitlines() if ln.rstrip().endswith(" false")), None),
+            tui.screen,
+            DEADLINE,
+            0.1,
+        )
         assert " 1 " in line and "bb" in line
         tui.send("q")
-        deadline = time.monotonic() + DEADLINE
-        while not tui.dead():
-            assert time.monotonic() < deadline, tui.screen()
-            time.sleep(0.1)
+        tui.wait_dead(DEADLINE)
     finally:
         tui.kill()
