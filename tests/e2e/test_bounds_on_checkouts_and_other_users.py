@@ -1,4 +1,4 @@
-"""Bounds on what a checkout or another local user can make qpod do (issue 17, items 4, 7, 8).
+"""Bounds on what a checkout or another local user can make qpod do.
 
 - Locks and sockets live in the user's private places: the image lock is no fixed name in /tmp
   that another user can create first (and hold, or make unreadable), a lock wait says who holds
@@ -117,7 +117,7 @@ def qpod_shell_c(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return r
 
 
-# --- item 4: the image lock is the user's own ---------------------------------------------------
+# --- the image lock is the user's own -------------------------------------------------------------
 
 
 @pytest.fixture
@@ -149,6 +149,7 @@ def as_user(user: str, home: Path, code: str) -> subprocess.CompletedProcess[str
     return r
 
 
+@pytest.mark.rootless  # a second user plants, a third runs qpod
 @pytest.mark.parametrize("plant", ["held", "mode 0600"])
 def test_another_user_cannot_take_the_image_lock(plant: str, planter: str, victim: str, victim_home: Path) -> None:
     """The second user creates the old lock name of the first (and holds it, or makes it 0600):
@@ -231,7 +232,7 @@ def test_a_lock_wait_names_its_holder_and_gives_up(qpod_home: Path) -> None:
         pass
 
 
-# --- item 7: git metadata that is a FIFO, /dev/zero or huge -------------------------------------
+# --- git metadata that is a FIFO, /dev/zero or huge -----------------------------------------------
 
 
 def fifo(p: Path) -> None:
@@ -423,7 +424,7 @@ def test_a_huge_build_context_is_refused_at_once(qpod_home: Path, make_repo: Cal
     assert "256 MiB" not in r.stdout + r.stderr and r.stdout.startswith("container"), r.stdout
 
 
-# --- item 8 and item 4: ssh's shared connections ------------------------------------------------
+# --- ssh's shared connections ------------------------------------------------------------------------
 
 
 def control_path_of(conn: remote.Connection) -> str:
@@ -459,6 +460,7 @@ def test_the_shared_ssh_connection_is_one_per_identity(qpod_home: Path) -> None:
             shutil.rmtree(os.path.dirname(with_a), ignore_errors=True)
 
 
+@pytest.mark.rootless  # a second user plants
 def test_a_long_state_dir_never_uses_a_fixed_ssh_dir_in_tmp(
     planter: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -48,12 +48,13 @@ def plant_package(d: Path, marker: Path) -> None:
     (d / "json.py").write_text(code)
 
 
-# --- item 1: no qpod program imports from the cwd or a checkout ---------------------------------
+# --- no qpod program imports from the cwd or a checkout -----------------------------------------
 
 
+@pytest.mark.podman  # qpod ps, and the installed qpod (setup.sh into the tests' prefix)
 @pytest.mark.rootless
 def test_the_installed_qpod_never_imports_a_checkouts_package(tmp_path: Path, qpod_home: Path) -> None:
-    """The README's ``qpod`` (the C front and the interpreter beside it), run in a directory
+    """The installed ``qpod`` (the C front and the interpreter beside it), run in a directory
     holding a ``qpod_engine/`` package, as this project's own clone is: every subcommand runs the
     installed package, and so works."""
     need_root()
@@ -103,7 +104,7 @@ def test_launcher_and_dashboard_shell_ignore_pythonpath_and_the_cwd(
     assert not marker.exists(), marker.read_text()
 
 
-# --- item 5: fail closed ------------------------------------------------------------------------
+# --- fail closed: never a silent host run ---------------------------------------------------------
 
 
 def test_broken_environment_file_fails_its_routed_commands(qpod_home: Path, make_repo: Callable[..., Path]) -> None:
@@ -174,7 +175,7 @@ def test_a_damaged_or_hand_edited_rules_file_is_compiled_again(qpod_home: Path, 
     assert rules.read_bytes() == good
 
 
-# --- item 6: the allow review ---------------------------------------------------------------------
+# --- the allow review ------------------------------------------------------------------------------
 
 
 def test_allow_review_marks_variables_that_change_how_programs_load(
@@ -199,7 +200,7 @@ def test_allow_review_marks_variables_that_change_how_programs_load(
     assert r.returncode == 1 and "qpod allow --yes" in r.stderr
 
 
-# --- item 9: the dashboard marks a broken binding -------------------------------------------------
+# --- the dashboard marks a broken binding ----------------------------------------------------------
 
 
 class NoPodmanEngine(Engine):

@@ -86,6 +86,7 @@ def test_each_config_acts_on_its_own_containers(
         remove_containers_of(str(root))
 
 
+@pytest.mark.rootless  # a second user runs the command
 def test_rootful_commands_keep_the_users_supplementary_groups(bound_repo: Path, tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("rootful case")

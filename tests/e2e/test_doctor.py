@@ -1,4 +1,6 @@
-"""qpod doctor: every check passes on a set-up machine; a missing podman is named with its fix."""
+"""qpod doctor: every check passes on a set-up machine; a missing podman, a broken environment
+file, a rules file too big for the library and a user's rootless setup are named with their fix.
+(doctor runs all its checks, a container's start included: a test of it needs podman.)"""
 
 import os
 import subprocess
@@ -32,6 +34,7 @@ def test_doctor_names_missing_podman_and_fix(qpod_home: Path, tmp_path: Path) ->
     assert "fix: apt-get install podman runc" in r.stdout
 
 
+@pytest.mark.podman
 def test_doctor_reports_broken_environment_file(qpod_home: Path) -> None:
     envs = Path(os.environ["QPOD_CONFIG_DIR"]) / "environments"
     envs.mkdir(parents=True)

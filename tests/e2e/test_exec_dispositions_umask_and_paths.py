@@ -1,14 +1,14 @@
-"""Transparency cases found in review: inherited signal dispositions, background jobs, job
-control, umask, repository programs found through PATH, symlinked checkouts."""
+"""What a redirected command inherits as a native one would: signal dispositions (SIGPIPE at
+its default), the umask, background jobs and job control in a terminal, repository programs
+found through PATH, and a symlinked checkout routed as its real path."""
 
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import run_qpod
+from conftest import container_processes, run_qpod, wait_until
 from tmux_driver import Tmux
 
 pytestmark = pytest.mark.podman
@@ -120,22 +120,27 @@ def test_ctrl_z_suspends_the_command_and_fg_resumes_it(bound_repo: Path) -> None
     t = _tmux_shell(bound_repo)
     qpod = f"{sys.executable} -m qpod_engine.cli"
     count = bound_repo / "count"
+    loop = "i=0; while :; do i=$((i+1)); echo $i > count; sleep 0.1; done"
+
+    def counted() -> str:
+        return count.read_text() if count.exists() else ""
+
+    def loop_states() -> set[str]:
+        """The states of the loop's shell in the container (T: stopped)."""
+        return {state for state, cmd in container_processes(bound_repo) if "i=$((i+1))" in cmd}
+
     try:
         # stdout is a pipe: no TTY, the launcher does the job control
-        t.type(f"{qpod} exec sh -c 'i=0; while :; do i=$((i+1)); echo $i > count; sleep 0.1; done' | cat")
-        deadline = time.monotonic() + 20
-        while not count.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(0.5)
+        t.type(f"{qpod} exec sh -c '{loop}' | cat")
+        first = wait_until(counted, "the loop counting")
+        wait_until(lambda: counted() not in ("", first), "the loop counting on")
         t.send("C-z")
         t.wait_for("Stopped", timeout=10)
-        time.sleep(0.5)
-        frozen = count.read_text()
-        time.sleep(1.0)
-        assert count.read_text() == frozen  # the command in the container is stopped too
+        wait_until(lambda: loop_states() == {"T"}, "the command in the container stopped too")
+        frozen = counted()
+        assert loop_states() == {"T"} and counted() == frozen
         t.type("fg")
-        time.sleep(1.5)
-        assert count.read_text() != frozen
+        wait_until(lambda: counted() != frozen, "the loop counting again after fg")
         t.send("C-c")
         t.wait_count("PS> ", 3, timeout=20)
     finally:

@@ -1,5 +1,5 @@
-"""Issue 13 item 2: what qpod does not control (argv, repository paths, branch and image names,
-podman's errors) is shown literally. In text output control characters are escaped (ESC as
+"""What qpod does not control (argv, repository paths, branch and image names, podman's errors)
+is shown literally. In text output control characters are escaped (ESC as
 ``\\x1b``, a newline as ``\\n``), so a logged argv cannot set the terminal title, clear the
 screen or fake a log line; in the TUI nothing is parsed as markup (``[/bold]`` in a path
 crashed ``qpod tui`` at start, ``[link=...]`` made a link). Real terminals (tmux), real podman."""
@@ -9,13 +9,12 @@ import os
 import shlex
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, podman_available, remove_containers_of, run_qpod
+from conftest import REPO_ROOT, podman_available, remove_containers_of, run_qpod, wait_until
 from tmux_driver import Tmux
 
 from qpod_engine.base.textsafe import visible
@@ -45,13 +44,6 @@ def pane_title(tmux: Tmux) -> str:
     ).stdout.strip()
 
 
-def wait_dead(tmux: Tmux, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not tmux.dead():
-        assert time.monotonic() < deadline, tmux.screen()
-        time.sleep(0.1)
-
-
 def _qpod_env() -> dict[str, str]:
     return {
         "QPOD_CONFIG_DIR": os.environ["QPOD_CONFIG_DIR"],
@@ -65,7 +57,7 @@ def test_the_terminal_check_is_real(tmp_path: Path) -> None:
     """The control: the same bytes printed raw do set the pane title."""
     tmux = Tmux(f"{sys.executable} -c " + shlex.quote(f"import sys; sys.stdout.write({TITLE!r})"), width=100, height=20)
     try:
-        wait_dead(tmux)
+        tmux.wait_dead(DEADLINE)
         assert pane_title(tmux) == "pwned"
     finally:
         tmux.kill()
@@ -95,7 +87,7 @@ def test_qpod_log_prints_hostile_argv_literally(qpod_home: Path) -> None:
 
     tmux = Tmux(f"{sys.executable} -m qpod_engine.cli log", env=_qpod_env(), width=200, height=20)
     try:
-        wait_dead(tmux)
+        tmux.wait_dead(DEADLINE)
         screen = tmux.screen()
         assert pane_title(tmux) != "pwned"
         assert "\\x1b]0;pwned\\x07" in screen and "fake  /fake  rm" in screen
@@ -180,14 +172,12 @@ def test_qpod_tui_with_hostile_names_in_a_real_terminal(hostile_bound_repo: str)
         screen = tui.wait_for("Command record", timeout=DEADLINE)
         assert "x[link=https://evil.example]click" in screen and "\\u202eevil" in screen
         tui.send("Escape")
-        deadline = time.monotonic() + DEADLINE  # and only then q: right after Escape it would be Alt+q
-        while "Command record" in tui.screen():
-            assert time.monotonic() < deadline, tui.screen()
-            time.sleep(0.1)
+        # and only then q: right after Escape it would be Alt+q
+        wait_until(lambda: "Command record" not in tui.screen(), tui.screen, DEADLINE)
         assert not tui.dead(), tui.screen()
         assert pane_title(tui) != "pwned"
         tui.send("q")
-        wait_dead(tui)
+        tui.wait_dead(DEADLINE)
         assert "Traceback" not in tui.screen()
     finally:
         tui.kill()

@@ -21,7 +21,7 @@ with warnings.catch_warnings():  # deprecated, still the shortest way to a bcryp
     warnings.simplefilter("ignore", DeprecationWarning)
     import crypt
 
-from conftest import remove_containers_of, run_qpod
+from conftest import remove_containers_of, run_qpod, stop_service_on, wait_until
 
 from qpod_engine.base.errors import QpodError
 from qpod_engine.podman import lifecycle as podman_backend
@@ -48,14 +48,17 @@ def _start_registry(tmp: Path, auth: bool) -> tuple[subprocess.Popen, str]:
         text += f"auth:\n  htpasswd:\n    realm: qpod-test\n    path: {tmp}/htpasswd\n"
     conf.write_text(text)
     proc = subprocess.Popen([REGISTRY, "serve", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
+
+    def listening() -> bool:
         with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, f"127.0.0.1:{port}"
-        time.sleep(0.1)
-    proc.kill()
-    pytest.fail("docker-registry did not start")
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        wait_until(listening, "docker-registry listening", 15)
+    except AssertionError:
+        proc.kill()
+        raise
+    return proc, f"127.0.0.1:{port}"
 
 
 @pytest.fixture
@@ -72,7 +75,8 @@ def registries(tmp_path: Path, busybox_image: str, monkeypatch: pytest.MonkeyPat
     conf.parent.mkdir(parents=True, exist_ok=True)
     conf.write_text("".join(f'[[registry]]\nlocation = "{r}"\ninsecure = true\n\n' for r in (open_reg, auth_reg)))
     # a private API service, started by qpod after the registry config exists
-    monkeypatch.setenv("QPOD_PODMAN_SOCKET", str(tmp_path / "svc" / "podman.sock"))
+    service_socket = tmp_path / "svc" / "podman.sock"
+    monkeypatch.setenv("QPOD_PODMAN_SOCKET", str(service_socket))
     env = {**os.environ, "QPOD_OFF": "1"}
     subprocess.run(
         ["podman", "push", "-q", "--tls-verify=false", busybox_image, f"{open_reg}/team/bb:1"],
@@ -87,7 +91,7 @@ def registries(tmp_path: Path, busybox_image: str, monkeypatch: pytest.MonkeyPat
         conf.unlink(missing_ok=True)
         for p in (open_proc, auth_proc):
             p.kill()
-        subprocess.run(["pkill", "-f", f"podman system service.*{tmp_path}"])
+        stop_service_on(str(service_socket))
         subprocess.run(["podman", "rmi", "-f", f"{open_reg}/team/bb:1"], capture_output=True, env=env)
 
 

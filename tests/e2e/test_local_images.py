@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -59,9 +58,7 @@ def test_busybox_image_builds_runs_and_is_reused() -> None:
     assert proc.stdout == "ok\n"
 
     messages: list[str] = []
-    start = time.monotonic()
     assert images.build_busybox_image(progress=messages.append) == ref
-    assert time.monotonic() - start < 2.0
     assert messages == []  # nothing was rebuilt
     assert images.image_id(ref) == first_id
 
@@ -173,6 +170,7 @@ def test_debian11_image_has_gcc10_make_and_gdb() -> None:
         pytest.skip("Debian 11 image absent and cannot be built here (needs mmdebstrap, or root and debootstrap)")
     ref = images.build_debian11_image()
     assert ref == images.DEBIAN11_REF
+    first_id = images.image_id(ref)
     proc = run_in(ref, "gcc --version; gdb --version; make --version; cat /etc/debian_version")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -182,6 +180,6 @@ def test_debian11_image_has_gcc10_make_and_gdb() -> None:
     assert any(line.startswith("GNU Make ") for line in lines), proc.stdout
     assert lines[-1].startswith("11."), proc.stdout
 
-    start = time.monotonic()
-    assert images.build_debian11_image() == ref
-    assert time.monotonic() - start < 2.0
+    messages: list[str] = []
+    assert images.build_debian11_image(progress=messages.append) == ref
+    assert messages == [] and images.image_id(ref) == first_id  # reused: nothing was built again

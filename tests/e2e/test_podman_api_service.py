@@ -5,12 +5,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, podman_available
+from conftest import REPO_ROOT, podman_available, wait_until
 
 from qpod_engine.podman import service
 
@@ -33,14 +32,6 @@ def services_on(path: str) -> list[int]:
     return found
 
 
-def wait_for(cond, what: str, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
 @pytest.fixture
 def own_socket(tmp_path: Path, qpod_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A socket path of this test's own (QPOD_PODMAN_SOCKET); its services are ended afterwards."""
@@ -49,7 +40,7 @@ def own_socket(tmp_path: Path, qpod_home: Path, monkeypatch: pytest.MonkeyPatch)
     yield path
     for pid in services_on(path):
         os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not services_on(path), "the test's services to end")
+    wait_until(lambda: not services_on(path), "the test's services to end")
 
 
 def test_socket_path_is_podmans_answer_and_cached(
@@ -101,7 +92,7 @@ def test_a_stuck_service_is_replaced_not_doubled(own_socket: str) -> None:
         assert not service.answers(own_socket)
         url = service.ensure_service(120, timeout=20)
         assert url == f"unix://{own_socket}"
-        wait_for(lambda: stuck not in services_on(own_socket), "the stuck service to be stopped")
+        wait_until(lambda: stuck not in services_on(own_socket), "the stuck service to be stopped")
         assert len(services_on(own_socket)) == 1 and service.answers(own_socket)
     finally:
         if stuck in services_on(own_socket):

@@ -1,8 +1,8 @@
-"""Issue 17 items 2 and 3: nothing qpod creates is writable by another user whatever the umask,
-and qpod's state (the state dir, the rules, the launch specs, the agent dirs) is used only when
-it is the user's own and closed to others: checked by the engine, by the preload library before
-it trusts a rules file, and by the native-exec client before it trusts a launch spec or an
-agent's directory. A second real user plants; the first one (root here) runs qpod.
+"""Nothing qpod creates is writable by another user whatever the umask, and qpod's state (the
+state dir, the rules, the launch specs, the agent dirs) is used only when it is the user's own
+and closed to others: checked by the engine, by the preload library before it trusts a rules
+file, and by the native-exec client before it trusts a launch spec or an agent's directory. A
+second real user plants; the first one (root here) runs qpod.
 
 The library's rules are also sealed: their last line ``sum\\t<16 hex>`` is the 64-bit FNV-1a of
 every byte before it. Rules it cannot use (corrupt, unsealed, another user's, open to others,
@@ -105,7 +105,7 @@ def git_repo(path: Path, makefile: str | None = None) -> Path:
     return path
 
 
-# --- item 2: umask 000 ------------------------------------------------------------------------
+# --- umask 000: nothing is writable by others ---------------------------------------------------
 
 
 def test_nothing_qpod_creates_is_writable_by_others_under_umask_000(tmp_path: Path) -> None:
@@ -152,6 +152,7 @@ def test_podman_service_log_is_private_whatever_the_umask(tmp_path: Path, monkey
         os.umask(old)
 
 
+@pytest.mark.rootless  # a second user plants
 def test_a_podman_socket_cache_written_by_someone_else_is_not_used(
     tmp_path: Path, other_uid: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -169,9 +170,10 @@ def test_a_podman_socket_cache_written_by_someone_else_is_not_used(
     assert service._read_cache("k") is None
 
 
-# --- item 3: the engine refuses a state dir that is not the user's ------------------------------
+# --- the engine refuses a state dir that is not the user's --------------------------------------
 
 
+@pytest.mark.rootless  # a second user plants
 def test_a_state_dir_planted_by_another_user_is_refused_by_the_engine(
     tmp_path: Path, open_parent: Path, other_uid: int
 ) -> None:
@@ -204,6 +206,7 @@ def test_a_state_dir_planted_by_another_user_is_refused_by_the_engine(
     assert mode(planted) == 0o755
 
 
+@pytest.mark.rootless  # a second user plants
 def test_a_state_dir_qpod_cannot_read_is_an_error_not_an_empty_log(open_parent: Path, other_uid: int) -> None:
     """Here the second user runs qpod and root's private state dir is the one they name."""
     private = Path(tempfile.mkdtemp(prefix="qpod-trust-root-", dir="/tmp"))  # 0700, root's
@@ -230,11 +233,12 @@ def test_a_state_dir_qpod_cannot_read_is_an_error_not_an_empty_log(open_parent: 
         shutil.rmtree(private, ignore_errors=True)
 
 
+@pytest.mark.rootless  # a second user plants
 @pytest.mark.skipif(MAKE is None, reason="make is not installed")
 def test_a_state_dir_swapped_under_an_open_qpod_shell_runs_no_planted_launcher(
     tmp_path: Path, open_parent: Path, other_uid: int
 ) -> None:
-    """The issue's attack: the second user moves your state dir aside while your qpod-shell is
+    """The attack: the second user moves your state dir aside while your qpod-shell is
     open, makes their own with a rules file whose launcher is their program (sealed, and a launch
     spec too), and waits for your next make."""
     repo = git_repo(tmp_path / "repo", "all:\n\t@echo built-on-the-host\n")
@@ -302,7 +306,7 @@ def test_a_state_dir_swapped_under_an_open_qpod_shell_runs_no_planted_launcher(
     assert f"{state}" in err and "is not yours" in err, err
 
 
-# --- item 3 in C: the preload library -----------------------------------------------------------
+# --- the preload library trusts only the user's rules ------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -429,6 +433,7 @@ def test_sealed_rules_of_the_user_are_used(box: Box) -> None:
     assert box.sh("make -s").returncode == 0 and box.outcomes() == ["evil"]
 
 
+@pytest.mark.rootless  # a second user plants
 @pytest.mark.parametrize("case", UNTRUSTED)
 def test_rules_the_library_cannot_trust_are_never_used(box: Box, other_uid: int, case: str) -> None:
     """Nothing better known: the host, silently. The rules qpod-shell holds open (QPOD_RULES_FD)
@@ -447,6 +452,7 @@ def test_rules_the_library_cannot_trust_are_never_used(box: Box, other_uid: int,
     assert (r.returncode, r.stderr, box.outcomes()) == (0, "", ["host"])
 
 
+@pytest.mark.rootless  # a second user plants
 @pytest.mark.parametrize("case", ["bad-sum", "file-of-another-user", "dir-writable-by-others"])
 def test_a_process_keeps_the_last_good_rules_when_the_file_goes_bad(box: Box, other_uid: int, case: str) -> None:
     """posix_spawn decides in the calling process: its cache holds the last good rules."""
@@ -476,7 +482,7 @@ def test_a_process_keeps_the_last_good_rules_when_the_file_goes_bad(box: Box, ot
     assert (proc.returncode, err, box.outcomes()) == (0, "", ["good", "good"])
 
 
-# --- item 3 in C: the native-exec client ----------------------------------------------------------
+# --- the native-exec client trusts only the user's launch spec and agent dir ---------------------
 
 SPEC_CASES = [
     "spec-of-another-user",
@@ -488,6 +494,7 @@ SPEC_CASES = [
 ]
 
 
+@pytest.mark.rootless  # a second user plants
 @pytest.mark.parametrize("case", ["all-ours", *SPEC_CASES])
 def test_the_client_refuses_a_launch_spec_or_agent_dir_it_cannot_trust(box: Box, other_uid: int, case: str) -> None:
     """The spec names the container and the agent's socket that gets the caller's descriptors:

@@ -1,8 +1,8 @@
-"""Issue 13 item 3: qpod's state is private whatever the umask (umask 000 included): the state
-dirs 0700, the rules, the snapshot, the container facts, the command log and its lock 0600, so
-no other user can read your command lines or redirect your commands. Config files are the
-user's: they follow the umask, except that (issue 17 item 2) neither they nor the directories
-qpod makes are ever writable by group or others. Checked as a second, unprivileged user."""
+"""qpod's state is private whatever the umask (umask 000 included): the state dirs 0700, the
+rules, the snapshot, the container facts, the command log and its lock 0600, so no other user
+can read your command lines or redirect your commands. Config files are the user's: they follow
+the umask, except that neither they nor the directories qpod makes are ever writable by group or
+others. Checked as a second, unprivileged user."""
 
 import os
 import shutil
@@ -17,6 +17,7 @@ import pytest
 from conftest import REPO_ROOT, podman_available, remove_containers_of
 
 OTHER = "qpodsafety"
+pytestmark = pytest.mark.rootless  # a second user reads and writes
 
 
 @pytest.fixture(scope="module")

@@ -1,15 +1,14 @@
-"""Issue 13 item 13: the TUI's edit of an environment file qpod cannot parse never rewrites it
-with the form's content (before: the empty form replaced it, mounts and env lost). The form
+"""The TUI's edit of an environment file qpod cannot parse never rewrites it with the form's
+content (an empty form once replaced it, mounts and env lost). The form
 says why and refuses to save; ctrl+e opens the file in $EDITOR in the same terminal, and the
 form reads it again afterwards. A real terminal (tmux), a real editor process, real files."""
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, wait_until
 from tmux_driver import Tmux
 
 from qpod_engine.api import Engine
@@ -35,13 +34,6 @@ def test_the_engine_never_saves_a_form_over_a_file_it_cannot_parse(qpod_home: Pa
     path.write_text(BROKEN.replace("bogus_key: 1\n", ""))  # fixed by hand: the form may save again
     Engine().save_environment(Environment(name="legacy", image="localhost/y:2"), create=False, edit=True)
     assert "localhost/y:2" in path.read_text()
-
-
-def _wait(cond, tui: Tmux, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, tui.screen()
-        time.sleep(0.1)
 
 
 def test_tui_edit_of_a_broken_file_refuses_to_save_and_opens_the_editor(qpod_home: Path, tmp_path: Path) -> None:
@@ -71,15 +63,17 @@ def test_tui_edit_of_a_broken_file_refuses_to_save_and_opens_the_editor(qpod_hom
         assert path.read_text() == BROKEN  # nothing written over it
 
         tui.send("C-e")  # the editor runs in this terminal, then the form reads the file again
-        _wait(marker.exists, tui)
+        wait_until(marker.exists, tui.screen, DEADLINE)
         assert marker.read_text().strip() == str(path)
-        _wait(lambda: "/data:/data" in tui.screen() and "qpod cannot read" not in tui.screen(), tui)
+        wait_until(
+            lambda: "/data:/data" in tui.screen() and "qpod cannot read" not in tui.screen(), tui.screen, DEADLINE
+        )
         assert "KEEP=me" in tui.screen()
         tui.send("C-s")
         tui.wait_for("saved to", timeout=DEADLINE)
         text = path.read_text()
         assert "/data:/data" in text and "KEEP: me" in text and "bogus_key" not in text
         tui.send("q")
-        _wait(tui.dead, tui)
+        tui.wait_dead(DEADLINE)
     finally:
         tui.kill()

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 from conftest import remove_containers_of, run_qpod
-from tui_pilot import settle
+from tui_pilot import settle, wait_for
 
 from qpod_engine.api import Engine
 from qpod_tui.app import make_app
@@ -87,10 +87,7 @@ async def test_a_repository_image_is_built_from_the_dashboard_with_its_output(
             await pilot.press("B")
             screen = app.screen
             assert isinstance(screen, BuildScreen)
-            for _ in range(600):  # a build on a loaded machine: up to a minute
-                if screen.result is not None:
-                    break
-                await pilot.pause(0.1)
+            await wait_for(pilot, lambda: screen.result is not None, what="the build to end")
             assert screen.result == "built", screen.result
             lines = screen.query_one("#build-log").lines
             assert any(line.startswith("qpod: building localhost/qpod-build-") for line in lines), lines
@@ -102,10 +99,7 @@ async def test_a_repository_image_is_built_from_the_dashboard_with_its_output(
             await pilot.press("B")  # built already: nothing to do, said so
             again = app.screen
             assert isinstance(again, BuildScreen)
-            for _ in range(300):
-                if again.result is not None:
-                    break
-                await pilot.pause(0.1)
+            await wait_for(pilot, lambda: again.result is not None, what="the second build to answer")
             assert again.result == "the image exists already: nothing to build"
     finally:
         remove_containers_of(str(root))

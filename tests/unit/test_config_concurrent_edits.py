@@ -1,6 +1,6 @@
-"""Issue 13 item 4: every read-modify-write of the config takes the config lock and reads again
-under it: 20 ``qpod init`` at once leave 20 bindings (before: 6 survived), and the compiled
-rules know every one of them."""
+"""Every read-modify-write of the config takes the config lock and reads again under it: 20
+``qpod init`` at once leave 20 bindings (6 survived without the lock), and the compiled rules
+know every one of them."""
 
 import json
 import os

@@ -1,10 +1,8 @@
 """Snapshots of every view and dialog with deterministic data (qpod_tui.demo_engine.DemoEngine).
 Update after an intended change with: pytest tests/test_tui_snapshots.py --snapshot-update"""
 
-import time
-
 import pytest
-from tui_pilot import settle
+from tui_pilot import settle, wait_for
 
 from qpod_tui.app import make_app
 from qpod_tui.demo_engine import DemoEngine
@@ -45,10 +43,9 @@ def following(*presses: str):
     async def run(pilot) -> None:
         await keys(*presses)(pilot)
         table = pilot.app.query_one("#log-table")
-        deadline = time.monotonic() + 10
-        while not (table.scroll_offset.y == table.max_scroll_y and table.max_scroll_y > 0):
-            assert time.monotonic() < deadline, "the log did not scroll to its newest record"
-            await pilot.pause(0.02)
+        await wait_for(
+            pilot, lambda: table.scroll_offset.y == table.max_scroll_y > 0, 10, "the log to scroll to its newest record"
+        )
         await settle(pilot)
         await pilot.wait_for_scheduled_animations()  # the tab's underline after a title change
         await pilot.wait_for_animation()
@@ -67,12 +64,12 @@ async def underline_follows(pilot) -> None:
 
     tabs = pilot.app.query_one(Tabs)
     underline = tabs.query_one(Underline)
-    deadline = time.monotonic() + 10
-    while tabs.active_tab is None or (
-        underline.highlight_end - underline.highlight_start != tabs.active_tab.region.width - 2
-    ):
-        assert time.monotonic() < deadline, "the tab underline did not follow the tab's title"
-        await pilot.pause(0.02)
+
+    def spans_the_label() -> bool:
+        tab = tabs.active_tab
+        return tab is not None and underline.highlight_end - underline.highlight_start == tab.region.width - 2
+
+    await wait_for(pilot, spans_the_label, 10, "the tab underline to follow the tab's title")
     await settle(pilot)
 
 
