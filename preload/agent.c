@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -68,24 +69,29 @@ struct request {
     char ignored[NSIG];
     int pty;
     struct winsize ws;
+    char **limits; /* "RESOURCE SOFT HARD" of the caller */
+    int nlimits, have_nice, nice;
+    const char *pwd; /* the caller's logical cwd, as the container sees it */
 };
 
 static int parse_payload(char *buf, size_t len, struct request *r)
 {
-    size_t nargs = 0, nenv = 0, nt = 0, ng = 0;
+    size_t nargs = 0, nenv = 0, nt = 0, ng = 0, nr = 0;
     for (size_t i = 0; i < len; i += strlen(buf + i) + 1) {
         switch (buf[i]) {
         case 'a': nargs++; break;
         case 'e': nenv++; break;
         case 'f': nt++; break;
         case 'G': ng++; break;
+        case 'r': nr++; break;
         }
     }
     r->argv = calloc(nargs + 1, sizeof(char *));
     r->envp = calloc(nenv + 1, sizeof(char *));
     r->targets = calloc(nt + 1, sizeof(int));
     r->groups = calloc(ng + 1, sizeof(gid_t));
-    if (!r->argv || !r->envp || !r->targets || !r->groups)
+    r->limits = calloc(nr + 1, sizeof(char *));
+    if (!r->argv || !r->envp || !r->targets || !r->groups || !r->limits)
         return -1;
     sigemptyset(&r->blocked);
     size_t a = 0, e = 0;
@@ -102,6 +108,9 @@ static int parse_payload(char *buf, size_t len, struct request *r)
         case 'u': r->uid = (uid_t)n, r->have_uid = 1; break;
         case 'g': r->gid = (gid_t)n, r->have_gid = 1; break;
         case 'G': r->groups[r->ngroups++] = (gid_t)n; break;
+        case 'r': r->limits[r->nlimits++] = v; break;
+        case 'n': r->nice = (int)n, r->have_nice = 1; break;
+        case 'w': r->pwd = v; break;
         case 'm': r->umask = (mode_t)strtol(v, NULL, 8), r->have_umask = 1; break;
         case 'i': if (n > 0 && n < NSIG) r->ignored[n] = 1; break;
         case 'b': if (n > 0 && n < NSIG) sigaddset(&r->blocked, (int)n); break;
@@ -255,6 +264,63 @@ static char **merged_env(char **req)
 }
 
 /* In the forked child: become the command. */
+static const char *limit_name(int res)
+{
+    switch (res) {
+    case RLIMIT_CORE: return "core (ulimit -c)";
+    case RLIMIT_CPU: return "cpu (ulimit -t)";
+    case RLIMIT_DATA: return "data (ulimit -d)";
+    case RLIMIT_FSIZE: return "fsize (ulimit -f)";
+    case RLIMIT_NOFILE: return "nofile (ulimit -n)";
+    case RLIMIT_STACK: return "stack (ulimit -s)";
+    case RLIMIT_AS: return "as (ulimit -v)";
+    case RLIMIT_MEMLOCK: return "memlock (ulimit -l)";
+    case RLIMIT_NPROC: return "nproc (ulimit -u)";
+    default: return "a resource limit";
+    }
+}
+
+/* The caller's limits and niceness, as far as the container allows: a hard limit above the
+ * container's stays the container's (natively it could not be raised either); a soft one that
+ * cannot be had, or a niceness that cannot, is said in one line on the command's stderr. */
+static void apply_process_state(const struct request *r)
+{
+    for (int i = 0; i < r->nlimits; i++) {
+        int res;
+        long long soft, hard;
+        if (sscanf(r->limits[i], "%d %lld %lld", &res, &soft, &hard) != 3)
+            continue;
+        struct rlimit now, want;
+        if (getrlimit(res, &now) < 0)
+            continue;
+        want.rlim_cur = soft < 0 ? RLIM_INFINITY : (rlim_t)soft;
+        want.rlim_max = hard < 0 ? RLIM_INFINITY : (rlim_t)hard;
+        if (want.rlim_max > now.rlim_max)
+            want.rlim_max = now.rlim_max;
+        int short_of = want.rlim_cur > want.rlim_max;
+        if (short_of)
+            want.rlim_cur = want.rlim_max;
+        if ((want.rlim_cur != now.rlim_cur || want.rlim_max != now.rlim_max) && setrlimit(res, &want) < 0)
+            short_of = 1;
+        if (short_of && soft < 0)
+            dprintf(2, "qpod: %s: the container allows at most %llu, not your unlimited\n", limit_name(res),
+                    (unsigned long long)now.rlim_max);
+        else if (short_of)
+            dprintf(2, "qpod: %s: the container allows at most %llu, not your %lld\n", limit_name(res),
+                    (unsigned long long)now.rlim_max, soft);
+    }
+    if (r->have_nice) {
+        errno = 0;
+        int cur = getpriority(PRIO_PROCESS, 0);
+        if (errno == 0 && cur != r->nice && setpriority(PRIO_PROCESS, 0, r->nice) < 0)
+            dprintf(2, "qpod: nice %d: the container does not allow it (%s); the command runs at %d\n", r->nice,
+                    strerror(errno), cur);
+    }
+    struct stat ps, cs;
+    if (r->pwd && stat(r->pwd, &ps) == 0 && stat(".", &cs) == 0 && ps.st_dev == cs.st_dev && ps.st_ino == cs.st_ino)
+        setenv("PWD", r->pwd, 1); /* the caller's path through a symlink: it names this directory here too */
+}
+
 static void become_command(struct request *r, int pipe_w, int slave)
 {
     setpgid(0, 0);
@@ -304,6 +370,7 @@ static void become_command(struct request *r, int pipe_w, int slave)
         sigaction(s, &sa, NULL);
     }
     sigprocmask(SIG_SETMASK, &r->blocked, NULL);
+    apply_process_state(r); /* after the descriptors: its lines go to the caller's stderr */
     exec_command(r->prog, r->argv, merged_env(r->envp));
     child_fail(pipe_w, errno);
 }

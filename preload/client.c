@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -359,6 +360,40 @@ static int take_spec(const struct args *a, struct spec *s, struct record *rec)
     return -1;
 }
 
+/* What a child inherits natively besides its descriptors: the caller's resource limits ('r':
+ * "RESOURCE SOFT HARD", -1 for unlimited) and niceness ('n'), applied by the agent as far as the
+ * container allows; and the logical working directory ('w': $PWD when it names the same
+ * directory as the cwd, a path through a symlink), kept when it names the same one there. */
+static void add_process_state(struct buf *payload, const struct spec *s, const struct args *a)
+{
+    /* not RLIMIT_NPROC: it counts the user's processes machine-wide, the container's (qpod's
+     * 8192 by default, below what podman can be given here) stays */
+    static const int limits[] = {RLIMIT_CORE,  RLIMIT_CPU, RLIMIT_DATA,   RLIMIT_FSIZE,
+                                 RLIMIT_NOFILE, RLIMIT_STACK, RLIMIT_AS, RLIMIT_MEMLOCK};
+    for (size_t i = 0; i < sizeof(limits) / sizeof(*limits); i++) {
+        struct rlimit rl;
+        if (getrlimit(limits[i], &rl) < 0)
+            continue;
+        char v[96];
+        snprintf(v, sizeof(v), "%d %lld %lld", limits[i],
+                 rl.rlim_cur == RLIM_INFINITY ? -1LL : (long long)rl.rlim_cur,
+                 rl.rlim_max == RLIM_INFINITY ? -1LL : (long long)rl.rlim_max);
+        qp_buf_tag(payload, 'r', v);
+    }
+    errno = 0;
+    int nice = getpriority(PRIO_PROCESS, 0);
+    if (errno == 0)
+        qp_buf_tagn(payload, 'n', nice);
+    const char *pwd = getenv("PWD");
+    struct stat ps, cs;
+    if (pwd && pwd[0] == '/' && strcmp(pwd, a->cwd) != 0 && stat(pwd, &ps) == 0 && stat(a->cwd, &cs) == 0 &&
+        ps.st_dev == cs.st_dev && ps.st_ino == cs.st_ino) {
+        char *m = qp_map_path(s, pwd);
+        if (m)
+            qp_buf_tag(payload, 'w', m);
+    }
+}
+
 /* The request: the config hash, where it runs (cwd, the container's path), what (the program,
  * argv), with what (environment, umask, identity). */
 static void build_payload(struct buf *payload, const struct spec *s, const struct args *a, const char *cwd)
@@ -388,6 +423,7 @@ static void build_payload(struct buf *payload, const struct spec *s, const struc
         for (int i = 0; i < s->ngroups; i++)
             qp_buf_tagn(payload, 'G', s->groups[i]);
     }
+    add_process_state(payload, s, a);
 }
 
 int main(int argc, char **argv)
