@@ -419,6 +419,8 @@ static int watch_command(int conn, pid_t pid, int sfd)
                 pf[0].fd = -1;
             } else if (m.type == QP_SIGNAL && m.value > 0 && m.value < NSIG) {
                 kill(-pid, m.value);
+            } else if (m.type == QP_SIGNAL_ONE && m.value > 0 && m.value < NSIG) {
+                kill(pid, m.value); /* the command's own process, as a signal to its pid */
             }
         }
         if (pf[1].revents || client_gone) {

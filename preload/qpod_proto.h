@@ -64,7 +64,12 @@ enum {
     QP_PTY,         /* the pty master is attached */
     /* client -> agent */
     QP_SIGNAL = 100, /* value: a signal for the command's process group */
+    QP_SIGNAL_ONE,   /* value: a signal for the command's own process only */
 };
+
+/* In the client's signal pipe: the signal number, with this bit when it was sent to the client
+ * alone by kill(2) (and so is for the command's own process, see term.c) */
+#define QP_SIG_ONE 0x80
 
 #define QP_CHDIR_FLAG 0x10000
 

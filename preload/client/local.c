@@ -37,9 +37,9 @@ static int read_event(int sock, struct qp_msg *m, int *fd)
     return qp_recv(sock, m, sizeof(*m), fd, 1, &n) == -1 ? -1 : 0;
 }
 
-static void send_signal(int sock, int sig)
+static void send_signal(int sock, int sig, int one)
 {
-    struct qp_msg m = {QP_SIGNAL, sig};
+    struct qp_msg m = {one ? QP_SIGNAL_ONE : QP_SIGNAL, sig};
     (void)!send(sock, &m, sizeof(m), MSG_NOSIGNAL);
 }
 
@@ -167,8 +167,9 @@ static int watch_slave(struct local *l)
 /* The signals that came (the handlers' pipe): forwarded; a new size goes to the pty. */
 static void on_signals(struct local *l)
 {
-    unsigned char sig;
-    while (read(l->sp[0], &sig, 1) == 1) {
+    unsigned char c;
+    while (read(l->sp[0], &c, 1) == 1) {
+        int sig = c & ~QP_SIG_ONE;
         if (sig == SIGWINCH && l->master >= 0) {
             if (ioctl(qp_term_fd, TIOCGWINSZ, &l->ws) == 0)
                 ioctl(l->master, TIOCSWINSZ, &l->ws);
@@ -178,7 +179,7 @@ static void on_signals(struct local *l)
         if (sig == SIGCONT && l->master >= 0 && l->slave_open)
             qp_tty_raw(l->pty == 1);
         if (l->handled[sig])
-            send_signal(l->sock, sig);
+            send_signal(l->sock, sig, c & QP_SIG_ONE);
     }
 }
 
@@ -271,7 +272,7 @@ static int on_agent(struct local *l)
         qp_log_write(l->s, l->rec, 0, 0);
         break;
     case QP_STOPPED:
-        l->want_stop = 1;
+        l->want_stop = ev.value > 0 ? ev.value : SIGSTOP;
         break;
     case QP_EXITED:
         l->status = ev.value;
@@ -333,9 +334,17 @@ static int watch(struct local *l)
         if (l->want_stop) {
             /* the command stopped (Ctrl-Z, SIGSTOP): stop too, so the shell sees a stopped job;
              * the SIGCONT that resumes us (fg, bg) is forwarded by the loop */
+            /* by the same signal: the shell says "Stopped" for Ctrl-Z, "Stopped (signal)" for
+             * SIGSTOP, as natively */
+            int sig = l->want_stop;
             l->want_stop = 0;
             qp_tty_restore();
-            kill(getpid(), SIGSTOP);
+            struct sigaction dfl, old;
+            memset(&dfl, 0, sizeof(dfl));
+            dfl.sa_handler = SIG_DFL;
+            sigaction(sig, &dfl, &old);
+            kill(getpid(), sig);
+            sigaction(sig, &old, NULL);
         }
     }
 }

@@ -181,8 +181,9 @@ static void ssh_said(struct relay *r)
 /* The signals that came: forwarded as frames; a new size goes to the remote pty. */
 static void relay_signals(struct relay *r)
 {
-    unsigned char sig;
-    while (read(r->sp[0], &sig, 1) == 1) {
+    unsigned char c;
+    while (read(r->sp[0], &c, 1) == 1) {
+        int sig = c & ~QP_SIG_ONE; /* over ssh, every signal goes to the command's group */
         if (sig == SIGWINCH) {
             if (r->rpty && ioctl(0, TIOCGWINSZ, &r->ws) == 0) {
                 uint16_t rc[2] = {htons(r->ws.ws_row), htons(r->ws.ws_col)};

@@ -11,6 +11,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "../qpod_proto.h"
 #include "client.h"
 
 /* ------------------------------------------------------------------------------------------
@@ -20,10 +21,19 @@ static int sigpipe_w = -1;
 static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGTSTP, SIGCONT};
 #define NFWD ((int)(sizeof(forwarded) / sizeof(forwarded[0])))
 
-static void on_signal(int sig)
+/* Where a signal goes: one from the terminal (Ctrl-C, Ctrl-\, Ctrl-Z: the kernel sends it to the
+ * foreground group) to the command's whole group, as natively; one a program sent with kill(2)
+ * to the command's own process, as a signal to its pid would reach only it (kill -USR1 <make>
+ * toggles make's debug output and kills no recipe). Except SIGTERM and SIGHUP, which end the whole
+ * build (the client cannot tell kill(pid) from kill(-pgid), and a build ended by them must leave
+ * no orphans in the container), and SIGCONT, which resumes all of it. */
+static void on_signal(int sig, siginfo_t *si, void *ctx)
 {
+    (void)ctx;
     int e = errno;
-    unsigned char c = (unsigned char)sig;
+    int by_kill = si && (si->si_code == SI_USER || si->si_code == SI_QUEUE || si->si_code == SI_TKILL);
+    int whole = sig == SIGTERM || sig == SIGHUP || sig == SIGCONT || sig == SIGWINCH;
+    unsigned char c = (unsigned char)(sig | (by_kill && !whole ? QP_SIG_ONE : 0));
     (void)!write(sigpipe_w, &c, 1);
     errno = e;
 }
@@ -116,8 +126,8 @@ int qp_setup_signals(struct buf *payload, int handled[NSIG], int sp[2])
         if (old.sa_handler == SIG_IGN && forwarded[i] != SIGCONT && forwarded[i] != SIGWINCH)
             continue;
         memset(&sa, 0, sizeof(sa));
-        sa.sa_handler = on_signal;
-        sa.sa_flags = SA_RESTART;
+        sa.sa_sigaction = on_signal;
+        sa.sa_flags = SA_RESTART | SA_SIGINFO;
         sigaction(forwarded[i], &sa, NULL);
         handled[forwarded[i]] = 1;
     }
