@@ -1,0 +1,72 @@
+"""A cmake project: cmake and make typed in a bound repository, or configured from a build dir
+outside it, are the environment's; the build dir holds the container's cmake alone (before,
+the host's cmake 3.25 configured it and the container's 3.18 ran again on top)."""
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import remove_containers_of, run_qpod
+
+pytestmark = [pytest.mark.podman, pytest.mark.demo]
+
+CMAKE_IMAGE = "localhost/qpod-test-cmake:1"
+CONTAINERFILE = (
+    "FROM localhost/qpod-debian11:latest\n"
+    "RUN apt-get update -q && apt-get install -y -q --no-install-recommends cmake && rm -rf /var/lib/apt/lists/*\n"
+)
+PROJECT = {
+    "CMakeLists.txt": "cmake_minimum_required(VERSION 3.13)\nproject(probe C)\nadd_executable(probe probe.c)\n",
+    "probe.c": "int main(void) { return 0; }\n",
+}
+
+
+@pytest.fixture(scope="module")
+def cmake_image(debian11_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Debian 11 with its cmake (3.18), built here from Debian's packages."""
+    env = {**os.environ, "QPOD_OFF": "1"}
+    ctx = tmp_path_factory.mktemp("cmake-image")
+    (ctx / "Containerfile").write_text(CONTAINERFILE)
+    r = subprocess.run(
+        ["podman", "build", "--runtime", "runc", "--network=host", "--ulimit", "nofile=1024:1024", "--ulimit",
+         "nproc=1000:1000", "-t", CMAKE_IMAGE, str(ctx)],
+        capture_output=True, text=True, env=env, timeout=900,
+    )  # fmt: skip
+    if r.returncode != 0:
+        pytest.fail(f"cannot build the cmake image: {r.stderr[-2000:]}")
+    yield CMAKE_IMAGE
+
+
+def qpod_shell(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-I", "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", script],
+        cwd=cwd, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+
+
+def cmake_versions(build: Path) -> list[str]:
+    return sorted(p.name for p in (build / "CMakeFiles").iterdir() if p.is_dir() and p.name[0].isdigit())
+
+
+@pytest.mark.parametrize("where", ["inside", "outside"])
+def test_the_build_dir_holds_only_the_containers_cmake(
+    qpod_home: Path, make_repo: Callable[..., Path], cmake_image: str, tmp_path: Path, where: str
+) -> None:
+    root = make_repo("probe", PROJECT)
+    assert run_qpod("env", "add", "cm", "--image", cmake_image).returncode == 0
+    assert run_qpod("init", "cm", cwd=root).returncode == 0
+    build = root / "build" if where == "inside" else tmp_path / "bld" / "probe"
+    build.mkdir(parents=True)
+    try:
+        source = ".." if where == "inside" else str(root)
+        r = qpod_shell(f"cmake {source} >/dev/null && make && readelf -p .comment probe", build)
+        assert r.returncode == 0, r.stderr
+        assert "GCC: (Debian 10." in r.stdout, r.stdout
+        versions = cmake_versions(build)
+        assert len(versions) == 1 and versions[0].startswith("3.18"), versions  # bullseye's, not the host's
+    finally:
+        remove_containers_of(str(root))
+        remove_containers_of(str(build))
