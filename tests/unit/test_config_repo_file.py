@@ -100,18 +100,18 @@ def test_a_file_asking_for_the_host_is_shown_literally_before_it_is_allowed(
 def test_an_explicit_binding_wins_and_init_without_env_takes_the_file(
     qpod_home: Path, make_repo: Callable[..., Path]
 ) -> None:
-    root = make_repo("both", {"README": "x\n", ".qpod.yaml": "image: localhost/img:1\ncommands: [make, ninja]\n"})
+    root = make_repo("both", {"README": "x\n", ".qpod.yaml": "image: localhost/img:1\ncommands: [make, bazel]\n"})
     assert run_qpod("env", "add", "bb", "--image", "localhost/bb:1").returncode == 0
     assert run_qpod("init", "bb", cwd=root).returncode == 0
     r = run_qpod("allow", cwd=root)
     assert r.returncode == 0 and "explicit binding to environment 'bb' still wins" in r.stdout
-    assert run_qpod("which", "ninja", cwd=root).stdout.startswith("host: 'ninja' is not routed by environment 'bb'")
+    assert run_qpod("which", "bazel", cwd=root).stdout.startswith("host: 'bazel' is not routed by environment 'bb'")
     assert "bb (repository binding, wins over its .qpod.yaml)" in run_qpod("status", cwd=root).stdout
 
     r = run_qpod("init", cwd=root)  # no ENV: the file, shown, allowed and bound in one step
     assert r.returncode == 0 and "image: localhost/img:1" in r.stdout, r.stderr
-    assert run_qpod("which", "ninja", cwd=root).stdout.startswith(
-        "container (.qpod.yaml): 'ninja' is a command of the repository file .qpod.yaml"
+    assert run_qpod("which", "bazel", cwd=root).stdout.startswith(
+        "container (.qpod.yaml): 'bazel' is a command of the repository file .qpod.yaml"
     )
     assert "environment:  repository file .qpod.yaml (allowed)" in run_qpod("status", cwd=root).stdout
 
