@@ -424,7 +424,7 @@ def test_a_huge_build_context_is_refused_at_once(qpod_home: Path, make_repo: Cal
     assert "256 MiB" not in r.stdout + r.stderr and r.stdout.startswith("container"), r.stdout
 
 
-# --- ssh's shared connections ------------------------------------------------------------------------
+# --- ssh's shared connections ---------------------------------------------------------------------
 
 
 def control_path_of(conn: remote.Connection) -> str:

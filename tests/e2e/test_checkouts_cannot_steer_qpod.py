@@ -48,7 +48,7 @@ def plant_package(d: Path, marker: Path) -> None:
     (d / "json.py").write_text(code)
 
 
-# --- no qpod program imports from the cwd or a checkout -----------------------------------------
+# --- no qpod program imports from the cwd or a checkout -------------------------------------------
 
 
 @pytest.mark.podman  # qpod ps, and the installed qpod (setup.sh into the tests' prefix)
@@ -175,7 +175,7 @@ def test_a_damaged_or_hand_edited_rules_file_is_compiled_again(qpod_home: Path, 
     assert rules.read_bytes() == good
 
 
-# --- the allow review ------------------------------------------------------------------------------
+# --- the allow review -----------------------------------------------------------------------------
 
 
 def test_allow_review_marks_variables_that_change_how_programs_load(
@@ -200,7 +200,7 @@ def test_allow_review_marks_variables_that_change_how_programs_load(
     assert r.returncode == 1 and "qpod allow --yes" in r.stderr
 
 
-# --- the dashboard marks a broken binding ----------------------------------------------------------
+# --- the dashboard marks a broken binding ---------------------------------------------------------
 
 
 class NoPodmanEngine(Engine):

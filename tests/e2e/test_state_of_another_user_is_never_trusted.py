@@ -29,7 +29,7 @@ MAKE = shutil.which("make")
 HOST_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
-# --- helpers ----------------------------------------------------------------------------------
+# --- helpers --------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def git_repo(path: Path, makefile: str | None = None) -> Path:
     return path
 
 
-# --- umask 000: nothing is writable by others ---------------------------------------------------
+# --- umask 000: nothing is writable by others -----------------------------------------------------
 
 
 def test_nothing_qpod_creates_is_writable_by_others_under_umask_000(tmp_path: Path) -> None:
@@ -170,7 +170,7 @@ def test_a_podman_socket_cache_written_by_someone_else_is_not_used(
     assert service._read_cache("k") is None
 
 
-# --- the engine refuses a state dir that is not the user's --------------------------------------
+# --- the engine refuses a state dir that is not the user's ----------------------------------------
 
 
 @pytest.mark.rootless  # a second user plants
@@ -306,7 +306,7 @@ def test_a_state_dir_swapped_under_an_open_qpod_shell_runs_no_planted_launcher(
     assert f"{state}" in err and "is not yours" in err, err
 
 
-# --- the preload library trusts only the user's rules ------------------------------------------
+# --- the preload library trusts only the user's rules ---------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -482,7 +482,7 @@ def test_a_process_keeps_the_last_good_rules_when_the_file_goes_bad(box: Box, ot
     assert (proc.returncode, err, box.outcomes()) == (0, "", ["good", "good"])
 
 
-# --- the native-exec client trusts only the user's launch spec and agent dir ---------------------
+# --- the native-exec client trusts only the user's launch spec and agent dir ----------------------
 
 SPEC_CASES = [
     "spec-of-another-user",
