@@ -9,7 +9,6 @@ every byte before it. Rules it cannot use (corrupt, unsealed, another user's, op
 in a directory that is) are replaced by the rules qpod-shell holds open, else by the last good
 rules the process read, and only when neither exists by the host; never a word per launch."""
 
-import importlib.util
 import os
 import pwd
 import shutil
@@ -22,7 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, git, wait_until
+from conftest import git, wait_until
+from preload_driver import Built
 
 OTHER = "qpodtrust"
 MAKE = shutil.which("make")
@@ -310,17 +310,9 @@ def test_a_state_dir_swapped_under_an_open_qpod_shell_runs_no_planted_launcher(
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The library and the client built from this checkout's sources."""
-    if shutil.which("cc") is None:
-        pytest.skip("no C compiler")
-    spec = importlib.util.spec_from_file_location("qpod_build", REPO_ROOT / "preload" / "build.py")
-    assert spec and spec.loader
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
-    lib_dir = tmp_path_factory.mktemp("trust") / "_lib"
-    build.build(lib_dir)
-    return lib_dir
+def lib_dir(built: Built) -> Path:
+    """The library and the client built from this checkout's sources (conftest's, once a run)."""
+    return built.lib.parent
 
 
 class Box:
@@ -377,10 +369,10 @@ class Box:
 
 
 @pytest.fixture
-def box(tmp_path: Path, built: Path) -> Box:
+def box(tmp_path: Path, lib_dir: Path) -> Box:
     if MAKE is None:
         pytest.skip("make is not installed")
-    return Box(tmp_path, built)
+    return Box(tmp_path, lib_dir)
 
 
 UNTRUSTED = [
