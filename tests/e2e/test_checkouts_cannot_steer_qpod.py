@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import run_qpod
+from conftest import remove_containers_of, run_qpod
 from rootless_user import QPOD, ensure_installed, need_root
 from tui_pilot import settle
 
@@ -85,23 +85,26 @@ def test_launcher_and_dashboard_shell_ignore_pythonpath_and_the_cwd(
     plant_package(tmp_path / "pp", marker)
     launcher = read_rules()
     assert launcher is not None and launcher.launcher[1] == "-I", launcher.launcher
-    # the launcher: make goes to it (then fails or builds: either way it must not import ours)
-    qpod_shell_c(f"PYTHONPATH={tmp_path / 'pp'} make", root)
-    assert not marker.exists(), marker.read_text()
-    # the dashboard's shell key ('e'): its command runs in the repository, with its PYTHONPATH
-    got = Engine().repo_shell_command(str(root), "e")
-    assert got is not None
-    argv, env, cwd = got
-    subprocess.run(
-        argv,
-        cwd=cwd,
-        env={**env, "SHELL": "/bin/sh", "PYTHONPATH": str(tmp_path / "pp")},
-        input="exit\n",
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert not marker.exists(), marker.read_text()
+    try:
+        # the launcher: make goes to it (then fails or builds: either way it must not import ours)
+        qpod_shell_c(f"PYTHONPATH={tmp_path / 'pp'} make", root)
+        assert not marker.exists(), marker.read_text()
+        # the dashboard's shell key ('e'): its command runs in the repository, with its PYTHONPATH
+        got = Engine().repo_shell_command(str(root), "e")
+        assert got is not None
+        argv, env, cwd = got
+        subprocess.run(
+            argv,
+            cwd=cwd,
+            env={**env, "SHELL": "/bin/sh", "PYTHONPATH": str(tmp_path / "pp")},
+            input="exit\n",
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert not marker.exists(), marker.read_text()
+    finally:
+        remove_containers_of(str(root))  # the make above started one
 
 
 # --- fail closed: never a silent host run ---------------------------------------------------------
