@@ -31,11 +31,16 @@ pytestmark = [
 ]
 
 OLD_C = "int main(void) { int unused; return 0; }\n"
-MAKEFILE = """\
+# each target says, or shows by its processes, that it runs there (its container's MARKER)
+MAKEFILE = f"""\
 prog: prog.c
 \tgcc -O1 -o prog prog.c
 long:
 \t@echo long-started; sleep 41.75; echo long-finished
+ttys:
+\t@test -t 0 && test -t 1 && test -t 2 && echo all-ttys-on-$$(cat {sshd_host.MARKER})
+zz:
+\t@echo zz-$$((6*7)); until [ -e zz-go ]; do sleep 0.1; done; echo zz-$$((7*7))
 """
 
 
@@ -127,8 +132,8 @@ def test_a_build_through_qpod_shell_runs_on_the_remote_host(
         assert _sessions_logged(on_host) > before  # through the test's sshd
         assert ran_on(root) == f"{on_host.name}\n".encode()  # in a container the host's podman made
         # stdin, stdout and stderr are the terminal: a pty on the host, as ssh -t gives
-        out = run("make -s -f /dev/null -E 'x:; @test -t 0 && test -t 1 && test -t 2 && echo all-ttys-there' x")
-        assert "all-ttys-there" in out, out
+        out = run("make -s ttys")
+        assert f"all-ttys-on-{on_host.name}" in out, out
         # Ctrl-C reaches the build there and ends it
         tmux.type("make -s long")
         tmux.wait_for("long-started", 120)
@@ -138,17 +143,22 @@ def test_a_build_through_qpod_shell_runs_on_the_remote_host(
         out = run("echo after-int")
         assert "long-finished" not in out
         # Ctrl-Z stops it there, fg resumes it (the markers are computed: the typed line does
-        # not contain them)
-        tmux.type("make -s -f /dev/null -E 'x:; @echo zz-$$((6*7)); sleep 3.25; echo zz-$$((7*7))' x")
+        # not contain them); it waits for a file the test makes while it is stopped
+        tmux.type("make -s zz")
         tmux.wait_for("zz-42", 120)
-        wait_until(lambda: _running(root, "sleep 3.25"), "the build's sleep")
+
+        def build_states() -> set[str]:
+            return {state for state, cmd in container_processes(root) if "zz-go" in cmd}
+
+        wait_until(build_states, lambda: f"the build running there: {container_processes(root)}")
         tmux.send("C-z")
         try:
             tmux.wait_for("Stopped", 120)
         except AssertionError as err:  # what each process there was doing, for whoever reads the failure
             ps = "\n".join(f"{state} {cmd}" for state, cmd in container_processes(root))
             raise AssertionError(f"{err}\nin the container:\n{ps}") from None
-        wait_until(lambda: _running(root, "sleep 3.25", "T"), "the command there to stop", 20)
+        wait_until(lambda: build_states() == {"T"}, "the command there to stop", 20)
+        (root / "zz-go").touch()  # it goes on only once resumed
         out = run("fg")
         assert "zz-49" in out and f"DONE-{1000 + n}-0" in out, out
     finally:
