@@ -134,6 +134,20 @@ def run_qpod(
     )
 
 
+def run_qpod_shell(
+    script: str, cwd: Path | str, shell: str = "/bin/sh", env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """``qpod-shell --shell SHELL -c SCRIPT``: every launch of the script seen by the library."""
+    return subprocess.run(
+        [sys.executable, "-I", "-m", "qpod_engine.cli.shell", "--shell", shell, "-c", script],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @pytest.fixture(scope="session")
 def busybox_image() -> str:
     if not podman_available():

@@ -2,22 +2,13 @@
 directory's container (cd ~ && make -C REPO); a hook git finds in the tree (core.hooksPath)
 runs on the host like git, so commits work though the image has no git."""
 
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import git, remove_containers_of, run_qpod
+from conftest import git, remove_containers_of, run_qpod, run_qpod_shell
 
 pytestmark = pytest.mark.podman
-
-
-def qpod_shell(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-I", "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", script],
-        cwd=cwd, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
 
 
 @pytest.mark.demo
@@ -31,7 +22,7 @@ def test_make_dash_c_into_a_bound_repository_builds_in_its_container(
     outside.mkdir()
     try:
         for how in (f"make -C {root}", f"make -f {root}/Makefile -C {root}", f"make --directory={root}"):
-            r = qpod_shell(how, outside)
+            r = run_qpod_shell(how, outside)
             assert r.returncode == 0 and "\ndebian 11." in r.stdout, (how, r.stdout, r.stderr)
         assert "working in" in run_qpod("which", "make", "-C", str(root), cwd=outside).stdout
     finally:
@@ -46,9 +37,9 @@ def test_hooks_in_the_tree_run_on_the_host_with_git(bound_repo: Path) -> None:
     git("config", "core.hooksPath", ".githooks", cwd=bound_repo)
     (bound_repo / "new").write_text("x\n")
     script = "git add new && git -c user.name=t -c user.email=t@t commit -q -m 'with a hook' && echo committed"
-    r = qpod_shell(script, bound_repo)
+    r = run_qpod_shell(script, bound_repo)
     # (git runs a pre-commit hook with its stdout on stderr)
     assert r.returncode == 0 and "hook-on-host" in r.stderr and "committed" in r.stdout, (r.stdout, r.stderr)
     # the same program run by hand is a program of the repository: its container (no git there)
-    r = qpod_shell("./.githooks/pre-commit; echo rc=$?", bound_repo)
+    r = run_qpod_shell("./.githooks/pre-commit; echo rc=$?", bound_repo)
     assert "hook-on-host" not in r.stdout and "rc=0" not in r.stdout, (r.stdout, r.stderr)

@@ -4,12 +4,11 @@ the host's cmake 3.25 configured it and the container's 3.18 ran again on top)."
 
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import remove_containers_of, run_qpod
+from conftest import remove_containers_of, run_qpod, run_qpod_shell
 
 pytestmark = [pytest.mark.podman, pytest.mark.demo]
 
@@ -40,13 +39,6 @@ def cmake_image(debian11_image: str, tmp_path_factory: pytest.TempPathFactory) -
     yield CMAKE_IMAGE
 
 
-def qpod_shell(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-I", "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", script],
-        cwd=cwd, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-
-
 def cmake_versions(build: Path) -> list[str]:
     return sorted(p.name for p in (build / "CMakeFiles").iterdir() if p.is_dir() and p.name[0].isdigit())
 
@@ -62,7 +54,7 @@ def test_the_build_dir_holds_only_the_containers_cmake(
     build.mkdir(parents=True)
     try:
         source = ".." if where == "inside" else str(root)
-        r = qpod_shell(f"cmake {source} >/dev/null && make && readelf -p .comment probe", build)
+        r = run_qpod_shell(f"cmake {source} >/dev/null && make && readelf -p .comment probe", build)
         assert r.returncode == 0, r.stderr
         assert "GCC: (Debian 10." in r.stdout, r.stdout
         versions = cmake_versions(build)

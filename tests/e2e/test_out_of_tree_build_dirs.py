@@ -2,13 +2,11 @@
 (autotools configure run from there, cmake -B, ...) is bound to the repository's environment, so
 the make that follows there builds with the environment's compiler, not the host's."""
 
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import remove_containers_of, run_qpod
+from conftest import remove_containers_of, run_qpod, run_qpod_shell
 
 pytestmark = [pytest.mark.podman, pytest.mark.demo]
 
@@ -18,13 +16,6 @@ srcdir=$(dirname "$0")
 printf 'hello: %s/hello.c\\n\\tcc -o hello %s/hello.c\\n' "$srcdir" "$srcdir" > Makefile
 echo "configured with $(cc -dumpversion)"
 """
-
-
-def qpod_shell(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-I", "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", script],
-        cwd=cwd, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
 
 
 @pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm"])
@@ -39,8 +30,8 @@ def test_configure_from_a_build_dir_binds_it_and_make_there_builds_in_the_contai
     build.mkdir(parents=True)
     try:
         if warm:  # the container already runs: the configure step takes the client's fast path
-            assert qpod_shell("make --version >/dev/null", root).returncode == 0
-        r = qpod_shell(f"{root}/configure && make && readelf -p .comment hello", build)
+            assert run_qpod_shell("make --version >/dev/null", root).returncode == 0
+        r = run_qpod_shell(f"{root}/configure && make && readelf -p .comment hello", build)
         assert r.returncode == 0, r.stderr
         assert "configured with 10" in r.stdout and "GCC: (Debian 10." in r.stdout, r.stdout
         repos = run_qpod("repos", "--json", "--no-podman").stdout
