@@ -137,7 +137,10 @@ def run_qpod(
 def run_qpod_shell(
     script: str, cwd: Path | str, shell: str = "/bin/sh", env: dict[str, str] | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
-    """``qpod-shell --shell SHELL -c SCRIPT``: every launch of the script seen by the library."""
+    """``qpod-shell --shell SHELL -c SCRIPT``: every launch of the script seen by the library
+    (started as from a plain terminal: no library or qpod-shell of the test run's own)."""
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_SHELL")}
     return subprocess.run(
         [sys.executable, "-I", "-m", "qpod_engine.cli.shell", "--shell", shell, "-c", script],
         cwd=cwd,

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import git, remove_containers_of, run_qpod, wait_until
+from conftest import git, remove_containers_of, run_qpod, run_qpod_shell, wait_until
 
 HELLO_C = '#include <stdio.h>\nint main(void) { printf("hello from gcc %s\\n", __VERSION__); return 0; }\n'
 # autotools-shaped: run from the build directory, writes the Makefile there, installs to --prefix
@@ -23,18 +23,6 @@ printf 'hello: %s/hello.c\n\tgcc -O1 -o hello %s/hello.c\ninstall: hello\n\tmkdi
     "$srcdir" "$srcdir" "$prefix" "$prefix" > Makefile
 echo "configured-in-${container:-host}"
 """
-
-
-def qpod_shell(script: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_SHELL")}
-    return subprocess.run(
-        [sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", script],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def comment_of(binary: Path) -> str:
@@ -56,7 +44,7 @@ def test_configure_in_an_out_of_tree_build_dir_and_install_to_a_prefix(
     try:
         which = run_qpod("which", "make", cwd=build)
         assert which.stdout.startswith("container (deb11)"), which.stdout
-        r = qpod_shell(f"sh {src}/configure --prefix={prefix} && make -s && make -s install", cwd=build)
+        r = run_qpod_shell(f"sh {src}/configure --prefix={prefix} && make -s && make -s install", cwd=build)
         assert r.returncode == 0, (r.stdout, r.stderr)
         assert "configured-in-podman" in r.stdout
         # written by the container under /tmp (shared by default), so on the host: built by gcc 10
@@ -242,7 +230,7 @@ def test_a_waf_script_runs_in_the_container_both_ways(
     assert run_qpod("env", "add", "deb11", "--image", debian11_image).returncode == 0
     assert run_qpod("init", "deb11", cwd=root).returncode == 0
     try:
-        r = qpod_shell("python3 ./waf configure build && ./waf build", cwd=root)
+        r = run_qpod_shell("python3 ./waf configure build && ./waf build", cwd=root)
         assert r.returncode == 0, (r.stdout, r.stderr)
         # Debian 11's python is 3.9, the host's (Debian 12) 3.11
         assert r.stdout.splitlines() == [

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import git, remove_containers_of, run_qpod
+from conftest import git, remove_containers_of, run_qpod, run_qpod_shell
 
 from qpod_engine.config import repo_file as repo_env
 from qpod_engine.config import snapshot
@@ -20,18 +20,6 @@ from qpod_engine.config import snapshot
 pytestmark = pytest.mark.podman
 
 MAKEFILE = "all:\n\t@echo gcc-$$(gcc -dumpversion)\n\t@cat /etc/qpod-flavour 2>/dev/null || echo no-flavour\n"
-
-
-def qpod_shell(script: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("QPOD_SHELL")}
-    return subprocess.run(
-        [sys.executable, "-m", "qpod_engine.cli.shell", "--shell", "/bin/sh", "-c", script],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def commit(root: Path, files: dict[str, str], message: str) -> None:
@@ -70,7 +58,7 @@ def test_an_edited_file_fails_routed_commands_in_one_line_until_allowed(
         r = run_qpod("exec", "sh", "-c", "echo $WHERE", cwd=root)
         assert (r.returncode, r.stdout) == (0, "container\n"), r.stderr
         (root / ".qpod.yaml").write_text(f"image: {busybox_image}\ncommands: [make]\nenv: {{WHERE: elsewhere}}\n")
-        r = qpod_shell("make; echo make=$?; ls >/dev/null; echo ls=$?", cwd=root)
+        r = run_qpod_shell("make; echo make=$?; ls >/dev/null; echo ls=$?", cwd=root)
         assert r.stdout == "make=125\nls=0\n", (r.stdout, r.stderr)
         assert r.stderr.splitlines() == [
             f"qpod: {root}/.qpod.yaml: changed since you allowed it; review and allow "
@@ -80,7 +68,7 @@ def test_an_edited_file_fails_routed_commands_in_one_line_until_allowed(
         r = run_qpod("exec", "sh", "-c", "echo $WHERE", cwd=root)
         assert (r.returncode, r.stdout) == (0, "elsewhere\n"), r.stderr
         assert run_qpod("deny", cwd=root).returncode == 0
-        r = qpod_shell("make", cwd=root)
+        r = run_qpod_shell("make", cwd=root)
         assert (r.returncode, r.stdout) == (0, "made-on-host\n"), r.stderr
     finally:
         remove_containers_of(str(root))
@@ -110,7 +98,7 @@ def test_two_branches_one_image_one_containerfile_follow_git_checkout(
         git("checkout", "-q", "master", cwd=root)
         assert run_qpod("allow", cwd=root).returncode == 0
         # one shell: git checkout is the only thing between the builds
-        r = qpod_shell(
+        r = run_qpod_shell(
             "make; git checkout -q built && make; git checkout -q master && make; gcc -dumpversion", cwd=root
         )
         assert r.returncode == 0, (r.stdout, r.stderr)
