@@ -66,6 +66,11 @@ apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 \
   mmdebstrap gpg mount debootstrap busybox-static docker-registry \
   git gcc make libc6-dev binutils tmux zsh dash procps util-linux passwd openssh-client \
   python3 python3-venv python3-dev ca-certificates
+if [ "$test_venv" = 1 ]; then
+  # the editors the activation tests drive as a user would (vim's :make and :Termdebug, Emacs'
+  # M-x compile and M-x gdb)
+  apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 vim emacs-nox
+fi
 if [ "$test_venv" = 1 ] && [ ! -x /usr/sbin/sshd ]; then
   # the remote-host tests start their own sshd on 127.0.0.1; the package must not start (and
   # open port 22) on its own: a policy-rc.d says no to service starts while it installs
