@@ -332,11 +332,19 @@ def ensure_container(env: dict[str, Any], root: str, settings: dict[str, Any]) -
     try:
         rid = naming.root_id(root)
         ctr = _reusable_container(cl, env, root, name, want_hash, rid)
-        if ctr is None:
+        created = ctr is None
+        if created:
             ctr = _create_container(cl, env, root, settings, host)
         ctr.reload()
         transport = ctr.labels.get(naming.LABEL_TRANSPORT, naming.TRANSPORT_AGENT)
-        _start(ctr, name)
+        try:
+            _start(ctr, name)
+        except perr.APIError:
+            if host or created:
+                raise
+            # a container left behind in a state podman cannot start from (its processes
+            # killed with the session, a machine restored from a snapshot): made again
+            ctr = _remake(cl, ctr, env, root, settings, name, transport)
         if host:
             # its agent's socket is on that host: the bridge waits for it (preload/bridge.c)
             if ctr.status != "running":
@@ -416,32 +424,56 @@ def _start(ctr: Any, name: str) -> None:
         ctr.reload()
 
 
+def _remake(
+    cl: Any, ctr: Any, env: dict[str, Any], root: str, settings: dict[str, Any], name: str, transport: str
+) -> Any:
+    """The container removed and created again (with ``transport``), started."""
+    ctr.remove(force=True)
+    ctr = cl.containers.create(**container_spec(env, root, settings, transport))
+    _start(ctr, name)
+    return ctr
+
+
+def _processes_gone(ctr: Any) -> bool:
+    """Whether the container's PID 1, as podman last knew it, no longer exists on this host."""
+    pid = int(ctr.attrs.get("State", {}).get("Pid") or 0)
+    return pid > 0 and naming.proc_start_time(pid) is None
+
+
 def _reachable(
     cl: Any, ctr: Any, env: dict[str, Any], root: str, settings: dict[str, Any], name: str, transport: str
 ) -> tuple[Any, str]:
     """The local container and its transport once commands can reach it: its agent answers
     (restarted once for that), or it is made again with podman exec as the transport. Raises
     QpodError when it does not run."""
+    from podman import errors as perr
+
     from qpod_engine.base.fileio import private_dir
 
     up = ctr.status == "running" and (transport != naming.TRANSPORT_AGENT or _agent_up(ctr, name))
     if not up and transport == naming.TRANSPORT_AGENT and ctr.status == "running":
-        # running, yet its agent does not answer here: the socket dir it listens in was
-        # removed (the state dir deleted or moved); a restart mounts the new one
-        private_dir(naming.agent_dir(name))
-        ctr.restart(timeout=5)
-        ctr.reload()
+        if _processes_gone(ctr):
+            # podman says it runs, but its processes were killed behind podman's back (with
+            # the session, or a machine restored from a snapshot): podman can neither stop
+            # nor start it again ("cannot start a container that has stopped"), only remove it
+            ctr = _remake(cl, ctr, env, root, settings, name, transport)
+        else:
+            # running, yet its agent does not answer here: the socket dir it listens in was
+            # removed (the state dir deleted or moved); a restart mounts the new one
+            private_dir(naming.agent_dir(name))
+            try:
+                ctr.restart(timeout=5)
+                ctr.reload()
+            except perr.APIError:
+                ctr = _remake(cl, ctr, env, root, settings, name, transport)
         up = ctr.status == "running" and _agent_up(ctr, name)
     if not up and transport == naming.TRANSPORT_AGENT:
         # the agent cannot run here (a seccomp profile that forbids its socket, an image or
         # host it cannot start on): the container is made again with podman exec as the
         # transport, and the reason is kept for qpod ps and doctor
         why = _agent_failure(ctr)
-        ctr.remove(force=True)
-        ctr = cl.containers.create(**container_spec(env, root, settings, naming.TRANSPORT_EXEC))
-        ctr.start()
-        ctr.reload()
         transport = naming.TRANSPORT_EXEC
+        ctr = _remake(cl, ctr, env, root, settings, name, transport)
         up = ctr.status == "running"
         naming.note_fallback(name, why)
     if not up:
@@ -572,7 +604,7 @@ def _agent_up(ctr: Any, name: str, timeout: float = 15.0) -> bool:
         if naming.agent_answers(name):
             return True
         ctr.reload()
-        if ctr.status != "running":
+        if ctr.status != "running" or _processes_gone(ctr):
             return False
         time.sleep(0.01)
     return False

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_qpod
+from conftest import run_qpod, wait_until
 
 pytestmark = pytest.mark.podman
 
@@ -51,3 +51,25 @@ def test_a_stopped_container_ends_its_command_as_its_signal_does(bound_repo: Pat
     assert len(err.strip().splitlines()) == 1 and by in err and "lost the agent" not in err, err
     rec = last_record(bound_repo)
     assert rec["status"] == 128 - p.returncode and by in rec["ended"], rec
+
+
+def test_a_container_whose_processes_were_killed_behind_podman_is_made_again(bound_repo: Path) -> None:
+    """A session killed with its containers' processes (or a machine restored from a snapshot)
+    leaves podman believing they run; podman can then neither stop nor start them ("cannot
+    start a container that has stopped"). The next command makes the container again (before:
+    125 after a 15 s wait, and the container left 'Stopping'; the demo failed so on re-run)."""
+    assert run_qpod("exec", "true", cwd=bound_repo).returncode == 0
+    env = {**os.environ, "QPOD_OFF": "1"}
+    name = subprocess.run(["podman", "ps", "--format", "{{.Names}}", "--filter", f"label=qpod.repo={bound_repo}"],
+                          capture_output=True, text=True, env=env).stdout.split()  # fmt: skip
+    assert len(name) == 1, name
+    state = json.loads(subprocess.run(["podman", "inspect", name[0]], capture_output=True, text=True, env=env).stdout)
+    old_id, pid, conmon = state[0]["Id"], state[0]["State"]["Pid"], state[0]["State"]["ConmonPid"]
+    for p in (conmon, pid):
+        os.kill(p, signal.SIGKILL)
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}") and not os.path.exists(f"/proc/{conmon}"),
+               "the container's processes to end", timeout=120)  # fmt: skip
+    r = run_qpod("exec", "sh", "-c", "echo again; exit 7", cwd=bound_repo, timeout=120)
+    assert (r.returncode, r.stdout, r.stderr) == (7, "again\n", ""), r
+    state = json.loads(subprocess.run(["podman", "inspect", name[0]], capture_output=True, text=True, env=env).stdout)
+    assert state[0]["State"]["Status"] == "running" and state[0]["Id"] != old_id, state[0]["State"]
