@@ -19,7 +19,6 @@ The make figures need the Debian 11 image (built locally on first use, about a m
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,86 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _common import descendants, report, rss_kb, setup_repo, shell_loop, timed  # noqa: E402 - bench/, beside this script
+
 from qpod_engine.config.containers import container_name  # noqa: E402
 from qpod_engine.podman import lifecycle as podman_backend  # noqa: E402
 from qpod_engine.podman import local_images as images
-
-
-def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
-    t = time.perf_counter()
-    r = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True)
-    dt = time.perf_counter() - t
-    if r.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed ({r.returncode}): {r.stderr.decode().strip()}")
-    return dt
-
-
-def rss_kb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def descendants(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
-    children: dict[int, list[int]] = {}
-    for line in out.splitlines():
-        p, pp = map(int, line.split())
-        children.setdefault(pp, []).append(p)
-    todo, seen = [pid], []
-    while todo:
-        p = todo.pop()
-        seen.append(p)
-        todo += children.get(p, [])
-    return seen
-
-
-def setup_repo(work: Path, name: str, image: str, env: dict[str, str], qpod: str, files: dict[str, str]) -> Path:
-    repo = work / name
-    repo.mkdir()
-    for rel, text in files.items():
-        (repo / rel).write_text(text)
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    subprocess.run([qpod, "env", "add", name, "--image", image, "--replace"], env=env, check=True, capture_output=True)
-    subprocess.run([qpod, "init", name], cwd=repo, env=env, check=True, capture_output=True)
-    return repo
-
-
-def shell_loop(
-    repo: Path, env: dict[str, str], runs: int, a: str, b: str, prep: str = "true"
-) -> tuple[list[float], list[float]]:
-    """Time commands ``a`` and ``b`` alternately inside qpod-shell (bash), per run in seconds;
-    ``prep`` runs untimed before each."""
-    script = (
-        f"for i in $(seq {runs}); do {prep} >/dev/null 2>&1; "
-        f"t0=$EPOCHREALTIME; {a} >/dev/null 2>&1; t1=$EPOCHREALTIME; {prep} >/dev/null 2>&1; "
-        f"t1b=$EPOCHREALTIME; {b} >/dev/null 2>&1; t2=$EPOCHREALTIME; echo $t0 $t1 $t1b $t2; done"
-    )
-    r = subprocess.run(
-        ["qpod-shell", "--shell", "/bin/bash", "-c", script],
-        cwd=repo,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    xs, ys = [], []
-    for line in r.stdout.split("\n"):
-        if line.count(" ") == 3:
-            t0, t1, t1b, t2 = map(float, line.split())
-            xs.append(t1 - t0)
-            ys.append(t2 - t1b)
-    return xs, ys
-
-
-def report(label: str, xs: list[float], ys: list[float], what: str, target: str) -> None:
-    x, y = statistics.median(xs), statistics.median(ys)
-    print(f"  {label:44} {x * 1000:8.2f} ms vs {what} {y * 1000:8.2f} ms   ratio {x / y:6.3f}   ({target})")
 
 
 def main() -> None:

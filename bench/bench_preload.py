@@ -13,7 +13,6 @@ hits them alike; the medians of the per-run means are compared side by side.
 """
 
 import argparse
-import importlib.util
 import os
 import statistics
 import subprocess
@@ -25,32 +24,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+from _common import SPAWNER_C, build_module, compile_c  # noqa: E402 - bench/, beside this script
+
 from qpod_engine.config.rules import seal_rules  # noqa: E402 - the checkout's, next to this script
-
-SPAWNER_C = r"""
-#include <spawn.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <sys/wait.h>
-#include <time.h>
-extern char **environ;
-int main(int argc, char **argv) {
-    int n = atoi(argv[1]);
-    char *args[] = {argv[2], NULL};
-    struct timespec a, b;
-    clock_gettime(CLOCK_MONOTONIC, &a);
-    for (int i = 0; i < n; i++) {
-        pid_t pid;
-        int st;
-        if (posix_spawn(&pid, argv[2], NULL, NULL, args, environ) != 0 || waitpid(pid, &st, 0) < 0 || st != 0)
-            return 1;
-    }
-    clock_gettime(CLOCK_MONOTONIC, &b);
-    printf("%.3f\n", ((b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec)) / 1e3 / n);
-    return 0;
-}
-"""
-
 
 # the hook alone: execve of a missing file fails in the kernel at once, so the loop measures the
 # decision (stat of the rules, getcwd, the cached rules) on top of a bare system call
@@ -73,32 +49,20 @@ int main(void) {
 """
 
 
-def _build_module():  # preload/build.py, without importing the package
-    spec = importlib.util.spec_from_file_location("qpod_preload_build", ROOT / "preload" / "build.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--spawns", type=int, default=300, help="spawns per run")
     args = ap.parse_args()
-    build = _build_module()
+    build = build_module()
     with tempfile.TemporaryDirectory(prefix="qpod-bench-") as tmp:
         t = Path(tmp)
         qpod_lib = build.compile_library(t / "qpod" / build.LIB_NAME)  # the current source
         empty_lib = build.compile_empty(t / "empty" / "libempty.so")
         (t / "e.c").write_text("int qpod_empty_preload;\n")  # the same, linked like qpod's library
         empty_flags = build.compile_library(t / "empty2" / "libempty.so", [t / "e.c"])
-        spawner = t / "spawner"
-        (t / "spawner.c").write_text(SPAWNER_C)
-        subprocess.run([*build.cc(), "-O2", "-o", str(spawner), str(t / "spawner.c")], check=True)
-        decider = t / "decider"
-        (t / "decider.c").write_text(DECIDE_C)
-        subprocess.run([*build.cc(), "-O2", "-o", str(decider), str(t / "decider.c")], check=True)
+        spawner = compile_c(build, t / "spawner", SPAWNER_C)
+        decider = compile_c(build, t / "decider", DECIDE_C)
         watched, outside = t / "repo", t / "elsewhere"
         watched.mkdir()
         outside.mkdir()
