@@ -24,12 +24,15 @@ SHARES = ("home", "tmp")
 # (a build dir must hold one cmake's, one autoconf's results, not the host's and the image's),
 # debuggers, and the compilers themselves (one binary must come from one compiler: a `gcc x.c`
 # typed in the repository, or an editor's language server asking the compiler for its include
-# paths, gets the environment's, as make would).
+# paths, gets the environment's, as make would), and the language server: clangd started by an
+# editor in the repository must parse the code against the environment's headers and compiler
+# (its glibc, its libstdc++), or it flags what builds and misses what does not.
 DEFAULT_COMMANDS = (
     "make", "gmake", "waf", "scons", "cmake", "ctest", "cpack", "ninja", "meson",
     "autoreconf", "autoconf", "autoheader", "automake", "aclocal", "libtoolize", "pkg-config",
     "cc", "gcc", "g++", "c++", "cpp", "clang", "clang++",
     "gdb", "gdbserver", "valgrind",
+    "clangd",
 )  # fmt: skip
 
 # kinds: text (a non-empty string), path (absolute), choice, words (a list of names: space or

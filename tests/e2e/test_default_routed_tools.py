@@ -15,7 +15,7 @@ pytestmark = pytest.mark.podman
 
 
 def test_every_default_tool_is_routed_in_a_bound_repository(bound_repo: Path, tmp_path: Path) -> None:
-    for name in ("cmake", "ctest", "ninja", "meson", "gcc", "g++", "cc", "clang", "gdbserver", "valgrind"):
+    for name in ("cmake", "ctest", "ninja", "meson", "gcc", "g++", "cc", "clang", "gdbserver", "valgrind", "clangd"):
         assert name in DEFAULT_COMMANDS
         r = run_qpod("which", "--json", name, cwd=bound_repo)
         assert '"where": "container"' in r.stdout, (name, r.stdout, r.stderr)
