@@ -68,8 +68,8 @@ apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 \
   python3 python3-venv python3-dev ca-certificates
 if [ "$test_venv" = 1 ]; then
   # the editors the activation tests drive as a user would (vim's :make and :Termdebug, Emacs'
-  # M-x compile and M-x gdb)
-  apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 vim emacs-nox
+  # M-x compile and M-x gdb), and fish, the third shell activation hooks
+  apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 vim emacs-nox fish
 fi
 if [ "$test_venv" = 1 ] && [ ! -x /usr/sbin/sshd ]; then
   # the remote-host tests start their own sshd on 127.0.0.1; the package must not start (and
@@ -105,6 +105,11 @@ ln -sfn "$PREFIX/bin/python" "$lib/python"
 mkdir -p "$BIN_DIR"
 ln -sfn "$lib/qpod-client" "$BIN_DIR/qpod"
 ln -sfn "$PREFIX/bin/qpod-shell" "$BIN_DIR/qpod-shell"
+# the desktop session of a user who ran 'qpod activate' gets the library through systemd's user
+# environment (it prints nothing for anyone else, and nothing once the library is gone)
+gen_dir=/usr/local/lib/systemd/user-environment-generators
+mkdir -p "$gen_dir"
+install -m 0755 "$(dirname "$lib")/activation/environment_generator.sh" "$gen_dir/60-qpod"
 echo "setup.sh: qpod installed in $PREFIX, $BIN_DIR/qpod and $BIN_DIR/qpod-shell ($((SECONDS - t0)) s)"
 
 if [ "$test_venv" = 1 ]; then

@@ -39,8 +39,37 @@ def run_checks() -> Iterator[Check]:
     yield _trivial_container(exe, rt)
     yield from _config_checks()
     yield from _preload_checks()
+    yield from _activation_checks()
     yield from _transport_checks()
     yield from _remote_checks(exe)
+
+
+def _activation_checks() -> Iterator[Check]:
+    """When activation is on: the library its files name is there, each shell's startup file
+    still sources its hook, and the desktop session is reached."""
+    from qpod_engine.activation import state
+
+    st = state.status()
+    if not st.on:
+        yield (True, "activation: off (qpod-shell starts a qpod shell; qpod activate: every terminal)", "")
+        return
+    yield (
+        st.library_present,
+        f"activation: the library it names is there ({st.library})",
+        "qpod activate (again: it writes this install's paths), or qpod deactivate",
+    )
+    for shell, files in state.startup_files().items():
+        for f in dict.fromkeys(files):
+            yield (
+                f in st.shells.get(shell, []),
+                f"activation: {shell} starts in qpod mode from {f}",
+                "qpod activate (the line that sources its hook is gone from that file)",
+            )
+    yield (
+        st.generator is not None,
+        f"activation: desktop programs reached ({st.generator or 'no systemd user environment generator'})",
+        "sudo bash scripts/setup.sh installs it; without systemd see README, 'Activation'",
+    )
 
 
 def _service_fix() -> str:

@@ -22,7 +22,7 @@ def build_parser() -> "argparse.ArgumentParser":
     import argparse
 
     from qpod_engine import __version__
-    from qpod_engine.cli import containers, environments, logs, repositories, running, tools
+    from qpod_engine.cli import activation, containers, environments, logs, repositories, running, tools
 
     p = argparse.ArgumentParser(
         prog="qpod", description="Run a repository's build and debug commands in its podman environment, transparently."
@@ -35,6 +35,7 @@ def build_parser() -> "argparse.ArgumentParser":
     containers.add_parsers(sub)
     logs.add_parsers(sub)
     tools.add_parsers(sub)
+    activation.add_parsers(sub)
     return p
 
 

@@ -153,10 +153,13 @@ def repo_rows(states: dict[str, str] | None) -> list[dict[str, Any]]:
 
 
 def cmd_status(a: argparse.Namespace) -> int:
+    from qpod_engine.activation import state
     from qpod_engine.base import gitinfo
     from qpod_engine.base.textsafe import visible
 
     cwd = current_dir()
+    act = state.status()
+    activation = {"on": act.on, "shells": sorted(act.shells), "desktop": bool(act.on and act.generator)}
     rows = repo_rows(container_states())
     here = gitinfo.innermost_root(cwd, (r["repository"] for r in rows))
     row = next((r for r in rows if r["repository"] == here), None)
@@ -165,7 +168,7 @@ def cmd_status(a: argparse.Namespace) -> int:
             root = gitinfo.discover_root(cwd)
         except QpodError:
             root = None
-        data = {"repository": root, "bound": False, "cwd": cwd}
+        data = {"repository": root, "bound": False, "cwd": cwd, "activation": activation}
         if a.json:
             out_json(data)
         elif root and os.path.exists(os.path.join(root, REPO_FILE)):
@@ -176,8 +179,10 @@ def cmd_status(a: argparse.Namespace) -> int:
                 if root
                 else f"{visible(cwd)}: not in a git repository"
             )
+        if not a.json:
+            print(f"activation: {visible(act.summary())}")
         return 0
-    row = {**row, "bound": True, "cwd": cwd}
+    row = {**row, "bound": True, "cwd": cwd, "activation": activation}
     if a.json:
         out_json(row)
     else:
@@ -212,6 +217,7 @@ def cmd_status(a: argparse.Namespace) -> int:
         if row["broken"] or row["waiting"]:
             print(f"problem:      {visible(row['broken'] or row['waiting'])} (its routed commands fail with exit 125)")
         print(f"container:    {visible(row['container'] or '-')} ({visible(row['container_state'])})")
+        print(f"activation:   {visible(act.summary())}")
     return 0
 
 
