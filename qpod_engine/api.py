@@ -92,6 +92,12 @@ class Engine:
 
         return {c["name"]: c["state"] for c in list_containers()}
 
+    def activation(self) -> str:
+        """Whether ``qpod activate`` is on for this user, in one line (as ``qpod status`` says it)."""
+        from qpod_engine.activation import state
+
+        return state.status().summary()
+
     def repositories(self, states: dict[str, str] | None = None) -> list[RepoRow]:
         """Every bound repository; container states from ``states`` ("unknown" when None)."""
         from qpod_engine.config import repo_file as repo_env

@@ -193,6 +193,9 @@ class DemoEngine(Engine):
         self._need_podman()
         return {c.name: c.state for c in self.ctrs}
 
+    def activation(self) -> str:
+        return "on: new terminals (bash, zsh), desktop session"
+
     def repositories(self, states: dict[str, str] | None = None) -> list[RepoRow]:
         rows = []
         by_repo = {c.repository: c for c in self.ctrs}

@@ -61,9 +61,9 @@ class RepositoriesView(TableView):
     ]
 
     class Loaded(Message):
-        def __init__(self, rows: list[RepoRow] | None, error: str | None = None) -> None:
+        def __init__(self, rows: list[RepoRow] | None, error: str | None = None, activation: str = "") -> None:
             super().__init__()
-            self.rows, self.error = rows, error
+            self.rows, self.error, self.activation = rows, error, activation
 
     class FileRead(Message):
         """A repository's .qpod.yaml as it is now: its sha256 and what it asks for."""
@@ -79,6 +79,7 @@ class RepositoriesView(TableView):
     def compose(self) -> ComposeResult:
         yield from super().compose()
         yield Static("", id="repo-detail", classes="detail-line")
+        yield Static("", id="activation-line", classes="detail-line")
 
     def load(self) -> None:
         self._load_rows()
@@ -89,7 +90,7 @@ class RepositoriesView(TableView):
 
     def _read_config(self) -> "RepositoriesView.Loaded":
         try:
-            return self.Loaded(self.engine.repositories())
+            return self.Loaded(self.engine.repositories(), activation=self.engine.activation())
         except QpodError as err:
             return self.Loaded(None, str(err))
 
@@ -106,7 +107,7 @@ class RepositoriesView(TableView):
         except QpodError:
             return  # podman unavailable: states stay "unknown", the Containers view says why
         try:
-            self.post_message(self.Loaded(self.engine.repositories(states)))
+            self.post_message(self.Loaded(self.engine.repositories(states), activation=self.engine.activation()))
         except QpodError as err:
             self.post_message(self.Loaded(None, str(err)))
 
@@ -121,6 +122,8 @@ class RepositoriesView(TableView):
         )
         self.repos = {r.root: r for r in msg.rows}
         self.set_rows([(r.root, self._cells(r)) for r in msg.rows])
+        # every terminal and desktop program in qpod mode, or only qpod-shell
+        self.query_one("#activation-line", Static).update(Text(visible(f"activation {msg.activation}"), style="dim"))
 
     @staticmethod
     def _cells(r: RepoRow) -> tuple[Text | str, ...]:
