@@ -262,10 +262,14 @@ static int as_qpod(int argc, char **argv, struct args *a)
         qp_say("qpod: %s/python is missing: run scripts/setup.sh again, or use the qpod of your venv", self);
         return EXIT_QPOD;
     }
-    /* run the interpreter by the path the link names (a venv's bin/python): Python finds
-     * its venv, and so the package, next to the path it was started by */
-    char target[PATH_MAX];
-    ssize_t tl = readlink(py, target, sizeof(target) - 1);
+    /* run the interpreter by the path the link names (setup.sh's _lib/python names a venv's
+     * bin/python): Python finds its venv, and so the package, next to the path it was started
+     * by. Installed as a venv's bin/qpod (pip install .), the python beside it is that venv's
+     * own, whatever its link names. */
+    char target[PATH_MAX], *cfg = NULL;
+    int in_venv = asprintf(&cfg, "%s/../pyvenv.cfg", self) >= 0 && access(cfg, F_OK) == 0;
+    free(cfg);
+    ssize_t tl = in_venv ? -1 : readlink(py, target, sizeof(target) - 1);
     if (tl > 0 && target[0] == '/') {
         target[tl] = 0;
         py = strdup(target);
@@ -426,7 +430,7 @@ static void build_payload(struct buf *payload, const struct spec *s, const struc
     add_process_state(payload, s, a);
 }
 
-int main(int argc, char **argv)
+static int client_main(int argc, char **argv)
 {
     /* the caller's descriptors, before this program opens any of its own */
     int fds[QP_MAX_FDS], nfds = 0;
@@ -460,3 +464,48 @@ int main(int argc, char **argv)
         return qp_relay(&s, &a, &rec, &payload, cwd, fds, nfds);
     return qp_run_local(&s, &a, &rec, &payload, cwd, fds, nfds);
 }
+
+#ifdef QP_CLIENT_SO
+/* libqpod_client.so: the preload library's way in. In the child a program forked to exec a
+ * redirected command (single-threaded, its own memory: the library checked), the client runs in
+ * that process instead of being exec'd, saving an exec (on virtual machines mostly the C library's
+ * start, which asks the CPU about its caches). What the exec would have done is done first:
+ * descriptors marked close-on-exec are closed, caught signals go back to their defaults (ignored
+ * ones stay ignored, the mask stays), the environment is the one the exec would have given. The
+ * process never returns to its program: _exit, never exit (its atexit handlers and stdio buffers
+ * are its own). */
+#include <signal.h>
+#include <sys/prctl.h>
+
+extern char **environ;
+
+__attribute__((visibility("default"))) void qp_client_inprocess(int argc, char **argv, char **envp)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        for (struct dirent *e; (e = readdir(d)) != NULL;) {
+            int fd = e->d_name[0] >= '0' && e->d_name[0] <= '9' ? atoi(e->d_name) : -1;
+            int fl = fd >= 0 && fd != dirfd(d) ? fcntl(fd, F_GETFD) : -1;
+            if (fl >= 0 && (fl & FD_CLOEXEC))
+                close(fd);
+        }
+        closedir(d);
+    }
+    for (int sig = 1; sig < NSIG; sig++) {
+        struct sigaction old;
+        if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, NULL, &old) < 0)
+            continue;
+        if (!(old.sa_flags & SA_SIGINFO) && (old.sa_handler == SIG_DFL || old.sa_handler == SIG_IGN))
+            continue;
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof(dfl));
+        dfl.sa_handler = SIG_DFL;
+        sigaction(sig, &dfl, NULL);
+    }
+    environ = envp;
+    prctl(PR_SET_NAME, (unsigned long)"qpod-client", 0, 0, 0);
+    _exit(client_main(argc, argv));
+}
+#else
+int main(int argc, char **argv) { return client_main(argc, argv); }
+#endif

@@ -74,6 +74,8 @@ static int owned_closed(const struct stat *st, int dir)
            !(st->st_mode & (S_IWGRP | S_IWOTH));
 }
 
+/* Ends with status 125 (_exit: the client may run in the process the preload library was
+ * loaded in, whose atexit handlers and stdio buffers are its program's). */
 static void require_trusted(const char *path, const struct stat *st, int dir)
 {
     if (owned_closed(st, dir))
@@ -88,7 +90,7 @@ static void require_trusted(const char *path, const struct stat *st, int dir)
     else
         qp_say("qpod: %s is writable by others (owner uid %u, mode %04o): another user could choose what runs as "
             "you; remove it and run the command again", path, uid, mode);
-    exit(EXIT_QPOD);
+    _exit(EXIT_QPOD);
 }
 
 /* The directories holding path, from its own up to the state dir when path is inside it. */
@@ -97,7 +99,7 @@ static void require_trusted_dirs(const char *path)
     char *sd = qp_state_dir(), *d = strdup(path);
     if (!d) {
         qp_say("qpod: out of memory");
-        exit(EXIT_QPOD);
+        _exit(EXIT_QPOD);
     }
     for (char *slash; (slash = strrchr(d, '/')) != NULL;) {
         if (slash == d)
@@ -107,7 +109,7 @@ static void require_trusted_dirs(const char *path)
         struct stat st;
         if (stat(d, &st) != 0) {
             qp_say("qpod: cannot look at %s: %s", d, strerror(errno));
-            exit(EXIT_QPOD);
+            _exit(EXIT_QPOD);
         }
         require_trusted(d, &st, 1);
         if (slash == d || !sd || strcmp(d, sd) == 0 || !qp_within(d, sd))
