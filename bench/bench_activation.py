@@ -16,6 +16,8 @@ preloaded library (the floor: what ld.so charges for mapping any LD_PRELOAD); "n
   qpod at most 1.01x the empty library.
 - ``memory``: what the library adds to a sleeping process, from /proc/PID/smaps_rollup. Target:
   at most 100 kB.
+- ``--venv V...``: a warm ``qpod exec true`` by ``V/bin/qpod`` of each venv (a pip install), in a
+  repository of its own, alternating between the venvs.
 - ``makeq``: an up-to-date ``make -q`` in a bound repository (container warm) redirected by the
   library as in qpod-shell, against the same ``make -q`` on the host (``QPOD_OFF=1``), alternating
   inside qpod-shell. Target: at most 1.3x (goal 1.2x). Needs the Debian 11 image (built on first
@@ -122,6 +124,12 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=11, help="rounds of the work, true and memory figures")
     ap.add_argument("--runs", type=int, default=40, help="make -q pairs")
     ap.add_argument("--skip", nargs="*", default=[], choices=["work", "true", "memory", "makeq"])
+    ap.add_argument(
+        "--venv",
+        nargs="*",
+        default=[],
+        help="venvs (pip install .): time V/bin/qpod exec true",
+    )
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="qpod-bench-activation-"))
@@ -165,9 +173,9 @@ def main() -> int:
                 "make, 20 C files": (cproj, "make -s clean && make -s"),
             }
             times = {(w, e): [] for w in loads for e in envs}
-            for _ in range(args.rounds):
+            for i in range(args.rounds):
                 for w, (cwd, script) in loads.items():
-                    for e, env in envs.items():
+                    for e, env in envs.items() if i % 2 else reversed(envs.items()):
                         times[(w, e)].append(timed(["bash", "-c", script], cwd, env))
             print(f"host work, {args.rounds} alternating rounds: median seconds per run (spread: half the IQR)")
             print(f"  {'workload':18}{'none':>9}{'empty':>9}{'qpod':>9}  {'qpod/none':>10}{'qpod/empty':>11}  spread")
@@ -183,8 +191,8 @@ def main() -> int:
         if "true" not in args.skip:
             spawner = compile_c(build, work / "spawner", SPAWNER_C)
             us = {e: [] for e in envs}
-            for _ in range(args.rounds):
-                for e, env in envs.items():
+            for i in range(args.rounds):
+                for e, env in envs.items() if i % 2 else reversed(envs.items()):
                     out = subprocess.run(
                         [str(spawner), "2000", "/bin/true"], cwd=work, env=env, capture_output=True, text=True
                     )
@@ -192,11 +200,13 @@ def main() -> int:
                         raise SystemExit(f"the spawner failed ({e}): {out.stderr}")
                     us[e].append(float(out.stdout))
             m = {e: statistics.median(v) for e, v in us.items()}
-            r = m["qpod"] / m["empty"]
+            # the ratio of each round's runs (side by side in time), their median
+            r = statistics.median(q / e for q, e in zip(us["qpod"], us["empty"], strict=True))
             print(f"2,000 spawns of /bin/true, {args.rounds} alternating rounds: median microseconds per spawn")
             print(
                 f"  none {m['none']:.1f}  empty {m['empty']:.1f}  qpod {m['qpod']:.1f}   empty/none "
-                f"{m['empty'] / m['none']:.3f}  qpod/empty {r:.3f}  qpod/none {m['qpod'] / m['none']:.3f}"
+                f"{m['empty'] / m['none']:.3f}  qpod/empty {m['qpod'] / m['empty']:.3f} (per round {r:.3f})  "
+                f"qpod/none {m['qpod'] / m['none']:.3f}"
                 f"   (target qpod/empty at most 1.01: {'met' if r <= 1.01 else 'MISSED'})\n"
             )
 
@@ -223,6 +233,24 @@ def main() -> int:
             added = med["qpod"]["Rss"] - med["none"]["Rss"]
             verdict = "met" if added <= 100 else "MISSED"
             print(f"  target: at most 100 kB added (Rss qpod-none {added:.0f} kB: {verdict})\n")
+
+        if args.venv:
+            bb = images.build_busybox_image()
+            repos = {}
+            for i, v in enumerate(args.venv):
+                repos[v] = setup_repo(work, f"benchvenv{i}", bb, base, qpod, {})
+                names.append(container_name(f"benchvenv{i}", str(repos[v])))
+                timed([f"{v}/bin/qpod", "exec", "true"], repos[v], base)  # warm: container, launch spec
+            t = {v: [] for v in args.venv}
+            for _ in range(args.runs):
+                for v in args.venv:
+                    t[v].append(timed([f"{v}/bin/qpod", "exec", "true"], repos[v], base))
+            print(f"warm qpod exec true, {args.runs} alternating runs (median):")
+            for v in args.venv:
+                with open(f"{v}/bin/qpod", "rb") as f:
+                    kind = "the native client" if f.read(4) == b"\x7fELF" else "a Python console script"
+                print(f"  {v}/bin/qpod ({kind}): {statistics.median(t[v]) * 1000:.2f} ms")
+            print()
 
         if "makeq" not in args.skip:
             deb = images.build_debian11_image()
