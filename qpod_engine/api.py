@@ -403,6 +403,21 @@ class Engine:
 
         restart_container(name)
 
+    def stop_container_by(self, name: str, by: str) -> None:
+        """Stop the container; a command it was running ends saying it was stopped ``by`` whom
+        (``qpod tui``), in its record's ``ended``."""
+        from qpod_engine.podman.lifecycle import stop_containers
+
+        stop_containers([name], by=by)
+
+    def restart_container_by(self, name: str, by: str) -> None:
+        """Restart the container (stopped, then started), a command it was running ending as
+        ``stop_container_by`` says."""
+        from qpod_engine.podman.lifecycle import restart_container, stop_containers
+
+        stop_containers([name], by=by)
+        restart_container(name)
+
     def container_logs(self, name: str, tail: int = 200) -> str:
         from qpod_engine.podman.lifecycle import container_logs
 
@@ -429,6 +444,65 @@ class Engine:
         self, text: str = "", repo: str | None = None, env: str | None = None, failed: bool = False
     ) -> cmdlog.Filter:
         return cmdlog.Filter(repo=repo or None, env=env or None, failed=failed, text=text.strip() or None)
+
+    # --- acting on what runs (the log's start records), and on a record
+
+    def signal_names(self) -> tuple[str, ...]:
+        """The signals a running command may be sent, the default (Ctrl-C's INT) first."""
+        from qpod_engine.log.signals import SIGNALS
+
+        return SIGNALS
+
+    def signal_command(self, rec: dict[str, Any], name: str, by: str = "qpod tui") -> str:
+        """Send signal ``name`` to the running command of start record ``rec``: to its process
+        group in its container, here or on another host, through its qpod client (checked to
+        be that client first: a recycled pid is never signalled). Returns what was done;
+        QpodError says why nothing was. SIGKILL writes the command's end record."""
+        from qpod_engine.log import signals
+
+        return signals.send(rec, name, by, self.log_path())
+
+    def status_signal(self, status: object) -> str | None:
+        """``SIGINT`` for status 130: the signal a status past 128 names, else None."""
+        from qpod_engine.log.signals import signal_name
+
+        return signal_name(status)
+
+    def record_cwd(self, rec: dict[str, Any]) -> str | None:
+        """Where a record's command ran, if that directory is still here, else its repository's
+        root if that is; None when neither is."""
+        for where in (rec.get("cwd"), rec.get("repo")):
+            if isinstance(where, str) and where and os.path.isdir(where):
+                return where
+        return None
+
+    def rerun_command(self, rec: dict[str, Any]) -> tuple[list[str], dict[str, str], str]:
+        """argv, environment and cwd that run a record's command again, as typed in its cwd:
+        ``qpod exec -- ARGV`` there (the repository's environment in force now, logged like any
+        redirected command). QpodError when the record has no command or its directory is gone."""
+        import sys
+
+        argv = [str(a) for a in rec.get("argv") or []]
+        if not argv:
+            raise QpodError("the record has no command line")
+        cwd = self.record_cwd(rec)
+        if cwd is None:
+            raise QpodError(f"{rec.get('cwd') or rec.get('repo')}: the directory is gone")
+        env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "QPOD_OFF")}
+        return [sys.executable, "-I", "-m", "qpod_engine.cli", "exec", "--", *argv], env, cwd
+
+    def record_shell_command(self, rec: dict[str, Any]) -> tuple[list[str], dict[str, str], str]:
+        """Your shell in a record's environment, in its cwd (``repo_shell_command``, in the
+        record's directory rather than the repository's root). QpodError when it cannot be."""
+        cwd = self.record_cwd(rec)
+        repo, env_name = rec.get("repo"), rec.get("env")
+        if cwd is None or not isinstance(repo, str) or not isinstance(env_name, str):
+            raise QpodError(f"{rec.get('cwd') or rec.get('repo') or 'the record'}: no directory to open a shell in")
+        found = self.repo_shell_command(repo, env_name)
+        if found is None:
+            raise QpodError(f"{repo}: the repository is gone")
+        argv, env, _root = found
+        return argv, env, cwd
 
     # --- path completion (for the bind dialog)
 

@@ -308,6 +308,17 @@ class DemoEngine(Engine):
     def restart_container(self, name: str) -> None:
         self.calls.append(("restart_container", name))
 
+    def stop_container_by(self, name: str, by: str) -> None:
+        self.stop_container(name)
+
+    def restart_container_by(self, name: str, by: str) -> None:
+        self.restart_container(name)
+
+    def signal_command(self, rec: dict[str, Any], name: str, by: str = "qpod tui") -> str:
+        """The demo's running commands have no client: the signal is noted, nothing is sent."""
+        self.calls.append(("signal_command", f"{rec.get('id')} {name}"))
+        return f"sent SIG{name} to {' '.join(rec.get('argv') or [])} (demo: nothing runs)"
+
     def container_logs(self, name: str, tail: int = 200) -> str:
         return ""
 

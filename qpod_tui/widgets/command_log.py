@@ -21,9 +21,20 @@ from textual.worker import get_current_worker
 from qpod_engine.api import Engine, Filter, LogIndex, QpodError, format_argv, visible
 
 from ..safe import literal
+from ..screens.dialogs import PickScreen
 from ..screens.record import RecordScreen
+from ..terminal import run_in_terminal
 from .log_table import LogTable
-from .running import RunningPanel
+from .running import RunningPanel, elapsed
+
+SIGNAL_HINTS = {
+    "INT": "interrupt, as Ctrl-C",
+    "TERM": "terminate",
+    "KILL": "kill at once (cannot be caught)",
+    "HUP": "hang up",
+    "USR1": "user signal 1",
+    "USR2": "user signal 2",
+}
 
 FILTER_DELAY = 0.15  # seconds of typing quiet before a filter scan starts
 
@@ -33,6 +44,9 @@ class CommandLogView(Vertical):
         Binding("s", "toggle_follow", "Follow", tooltip="Follow new records (toggle)", id="log.follow"),
         Binding("f", "toggle_failed", "Failed only", tooltip="Show failed commands only (toggle)", id="log.failed"),
         Binding("c", "copy", "Copy command", tooltip="Copy the command line to the clipboard", id="log.copy"),
+        Binding("x", "signal", "Signal", tooltip="Send a signal to the highlighted running command", id="log.signal"),
+        Binding("r", "rerun", "Run again", tooltip="Run the record's command again in its directory", id="log.rerun"),
+        Binding("e", "shell", "Shell", tooltip="Open your shell in the record's directory", id="log.shell"),
         Binding(
             "escape", "clear_filter", "Clear filter", show=False, tooltip="Clear the log filter", id="log.clear_filter"
         ),
@@ -57,6 +71,13 @@ class CommandLogView(Vertical):
         def __init__(self, generation: int, stop: int, matches: Sequence[int]) -> None:
             super().__init__()
             self.generation, self.end, self.matches = generation, stop, matches
+
+    class InTerminal(Message):
+        """A program to run in the dashboard's terminal (a record's command again, a shell)."""
+
+        def __init__(self, header: str, argv: list[str], env: dict[str, str], cwd: str, wait_key: bool) -> None:
+            super().__init__()
+            self.header, self.argv, self.env, self.cwd, self.wait_key = header, argv, env, cwd, wait_key
 
     class Choices(Message):
         def __init__(self, repos: list[str], envs: list[str]) -> None:
@@ -296,7 +317,108 @@ class CommandLogView(Vertical):
         assert self.index is not None
         rec = self.index.record(msg.number)
         if rec is not None:
-            self.app.push_screen(RecordScreen(rec, self.copy))
+            self.app.push_screen(RecordScreen(rec, self.copy, self.act))
+
+    @on(RunningPanel.Opened)
+    def _open_running(self, msg: RunningPanel.Opened) -> None:
+        self.app.push_screen(RecordScreen({**msg.record, "state": "running"}, self.copy, self.act))
+
+    def act(self, what: str, rec: dict[str, Any]) -> None:
+        """A record screen's action on its record."""
+        if what == "signal":
+            self.pick_signal(rec)
+        elif what == "rerun":
+            self._prepare_rerun(rec)
+        elif what == "shell":
+            self._prepare_shell(rec)
+
+    # --- acting on what runs, and on a record
+
+    @property
+    def running_panel(self) -> RunningPanel:
+        return self.query_one(RunningPanel)
+
+    def action_signal(self) -> None:
+        rec = self.running_panel.current
+        if rec is None:
+            self.notify("Nothing runs now: x signals a running command (listed above the log)", severity="warning")
+            return
+        self.pick_signal(rec)
+
+    def pick_signal(self, rec: dict[str, Any]) -> None:
+        argv = format_argv([str(a) for a in rec.get("argv") or []])
+        started = rec.get("started")
+        took = f" · running {elapsed(self.engine.now() - started)}" if isinstance(started, (int, float)) else ""
+        title = (
+            f"Send a signal to {argv}\n"
+            f"{rec.get('repo') or '-'} · {rec.get('container') or '-'}{took}\n"
+            "to its process group in its container"
+        )
+        options = [(f"{name:<5} {SIGNAL_HINTS.get(name, '')}", name) for name in self.engine.signal_names()]
+
+        def chosen(name: str | None) -> None:
+            if name:
+                self._send_signal(rec, name)
+
+        self.app.push_screen(PickScreen(title, options, current=options[0][1]), chosen)
+
+    @work(thread=True, group="signal")
+    def _send_signal(self, rec: dict[str, Any], name: str) -> None:
+        try:
+            said = self.engine.signal_command(rec, name)
+        except QpodError as err:
+            self.app.call_from_thread(self.notify, str(err), severity="error", timeout=8)
+            return
+        self.app.call_from_thread(self.notify, said)
+        self.app.call_from_thread(self.changed)  # (a KILL wrote the end record)
+
+    def _acted_on(self) -> dict[str, Any] | None:
+        """The record r and e act on: the running command highlighted when the running list has
+        focus, else the record under the table's cursor."""
+        panel = self.running_panel
+        rec = panel.current if panel.has_focus else self.record_under_cursor()
+        if rec is None:
+            self.notify("No record selected", severity="warning")
+        return rec
+
+    def action_rerun(self) -> None:
+        rec = self._acted_on()
+        if rec is not None:
+            self._prepare_rerun(rec)
+
+    def action_shell(self) -> None:
+        rec = self._acted_on()
+        if rec is not None:
+            self._prepare_shell(rec)
+
+    @work(thread=True, group="terminal")
+    def _prepare_rerun(self, rec: dict[str, Any]) -> None:
+        try:
+            argv, env, cwd = self.engine.rerun_command(rec)
+        except QpodError as err:
+            self.app.call_from_thread(self.notify, str(err), severity="error")
+            return
+        line = visible(format_argv([str(a) for a in rec.get("argv") or []]))
+        header = f"qpod: {line} in {visible(cwd)}, again (qpod exec); the dashboard comes back after it"
+        self.post_message(self.InTerminal(header, argv, env, cwd, wait_key=True))
+
+    @work(thread=True, group="terminal")
+    def _prepare_shell(self, rec: dict[str, Any]) -> None:
+        try:
+            argv, env, cwd = self.engine.record_shell_command(rec)
+        except QpodError as err:
+            self.app.call_from_thread(self.notify, str(err), severity="error")
+            return
+        header = f"qpod: shell in {visible(rec.get('env') or '-')} in {visible(cwd)}; exit returns to qpod tui"
+        self.post_message(self.InTerminal(header, argv, env, cwd, wait_key=False))
+
+    @on(InTerminal)
+    def _in_terminal(self, msg: InTerminal) -> None:
+        try:
+            run_in_terminal(self.app, msg.header, msg.argv, msg.env, msg.cwd, msg.wait_key, self.engine.status_signal)
+        except Exception as err:  # noqa: BLE001 - SuspendNotSupported (e.g. textual-web) or exec failure
+            self.notify(f"cannot run it here: {err}", severity="error")
+        self.changed()
 
     def action_copy(self) -> None:
         rec = self.record_under_cursor()

@@ -12,12 +12,16 @@ from textual import on, work
 from textual.binding import Binding, BindingType
 from textual.message import Message
 
-from qpod_engine.api import ContainerRow, QpodError, Stats, human_bytes, uptime, visible
+from qpod_engine.api import ContainerRow, QpodError, Stats, format_argv, human_bytes, uptime, visible
 
 from ..safe import assemble, literal
 from ..screens.dialogs import TextScreen
 from .repositories import state_text
+from .running import elapsed
 from .table_view import Layout, Prepared, TableView
+
+BY = "qpod tui"  # a command a stop ends says its container "was stopped by qpod tui"
+MAX_LISTED = 8  # running commands a stop confirmation lists (then "… and N more")
 
 
 def container_cells(
@@ -206,20 +210,47 @@ class ContainersView(TableView):
             self.notify("No container selected", severity="warning")
         return c
 
+    def running_in(self, name: str) -> list[dict[str, Any]]:
+        """The start records of the commands running now in container ``name``."""
+        logs = self.app.query("#log-view")
+        running = getattr(logs.first(), "running", []) if logs else []
+        return [r for r in running if r.get("container") == name]
+
+    def running_lines(self, name: str) -> str:
+        """What a stop or restart would end, one command a line: argv, repository, elapsed."""
+        running = self.running_in(name)
+        if not running:
+            return "Nothing runs in it now."
+        now = self.engine.now()
+        lines = [
+            f"  {visible(format_argv([str(a) for a in r.get('argv') or []]))}"
+            f"  ·  {visible(r.get('repo') or '-')}  ·  {elapsed(now - float(r.get('started') or now))}"
+            for r in running[:MAX_LISTED]
+        ]
+        if len(running) > MAX_LISTED:
+            lines.append(f"  … and {len(running) - MAX_LISTED} more")
+        them = "it is killed" if len(running) == 1 else "they are killed"
+        return f"Running in it now ({them}, their records say it was stopped by qpod tui):\n" + "\n".join(lines)
+
     def action_stop(self) -> None:
         c = self._need_selection()
         if c is not None:
             self.confirm(
-                f"Stop container {visible(c.name)}?\nIts next redirected command starts it again.",
-                lambda: self.call_engine(lambda: self.engine.stop_container(c.name), f"stopped {visible(c.name)}"),
+                f"Stop container {visible(c.name)}?\nIts next redirected command starts it again.\n\n"
+                + self.running_lines(c.name),
+                lambda: self.call_engine(
+                    lambda: self.engine.stop_container_by(c.name, BY), f"stopped {visible(c.name)}"
+                ),
             )
 
     def action_restart(self) -> None:
         c = self._need_selection()
         if c is not None:
             self.confirm(
-                f"Restart container {visible(c.name)}?\nCommands running in it are killed.",
-                lambda: self.call_engine(lambda: self.engine.restart_container(c.name), f"restarted {visible(c.name)}"),
+                f"Restart container {visible(c.name)}?\n\n" + self.running_lines(c.name),
+                lambda: self.call_engine(
+                    lambda: self.engine.restart_container_by(c.name, BY + " (restart)"), f"restarted {visible(c.name)}"
+                ),
             )
 
     def action_shell(self) -> None:
