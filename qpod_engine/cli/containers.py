@@ -28,7 +28,7 @@ def cmd_ps(a: argparse.Namespace) -> int:
                 [
                     c["name"],
                     c["environment"],
-                    c["repository"],
+                    c["repository"] or (f"({c['role']})" if c.get("role") else ""),
                     c["image"],
                     c["state"] + (" (outdated)" if c.get("outdated") else ""),
                     uptime_text(c["started"]),

@@ -58,6 +58,7 @@ class Environment:
     ulimits: dict[str, str] = _default("ulimits")
     podman_options: dict[str, Any] = _default("podman_options")
     host: str | None = _default("host")
+    distribute: list[str] = _default("distribute")
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """What goes in the file: defaults left out so the file stays what the user wrote."""
@@ -74,6 +75,8 @@ class Environment:
                 data.pop(opt.key)
         if data["host"] is None:
             del data["host"]  # added later: local environments keep their hash (and containers)
+        if not data["distribute"]:
+            del data["distribute"]  # likewise: only an environment that distributes has it in its hash
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -132,6 +135,17 @@ def check_environment(
         )
         if value is not None:
             values[opt.key] = value
+    if values.get("host") and values.get("distribute"):
+        # the compilers' ssh would start on that host, with this machine's keys and paths
+        problems.append(
+            ConfigError(
+                file,
+                "'distribute' with 'host' is not supported: distribute from an environment on this machine",
+                lines.get("distribute"),
+                key="distribute",
+            )
+        )
+        values.pop("distribute")
     image = values.pop("image", "")
     return Environment(name=name, image=image, **values), problems
 

@@ -72,6 +72,15 @@ def _share_problem(item: str) -> str | None:
     return None if item in SHARES else f"'share': '{item}' is not one of {', '.join(SHARES)}"
 
 
+DISTRIBUTE_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,62})/([1-9][0-9]{0,2})$")
+
+
+def _distribute_problem(item: str) -> str | None:
+    if DISTRIBUTE_RE.match(item):
+        return None
+    return f"'distribute': '{item}' must be CONNECTION/SLOTS, e.g. build1/8 (a podman connection name, 1 to 999 jobs)"
+
+
 def _var_problem(key: str, value: str) -> str | None:
     return None if VAR_RE.match(key) else f"'env': '{key}' is not a valid variable name"
 
@@ -264,6 +273,20 @@ FIELDS: tuple[Option, ...] = (
         flag="--host",
         metavar="CONNECTION",
         hint="podman connection name (empty: this machine)",
+    ),
+    Option(
+        "distribute",
+        "words",
+        "Distribute",
+        "build hosts for distcc, CONNECTION/SLOTS each (podman connections, e.g. b1/8 b2/8): the compilers "
+        "in the container go through distcc, whose jobs run in a distccd container of the same image (same "
+        "digest) on each host, reached over ssh only; a host that fails costs time, its jobs compile here",
+        default=list,
+        default_doc="[]: every compile here",
+        flag="--distribute",
+        metavar="CONNECTION/SLOTS",
+        item=_distribute_problem,
+        hint="e.g. b1/8 b2/8 (podman connection/jobs)",
     ),
 )
 BY_KEY: dict[str, Option] = {f.key: f for f in FIELDS}

@@ -180,6 +180,12 @@ def launch(
     env = environment_of(snap, target.environment, target.root)
     _bind_build_dir(snap, path, argv, cwd, target.root, target.environment)
     facts = ensure_facts(snap, env, target.root)
+    if env.get("distribute"):
+        # the build hosts' distccd containers, the compilers' wrapper and host list (its own
+        # lines say what cannot serve; the command runs all the same, compiling here)
+        from qpod_engine.podman import distribute
+
+        distribute.ensure(env, facts)
     if facts.get("transport", naming.TRANSPORT_AGENT) != naming.TRANSPORT_AGENT:
         from qpod_engine.podman import exec_transport
 

@@ -144,6 +144,10 @@ def container_spec(
     for spec in env["mounts"]:
         host, target, ro = _parse_mount(spec)
         mounts.append({"type": "bind", "source": os.path.expanduser(host), "target": target, "read_only": ro})
+    if env.get("distribute"):
+        from qpod_engine.podman import distribute
+
+        mounts += distribute.build_mounts(env, name)
     limits = {**default_ulimits(), **settings.get("ulimits", {}), **env["ulimits"]}
     kwargs: dict[str, Any] = {
         "image": env["image"],
@@ -169,6 +173,10 @@ def container_spec(
         ],
         "detach": True,
     }
+    if env.get("distribute"):
+        from qpod_engine.podman import distribute
+
+        kwargs["environment"] = distribute.build_environment(_image_path(env["image"]))
     if transport != naming.TRANSPORT_AGENT:
         kwargs.pop("entrypoint")
         kwargs["command"] = ["sleep", "2147483647"]  # (as PID 1 it ignores SIGTERM: stop kills it)
@@ -187,6 +195,18 @@ def container_spec(
         kwargs["user"] = "0:0"  # rootful: the agent switches to the invoking user per command
     kwargs.update(env["podman_options"])
     return kwargs
+
+
+def _image_path(image: str) -> str:
+    """The PATH the image sets (the agent's default when it sets none)."""
+    try:
+        found = client().images.get(image).attrs.get("Config", {}).get("Env") or []
+    except Exception:  # noqa: BLE001 - not there yet or podman busy: the default
+        found = []
+    for item in found:
+        if isinstance(item, str) and item.startswith("PATH="):
+            return item[len("PATH=") :]
+    return "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def _parse_mount(spec: str) -> tuple[str, str, bool]:
@@ -611,9 +631,13 @@ def _agent_up(ctr: Any, name: str, timeout: float = 15.0) -> bool:
 
 
 def remote_hosts(snap: dict[str, Any] | None = None) -> list[str]:
-    """The connections the configured environments run on (``host:``), in name order."""
+    """The connections the configured environments run on (``host:``) or distribute their
+    compiles to (``distribute:``), in name order."""
+    from qpod_engine.podman.distribute import hosts
+
     snap = snap if snap is not None else _current_snapshot()
-    return sorted({e["host"] for e in (snap or {}).get("envs", {}).values() if e.get("host")})
+    envs = (snap or {}).get("envs", {}).values()
+    return sorted({e["host"] for e in envs if e.get("host")} | {h for e in envs for h, _ in hosts(e)})
 
 
 def list_containers(all_configs: bool = False, unreachable: list[str] | None = None) -> list[dict[str, Any]]:
@@ -622,6 +646,8 @@ def list_containers(all_configs: bool = False, unreachable: list[str] | None = N
     image, state, started (epoch seconds or None), transport, host ("" here). Another user's or
     another config's containers are never listed, so never stopped. A host that cannot be
     reached is named in ``unreachable`` (with why) instead of failing the whole list."""
+    from qpod_engine.podman import distribute
+
     label = naming.LABEL if all_configs else f"{naming.LABEL_CONFIG}={naming.config_id()}"
     snap = _current_snapshot()
     ctrs: dict[str, Any] = {}
@@ -650,7 +676,8 @@ def list_containers(all_configs: bool = False, unreachable: list[str] | None = N
             _remove_quietly(c)  # retired, and its last command has ended: nothing left to show
             continue
         repo = c.labels.get(naming.LABEL_REPO, "")
-        env = _environment_entry(snap, c.labels.get(naming.LABEL_ENV, ""), repo)
+        role = c.labels.get(distribute.LABEL_ROLE, "")
+        env = _environment_entry(snap, c.labels.get(naming.LABEL_ENV, ""), repo) if not role else None
         outdated = RETIRED_MARK in c.name or (
             env is not None and c.labels.get(naming.LABEL_HASH) != naming.container_hash(env, repo)
         )
@@ -666,6 +693,7 @@ def list_containers(all_configs: bool = False, unreachable: list[str] | None = N
                 "transport": c.labels.get(naming.LABEL_TRANSPORT, naming.TRANSPORT_AGENT),
                 "outdated": outdated,  # made for another config: replaced once its commands end
                 "host": c.labels.get(naming.LABEL_HOST, ""),
+                "role": role,  # "distccd": an environment's distccd on a build host (distribute:)
             }
         )
     return sorted(out, key=lambda c: (c["environment"], c["repository"]))
@@ -700,6 +728,12 @@ def _host_of(name: str) -> str | None:
     if facts is not None:
         return facts.get("host") or None
     snap = _current_snapshot()
+    from qpod_engine.podman.distribute import distccd_name, hosts
+
+    for env_name, env in ((snap or {}).get("envs") or {}).items():
+        for h, _slots in hosts(env):
+            if name == distccd_name(env_name, h):
+                return h
     named = [
         (len(env_name), env["host"])
         for env_name, env in ((snap or {}).get("envs") or {}).items()

@@ -6,7 +6,8 @@ every image is built here from Debian packages and brought in with
 
 - ``BUSYBOX_REF``: busybox-static with its applets linked in (a few MB,
   built in about a second) for fast tests.
-- ``DEBIAN11_REF``: Debian 11 (bullseye) with make, gcc 10, libc6-dev, gdb and python3:
+- ``DEBIAN11_REF``: Debian 11 (bullseye) with make, gcc 10, libc6-dev, gdb, python3, distcc
+  and openssh-client:
   the "old OS" an old branch builds in. Made by mmdebstrap, as a normal user too
   (``--mode=unshare``: no root needed, the image goes to that user's own podman
   storage); as root without mmdebstrap, by debootstrap and chroot.
@@ -45,10 +46,13 @@ DEBIAN_MIRROR = "http://deb.debian.org/debian"
 DEBIAN11_SUITE = "bullseye"
 # gdb is added with apt afterwards: debootstrap's own resolver broke on one of its dependencies.
 DEBIAN11_INCLUDE = ("make", "gcc", "libc6-dev")
-DEBIAN11_APT_PACKAGES = ("gdb", "python3-minimal")  # python3: waf and the build scripts of its era
+# python3: waf and the build scripts of its era; distcc and openssh-client: an environment's
+# ``distribute:`` (distcc in front of the compilers, its jobs sent over ssh; distccd on the
+# build hosts runs from this same image)
+DEBIAN11_APT_PACKAGES = ("gdb", "python3-minimal", "distcc", "openssh-client")
 # the recipe's version, a label of the image: an image of an older recipe is rebuilt, not reused
 RECIPE_LABEL = "qpod.recipe"
-DEBIAN11_RECIPE = "2"
+DEBIAN11_RECIPE = "3"  # 3: distcc and openssh-client
 _DEBIAN11_CHANGES = ('CMD ["/bin/bash"]', f"LABEL {RECIPE_LABEL}={DEBIAN11_RECIPE}")
 
 # Applets tests and users reach for; the image gets every applet busybox has, these must be among them.
@@ -497,7 +501,8 @@ def build_debian11_image(
     mirror: str = DEBIAN_MIRROR,
     builder: str = "auto",
 ) -> str:
-    """Build (or reuse) a Debian 11 image with make, gcc 10, libc6-dev, gdb and python3; return ``ref``.
+    """Build (or reuse) a Debian 11 image with make, gcc 10, libc6-dev, gdb, python3, distcc and
+    openssh-client; return ``ref``.
 
     mmdebstrap builds it as whoever calls (a normal user: ``--mode=unshare``, into that user's own
     podman storage; about 30 s); without mmdebstrap, root uses debootstrap and chroot (about a
