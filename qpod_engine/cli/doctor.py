@@ -42,6 +42,7 @@ def run_checks() -> Iterator[Check]:
     yield from _activation_checks()
     yield from _transport_checks()
     yield from _remote_checks(exe)
+    yield from _distribute_checks()
 
 
 def _activation_checks() -> Iterator[Check]:
@@ -122,7 +123,7 @@ def _remote_checks(exe: str) -> Iterator[Check]:
     from qpod_engine.podman import remote
     from qpod_engine.podman.lifecycle import client, remote_hosts
 
-    for host in remote_hosts():
+    for host in remote_hosts(build_hosts=False):  # (build hosts: _distribute_checks)
         try:
             conn = remote.connection(host)
         except QpodError as err:
@@ -171,6 +172,32 @@ def _remote_checks(exe: str) -> Iterator[Check]:
         rootless = info.get("host", {}).get("security", {}).get("rootless")
         yield (True, f"host {host}: podman {version} answers ({'rootless' if rootless else 'root'})", "")
         yield _trivial_container(exe, None, host)
+
+
+def _distribute_checks() -> Iterator[Check]:
+    """Each environment that distributes its compiles: distcc, distccd and ssh in its image;
+    each build host reached by ssh without a prompt, its podman answering, the image there
+    this machine's (by id)."""
+    from qpod_engine.config import snapshot
+    from qpod_engine.podman import distribute
+
+    try:
+        snap = snapshot.load()
+    except QpodError:
+        return  # _config_checks said why
+    for name, env in sorted(snap["envs"].items()):
+        if "error" in env or not env.get("distribute"):
+            continue
+        missing = distribute.image_lacks(env["image"])
+        yield (
+            not missing,
+            f"environment {name}: image {env['image']} has distcc, distccd and ssh"
+            + (f" (missing: {', '.join(missing)})" if missing else ""),
+            "install distcc and openssh-client in the image (the demo's Debian 11 image has them)",
+        )
+        want = distribute.local_image_id(env["image"]) or ""
+        for host, _slots in distribute.hosts(env):
+            yield from distribute.check_host(env, host, want)
 
 
 def _config_checks() -> Iterator[Check]:

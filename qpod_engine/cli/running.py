@@ -52,6 +52,12 @@ def cmd_which(a: argparse.Namespace) -> int:
         from qpod_engine.podman.lifecycle import command_in_container
 
         data["in_image"] = command_in_container(env_name, routed.root, a.argv[0])
+    if routed and env_name and env_entry.get("distribute") and not blocked:
+        from qpod_engine.podman.lifecycle import command_in_container
+
+        data["distribute"] = list(env_entry["distribute"])
+        # None: no running container to ask (yet)
+        data["distcc"] = command_in_container(env_name, routed.root, "distcc")
     if a.json:
         out_json(data)
     else:
@@ -68,7 +74,15 @@ def cmd_which(a: argparse.Namespace) -> int:
         )
         but = f"; it would fail (exit 125): {visible(blocked)}" if blocked else ""
         host = f"; on host {visible(data['host'])} over ssh ({data['differences']})" if data.get("host") else ""
-        print(f"{d.where}{env}: {visible(d.reason)}{there}{but}{host}")
+        spread = ""
+        if data.get("distribute"):
+            hosts = " ".join(visible(h) for h in env_entry["distribute"])
+            spread = (
+                f"; distribute ({hosts}): the image has no distcc, every compile runs here"
+                if data["distcc"] is False
+                else f"; compiles spread by distcc over build hosts {hosts} (over ssh)"
+            )
+        print(f"{d.where}{env}: {visible(d.reason)}{there}{but}{host}{spread}")
     return 0
 
 

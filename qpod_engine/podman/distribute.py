@@ -37,6 +37,7 @@ from qpod_engine.config import containers as naming
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
 MOUNT = "/run/qpod-distcc"  # in the build container: the wrapper, the masquerade dir, distcc's state
@@ -387,3 +388,84 @@ def _say(line: str) -> None:
 
     sys.stderr.write(f"qpod: {visible(line)}\n")
     sys.stderr.flush()
+
+
+# --- qpod doctor --------------------------------------------------------------------------------
+
+
+def image_lacks(image: str) -> list[str]:
+    """Which of distcc, distccd and ssh image ``image`` lacks (a throwaway container of it, no
+    network); ["the image"] when it is not here."""
+    from qpod_engine.podman.lifecycle import default_ulimits
+    from qpod_engine.podman.local_images import image_exists
+    from qpod_engine.podman.service import podman_binary, podman_env
+
+    if not image_exists(image):
+        return ["the image (not in this machine's storage)"]
+    limits = [arg for k, v in default_ulimits().items() for arg in ("--ulimit", f"{k}={v}")]
+    script = 'for p in distcc distccd ssh; do command -v "$p" >/dev/null 2>&1 || echo "$p"; done'
+    proc = subprocess.run(
+        [podman_binary(), "run", "--rm", "--network", "none", *limits, "--entrypoint", "/bin/sh", image, "-c", script],
+        capture_output=True,
+        text=True,
+        env=podman_env(),
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    if proc.returncode != 0:
+        return [f"a shell to look with ({_last_line(proc.stderr)})"]
+    return proc.stdout.split()
+
+
+_CHECK = r"""
+t=$(mktemp) || exit 1
+trap 'rm -f "$t"' EXIT
+v=$(podman --url "unix://$SOCK" version --format '{{.Server.Version}}' 2>"$t") || {
+  printf 'nopodman\t%s\n' "$(grep -v '^ *$' "$t" | tail -n 1)"; exit 0; }
+printf 'podman\t%s\n' "$v"
+id=$(podman --url "unix://$SOCK" image inspect --format '{{.Id}}' "$IMG" 2>/dev/null)
+printf 'image\t%s\n' "$id"
+"""
+
+
+def check_host(env: dict[str, Any], host: str, want: str) -> Iterator[tuple[bool, str, str]]:
+    """``qpod doctor``'s checks of one build host: ssh, podman there, the image there."""
+    from qpod_engine.podman import remote
+
+    what = f"build host {host} (environment {env['name']})"
+    try:
+        conn = remote.connection(host)
+    except QpodError as no_conn:
+        yield (False, f"{what}: {no_conn}", f"podman system connection add {host} ssh://USER@HOST/PATH/podman.sock")
+        return
+    who = f"{conn.user}@{conn.host}" if conn.user else conn.host
+    rc, out, err = _ssh_job(conn, _CHECK, {"SOCK": conn.socket, "IMG": env["image"]}, timeout=remote.SSH_TIMEOUT)
+    if rc == 255:
+        yield (
+            False,
+            f"{what}: ssh {who} without a prompt: {_last_line(err)}",
+            f"run ssh {who} true once (accept its host key into {remote.known_hosts()}; the key must be in the "
+            "server's authorized_keys)",
+        )
+        return
+    yield (True, f"{what}: ssh {who} works without a prompt", "")
+    found = dict(line.partition("\t")[::2] for line in out.splitlines())
+    if "podman" not in found:
+        yield (
+            False,
+            f"{what}: podman at {conn.socket} answers: {found.get('nopodman') or _last_line(err)}",
+            f"on {conn.host}: systemctl --user enable --now podman.socket (or the system one for root)",
+        )
+        return
+    yield (True, f"{what}: podman {found['podman']} answers", "")
+    there = found.get("image", "")
+    image = env["image"]
+    if not there:
+        yield (False, f"{what}: image {image} is there", f"podman image scp {image} {host}:: (or pull it there)")
+    else:
+        yield (
+            there == want,
+            f"{what}: image {image} there is this machine's ({_short(there)}"
+            + (")" if there == want else f", here {_short(want) if want else 'none'})"),
+            f"podman image scp {image} {host}:: (a different image could hold a different compiler)",
+        )

@@ -139,6 +139,8 @@ def container_spec(
                 "read_only": True,
             },
         ]
+    if remote_rootless is None and naming.host_terminals(env):
+        mounts.append({"type": "bind", "source": "/dev/pts", "target": "/dev/pts", "read_only": False})
     for extra in worktree_git_dirs(root):
         mounts.append({"type": "bind", "source": extra, "target": extra, "read_only": False})
     for spec in env["mounts"]:
@@ -630,14 +632,17 @@ def _agent_up(ctr: Any, name: str, timeout: float = 15.0) -> bool:
     return False
 
 
-def remote_hosts(snap: dict[str, Any] | None = None) -> list[str]:
-    """The connections the configured environments run on (``host:``) or distribute their
-    compiles to (``distribute:``), in name order."""
+def remote_hosts(snap: dict[str, Any] | None = None, build_hosts: bool = True) -> list[str]:
+    """The connections the configured environments run on (``host:``) and, with
+    ``build_hosts``, those they distribute their compiles to (``distribute:``), in name order."""
     from qpod_engine.podman.distribute import hosts
 
     snap = snap if snap is not None else _current_snapshot()
     envs = (snap or {}).get("envs", {}).values()
-    return sorted({e["host"] for e in envs if e.get("host")} | {h for e in envs for h, _ in hosts(e)})
+    found = {e["host"] for e in envs if e.get("host")}
+    if build_hosts:
+        found |= {h for e in envs for h, _ in hosts(e)}
+    return sorted(found)
 
 
 def list_containers(all_configs: bool = False, unreachable: list[str] | None = None) -> list[dict[str, Any]]:

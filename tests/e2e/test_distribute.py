@@ -195,6 +195,17 @@ def test_a_build_through_qpod_shell_compiles_on_both_hosts_over_ssh_only(
         for host in ("b1", "b2"):
             row = rows[distribute.distccd_name(env_name, host)]
             assert row[-1] == host and "running" in row, ps.stdout
+        # qpod which and qpod doctor say it
+        r = run_qpod("which", "gcc", cwd=root)
+        assert "compiles spread by distcc over build hosts b1/4 b2/4 (over ssh)" in r.stdout, r.stdout
+        r = run_qpod("doctor", timeout=300)
+        for want in (
+            f"ok   environment {env_name}: image {debian11_image} has distcc, distccd and ssh",
+            f"ok   build host b1 (environment {env_name}): ssh root@127.0.0.1 works without a prompt",
+            f"ok   build host b2 (environment {env_name}): podman ",
+            f"ok   build host b2 (environment {env_name}): image {debian11_image} there is this machine's",
+        ):
+            assert want in r.stdout, r.stdout
         r = run_qpod("stop", env_name)
         assert r.returncode == 0 and "on host b1" in r.stdout and "on host b2" in r.stdout, r.stdout
     finally:
@@ -245,3 +256,32 @@ def test_a_host_dropping_mid_build_costs_time_not_the_build(
         b1.stop()
         remove_containers_of(str(root))
         _remove_distccd(env_name, "b1", "b2")
+
+
+def test_an_image_without_distcc_compiles_here_and_says_so(
+    hosts: tuple[sshd_host.SshHost, sshd_host.SshHost],
+    qpod_home: Path,
+    make_repo: Callable[..., Path],
+    busybox_image: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    b1, _b2 = hosts
+    _use(b1, monkeypatch)
+    root = make_repo("nodistcc-" + uuid.uuid4().hex[:6])
+    assert run_qpod("env", "add", "bbd", "--image", busybox_image, "--distribute", "b1/2").returncode == 0
+    assert run_qpod("init", "bbd", cwd=root).returncode == 0
+    try:
+        r = run_qpod("exec", "echo", "ran", cwd=root)
+        assert r.returncode == 0 and r.stdout == "ran\n", r.stderr
+        assert r.stderr.splitlines() == [
+            f"qpod: environment bbd: image {busybox_image} has no distcc: every compile runs here"
+        ], r.stderr
+        r = run_qpod("which", "make", cwd=root)
+        assert "distribute (b1/2): the image has no distcc, every compile runs here" in r.stdout, r.stdout
+        r = run_qpod("doctor", timeout=300)
+        assert (
+            f"FAIL environment bbd: image {busybox_image} has distcc, distccd and ssh (missing: distcc, distccd, ssh)"
+            in r.stdout
+        ), r.stdout
+    finally:
+        remove_containers_of(str(root))
