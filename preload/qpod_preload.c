@@ -315,6 +315,32 @@ static void client_inprocess(const struct plan *p)
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * Warm before the first fork. A shell launches nothing itself: each command is a fork child
+ * that would look up the real exec functions (dlsym), bind each libc function the hooks call
+ * (the dynamic linker's lazy binding, in every child again) and read the rules file into an
+ * empty cache. So before this process's first fork (a fork handler, registered at load) the
+ * parent makes one decision that launches nothing, and every child starts with all of that
+ * done; later forks only see the flag. A process that never forks pays nothing; vfork children
+ * share their parent's memory and warm it themselves.
+ */
+static int warmed;
+
+void qp_warm_before_fork(void)
+{
+    if (__atomic_exchange_n(&warmed, 1, __ATOMIC_RELAXED))
+        return;
+    int saved = errno;
+    (void)real_execve();
+    (void)real_execvpe();
+    char *argv[] = {(char *)"/", NULL};
+    struct launch l = {K_PATH, "/", -1, 0, NULL, argv, environ};
+    struct plan p;
+    plan_launch(&l, &p);
+    plan_free(&p);
+    errno = saved;
+}
+
+/* ---------------------------------------------------------------------------------------------
  * exec family.
  */
 static int do_exec(const struct launch *l)

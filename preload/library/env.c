@@ -3,6 +3,7 @@
  * launched program gets when the program dropped them (`env -i`, programs that build their own).
  */
 #define _GNU_SOURCE
+#include <pthread.h>
 #include <string.h>
 
 #include "library.h"
@@ -35,6 +36,7 @@ __attribute__((constructor)) static void qp_init(int argc, char **argv, char **e
     (void)argc;
     (void)envp;
     qp_self_argv = argv;
+    pthread_atfork(qp_warm_before_fork, NULL, NULL); /* qpod_preload.c: children start warm */
     char **e = environ;
     if (!e)
         return;

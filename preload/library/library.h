@@ -60,6 +60,7 @@ static inline void scratch_free(struct scratch *s)
 enum { C_LDP, C_PRELOAD, C_RULES, C_RULES_FD, C_SHELL, C_CONFIG_DIR, C_STATE_DIR, NCAP };
 
 extern char **qp_self_argv; /* this process's argv: is it the launcher? */
+void qp_warm_before_fork(void); /* qpod_preload.c: the fork handler the constructor registers */
 
 struct captured {
     const char *q[NCAP];  /* "NAME=value" entries to put back (index C_LDP unused) */
