@@ -105,6 +105,12 @@ ln -sfn "$PREFIX/bin/python" "$lib/python"
 mkdir -p "$BIN_DIR"
 ln -sfn "$lib/qpod-client" "$BIN_DIR/qpod"
 ln -sfn "$PREFIX/bin/qpod-shell" "$BIN_DIR/qpod-shell"
+# containers see this machine's terminals at /dev/pts only when anyone may make a pty there, as
+# through /dev/ptmx (the same device: 0666 grants nothing new); Debian mounts it 000 (README,
+# Known limits). Now, and at each boot through systemd-tmpfiles.
+if [ -c /dev/pts/ptmx ]; then chmod 0666 /dev/pts/ptmx || echo "setup.sh: cannot chmod /dev/pts/ptmx" >&2; fi
+mkdir -p /etc/tmpfiles.d
+echo 'z /dev/pts/ptmx 0666 - - -' >/etc/tmpfiles.d/qpod-ptmx.conf
 # the desktop session of a user who ran 'qpod activate' gets the library through systemd's user
 # environment (it prints nothing for anyone else, and nothing once the library is gone)
 gen_dir=/usr/local/lib/systemd/user-environment-generators

@@ -40,9 +40,20 @@ def run_checks() -> Iterator[Check]:
     yield from _config_checks()
     yield from _preload_checks()
     yield from _activation_checks()
+    yield _host_terminals_check()
     yield from _transport_checks()
     yield from _remote_checks(exe)
     yield from _distribute_checks()
+
+
+def _host_terminals_check() -> Check:
+    from qpod_engine.config import containers as naming
+
+    return (
+        naming.host_terminals({}),
+        "containers see your terminals at /dev/pts (tty names yours; an editor's pty opens there)",
+        "sudo chmod 0666 /dev/pts/ptmx (as /dev/ptmx is; scripts/setup.sh does it, also at boot)",
+    )
 
 
 def _activation_checks() -> Iterator[Check]:

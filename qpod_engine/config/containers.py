@@ -84,8 +84,26 @@ def container_hash(env: dict[str, Any], root: str) -> str:
     import hashlib
 
     rootless = os.geteuid() != 0
-    blob = json.dumps([env["hash"], root, rootless, CONTAINER_LAYOUT], sort_keys=True).encode()
+    parts = [env["hash"], root, rootless, CONTAINER_LAYOUT] + (["host-pts"] if host_terminals(env) else [])
+    blob = json.dumps(parts, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def host_terminals(env: dict[str, Any]) -> bool:
+    """Whether the container sees this machine's terminals at /dev/pts: a path an editor hands a
+    command there (gdb's 'tty /dev/pts/N' from vim's Termdebug, Emacs' inferior tty) then names
+    the same terminal, and 'tty' names yours. Only when anyone may create a pty through
+    /dev/pts/ptmx (0666, as /dev/ptmx is; setup.sh makes it so): in the container /dev/ptmx
+    leads there, and a ptmx of mode 000 would leave its programs unable to open a pty."""
+    import stat
+
+    if env.get("host"):
+        return False
+    try:
+        st = os.stat("/dev/pts/ptmx")
+    except OSError:
+        return False
+    return stat.S_ISCHR(st.st_mode) and st.st_mode & 0o666 == 0o666
 
 
 def path_maps(env: dict[str, Any], root: str) -> list[tuple[str, str]]:
