@@ -46,6 +46,26 @@ WRAPPER = MOUNT + "/ssh"
 CLIENT_LOG = MOUNT + "/distcc.log"
 COMPILERS = ("cc", "gcc", "g++", "c++", "clang", "clang++")
 SERVER_LOG = "/tmp/qpod-distccd.log"  # in each distccd container (its own /tmp)
+# distccd --inetd waits for its compiler in a loop of waitpid(WNOHANG) and a one-second select()
+# on the client's channel; only its daemon mode has a SIGCHLD handler to cut that short, so in
+# inetd mode every job would last a whole number of seconds. This library, built in each distccd
+# container by the image's own compiler, gives distccd a handler (no SA_RESTART: the select ends
+# when the compiler does) and leaves nothing to the compiler it starts.
+WAKE_LIB = "/tmp/qpod-distccd-wake.so"
+WAKE_SRC = r"""
+#include <signal.h>
+#include <stdlib.h>
+static void wake(int sig) { (void)sig; }
+__attribute__((constructor)) static void qpod_wake(void)
+{
+    struct sigaction sa;
+    sa.sa_handler = wake;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_NOCLDSTOP;
+    sigaction(SIGCHLD, &sa, 0);
+    unsetenv("LD_PRELOAD");
+}
+"""
 LABEL_ROLE = "qpod.role"
 ROLE_DISTCCD = "distccd"
 LABEL_IMAGE_ID = "qpod.image-id"
@@ -127,7 +147,7 @@ def remote_command(conn_socket: str, name: str) -> str:
     compiler whitelist, which guards a TCP port: here the only client is whoever may ssh in."""
     p = f"podman --url {shlex.quote('unix://' + conn_socket)}"
     serve = (
-        f"{p} exec -i {shlex.quote(name)} distccd --inetd --enable-tcp-insecure "
+        f"{p} exec -i -e LD_PRELOAD={WAKE_LIB} {shlex.quote(name)} distccd --inetd --enable-tcp-insecure "
         f"--log-file {SERVER_LOG} --log-level info"
     )
     return f"{serve}; s=$?; [ $s -eq 125 ] && {p} start {shlex.quote(name)} >/dev/null 2>&1 && exec {serve}; exit $s"
@@ -188,10 +208,11 @@ if [ -z "$id" ]; then
   [ -n "$id" ] || { printf 'noimage\t%s\n' "$(last "$t")"; exit 0; }
 fi
 [ "$id" = "$WANT" ] || { printf 'differs\t%s\n' "$id"; exit 0; }
+wake() { printf '%s' "$WAKE" | p exec -i "$NAME" sh -c 'cc -shared -fPIC -O2 -o "$0" -x c - >/dev/null 2>&1' "$LIB"; }
 st=$(p container inspect --format '{{.State.Status}} {{index .Config.Labels "qpod.image-id"}}' "$NAME" 2>/dev/null)
 case $st in
 "running $WANT") echo ok; exit 0 ;;
-*" $WANT") p start "$NAME" >/dev/null 2>"$t" && { echo ok; exit 0; } ;;
+*" $WANT") p start "$NAME" >/dev/null 2>"$t" && { wake; echo ok; exit 0; } ;;
 esac
 [ -n "$st" ] && p rm -f -t 0 "$NAME" >/dev/null 2>&1
 n=$(ulimit -Hn); case $n in unlimited|'') n=1048576 ;; esac
@@ -200,6 +221,7 @@ if p run -d --name "$NAME" --network none --entrypoint sleep \
     --label qpod=1 --label "qpod.config=$CONFIG" --label "qpod.env=$ENVNAME" --label "qpod.host=$HOSTNAME_" \
     --label qpod.role=distccd --label "qpod.image-id=$WANT" \
     --ulimit "nofile=$n:$n" --ulimit nproc=8192:8192 "$IMG" 2147483647 >/dev/null 2>"$t"; then
+  wake
   echo ok
 else
   printf 'fail\t%s\n' "$(last "$t")"
@@ -254,6 +276,8 @@ def ensure_host(env: dict[str, Any], host: str, want: str) -> tuple[str, str]:
             "CONFIG": naming.config_id(),
             "ENVNAME": env["name"],
             "HOSTNAME_": host,
+            "WAKE": WAKE_SRC,
+            "LIB": WAKE_LIB,
         },
     )
     if rc == 255:

@@ -41,7 +41,8 @@ def test_the_container_hash_changes_only_for_an_environment_that_distributes() -
 def test_the_job_there_is_distccd_on_the_channel_never_a_port() -> None:
     cmd = distribute.remote_command("/run/user/1000/podman/podman.sock", "qpod-e-distccd-b1-12345678")
     assert "--inetd" in cmd and "--daemon" not in cmd and "--listen" not in cmd and "--port" not in cmd
-    assert cmd.startswith("podman --url unix:///run/user/1000/podman/podman.sock exec -i qpod-e-distccd-b1-")
+    assert cmd.startswith("podman --url unix:///run/user/1000/podman/podman.sock exec -i -e LD_PRELOAD=")
+    assert " qpod-e-distccd-b1-12345678 distccd --inetd " in cmd
 
 
 def test_distccd_containers_are_named_per_environment_and_host(qpod_home: Path) -> None:
