@@ -191,6 +191,7 @@ def _distribute_checks() -> Iterator[Check]:
     this machine's (by id)."""
     from qpod_engine.config import snapshot
     from qpod_engine.podman import distribute
+    from qpod_engine.podman.lifecycle import default_ulimits
 
     try:
         snap = snapshot.load()
@@ -199,7 +200,7 @@ def _distribute_checks() -> Iterator[Check]:
     for name, env in sorted(snap["envs"].items()):
         if "error" in env or not env.get("distribute"):
             continue
-        missing = distribute.image_lacks(env["image"])
+        missing = distribute.image_lacks(env["image"], default_ulimits())
         yield (
             not missing,
             f"environment {name}: image {env['image']} has distcc, distccd and ssh"

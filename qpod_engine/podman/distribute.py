@@ -366,14 +366,22 @@ def ensure(env: dict[str, Any], facts: dict[str, Any]) -> None:
     d = private_dir(host_dir(container))
     state = private_dir(os.path.join(d, "state"))
     private_dir(os.path.join(d, "bin"))
-    distcc = _masquerade(d, container, facts.get("id") or "")
+    hosts_file = os.path.join(state, "hosts")
+    try:
+        distcc = _masquerade(d, container, facts.get("id") or "")
+    except QpodError as err:
+        _say(f"environment {env['name']}: {err}: every compile runs here")
+        write_atomic(hosts_file, "")
+        return
     if distcc is None:
         _say(f"environment {env['name']}: image {env['image']} has no distcc: every compile runs here")
-        write_atomic(os.path.join(state, "hosts"), "")
+        write_atomic(hosts_file, "")
         return
     want = local_image_id(env["image"])
     if not want:
-        raise QpodError(f"image {env['image']} is not in this machine's podman storage", EXIT_QPOD)
+        _say(f"environment {env['name']}: image {env['image']} has no id here: every compile runs here")
+        write_atomic(hosts_file, "")
+        return
     with ThreadPoolExecutor(len(listed)) as pool:
         results = list(pool.map(lambda h: ensure_host(env, h[0], want), listed))
     entries = []
@@ -388,7 +396,7 @@ def ensure(env: dict[str, Any], facts: dict[str, Any]) -> None:
     write_atomic(os.path.join(d, "ssh"), wrapper_text(env["name"], entries))
     os.chmod(os.path.join(d, "ssh"), 0o700)
     serving = [f"@{name}/{slots}" for (name, slots), (st, _) in zip(listed, results, strict=True) if st != "refused"]
-    write_atomic(os.path.join(state, "hosts"), " ".join(serving) + "\n")
+    write_atomic(hosts_file, " ".join(serving) + "\n")
     for (name, _slots), (st, why) in zip(listed, results, strict=True):
         marker = os.path.join(state, f"failed-{name}")
         if st == "ok":
@@ -417,16 +425,15 @@ def _say(line: str) -> None:
 # --- qpod doctor --------------------------------------------------------------------------------
 
 
-def image_lacks(image: str) -> list[str]:
+def image_lacks(image: str, ulimits: dict[str, str]) -> list[str]:
     """Which of distcc, distccd and ssh image ``image`` lacks (a throwaway container of it, no
-    network); ["the image"] when it is not here."""
-    from qpod_engine.podman.lifecycle import default_ulimits
+    network, with ``ulimits``: NAME -> SOFT:HARD); ["the image"] when it is not here."""
     from qpod_engine.podman.local_images import image_exists
     from qpod_engine.podman.service import podman_binary, podman_env
 
     if not image_exists(image):
         return ["the image (not in this machine's storage)"]
-    limits = [arg for k, v in default_ulimits().items() for arg in ("--ulimit", f"{k}={v}")]
+    limits = [arg for k, v in ulimits.items() for arg in ("--ulimit", f"{k}={v}")]
     script = 'for p in distcc distccd ssh; do command -v "$p" >/dev/null 2>&1 || echo "$p"; done'
     proc = subprocess.run(
         [podman_binary(), "run", "--rm", "--network", "none", *limits, "--entrypoint", "/bin/sh", image, "-c", script],
