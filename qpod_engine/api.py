@@ -415,7 +415,10 @@ class Engine:
         ``stop_container_by`` says."""
         from qpod_engine.podman.lifecycle import restart_container, stop_containers
 
-        stop_containers([name], by=by)
+        try:
+            stop_containers([name], by=by)
+        except QpodError:
+            pass  # a stopped container is not stopped again (podman says so): the restart starts it
         restart_container(name)
 
     def container_logs(self, name: str, tail: int = 200) -> str:
