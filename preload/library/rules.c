@@ -208,8 +208,21 @@ static struct {
     struct timespec mtime;
     size_t len;
     int valid; /* data holds rules that passed rules_ok (and, being read, the file checks) */
-    char data[RULES_MAX];
+    char *data; /* RULES_MAX bytes, mapped by the first writer: not a megabyte of every
+                 * process's image that the loader would map at each start */
 } cache;
+
+/* The cache's buffer, for the writer that holds the sequence (odd); NULL when it cannot be
+ * mapped. Never unmapped: readers may hold it. */
+static char *cache_buf(void)
+{
+    if (!cache.data) {
+        void *m = mmap(NULL, RULES_MAX, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m != MAP_FAILED)
+            __atomic_store_n(&cache.data, (char *)m, __ATOMIC_RELEASE);
+    }
+    return cache.data;
+}
 
 static int cache_matches(const struct stat *st)
 {
@@ -301,13 +314,16 @@ static int decide_private(int fd, const struct stat *fst, int keep, const struct
     if (r == 0 && keep && !(s1 & 1) &&
         __atomic_compare_exchange_n(&cache.seq, &s1, s1 + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
         __atomic_thread_fence(__ATOMIC_RELEASE);
-        memcpy(cache.data, buf, (size_t)n);
-        cache.dev = fst->st_dev;
-        cache.ino = fst->st_ino;
-        cache.size = fst->st_size;
-        cache.mtime = fst->st_mtim;
-        cache.len = (size_t)n;
-        cache.valid = 1;
+        char *cb = cache_buf();
+        if (cb) {
+            memcpy(cb, buf, (size_t)n);
+            cache.dev = fst->st_dev;
+            cache.ino = fst->st_ino;
+            cache.size = fst->st_size;
+            cache.mtime = fst->st_mtim;
+            cache.len = (size_t)n;
+            cache.valid = 1;
+        }
         __atomic_store_n(&cache.seq, s1 + 2, __ATOMIC_RELEASE);
     }
     scratch_free(&sc);
@@ -374,8 +390,13 @@ int qp_decide(const char *rules_path, int rules_fd, const struct dec_in *in, str
         if (s1 & 1 || !__atomic_compare_exchange_n(&cache.seq, &s1, s1 + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
             break; /* another thread is filling the cache (or died doing so before a fork) */
         __atomic_thread_fence(__ATOMIC_RELEASE);
-        ssize_t n = lseek(fd, 0, SEEK_SET) == 0 ? read_all(fd, cache.data, RULES_MAX) : -1;
-        int good = n > 0 && rules_ok(cache.data, (size_t)n);
+        char *cb = cache_buf();
+        if (!cb) { /* no cache today: read privately below */
+            __atomic_store_n(&cache.seq, s1 + 2, __ATOMIC_RELEASE);
+            break;
+        }
+        ssize_t n = lseek(fd, 0, SEEK_SET) == 0 ? read_all(fd, cb, RULES_MAX) : -1;
+        int good = n > 0 && rules_ok(cb, (size_t)n);
         cache.dev = fst.st_dev;
         cache.ino = fst.st_ino;
         cache.size = fst.st_size;
