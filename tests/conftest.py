@@ -230,3 +230,24 @@ def container_processes(root: Path | str, env: dict[str, str] | None = None) -> 
     assert r.returncode == 0, r.stderr
     rows = [line.partition(" ") for line in r.stdout.splitlines()]
     return [(state, cmd.strip()) for state, _, cmd in rows if state and "/proc/[0-9]" not in cmd]
+
+
+def parse_generator_output(text: str) -> dict[str, str]:
+    """KEY=VALUE lines as systemd reads a generator's output (its environment-file syntax, the
+    part our generator uses: double-quoted values with backslash escapes, nothing expanded)."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, raw = line.split("=", 1)
+        if raw.startswith('"') and raw.endswith('"'):
+            raw, val, i = raw[1:-1], "", 0
+            while i < len(raw):
+                if raw[i] == "\\" and i + 1 < len(raw) and raw[i + 1] in '"\\`$\n':
+                    i += 1
+                val += raw[i]
+                i += 1
+            out[key] = val
+        else:
+            out[key] = raw
+    return out

@@ -5,7 +5,8 @@
 # environment.d file cannot say: there $LIB expands to nothing) and qpod's variables, so every
 # program of the session, and everything those start, carries the preload library. It prints
 # nothing for other users, nothing when the library is gone, and never fails the session.
-f=${XDG_CONFIG_HOME:-$HOME/.config}/qpod/activation/session.sh
+# where qpod keeps its config, as qpod itself finds it
+f=${QPOD_CONFIG_DIR:-${XDG_CONFIG_HOME:-$HOME/.config}/qpod}/activation/session.sh
 [ -f "$f" ] || exit 0
 # the file decides what every program of the session loads: only the user's own, and only when
 # nobody else can write it

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import parse_generator_output
 from rootless_user import PREFIX, User, ensure_installed, make_user, remove_user
 from tmux_driver import Tmux
 
@@ -116,27 +117,6 @@ def test_zsh_and_fish_login_shells_build_in_the_container(activated: User, shell
         assert "compiler: 10.2.1" in screen, screen
     finally:
         t.kill()
-
-
-def parse_generator_output(text: str) -> dict[str, str]:
-    """KEY=VALUE lines as systemd reads a generator's output (its environment-file syntax, the
-    part our generator uses: double-quoted values with backslash escapes, nothing expanded)."""
-    out = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, raw = line.split("=", 1)
-        if raw.startswith('"') and raw.endswith('"'):
-            raw, val, i = raw[1:-1], "", 0
-            while i < len(raw):
-                if raw[i] == "\\" and i + 1 < len(raw) and raw[i + 1] in '"\\`$\n':
-                    i += 1
-                val += raw[i]
-                i += 1
-            out[key] = val
-        else:
-            out[key] = raw
-    return out
 
 
 def session_environment(user: User) -> tuple[dict[str, str], str]:

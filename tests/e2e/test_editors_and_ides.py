@@ -14,29 +14,37 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import container_processes, remove_containers_of, run_qpod, wait_until
+from conftest import container_processes, parse_generator_output, remove_containers_of, run_qpod, wait_until
 from tmux_driver import Tmux
 
-from qpod_engine.cli.shell import qpod_env
+from qpod_engine.base.paths import PACKAGE_DIR
+
+GENERATOR = Path(PACKAGE_DIR) / "activation" / "environment_generator.sh"
 
 pytestmark = [pytest.mark.podman, pytest.mark.demo]
 
 
 def session_environment(base: dict[str, str]) -> dict[str, str]:
-    """The environment an activated program carries: the library in LD_PRELOAD and the
-    variables it reads, without what only qpod-shell's own shell has (QPOD_SHELL, the rules it
-    holds open). What a desktop-session program gets from the user-environment generator."""
-    env = qpod_env(base)
-    env.pop("QPOD_SHELL", None)
-    env.pop("QPOD_RULES_FD", None)
+    """The environment an activated desktop-session program carries: ``qpod activate`` run in
+    ``base`` (its own home: the user's startup files are not touched), then qpod's systemd user
+    environment generator run as systemd runs it, its output read as systemd reads it."""
+    r = subprocess.run([sys.executable, "-I", "-m", "qpod_engine.cli", "activate"], env=base,
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    gen = subprocess.run([str(GENERATOR)], env=base, capture_output=True, text=True, timeout=60, cwd="/")
+    assert gen.returncode == 0 and gen.stderr == "", gen.stderr
+    env = {**base, **parse_generator_output(gen.stdout)}
+    assert "libqpod_preload.so" in env.get("LD_PRELOAD", ""), gen.stdout
     return env
 
 
 @pytest.fixture
-def activated(qpod_home: Path) -> dict[str, str]:
+def activated(qpod_home: Path, tmp_path: Path) -> dict[str, str]:
     """The session environment over the test run's own (no library, no qpod-shell of its own)."""
     base = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith(("QPOD_SHELL", "QPOD_RULES"))}
-    base.update({"TERM": "xterm", "LANG": "C.UTF-8"})
+    home = tmp_path / "home"
+    home.mkdir()
+    base.update({"TERM": "xterm", "LANG": "C.UTF-8", "HOME": str(home)})
     base.pop("LC_ALL", None)
     return session_environment(base)
 
