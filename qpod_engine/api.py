@@ -552,6 +552,27 @@ class Engine:
                 continue
         return out
 
+    def stats_unavailable(self, stats_error: str | None = None) -> str:
+        """Why running containers have no CPU and memory figures, in one line: the stats call's
+        error when it failed, else what this machine lacks (rootless podman measures containers
+        only on cgroups v2, with the cpu and memory controllers delegated to the user)."""
+        if stats_error:
+            return f"podman stats failed: {stats_error}"
+        if os.geteuid() != 0:
+            if not os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+                return "rootless podman on cgroups v1 has no per-container stats"
+            try:
+                uid = os.getuid()
+                path = f"/sys/fs/cgroup/user.slice/user-{uid}.slice/user@{uid}.service/cgroup.controllers"
+                with open(path, encoding="ascii") as f:
+                    controllers = f.read().split()
+            except OSError:
+                controllers = []
+            missing = [c for c in ("cpu", "memory") if c not in controllers]
+            if missing:
+                return f"rootless podman: the {' and '.join(missing)} controller is not delegated to this user"
+        return "podman gave no figures for them"
+
     def repo_shell_command(self, repository: str, environment: str) -> tuple[list[str], dict[str, str], str] | None:
         """argv, environment and cwd of your shell in the container of (``environment``,
         ``repository``) through qpod's own launcher, ``qpod exec --env E -t``, run in the

@@ -39,7 +39,9 @@ class BuildScreen(ModalScreen[None]):
             yield Label(literal(f"Building the image of {self.root}/.qpod.yaml"), classes="title")
             yield Log(id="build-log", highlight=False)
             yield Label("building…", id="build-state", classes="hint")
-            yield Label("Esc closes (the build goes on: the repository's next command uses it)", classes="hint")
+            yield Label(
+                "Esc closes (the build goes on: the repository's next command uses it)", classes="hint", id="build-hint"
+            )
 
     def on_mount(self) -> None:
         self.build()
@@ -67,6 +69,7 @@ class BuildScreen(ModalScreen[None]):
         else:
             self.result = "built" if msg.built else "the image exists already: nothing to build"
         self.query_one("#build-state", Label).update(literal(self.result, style="red" if msg.error else "green"))
+        self.query_one("#build-hint", Label).update("Esc closes")  # (nothing goes on any more)
 
     def action_close(self) -> None:
         self.dismiss(None)

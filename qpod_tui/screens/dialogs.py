@@ -6,9 +6,9 @@ from typing import ClassVar
 from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Label, OptionList, TextArea
+from textual.widgets import Button, Label, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
 from qpod_engine.api import Engine, QpodError, visible
@@ -24,19 +24,40 @@ class ConfirmScreen(ModalScreen[bool]):
         Binding("n,escape", "answer(False)", "No", id="confirm.no"),
     ]
 
-    def __init__(self, question: str) -> None:
+    def __init__(self, question: str, review: bool = False) -> None:
+        """``review``: a long text to be read in full before answering (a security review):
+        a wide dialog whose text wraps, never cut, and scrolls (arrows, PgUp/PgDn)."""
         super().__init__()
-        self.question = question
+        self.question, self.review = question, review
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog"):
-            yield Label(literal_lines(self.question), classes="question")
+        with Vertical(classes="dialog wide" if self.review else "dialog"):
+            if self.review:
+                with VerticalScroll(id="review"):
+                    yield Static(literal_lines(self.question), classes="question")
+            else:
+                yield Label(literal_lines(self.question), classes="question")
             with Horizontal(classes="buttons"):
                 yield Button("Yes (y)", variant="error", id="yes")
                 yield Button("No (n)", variant="primary", id="no")
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()
+
+    def on_key(self, event: events.Key) -> None:
+        """In a review, the arrows and pages scroll the text (the buttons keep y and n)."""
+        if not self.review:
+            return
+        scroll = self.query_one("#review", VerticalScroll)
+        moves = {
+            "up": scroll.scroll_up,
+            "down": scroll.scroll_down,
+            "pageup": scroll.scroll_page_up,
+            "pagedown": scroll.scroll_page_down,
+        }
+        if event.key in moves:
+            moves[event.key](animate=False)
+            event.stop()
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)

@@ -63,7 +63,7 @@ class PullScreen(ModalScreen[bool]):
             yield ProgressBar(total=None, show_eta=False, id="pull-bar")
             yield Label("starting…", id="pull-status")
             yield Static("", id="pull-layers")
-            yield Label("Esc closes this; the pull goes on and says when it ends", classes="hint")
+            yield Label("Esc closes this; the pull goes on and says when it ends", classes="hint", id="pull-hint")
             yield Button("Close", id="close")
 
     def on_mount(self) -> None:
@@ -115,13 +115,17 @@ class PullScreen(ModalScreen[bool]):
     def _finished(self, msg: Finished) -> None:
         bar = self.query_one(ProgressBar)
         status = self.query_one("#pull-status", Label)
-        if msg.error:
+        title = self.query_one(".title", Label)
+        if msg.error:  # the outcome replaces the progress: no bar at 0%, no "the pull goes on"
+            title.update(Text(visible(f"Pull failed: {self.ref}"), no_wrap=True, overflow="ellipsis"))
             status.update(literal_lines(msg.error))
             status.add_class("field-error")
-            bar.update(total=1, progress=0)
+            bar.display = False
         else:
+            title.update(Text(visible(f"Pulled {self.ref}"), no_wrap=True, overflow="ellipsis"))
             bar.update(total=1, progress=1)
             status.update(literal(f"{self.ref} is here"))
+        self.query_one("#pull-hint", Label).update("Esc closes")
         self.query_one("#close", Button).focus()
 
     @on(Button.Pressed, "#close")

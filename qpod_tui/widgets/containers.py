@@ -76,10 +76,12 @@ class ContainersView(TableView):
             stats: dict[str, Stats] | None = None,
             prepared: Prepared | None = None,
             unreachable: list[str] | None = None,
+            no_stats: str | None = None,
         ) -> None:
             super().__init__()
             self.rows, self.error, self.now, self.stats, self.prepared = rows, error, now, stats, prepared
             self.unreachable = unreachable or []  # build hosts whose containers are missing, with why
+            self.no_stats = no_stats  # why running containers have no figures (None: they have)
 
     class Shell(Message):
         def __init__(self, name: str, argv: list[str], env: dict[str, str], cwd: str | None) -> None:
@@ -96,6 +98,7 @@ class ContainersView(TableView):
         self.containers: dict[str, ContainerRow] = {}
         self.podman_error: str | None = None
         self.stats: dict[str, Stats] = {}
+        self.no_stats: str | None = None  # why the running containers here have no CPU and memory figures
         self.now = 0.0
 
     def on_mount(self) -> None:
@@ -137,10 +140,13 @@ class ContainersView(TableView):
                 )
             )
         running = [c.id for c in rows if c.state == "running"]
+        stats_error = None
         try:
             stats = self.engine.container_stats(running, {c.id: c.host for c in rows if c.host}) if running else {}
-        except QpodError:
-            stats = {}  # the figures stay empty; the rows are podman's anyway
+        except QpodError as err:
+            stats, stats_error = {}, str(err)  # the figures stay empty; the rows are podman's anyway
+        here = [c.id for c in rows if c.state == "running" and not c.host]
+        no_stats = self.engine.stats_unavailable(stats_error) if here and not any(i in stats for i in here) else None
         # rows and figures in one update of the table (one redraw, not two)
         self.post_message(
             self.Loaded(
@@ -149,6 +155,7 @@ class ContainersView(TableView):
                 stats=stats,
                 prepared=self._prepare(rows, stats, counts, now, layout),
                 unreachable=unreachable,
+                no_stats=no_stats,
             )
         )
 
@@ -172,14 +179,21 @@ class ContainersView(TableView):
                 )
             )
             return
+        if msg.stats is not None:  # (the figures' answer, not the first rows without them)
+            self.no_stats = msg.no_stats
+        notes: list[Text] = []
         if msg.unreachable:
-            self.show_message(
+            notes.append(
                 assemble(
                     ("Not reachable", "bold"),
                     " (their containers are not listed): ",
                     literal("; ".join(msg.unreachable)),
                 )
             )
+        if self.no_stats and msg.rows:  # said once, where the figures would be
+            notes.append(assemble(("CPU and memory not measured", "bold"), ": ", literal(self.no_stats)))
+        if notes:
+            self.show_message(Text("\n", end="").join(notes))
         else:
             self.show_message(
                 None if msg.rows else "No qpod containers: a bound repository's first redirected command creates one."

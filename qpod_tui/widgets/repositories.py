@@ -167,6 +167,40 @@ class RepositoriesView(TableView):
         if root:
             self.notify(f"bound {visible(root)}")
             self.load()
+            self.check_image(root)
+
+    class ImageMissing(Message):
+        """The environment a repository was just bound to names an image that is not here."""
+
+        def __init__(self, root: str, env: str, image: str) -> None:
+            super().__init__()
+            self.root, self.env, self.image = root, env, image
+
+    @work(thread=True, group="image-check")
+    def check_image(self, root: str) -> None:
+        """Whether the image of the environment now in force for ``root`` is on this machine
+        (an environment on another host has its image there: not asked)."""
+        try:
+            row = next((r for r in self.engine.repositories() if r.root == root), None)
+            if row is None or not row.environment or row.broken or row.environment.startswith("."):
+                return  # (unbound meanwhile; broken: the row says why; a .qpod.yaml: its own build or image)
+            env = self.engine.load_environment(row.environment)
+            if getattr(env, "host", None) or not env.image or self.engine.image_present(env.image):
+                return
+        except QpodError:
+            return  # podman cannot be asked: the containers view says so
+        self.post_message(self.ImageMissing(root, row.environment, env.image))
+
+    @on(ImageMissing)
+    def _image_missing(self, msg: ImageMissing) -> None:
+        from ..screens.pull import PullScreen
+
+        self.confirm(
+            f"The image of environment {visible(msg.env)} is not on this machine:\n{visible(msg.image)}\n\n"
+            f"The next command in {visible(msg.root)} pulls it first, and fails if it cannot.\n"
+            "Pull it now?",
+            lambda: self.app.push_screen(PullScreen(self.engine, msg.image, on_done=lambda _ok: self.load())),
+        )
 
     def _need_selection(self) -> RepoRow | None:
         r = self.selected
@@ -184,6 +218,7 @@ class RepositoriesView(TableView):
                 self.call_engine(
                     lambda: self.engine.set_environment(r.root, env),
                     f"{visible(r.root)}: environment {visible(env)} for any branch",
+                    lambda: self.check_image(r.root),
                 )
 
         self.app.push_screen(
@@ -247,14 +282,15 @@ class RepositoriesView(TableView):
     def _ask_allow(self, msg: FileRead) -> None:
         """What the file asks for, literally (ConfirmScreen shows the text as text), then allow
         exactly that content (refused if the file changed since it was read)."""
-        lines = [f"Allow this .qpod.yaml of {msg.root} (sha256 {msg.sha[:16]})?", *msg.info]
+        lines = [f"Allow this .qpod.yaml of {msg.root}?", f"sha256 {msg.sha}", "", *msg.info]
         if msg.risky:
-            lines += ["It asks for access beyond the repository:", *(f"! {line}" for line in msg.risky)]
+            lines += ["", "It asks for access beyond the repository:", *(f"! {line}" for line in msg.risky)]
         self.confirm(
             "\n".join(visible(line) for line in lines),
             lambda: self.call_engine(
                 lambda: self.engine.allow_repo_file(msg.root, msg.sha), f"allowed the .qpod.yaml of {visible(msg.root)}"
             ),
+            review=True,  # read in full: wrapped, scrolled, never cut
         )
 
     def action_build(self) -> None:

@@ -320,9 +320,9 @@ class TableView(Vertical):
                 msg.then()
         self.load()
 
-    def confirm(self, question: str, then: Callable[[], object]) -> None:
+    def confirm(self, question: str, then: Callable[[], object], review: bool = False) -> None:
         def answered(yes: bool | None) -> None:
             if yes:
                 then()
 
-        self.app.push_screen(ConfirmScreen(question), answered)
+        self.app.push_screen(ConfirmScreen(question, review), answered)
