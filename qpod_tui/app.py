@@ -56,6 +56,19 @@ class QpodApp(App[int]):
         Binding("question_mark", "help", "Help", tooltip="Show every key", id="app.help"),
         Binding("f5,ctrl+r", "reload", "Reload", show=False, tooltip="Reload the view's data", id="app.reload"),
         Binding("q", "quit", "Quit", tooltip="Quit", id="app.quit"),
+        # priority: decided when the key is read, so keys typed after Tab (a burst, or typed
+        # ahead) reach the field it moved to, in order (a widget's own binding came too late:
+        # "q1<Tab>q2" filled one field with q1q2)
+        Binding("tab", "tab_key(1)", "Next field", show=False, priority=True, tooltip="Next field", id="app.next"),
+        Binding(
+            "shift+tab",
+            "tab_key(-1)",
+            "Previous field",
+            show=False,
+            priority=True,
+            tooltip="Previous field",
+            id="app.prev",
+        ),
     ]
 
     INDEX_LOG_AFTER = 1.0  # seconds after start
@@ -298,6 +311,18 @@ class QpodApp(App[int]):
             tabs.active = view_id  # TabActivated activates it
         else:
             self._activate(view_id)
+
+    def action_tab_key(self, step: int) -> None:
+        """Focus the next (1) or previous (-1) field now; a field whose Tab completes what is
+        typed (``tab_completes``) is asked first."""
+        focused = self.focused
+        completes = getattr(focused, "tab_completes", None)
+        if step > 0 and completes is not None and completes():
+            return
+        if step > 0:
+            self.screen.focus_next()
+        else:
+            self.screen.focus_previous()
 
     def action_filter(self) -> None:
         if self.current_view is not None:

@@ -38,11 +38,16 @@ class PathInput(Input):
     ]
 
     def action_complete(self) -> None:
+        if not self.tab_completes():
+            self.screen.focus_next()
+
+    def tab_completes(self) -> bool:
+        """Tab (the app's, decided as the key is read): accept the completion shown, if any."""
         if self._suggestion and self._suggestion != self.value:
             self.value = self._suggestion
             self.cursor_position = len(self.value)
-        else:
-            self.screen.focus_next()
+            return True
+        return False
 
 
 class FieldProblems(QpodError):

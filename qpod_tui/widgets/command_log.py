@@ -6,6 +6,7 @@ the log file changes (watchfiles, see the app): the index picks up what was appe
 """
 
 from array import array
+from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -93,6 +94,7 @@ class CommandLogView(Vertical):
         self.scanned = 0  # index records the rows account for
         self.scanning = False
         self._filter_timer: Timer | None = None
+        self._keep_record: int | None = None  # the record the cursor stays on once the filter changed
         self.running: list[dict[str, Any]] = []
 
     @property
@@ -191,6 +193,17 @@ class CommandLogView(Vertical):
 
     def _show(self) -> None:
         assert self.index is not None
+        keep = None if self.scanning else self._keep_record
+        if keep is not None:
+            self._keep_record = None
+            at = bisect_left(self.rows, keep)  # (record numbers, ascending)
+            if at < len(self.rows) and self.rows[at] == keep:
+                self.table.follow = False
+                self.table.set_rows(self.index, self.rows)
+                self.table.cursor = at
+                self._status()
+                self.app.first_rows_shown()  # type: ignore[attr-defined]
+                return
         self.table.set_rows(self.index, self.rows)
         self._status()
         self.app.first_rows_shown()  # type: ignore[attr-defined]  # (the first view's: the others follow)
@@ -269,11 +282,15 @@ class CommandLogView(Vertical):
         self.table.action_open()
 
     def action_clear_filter(self) -> None:
-        self.query_one("#log-text", Input).value = ""
-        self.query_one("#log-repo", Select).clear()
-        self.query_one("#log-env", Select).clear()
-        self.query_one("#log-failed", Checkbox).value = False
-        self.apply_filter()
+        """Esc: the filter text only (repository, environment and failed only stay, each has
+        its own control); the cursor stays on its record."""
+        text = self.query_one("#log-text", Input)
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
+        if text.value:
+            self._keep_record = self.table.current
+            text.value = ""
+            self.apply_filter()
         self.table.focus()
 
     def action_toggle_failed(self) -> None:

@@ -338,7 +338,12 @@ async def test_filter_the_log(engine, make_repo):
         await wait_for(pilot, lambda: len(view.table.rows) == 2)
         assert [view.index.record(n)["argv"][1] for n in view.table.rows] == ["target10", "target15"]
         assert "2 of 100 records" in str(view.query_one("#log-status").render())
-        await pilot.press("escape")  # clears every filter
+        kept = view.table.current  # target15's record, under the cursor
+        await pilot.press("escape")  # clears the text only: failed only stays (every 5th of 100)
+        await wait_for(pilot, lambda: len(view.table.rows) == 20)
+        assert view.query_one("#log-failed").value and view.query_one("#log-text", Input).value == ""
+        assert view.table.current == kept  # the cursor stays on its record
+        await pilot.press("f")
         await wait_for(pilot, lambda: len(view.table.rows) == 100)
         view.query_one("#log-env", Select).value = "env1"
         view.query_one("#log-repo", Select).value = repos[1]
