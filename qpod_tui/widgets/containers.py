@@ -18,7 +18,7 @@ from ..safe import assemble, literal
 from ..screens.dialogs import TextScreen
 from .repositories import state_text
 from .running import elapsed
-from .table_view import Layout, Prepared, TableView
+from .table_view import SORT_BINDING, Layout, Prepared, TableView
 
 BY = "qpod tui"  # a command a stop ends says its container "was stopped by qpod tui"
 MAX_LISTED = 8  # running commands a stop confirmation lists (then "… and N more")
@@ -61,6 +61,7 @@ class ContainersView(TableView):
         Binding("r", "restart", "Restart", tooltip="Restart the container", id="containers.restart"),
         Binding("e", "shell", "Shell", tooltip="Open a shell in the container", id="containers.shell"),
         Binding("o", "output", "Output", tooltip="Show the container's recent output", id="containers.output"),
+        SORT_BINDING,
     ]
     REFRESH_SECONDS = 5.0  # states change behind our back (the launcher starts containers)
 

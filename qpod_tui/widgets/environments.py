@@ -15,7 +15,7 @@ from ..safe import assemble, literal
 from ..screens.env_form import EnvFormScreen
 from ..screens.images import ImagesScreen
 from ..screens.pull import PullScreen
-from .table_view import TableView
+from .table_view import SORT_BINDING, TableView
 
 
 class EnvironmentsView(TableView):
@@ -30,6 +30,7 @@ class EnvironmentsView(TableView):
         Binding(
             "i", "images", "Images", tooltip="The images of qpod's environments: size, use, prune", id="envs.images"
         ),
+        SORT_BINDING,
     ]
 
     class Loaded(Message):

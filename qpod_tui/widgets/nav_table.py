@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
+from textual import events
 from textual.binding import Binding, BindingType
 from textual.geometry import Region
 from textual.strip import Strip
@@ -93,6 +94,20 @@ class NavTable(DataTable[str | Text], inherit_bindings=False):
     def notify_style_update(self) -> None:
         self._kept_cells.clear()  # (before DataTable's refresh)
         super().notify_style_update()
+
+    async def _on_click(self, event: events.Click) -> None:
+        """A click selects its row; a double click (or Enter) acts on it: the view's main action
+        (DataTable acts on any click of the highlighted row)."""
+        self._single_click = event.chain < 2
+        try:
+            await super()._on_click(event)
+        finally:
+            self._single_click = False
+        event.prevent_default()  # (Textual would call DataTable's handler again after this one)
+
+    def _post_selected_message(self) -> None:
+        if not getattr(self, "_single_click", False):
+            super()._post_selected_message()
 
     def action_first(self) -> None:
         if self.row_count:

@@ -15,7 +15,7 @@ from ..safe import assemble, literal
 from ..screens.bind import BindScreen, BranchRuleScreen
 from ..screens.build import BuildScreen
 from ..screens.dialogs import PickEnvironmentScreen, PickScreen
-from .table_view import TableView
+from .table_view import SORT_BINDING, TableView
 
 STATE_STYLE = {"running": "green", "exited": "yellow", "stopped": "yellow", "none": "dim", "unknown": "dim"}
 
@@ -58,6 +58,7 @@ class RepositoriesView(TableView):
             tooltip="Build the image the repository's .qpod.yaml gives (build:)",
             id="repos.build",
         ),
+        SORT_BINDING,
     ]
 
     class Loaded(Message):

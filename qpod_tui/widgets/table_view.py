@@ -1,5 +1,6 @@
 """A view made of a DataTable with a ``/`` filter line: the base of views 1-3."""
 
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from qpod_engine.api import Engine, QpodError
 
 from ..cells import cells, fit_columns, fit_text
 from ..safe import literal
-from ..screens.dialogs import ConfirmScreen
+from ..screens.dialogs import ConfirmScreen, PickScreen
 from .nav_table import NavTable
 
 Cell = str | Text
@@ -48,14 +49,40 @@ class Layout:
     padding: int
     drawn: list[tuple[str, list[Cell]]] = field(compare=False)
     drawn_widths: list[int] = field(compare=False)
+    sort: tuple[int, bool] | None = None  # (column, reversed); None: the engine's order
 
     def same_layout(self, other: "Layout") -> bool:
-        return (self.needle, self.width, self.height, self.padding) == (
+        return (self.needle, self.width, self.height, self.padding, self.sort) == (
             other.needle,
             other.width,
             other.height,
             other.padding,
+            other.sort,
         )
+
+
+_NUMBER = re.compile(r"^(-?\d+(?:\.\d+)?)([BKMGT%]?)$")
+_SPAN = re.compile(r"(\d+)([dhms])")
+_UNITS = {"": 1, "%": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def sort_key(cell: Cell) -> tuple[int, float, str]:
+    """How a cell sorts: figures by value (``12.5%``, ``38.2M`` below ``1.4G``, uptimes such as
+    ``3d4h`` in seconds), other text alphabetically, ``-`` (no value) last."""
+    text = str(cell).strip()
+    if text in ("", "-"):
+        return (2, 0.0, "")
+    m = _NUMBER.match(text)
+    if m:
+        return (0, float(m.group(1)) * _UNITS[m.group(2)], "")
+    spans = _SPAN.findall(text)
+    if spans and "".join(n + u for n, u in spans) == text:
+        return (0, float(sum(int(n) * _SECONDS[u] for n, u in spans)), "")
+    return (1, 0.0, text.casefold())
+
+
+SORT_BINDING = Binding("O", "sort", "Sort", tooltip="Sort by a column (the same one again: reversed)", id="list.sort")
 
 
 @dataclass(frozen=True)
@@ -103,6 +130,7 @@ class TableView(Vertical):
         self._drawn_widths: list[int] = []
         self._shown = False
         self._message: str | Text | None = None  # shown above the table
+        self.sort: tuple[int, bool] | None = None  # (column, reversed) picked with the sort key
 
     @property
     def engine(self) -> Engine:
@@ -162,7 +190,9 @@ class TableView(Vertical):
         table = self.table
         needle = self.query_one(".list-filter", Input).value.strip().lower()
         width = table.size.width or self.size.width or self.app.size.width
-        return Layout(needle, width, table.size.height, 2 * table.cell_padding, self._drawn, self._drawn_widths)
+        return Layout(
+            needle, width, table.size.height, 2 * table.cell_padding, self._drawn, self._drawn_widths, self.sort
+        )
 
     @classmethod
     def prepare(cls, rows: Sequence[tuple[str, Sequence[Cell]]], layout: Layout) -> Prepared:
@@ -174,6 +204,9 @@ class TableView(Vertical):
         ]
         needle = layout.needle
         shown = [(k, row) for k, row in literal_rows if not needle or needle in " ".join(str(c) for c in row).lower()]
+        if layout.sort is not None and layout.sort[0] < len(cls.COLUMNS):
+            column, backwards = layout.sort
+            shown.sort(key=lambda kr: sort_key(kr[1][column]), reverse=backwards)
         widths = cls.column_widths(shown, layout)
         left = [name in cls.LEFT_CUT for name in cls.COLUMNS]
         fitted = [
@@ -205,7 +238,11 @@ class TableView(Vertical):
             for i, c in enumerate(row):
                 natural[i] = max(natural[i], c.cell_len if isinstance(c, Text) else cells(str(c)))
         scrollbar = 2 if len(shown) + 1 > max(1, layout.height) else 0
-        return fit_columns(natural, layout.width - layout.padding * len(cls.COLUMNS) - scrollbar)
+        available = layout.width - layout.padding * len(cls.COLUMNS) - scrollbar
+        widths = fit_columns(natural, available)
+        if widths and sum(widths) < available:  # the table uses the whole width: the last column takes the rest
+            widths[-1] += available - sum(widths)
+        return widths
 
     def set_prepared(self, prepared: Prepared) -> None:
         """Draw rows prepared by ``prepare`` (maybe in a worker): only the changed cells when
@@ -262,6 +299,31 @@ class TableView(Vertical):
     def _selected(self) -> None:
         if self.PRIMARY:
             getattr(self, f"action_{self.PRIMARY}")()
+
+    def action_sort(self) -> None:
+        """A picker of the columns; the one sorted by now is marked, picking it again reverses."""
+        marks = {False: " ▲", True: " ▼"}
+        current = self.sort
+        options = [
+            (name + (marks[current[1]] if current is not None and current[0] == i else ""), str(i))
+            for i, name in enumerate(self.COLUMNS)
+        ]
+        options.append(("(as listed: no sort)", "none"))
+
+        def chosen(value: str | None) -> None:
+            if value is None:
+                return
+            if value == "none":
+                self.sort = None
+            else:
+                column = int(value)
+                again = current is not None and current[0] == column
+                self.sort = (column, not current[1] if current is not None else False) if again else (column, False)
+            self._show()
+
+        self.app.push_screen(
+            PickScreen("Sort by", options, current=str(current[0]) if current is not None else None), chosen
+        )
 
     def action_filter(self) -> None:
         box = self.query_one(".list-filter", Input)
