@@ -4,6 +4,7 @@ from the ``LogIndex`` when drawn, so 100,000 records cost 8 bytes each and scrol
 Follow mode keeps the newest record in view; scrolling up (keys, wheel, scrollbar) pauses it.
 """
 
+import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -23,7 +24,30 @@ from qpod_engine.api import LogIndex, visible
 
 from .nav_table import NAV_BINDINGS
 
-TIME_W, STATUS_W, DURATION_W = 19, 6, 9
+TIME_W, STATUS_W, DURATION_W = 10, 6, 9  # a compact, relative time column ("12m ago")
+
+
+def ago(when: str, now: float) -> str:
+    """A record's ``time`` as k9s shows ages: ``12s ago``, ``5m ago``, ``3h ago``, ``2d ago``;
+    older than a week its date (UTC); as written when it cannot be read."""
+    from datetime import UTC, datetime
+
+    try:
+        dt = datetime.fromisoformat(when)
+    except ValueError:
+        return when[:TIME_W]
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    s = max(0, int(now - dt.timestamp()))
+    if s < 60:
+        return f"{s}s ago"
+    if s < 3600:
+        return f"{s // 60}m ago"
+    if s < 86400:
+        return f"{s // 3600}h ago"
+    if s < 7 * 86400:
+        return f"{s // 86400}d ago"
+    return dt.astimezone(UTC).strftime("%Y-%m-%d")
 
 
 def _fit(text: str, width: int, left: bool = False) -> str:
@@ -54,17 +78,18 @@ def column_widths(width: int) -> tuple[int, int, int]:
     return env_w, repo_w, max(0, rest - env_w - repo_w)
 
 
-def record_cells(rec: dict[str, Any] | None, width: int) -> list[tuple[str, str]]:
-    """(text, role) per column: role picks the style (status ok/failed)."""
+def record_cells(rec: dict[str, Any] | None, width: int, now: float | None = None) -> list[tuple[str, str]]:
+    """(text, role) per column: role picks the style (status ok/failed). ``now``: what the
+    time column counts from (the clock when None)."""
     env_w, repo_w, cmd_w = column_widths(width)
     if rec is None:
         return [(_fit("(unreadable record)", width), "dim")]
     status = rec.get("status")  # a well-formed record (cmdlog.valid): types are known
-    when = (rec.get("time") or "")[:19].replace("T", " ")
+    when = ago(rec.get("time") or "", time.time() if now is None else now)
     duration = rec.get("duration")
     took = f"{duration:.2f}s" if duration is not None else "-"
     return [
-        (_fit(when, TIME_W) + " ", "dim"),
+        (_fit(f"{when:>{TIME_W}}", TIME_W) + " ", "dim"),
         (
             _fit(f"{status if status is not None else '?':>{STATUS_W - 1}}", STATUS_W - 1) + " ",
             "ok" if status == 0 else "failed",
@@ -79,7 +104,7 @@ def record_cells(rec: dict[str, Any] | None, width: int) -> list[tuple[str, str]
 def header_cells(width: int) -> str:
     env_w, repo_w, cmd_w = column_widths(width)
     return (
-        _fit("Time (UTC)", TIME_W)
+        _fit(f"{'When':>{TIME_W}}", TIME_W)
         + " "
         + f"{'Exit':>{STATUS_W - 1}} "
         + f"{'Took':>{DURATION_W - 1}} "
@@ -121,10 +146,21 @@ class LogTable(ScrollView, can_focus=True):
             super().__init__()
             self.follow = follow
 
+    AGES_EVERY = 10.0  # seconds between redraws of the ages ("5m ago") when nothing else redraws
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.index: LogIndex | None = None
         self.rows: Sequence[int] = range(0)
+        self.now = 0.0  # what the ages count from: the engine's clock, read once a redraw
+
+    def on_mount(self) -> None:
+        self.set_interval(self.AGES_EVERY, self.refresh)
+
+    def render_lines(self, crop: Any) -> list[Strip]:
+        engine = getattr(self.app, "engine", None)
+        self.now = engine.now() if engine is not None else time.time()
+        return super().render_lines(crop)
 
     # --- data
 
@@ -169,7 +205,7 @@ class LogTable(ScrollView, can_focus=True):
         cursor = row == self.cursor
         cursor_style = self.get_component_rich_style("logtable--cursor") if cursor else None
         segments = []
-        for text, role in record_cells(rec, width):
+        for text, role in record_cells(rec, width, self.now):
             style = base + self.get_component_rich_style(f"logtable--{role}") if role else base
             if cursor_style is not None:  # the cursor's own colours: red on blue is unreadable
                 style = base + cursor_style + Style(bold=role == "failed")

@@ -15,7 +15,7 @@ from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import Static
 
-from .log_table import DURATION_W, STATUS_W, TIME_W, _fit, column_widths
+from .log_table import DURATION_W, STATUS_W, TIME_W, _fit, ago, column_widths
 
 
 def elapsed(seconds: float) -> str:
@@ -33,9 +33,9 @@ def running_line(rec: dict[str, Any], now: float, width: int) -> Text:
     """One running command in the log's columns: start time, "run", elapsed, env, repo, argv
     (every field from the log: escaped, cut to its column in terminal cells)."""
     env_w, repo_w, cmd_w = column_widths(width)
-    when = (rec.get("time") or "")[:19].replace("T", " ")
+    when = ago(rec.get("time") or "", now)
     line = Text(no_wrap=True, overflow="ellipsis", end="")
-    line.append(_fit(when, TIME_W) + " ", style="dim")
+    line.append(_fit(f"{when:>{TIME_W}}", TIME_W) + " ", style="dim")
     line.append(_fit(f"{'run':>{STATUS_W - 1}}", STATUS_W - 1) + " ", style="bold")
     line.append(_fit(f"{elapsed(now - rec['started']):>{DURATION_W - 1}}", DURATION_W - 1) + " ", style="bold")
     line.append(_fit(str(rec.get("env") or "-"), env_w) + " ")
