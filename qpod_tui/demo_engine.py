@@ -22,6 +22,11 @@ from qpod_engine.api import (
 )
 
 NOW = 1_764_000_000.0  # a fixed "now" so uptimes do not change between runs
+# the hard states (DemoEngine(trouble=True))
+BROKEN_ENV = "mmsx-2019.2-broken"
+BROKEN_ENV_ERROR = f"environments/{BROKEN_ENV}.yaml:7: 'mounts' must be a list of HOST:CONTAINER[:ro], got a mapping"
+WAITING = ".qpod.yaml changed since it was allowed (commit 3f2a91c): qpod allow, or qpod deny"
+REPO_FILE_SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 HOME = "/home/dev/src"
 COMMANDS = (
     ["make", "-j8"],
@@ -133,8 +138,13 @@ class DemoEngine(Engine):
         records: int = 60,
         podman: bool = True,
         running: int = 0,
+        trouble: bool = False,
     ) -> None:
+        """``trouble``: the hard states too (screenshots and snapshots of them): an environment
+        file qpod cannot parse and a repository bound to it, a repository whose .qpod.yaml
+        waits for an allow, an image that cannot be pulled."""
         self.state_dir = state_dir
+        self.trouble = trouble
         self.envs = demo_envs(envs)
         env_names = list(self.envs)
         self.repos = demo_repos(repos, env_names)
@@ -158,6 +168,9 @@ class DemoEngine(Engine):
                 )
             )
         self.calls: list[tuple[str, ...]] = []  # what the UI asked for, for tests
+        broken_repo = f"{HOME}/product-000"
+        if trouble and broken_repo in self.repos:
+            self.repos[broken_repo] = (BROKEN_ENV, {})  # (its container was made before the file broke)
         self.theme: str | None = None
         if records:
             write_demo_log(self.log_path(), records, list(self.repos), env_names)
@@ -214,9 +227,28 @@ class DemoEngine(Engine):
                     dict(rules),
                     c.name if c else None,
                     state,
+                    waiting=WAITING if self.trouble and root.endswith("/gen-tables") else None,
+                    broken=BROKEN_ENV_ERROR if self.trouble and root.endswith("-000") else None,
                 )
             )
         return rows
+
+    def waiting_files(self) -> dict[str, str]:
+        return {f"{HOME}/gen-tables": WAITING} if self.trouble else {}
+
+    def repo_file_summary(self, root: str) -> tuple[str, list[str], list[str]]:
+        if not self.trouble:
+            raise QpodError(f"{root}: no .qpod.yaml at the repository's root")
+        info = [
+            "image: registry.example.com/build/gen-tables-toolchain:2024.11-with-a-rather-long-tag",
+            "commands: make cmake ninja ./build/tools/gen-tables",
+            "env: GEN_TABLES_STRICT=1",
+        ]
+        risky = [
+            "mounts: /opt/toolchains/gen-tables-2024.11/x86_64-linux-gnu:/opt/toolchain (outside the repository)",
+            "cap_add: SYS_PTRACE",
+        ]
+        return REPO_FILE_SHA, risky, info
 
     def bind(self, path: str, env: str, branch: str | None = None, directory: bool = False) -> str:
         if env not in self.envs:
@@ -255,7 +287,10 @@ class DemoEngine(Engine):
             for name in dict.fromkeys([env, *rules.values()]):
                 if name:
                     users.setdefault(name, []).append(root)
-        return [EnvRow(n, e.image, users.get(n, []), settings=asdict(e)) for n, e in sorted(self.envs.items())]
+        rows = [EnvRow(n, e.image, users.get(n, []), settings=asdict(e)) for n, e in sorted(self.envs.items())]
+        if self.trouble:
+            rows.append(EnvRow(BROKEN_ENV, "", users.get(BROKEN_ENV, []), error=BROKEN_ENV_ERROR))
+        return sorted(rows, key=lambda r: r.name)
 
     def load_environment(self, name: str) -> Environment:
         return self.envs[name]
@@ -277,6 +312,14 @@ class DemoEngine(Engine):
 
     def pull_image(self, ref: str, progress: Callable[[str, int, int], None] | None = None) -> None:
         self._need_podman()
+        if self.trouble and ref.startswith("registry.example.com/"):
+            if progress:
+                progress("sha256:5c3f0d1e9a2b4c6d", 0, 72_000_000)
+            raise QpodError(
+                f"cannot pull image {ref}: initializing source docker://{ref}: "
+                "reading manifest 7: manifest unknown; check the name and tag, "
+                "or log in (podman login registry.example.com)"
+            )
         if progress:
             for done in range(0, 101, 25):
                 progress("layer0", done * 10_000, 1_000_000)

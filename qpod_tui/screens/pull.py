@@ -121,6 +121,7 @@ class PullScreen(ModalScreen[bool]):
             status.update(literal_lines(msg.error))
             status.add_class("field-error")
             bar.display = False
+            self.query_one("#pull-layers", Static).display = False
         else:
             title.update(Text(visible(f"Pulled {self.ref}"), no_wrap=True, overflow="ellipsis"))
             bar.update(total=1, progress=1)

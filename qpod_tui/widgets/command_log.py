@@ -365,11 +365,12 @@ class CommandLogView(Vertical):
     def pick_signal(self, rec: dict[str, Any]) -> None:
         argv = format_argv([str(a) for a in rec.get("argv") or []])
         started = rec.get("started")
-        took = f" · running {elapsed(self.engine.now() - started)}" if isinstance(started, (int, float)) else ""
-        title = (
+        took = f"running {elapsed(self.engine.now() - started)}, " if isinstance(started, (int, float)) else ""
+        title = (  # one fact a line: the dialog's width cuts a line, never a field in the middle of one
             f"Send a signal to {argv}\n"
-            f"{rec.get('repo') or '-'} · {rec.get('container') or '-'}{took}\n"
-            "to its process group in its container"
+            f"in {rec.get('repo') or '-'}\n"
+            f"{took}container {rec.get('container') or '-'}\n"
+            "It goes to the command's process group there."
         )
         options = [(f"{name:<5} {SIGNAL_HINTS.get(name, '')}", name) for name in self.engine.signal_names()]
 

@@ -139,3 +139,35 @@ def test_bind_dialog(snap_compare, app_for):
 
 def test_help(snap_compare, app_for):
     assert snap_compare(app_for(), terminal_size=(120, 60), run_before=keys("question_mark"))
+
+
+# --- the hard states (DemoEngine(trouble=True)): a broken environment file and a repository
+# bound to it, a .qpod.yaml waiting for an allow and its review, a pull that failed, the signal
+# picker of a running command
+
+HARD_SIZES = [(80, 24), (120, 40)]
+
+
+@pytest.mark.parametrize("size", HARD_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_repositories_in_trouble(snap_compare, app_for, size):
+    assert snap_compare(app_for(trouble=True), terminal_size=size, run_before=keys("down", "down", "down"))
+
+
+@pytest.mark.parametrize("size", HARD_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_environments_with_a_broken_file(snap_compare, app_for, size):
+    assert snap_compare(app_for("environments", trouble=True), terminal_size=size, run_before=keys())
+
+
+@pytest.mark.parametrize("size", HARD_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_allow_review(snap_compare, app_for, size):
+    assert snap_compare(app_for(trouble=True), terminal_size=size, run_before=keys("down", "down", "down", "A"))
+
+
+@pytest.mark.parametrize("size", HARD_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_failed_pull(snap_compare, app_for, size):
+    assert snap_compare(app_for("environments", trouble=True), terminal_size=size, run_before=keys("p"))
+
+
+@pytest.mark.parametrize("size", HARD_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_signal_picker(snap_compare, app_for, size):
+    assert snap_compare(app_for("log", running=3), terminal_size=size, run_before=keys("x"))
