@@ -69,10 +69,31 @@ struct request {
     char ignored[NSIG];
     int pty;
     struct winsize ws;
+    int have_modes;
+    struct termios modes; /* the caller's terminal modes, for the new pty */
     char **limits; /* "RESOURCE SOFT HARD" of the caller */
     int nlimits, have_nice, nice;
     const char *pwd; /* the caller's logical cwd, as the container sees it */
 };
+
+/* "iflag:oflag:cflag:lflag:cc..." (hex, qpod_proto.h 'o') into t. 0, or -1 when malformed. */
+static int parse_modes(const char *v, struct termios *t)
+{
+    unsigned f[4];
+    int used = 0;
+    if (sscanf(v, "%x:%x:%x:%x:%n", &f[0], &f[1], &f[2], &f[3], &used) != 4 || used == 0)
+        return -1;
+    memset(t, 0, sizeof(*t));
+    t->c_iflag = f[0], t->c_oflag = f[1], t->c_cflag = f[2], t->c_lflag = f[3];
+    const char *p = v + used;
+    for (int i = 0; i < NCCS && p[0] && p[1]; i++, p += 2) {
+        unsigned b;
+        if (sscanf(p, "%2x", &b) != 1)
+            return -1;
+        t->c_cc[i] = (cc_t)b;
+    }
+    return 0;
+}
 
 static int parse_payload(char *buf, size_t len, struct request *r)
 {
@@ -114,6 +135,7 @@ static int parse_payload(char *buf, size_t len, struct request *r)
         case 'm': r->umask = (mode_t)strtol(v, NULL, 8), r->have_umask = 1; break;
         case 'i': if (n > 0 && n < NSIG) r->ignored[n] = 1; break;
         case 'b': if (n > 0 && n < NSIG) sigaddset(&r->blocked, (int)n); break;
+        case 'o': r->have_modes = parse_modes(v, &r->modes) == 0; break;
         case 't':
         case 'T':
             r->pty = buf[i] == 't' ? 1 : 2;
@@ -394,6 +416,15 @@ static int open_pty(const struct request *r, int *master, int *slave_fd)
         ioctl(*master, TIOCSWINSZ, &r->ws) < 0 || setsid() < 0 ||
         (*slave_fd = open(slave, O_RDWR | O_CLOEXEC)) < 0 || ioctl(*slave_fd, TIOCSCTTY, 0) < 0)
         return -1;
+    if (r->have_modes) { /* the caller's modes; the pty's speed stays its own */
+        struct termios t;
+        if (tcgetattr(*slave_fd, &t) == 0) {
+            t.c_iflag = r->modes.c_iflag, t.c_oflag = r->modes.c_oflag, t.c_lflag = r->modes.c_lflag;
+            t.c_cflag = (t.c_cflag & CBAUD) | (r->modes.c_cflag & ~(tcflag_t)CBAUD);
+            memcpy(t.c_cc, r->modes.c_cc, sizeof(t.c_cc));
+            tcsetattr(*slave_fd, TCSANOW, &t);
+        }
+    }
     /* the pty's hang-up (the client went away) is handled below, not by dying of it;
      * tcsetpgrp from outside the foreground needs SIGTTOU ignored */
     signal(SIGHUP, SIG_IGN);

@@ -44,7 +44,11 @@ struct qp_req {
  *             terminal and its 0, 1 and 2, and passes its master back (QP_PTY)
  *   T<rows>x<cols>  a pty as controlling terminal only (/dev/tty prompts); the descriptors
  *             stay the caller's
+ *   o<iflag>:<oflag>:<cflag>:<lflag>:<c_cc as hex bytes>  the caller's terminal modes (hex),
+ *             given to the new pty: a program that set its pty's modes before starting the
+ *             command (Emacs turns echo off for gdb) sees them kept, as ssh -t does
  */
+#define QP_MODES_MAX (4 * 9 + 2 * 64 + 1)
 
 struct qp_msg {
     uint32_t type;
