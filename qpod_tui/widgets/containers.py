@@ -18,7 +18,7 @@ from ..safe import assemble, literal
 from ..screens.dialogs import TextScreen
 from .repositories import state_text
 from .running import elapsed
-from .table_view import SORT_BINDING, Layout, Prepared, TableView
+from .table_view import MARK_BINDING, SORT_BINDING, Layout, Prepared, TableView
 
 BY = "qpod tui"  # a command a stop ends says its container "was stopped by qpod tui"
 MAX_LISTED = 8  # running commands a stop confirmation lists (then "… and N more")
@@ -62,6 +62,7 @@ class ContainersView(TableView):
         Binding("e", "shell", "Shell", tooltip="Open a shell in the container", id="containers.shell"),
         Binding("o", "output", "Output", tooltip="Show the container's recent output", id="containers.output"),
         SORT_BINDING,
+        MARK_BINDING,
     ]
     REFRESH_SECONDS = 5.0  # states change behind our back (the launcher starts containers)
 
@@ -248,6 +249,25 @@ class ContainersView(TableView):
         return f"Running in it now ({them}, their records say it was stopped by qpod tui):\n" + "\n".join(lines)
 
     def action_stop(self) -> None:
+        names = [n for n in self.targets() if n in self.containers]
+        if len(names) > 1:  # the marked ones, under one confirmation
+            parts = [f"{visible(n)}\n" + self.running_lines(n) for n in names]
+
+            def stop_all() -> None:
+                for n in names:
+                    self.engine.stop_container_by(n, BY)
+
+            self.confirm(
+                f"Stop these {len(names)} containers? Their next redirected commands start them again.\n\n"
+                + "\n\n".join(parts),
+                lambda: self.call_engine(
+                    stop_all,
+                    f"stopped {len(names)} containers",
+                    self.unmark,
+                ),
+                review=True,
+            )
+            return
         c = self._need_selection()
         if c is not None:
             self.confirm(

@@ -15,7 +15,7 @@ from ..safe import assemble, literal
 from ..screens.bind import BindScreen, BranchRuleScreen
 from ..screens.build import BuildScreen
 from ..screens.dialogs import PickEnvironmentScreen, PickScreen
-from .table_view import SORT_BINDING, TableView
+from .table_view import MARK_BINDING, SORT_BINDING, TableView
 
 STATE_STYLE = {"running": "green", "exited": "yellow", "stopped": "yellow", "none": "dim", "unknown": "dim"}
 
@@ -59,6 +59,7 @@ class RepositoriesView(TableView):
             id="repos.build",
         ),
         SORT_BINDING,
+        MARK_BINDING,
     ]
 
     class Loaded(Message):
@@ -258,6 +259,24 @@ class RepositoriesView(TableView):
         self.app.push_screen(PickScreen(f"Remove a branch rule of {visible(r.root)}", options), chosen)
 
     def action_unbind(self) -> None:
+        roots = [k for k in self.targets() if k in self.repos]
+        if len(roots) > 1:  # the marked ones, under one confirmation
+
+            def unbind_all() -> None:
+                for root in roots:
+                    self.engine.unbind(root)
+
+            self.confirm(
+                f"Unbind these {len(roots)} repositories? Their commands will run on the host again.\n\n"
+                + "\n".join(f"  {visible(root)}" for root in roots),
+                lambda: self.call_engine(
+                    unbind_all,
+                    f"unbound {len(roots)} repositories",
+                    self.unmark,
+                ),
+                review=True,
+            )
+            return
         r = self._need_selection()
         if r is not None:
             self.confirm(

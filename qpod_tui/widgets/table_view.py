@@ -50,14 +50,16 @@ class Layout:
     drawn: list[tuple[str, list[Cell]]] = field(compare=False)
     drawn_widths: list[int] = field(compare=False)
     sort: tuple[int, bool] | None = None  # (column, reversed); None: the engine's order
+    marked: frozenset[str] = frozenset()  # rows marked for a bulk action (space)
 
     def same_layout(self, other: "Layout") -> bool:
-        return (self.needle, self.width, self.height, self.padding, self.sort) == (
+        return (self.needle, self.width, self.height, self.padding, self.sort, self.marked) == (
             other.needle,
             other.width,
             other.height,
             other.padding,
             other.sort,
+            other.marked,
         )
 
 
@@ -83,6 +85,10 @@ def sort_key(cell: Cell) -> tuple[int, float, str]:
 
 
 SORT_BINDING = Binding("O", "sort", "Sort", tooltip="Sort by a column (the same one again: reversed)", id="list.sort")
+MARK_BINDING = Binding(
+    "space", "mark", "Mark", tooltip="Mark the row or unmark it (a bulk action acts on the marked rows)", id="list.mark"
+)
+MARK = "● "  # before the first cell of a marked row
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,7 @@ class TableView(Vertical):
         self._shown = False
         self._message: str | Text | None = None  # shown above the table
         self.sort: tuple[int, bool] | None = None  # (column, reversed) picked with the sort key
+        self.marked: set[str] = set()  # keys of the rows marked with space
 
     @property
     def engine(self) -> Engine:
@@ -191,7 +198,14 @@ class TableView(Vertical):
         needle = self.query_one(".list-filter", Input).value.strip().lower()
         width = table.size.width or self.size.width or self.app.size.width
         return Layout(
-            needle, width, table.size.height, 2 * table.cell_padding, self._drawn, self._drawn_widths, self.sort
+            needle,
+            width,
+            table.size.height,
+            2 * table.cell_padding,
+            self._drawn,
+            self._drawn_widths,
+            self.sort,
+            frozenset(self.marked),
         )
 
     @classmethod
@@ -203,6 +217,11 @@ class TableView(Vertical):
             (key, [literal(c) if isinstance(c, str) else c for c in cells]) for key, cells in rows
         ]
         needle = layout.needle
+        if layout.marked:
+            literal_rows = [
+                (key, [Text(MARK, style="bold yellow", end="") + row[0], *row[1:]] if key in layout.marked else row)
+                for key, row in literal_rows
+            ]
         shown = [(k, row) for k, row in literal_rows if not needle or needle in " ".join(str(c) for c in row).lower()]
         if layout.sort is not None and layout.sort[0] < len(cls.COLUMNS):
             column, backwards = layout.sort
@@ -299,6 +318,29 @@ class TableView(Vertical):
     def _selected(self) -> None:
         if self.PRIMARY:
             getattr(self, f"action_{self.PRIMARY}")()
+
+    def action_mark(self) -> None:
+        key = self.selected_key
+        if key is None:
+            return
+        self.marked ^= {key}
+        self._show()
+        if self.table.cursor_row < self.table.row_count - 1:  # as in k9s: on to the next row
+            self.table.move_cursor(row=self.table.cursor_row + 1, animate=False)
+
+    def targets(self) -> list[str]:
+        """What a bulk action acts on: the marked rows still listed, in table order, else the
+        highlighted one."""
+        listed = [key for key, _ in self._rows]
+        marked = [k for k in listed if k in self.marked]
+        if marked:
+            return marked
+        return [self.selected_key] if self.selected_key is not None else []
+
+    def unmark(self) -> None:
+        if self.marked:
+            self.marked.clear()
+            self._show()
 
     def action_sort(self) -> None:
         """A picker of the columns; the one sorted by now is marked, picking it again reverses."""

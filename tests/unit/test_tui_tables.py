@@ -83,3 +83,46 @@ async def test_a_click_selects_a_double_click_acts(tmp_path):
         assert table.cursor_row == 2 and not isinstance(app.screen, EnvFormScreen)
         await pilot.click(table, offset=(3, 3), times=2)
         await wait_for(pilot, lambda: isinstance(app.screen, EnvFormScreen))
+
+
+async def test_space_marks_rows_and_stop_acts_on_all_of_them_under_one_confirmation(tmp_path):
+    from qpod_tui.screens.dialogs import ConfirmScreen
+
+    engine = DemoEngine(str(tmp_path), running=2)
+    app = make_app(engine, view="containers", watch=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        view = app.view("containers")
+        await wait_for(pilot, lambda: view.table.row_count == 6)
+        first, second = (str(view.table.coordinate_to_cell_key((i, 0)).row_key.value) for i in (0, 1))
+        await pilot.press("space", "space")  # marks the first row, moves on, marks the second
+        await settle(pilot)
+        assert view.marked == {first, second}
+        assert str(view.table.get_row(first)[0]).startswith("● ")
+        await pilot.press("s")
+        assert isinstance(app.screen, ConfirmScreen)
+        question = app.screen.question
+        assert "Stop these 2 containers?" in question and first in question and second in question
+        assert "make -j8 all" in question  # what runs in them is named
+        await pilot.press("y")
+        await wait_for(pilot, lambda: ("stop_container", second) in engine.calls)
+        assert ("stop_container", first) in engine.calls
+        await wait_for(pilot, lambda: not view.marked)
+
+
+async def test_marked_repositories_are_unbound_under_one_confirmation(tmp_path):
+    from qpod_tui.screens.dialogs import ConfirmScreen
+
+    engine = DemoEngine(str(tmp_path), repos=5)
+    app = make_app(engine, watch=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        view = app.view("repositories")
+        await wait_for(pilot, lambda: view.table.row_count == 5)
+        await pilot.press("space", "down", "space")  # the first and the third
+        await pilot.press("u")
+        assert isinstance(app.screen, ConfirmScreen) and "Unbind these 2 repositories?" in app.screen.question
+        await pilot.press("y")
+        await wait_for(pilot, lambda: len([c for c in engine.calls if c[0] == "unbind"]) == 2)
+        roots = [c[1] for c in engine.calls if c[0] == "unbind"]
+        assert roots[0].endswith("mmsx-2018.3") and roots[1].endswith("mmsx-main")
