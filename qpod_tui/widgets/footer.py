@@ -21,6 +21,14 @@ def key_width(key: FooterKey, compact: bool) -> int:
     return cells(key.key_display) + 2 + (cells(key.description) + 1 if key.description else 0)
 
 
+def bare_key(k: FooterKey) -> FooterKey:
+    """The key alone, its description as its tooltip (where the footer has no room for it)."""
+    tooltip = k.tooltip if isinstance(k.tooltip, str) and k.tooltip else k.description
+    return FooterKey(k.key, k.key_display, "", k.action, disabled=k._disabled, tooltip=tooltip).data_bind(
+        compact=Footer.compact
+    )
+
+
 class QFooter(Footer):
     DEFAULT_CSS = """
     QFooter .footer-spacer { width: 1fr; height: 1; }
@@ -45,8 +53,15 @@ class QFooter(Footer):
             self.compact = compact
         budget = width - sum(key_width(k, compact) for k in end) - 1
         shown: list[Widget] = []
+        bare = False  # past the first key that did not fit whole: keys without their descriptions
         for k in rest:
+            if bare and isinstance(k, FooterKey) and k.description:
+                k = bare_key(k)  # the view's own keys stay listed (? names them all) rather than lost
             w = key_width(k, compact) if isinstance(k, FooterKey) else 999
+            if not bare and w > budget - (0 if k is rest[-1] else 2) and isinstance(k, FooterKey):
+                bare = True
+                k = bare_key(k)
+                w = key_width(k, compact)
             if w > budget - (0 if k is rest[-1] else 2):  # room for the ellipsis unless it is the last
                 shown.append(Static("…", classes="footer-more"))
                 break

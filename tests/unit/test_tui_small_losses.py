@@ -85,3 +85,18 @@ async def test_focus_in_the_running_list_keeps_help_and_quit_in_the_footer(tmp_p
 
         await wait_for(pilot, lambda: "help" in actions() and "quit" in actions(), what=lambda: str(actions()))
         assert "signal" in actions()
+
+
+async def test_at_80_columns_the_repositories_footer_keeps_its_own_keys(tmp_path):
+    """Those without room for their description are listed by key alone (the description is
+    their tooltip, ? lists them all), before the app's own keys are cut."""
+    from textual.widgets._footer import FooterKey
+
+    app = make_app(DemoEngine(str(tmp_path)), view="repositories", watch=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        keys = {k.key: k for k in app.screen.query(FooterKey)}
+        for key in ("enter", "b", "u", "A"):
+            assert key in keys, sorted(keys)
+        assert keys["u"].description == "" and "Unbind" in str(keys["u"].tooltip)
+        assert [k.action for k in list(app.screen.query(FooterKey))[-2:]] == ["help", "quit"]
