@@ -17,7 +17,8 @@ rules of the client (preload/client/term.c) decide what reaches what:
 
 The pid is checked before anything is sent: a pidfd is opened first (it stays bound to that one
 process, so a pid recycled after the checks cannot be hit), then the process must be a qpod
-client (its executable), started no later than the record (not a newer process that reused the
+client (its executable, or its name for a client run in place in a shell's fork child), started
+no later than the record (not a newer process that reused the
 pid), not a zombie, and running the record's argv (its command line ends with it).
 """
 
@@ -62,10 +63,12 @@ def signal_name(status: object) -> str | None:
         return None
 
 
-def _proc_fields(pid: int) -> list[bytes]:
+def _proc_fields(pid: int) -> tuple[bytes, list[bytes]]:
+    """The process's name (comm) and the fields of /proc/PID/stat after it."""
     with open(f"/proc/{pid}/stat", "rb") as f:
         data = f.read()
-    return data[data.rindex(b")") + 2 :].split()  # the name may hold spaces and ')'
+    # the name may hold spaces and ')'
+    return data[data.index(b"(") + 1 : data.rindex(b")")], data[data.rindex(b")") + 2 :].split()
 
 
 def _started_at(fields: list[bytes]) -> float | None:
@@ -89,7 +92,7 @@ def _ignored(pid: int, signum: int) -> bool:
 def check_client(rec: dict[str, Any], pid: int) -> str | None:
     """Why process ``pid`` is not the client of the running command ``rec`` (None: it is)."""
     try:
-        fields = _proc_fields(pid)
+        comm, fields = _proc_fields(pid)
         exe = os.readlink(f"/proc/{pid}/exe")
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             cmdline = [a.decode("utf-8", "surrogateescape") for a in f.read().split(b"\0")[:-1]]
@@ -99,14 +102,18 @@ def check_client(rec: dict[str, Any], pid: int) -> str | None:
         return f"its process cannot be read ({err})"
     if fields[0] in (b"Z", b"X"):
         return "it has ended"
-    if os.path.basename(exe.removesuffix(" (deleted)")) != CLIENT_EXE:
+    # a shell's fork child runs the client in place (preload/README.md): its executable and
+    # command line stay the shell's, its name is the client's
+    is_client = os.path.basename(exe.removesuffix(" (deleted)")) == CLIENT_EXE
+    in_place = not is_client and comm == CLIENT_EXE.encode()
+    if not is_client and not in_place:
         return f"process {pid} is no longer its qpod client (it runs {exe})"
     when = cmdlog.record_epoch(rec)
     started = _started_at(fields)
     if when is not None and started is not None and started > when + START_SLACK:
         return f"process {pid} started after the command: another program took its pid"
     argv = [str(a) for a in rec.get("argv") or []]
-    if argv and cmdline[-len(argv) :] != argv:
+    if argv and cmdline[-len(argv) :] != argv and not in_place:
         return f"process {pid} runs another command"
     return None
 

@@ -97,3 +97,41 @@ def test_interrupt_a_running_command_and_stop_a_busy_container_from_the_dashboar
             if p is not None:
                 p.kill()
                 p.wait()
+
+
+def test_a_command_typed_in_a_qpod_shell_is_interrupted_through_its_in_place_client(bound_repo, qpod_home):
+    """A shell's fork child (bash forks; dash's vfork child execs the client) runs the client in
+    place: its executable and command line stay the shell's, its name is qpod-client. The
+    dashboard's check still knows it for the command's client, and SIGINT ends the command's
+    group as Ctrl-C would."""
+    from qpod_engine.log import signals
+
+    root = os.path.realpath(bound_repo)
+    script = os.path.join(root, "long.sh")
+    with open(script, "w") as f:
+        f.write("#!/bin/sh\nsleep 613\necho not-reached\n")
+    os.chmod(script, 0o755)
+    assert run_qpod("exec", "true", cwd=root).returncode == 0  # the container runs: the fast path
+    shell = subprocess.Popen(
+        [sys.executable, "-I", "-m", "qpod_engine.cli.shell", "--shell", "/bin/bash", "-c", "./long.sh; echo after=$?"],
+        cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    try:
+        wait_until(lambda: running_in_container(root, "sleep 613"), "the script in the container", DEADLINE)
+        start = wait_until(
+            lambda: next((r for r in cmdlog.recent() if r.get("argv") == ["./long.sh"] and cmdlog.is_start(r)), None),
+            "the script's start record", DEADLINE,
+        )  # fmt: skip
+        with open(f"/proc/{start['pid']}/comm") as f:
+            assert f.read().strip() == "qpod-client"
+        assert "qpod-client" not in os.readlink(f"/proc/{start['pid']}/exe")  # run in place: the shell's
+        said = signals.send(start, "INT")
+        assert "its process group" in said, said
+        out, err = shell.communicate(timeout=DEADLINE)
+    finally:
+        if shell.poll() is None:
+            shell.kill()
+    assert out == "after=130\n", (out, err)
+    wait_until(lambda: not running_in_container(root, "sleep 613"), "the script's group gone", DEADLINE)
+    assert (record_of(["./long.sh"]) or {}).get("status") == 130
