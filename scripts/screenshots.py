@@ -18,17 +18,29 @@ from qpod_tui.app import make_app  # noqa: E402
 from qpod_tui.demo_engine import DemoEngine  # noqa: E402
 
 SIZE = (130, 36)
-# (file name, first view, keys pressed before the shot, size, commands running in the demo)
-SHOTS = (
-    ("repositories", "repositories", ["down", "down"], SIZE, 0),
-    ("environments", "environments", [], SIZE, 0),
-    ("environment-form", "environments", ["e"], (130, 46), 0),
-    ("containers", "containers", [], SIZE, 2),
-    ("command-log", "log", ["up", "up", "up"], SIZE, 0),
-    ("command-log-running", "log", [], SIZE, 3),
-    ("command-log-record", "log", ["up", "enter"], SIZE, 0),
-    ("bind", "repositories", ["b"], SIZE, 0),
-    ("help", "repositories", ["question_mark"], (130, 60), 0),
+# (file name, first view, keys pressed before the shot, size, commands running in the demo,
+# the demo's trouble mode: a broken environment, a file waiting for an allow, a failed pull)
+SHOTS: tuple[tuple[str, str, list[str], tuple[int, int], int, bool], ...] = (
+    ("repositories", "repositories", ["down", "down"], SIZE, 0, False),
+    ("environments", "environments", [], SIZE, 0, False),
+    ("environment-form", "environments", ["e"], (130, 46), 0, False),
+    ("containers", "containers", [], SIZE, 2, False),
+    ("command-log", "log", ["up", "up", "up"], SIZE, 0, False),
+    ("command-log-running", "log", [], SIZE, 3, False),
+    ("command-log-record", "log", ["up", "enter"], SIZE, 0, False),
+    ("bind", "repositories", ["b"], SIZE, 0, False),
+    ("help", "repositories", ["question_mark"], (130, 60), 0, False),
+    # the hard states
+    ("repositories-in-trouble-80x24", "repositories", ["down", "down", "down"], (80, 24), 0, True),
+    ("environment-broken-80x24", "environments", ["down"], (80, 24), 0, True),
+    ("allow-review-80x24", "repositories", ["down", "down", "down", "A"], (80, 24), 0, True),
+    ("pull-failed-80x24", "environments", ["p"], (80, 24), 0, True),
+    ("signal-picker-80x24", "log", ["x"], (80, 24), 3, False),
+    ("repositories-in-trouble-120x40", "repositories", ["down", "down", "down"], (120, 40), 0, True),
+    ("environment-broken-120x40", "environments", ["down"], (120, 40), 0, True),
+    ("allow-review-120x40", "repositories", ["down", "down", "down", "A"], (120, 40), 0, True),
+    ("pull-failed-120x40", "environments", ["p"], (120, 40), 0, True),
+    ("signal-picker-120x40", "log", ["x"], (120, 40), 3, False),
 )
 
 
@@ -42,9 +54,11 @@ async def settle(pilot, timeout: float = 10.0) -> None:
         quiet = 0 if busy else quiet + 1
 
 
-def shoot(out: Path, name: str, view: str, keys: list[str], size: tuple[int, int], running: int = 0) -> Path:
+def shoot(
+    out: Path, name: str, view: str, keys: list[str], size: tuple[int, int], running: int = 0, trouble: bool = False
+) -> Path:
     with tempfile.TemporaryDirectory() as state:
-        app = make_app(DemoEngine(state, running=running), view=view, watch=False)
+        app = make_app(DemoEngine(state, running=running, trouble=trouble), view=view, watch=False)
 
         async def pilot_run(pilot) -> None:
             await settle(pilot)
@@ -65,8 +79,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "screenshots")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, view, keys, size, running in SHOTS:
-        print(shoot(args.out, name, view, keys, size, running))
+    for name, view, keys, size, running, trouble in SHOTS:
+        print(shoot(args.out, name, view, keys, size, running, trouble))
     return 0
 
 

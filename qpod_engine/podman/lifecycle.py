@@ -785,6 +785,9 @@ def restart_container(name: str) -> None:
     except Exception as err:  # noqa: BLE001
         raise _api_error(err) from None
     naming.forget_facts(name)
+    # the note of the stop this restart made is not the next stop's: a later one from outside
+    # qpod must not be blamed on this restart's stopper
+    _forget_stop(naming.agent_dir(name))
 
 
 def container_logs(name: str, tail: int = 200) -> str:
