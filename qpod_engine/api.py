@@ -184,6 +184,15 @@ class Engine:
         risky, info = repo_env.requests(rf)
         return rf.sha, risky, info
 
+    def repo_file_changes(self, root: str) -> list[str]:
+        """What changed in the repository's file since the newest version allowed there (a diff,
+        lines not yet escaped; [] when its content is allowed or no allowed text was kept)."""
+        from qpod_engine.config import allow
+        from qpod_engine.config import repo_file as repo_env
+
+        rf = repo_env.load(root)
+        return allow.changes(rf) if rf is not None else []
+
     def allow_repo_file(self, root: str, sha: str) -> None:
         """Allow the content the user was shown (``sha``): refused when the file changed since."""
         rf = self.repo_file(root)

@@ -236,6 +236,17 @@ class DemoEngine(Engine):
     def waiting_files(self) -> dict[str, str]:
         return {f"{HOME}/gen-tables": WAITING} if self.trouble else {}
 
+    def repo_file_changes(self, root: str) -> list[str]:
+        if not self.trouble:
+            return []
+        return [
+            "changed since the version allowed 2026-11-20T09:12:44+0000 (sha256 3f0c9a7d51e2b804):",
+            "@@ -1,3 +1,4 @@",
+            " image: registry.example.com/build/gen-tables-toolchain:2024.11-with-a-rather-long-tag",
+            "+mounts: [/opt/toolchains/gen-tables-2024.11/x86_64-linux-gnu:/opt/toolchain]",
+            " commands: [make, cmake, ninja, ./build/tools/gen-tables]",
+        ]
+
     def repo_file_summary(self, root: str) -> tuple[str, list[str], list[str]]:
         if not self.trouble:
             raise QpodError(f"{root}: no .qpod.yaml at the repository's root")

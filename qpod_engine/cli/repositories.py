@@ -51,6 +51,10 @@ def _show_repo_file(rf: Any) -> list[str]:
         print("  it asks for access beyond the repository:")
         for line in risky:
             print(f"  ! {visible(line)}")
+    from qpod_engine.config import allow
+
+    for line in allow.changes(rf):
+        print(f"  {visible(line)}")
     return risky
 
 

@@ -19,7 +19,7 @@ def allow(rf: RepoFile, take_over: bool = False) -> str | None:
     explicit environment that still wins, or None."""
     assert rf.env is not None and not rf.problems
     with config_lock():
-        trust.allow(rf.root, rf.sha, rf.env.commands)
+        trust.allow(rf.root, rf.sha, rf.env.commands, _text_of(rf))
         binds = bindings.load_bindings()
         b = binds.get(rf.root)
         wins = b.environment if b is not None and b.environment not in (None, REPO_FILE) else None
@@ -29,6 +29,49 @@ def allow(rf: RepoFile, take_over: bool = False) -> str | None:
             wins = None
         snapshot.compile_config()
     return wins
+
+
+def _text_of(rf: RepoFile) -> str | None:
+    """The file's text, when it is still the content the user was shown (same sha256) and text."""
+    import hashlib
+
+    try:
+        with open(rf.path, "rb") as f:
+            data = f.read(trust.TEXT_MAX + 1)
+    except OSError:
+        return None
+    if hashlib.sha256(data).hexdigest() != rf.sha:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def changes(rf: RepoFile) -> list[str]:
+    """What changed in the file since the newest version allowed here (a unified diff, its
+    first line saying which version), or [] when this content is allowed or none was kept."""
+    import difflib
+
+    records = trust.load()
+    if trust.is_allowed(records, rf.root, rf.sha):
+        return []
+    last = trust.last_allowed(records, rf.root)
+    now = _read_text(rf.path)
+    if last is None or now is None:
+        return []
+    sha, when, text = last
+    diff = difflib.unified_diff(text.splitlines(), now.splitlines(), f"allowed {when}", "now", n=1, lineterm="")
+    lines = [ln for ln in diff if not ln.startswith(("---", "+++"))]
+    return [f"changed since the version allowed {when} (sha256 {sha[:16]}):", *lines] if lines else []
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read(trust.TEXT_MAX + 1).decode("utf-8", "replace")
+    except OSError:
+        return None
 
 
 def register(root: str) -> None:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 TRUST_VERSION = 1
 KEEP_PER_ROOT = 32  # allowed versions kept per repository (branches switched back and forth stay allowed)
+TEXT_MAX = 64 * 1024  # an allowed file's text is kept up to this size: the next review shows what changed
 
 
 def load() -> dict[str, dict[str, dict[str, Any]]]:
@@ -39,6 +40,15 @@ def load() -> dict[str, dict[str, dict[str, Any]]]:
 
 def is_allowed(records: dict[str, dict[str, dict[str, Any]]], root: str, sha: str) -> bool:
     return sha in records.get(root, {})
+
+
+def last_allowed(records: dict[str, dict[str, dict[str, Any]]], root: str) -> tuple[str, str, str] | None:
+    """(sha, time, text) of the newest allowed version of the root's file whose text was kept."""
+    for sha, rec in reversed(list(records.get(root, {}).items())):
+        text = rec.get("text")
+        if isinstance(text, str):
+            return sha, str(rec.get("time", "?")), text
+    return None
 
 
 def known_commands(records: dict[str, dict[str, dict[str, Any]]], root: str) -> list[str]:
@@ -63,14 +73,17 @@ def _save(records: dict[str, dict[str, dict[str, Any]]]) -> None:
         raise QpodError(f"{path}: cannot write: {err.strerror or err}") from None
 
 
-def allow(root: str, sha: str, commands: list[str]) -> None:
-    """Record ``sha`` as allowed in ``root`` (the caller holds the config lock)."""
+def allow(root: str, sha: str, commands: list[str], text: str | None = None) -> None:
+    """Record ``sha`` as allowed in ``root`` (the caller holds the config lock), with the text
+    that was allowed when it is small enough (the next review shows what changed since)."""
     import time
 
     records = load()
     mine = records.setdefault(root, {})
     mine.pop(sha, None)  # re-allowed: becomes the newest
     mine[sha] = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commands": list(commands)}
+    if text is not None and len(text) <= TEXT_MAX:
+        mine[sha]["text"] = text
     while len(mine) > KEEP_PER_ROOT:
         del mine[next(iter(mine))]
     _save(records)

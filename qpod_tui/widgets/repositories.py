@@ -70,9 +70,9 @@ class RepositoriesView(TableView):
     class FileRead(Message):
         """A repository's .qpod.yaml as it is now: its sha256 and what it asks for."""
 
-        def __init__(self, root: str, sha: str, risky: list[str], info: list[str]) -> None:
+        def __init__(self, root: str, sha: str, risky: list[str], info: list[str], changes: list[str]) -> None:
             super().__init__()
-            self.root, self.sha, self.risky, self.info = root, sha, risky, info
+            self.root, self.sha, self.risky, self.info, self.changes = root, sha, risky, info, changes
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -293,10 +293,11 @@ class RepositoriesView(TableView):
     def _read_file(self, root: str) -> None:
         try:
             sha, risky, info = self.engine.repo_file_summary(root)
+            changes = self.engine.repo_file_changes(root)
         except QpodError as err:
             self.post_message(self.Done("", str(err), None))
             return
-        self.post_message(self.FileRead(root, sha, risky, info))
+        self.post_message(self.FileRead(root, sha, risky, info, changes))
 
     @on(FileRead)
     def _ask_allow(self, msg: FileRead) -> None:
@@ -305,6 +306,8 @@ class RepositoriesView(TableView):
         lines = [f"Allow this .qpod.yaml of {msg.root}?", f"sha256 {msg.sha}", "", *msg.info]
         if msg.risky:
             lines += ["", "It asks for access beyond the repository:", *(f"! {line}" for line in msg.risky)]
+        if msg.changes:  # a review of a changed file: what changed since the version allowed last
+            lines += ["", *msg.changes]
         self.confirm(
             "\n".join(visible(line) for line in lines),
             lambda: self.call_engine(

@@ -253,3 +253,22 @@ def test_a_repository_file_cannot_build_for_another_host(qpod_home: Path, make_r
         f"error: {root}/.qpod.yaml:2: 'build' with 'host' is not supported: build the image on that host and "
         "name it with 'image'"
     ) in r.stdout, r.stdout
+
+
+def test_the_review_of_a_changed_file_shows_what_changed_since_the_version_allowed(
+    qpod_home: Path, make_repo: Callable[..., Path]
+) -> None:
+    """A checkout that changes .qpod.yaml needs 'qpod allow' again: the review says what changed
+    since the version allowed last (a diff, shown literally like the rest), not only the whole file."""
+    root = make_repo("changing", {"README": "x\n", ".qpod.yaml": "image: localhost/img:1\ncommands: [make]\n"})
+    r = run_qpod("allow", "--show", cwd=root)
+    assert r.returncode == 0 and "changed since" not in r.stdout  # nothing allowed before: no diff
+    assert run_qpod("allow", "--yes", cwd=root).returncode == 0
+    commit(root, {".qpod.yaml": 'image: localhost/img:1\ncommands: [make]\nenv: {EVIL: "\\e]0;x\\a"}\n'}, "more")
+    r = run_qpod("allow", "--show", cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert "  changed since the version allowed " in r.stdout, r.stdout
+    assert '  +env: {EVIL: "\\e]0;x\\a"}' in r.stdout and "\x1b" not in r.stdout, r.stdout
+    assert "  -image" not in r.stdout and "   commands: [make]" in r.stdout  # context, unchanged
+    assert run_qpod("allow", "--yes", cwd=root).returncode == 0
+    assert "changed since" not in run_qpod("allow", "--show", cwd=root).stdout  # allowed as it is now

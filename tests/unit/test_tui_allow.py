@@ -49,6 +49,9 @@ async def test_a_waiting_repository_file_is_shown_and_allowed_from_the_view(qpod
         assert isinstance(app.screen, ConfirmScreen)
         question = app.screen.question
         assert "/:/host" in question and "\\x1b[31m" in question and "\x1b" not in question
+        # what changed since the version allowed: the two new lines, the image as context
+        assert "changed since the version allowed" in question, question
+        assert "+mounts: ['/:/host']" in question and " image: localhost/qpod-busybox:latest" in question
         await pilot.press("n")  # no: nothing recorded
         await settle(pilot)
         assert list(engine.waiting_files()) == [str(root)]
