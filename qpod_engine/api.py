@@ -667,13 +667,14 @@ class Engine:
             raise QpodError(f"{root}: its {paths.REPO_FILE} names an image ({env.get('image')}), not a build")
         return ensure_built(env["build"], snap["settings"], progress)
 
-    def prune_images(self, dry_run: bool = False) -> tuple[list[str], list[str]]:
+    def prune_images(self, dry_run: bool = False, only: set[str] | None = None) -> tuple[list[str], list[str]]:
         """Remove this config's images built from repository files that nothing uses now (no
         checked-out .qpod.yaml names them, other branches' included: a checkout builds them
-        again). Returns (removed, or would be; kept because a container uses them)."""
+        again), of the references in ``only`` when given (the rows marked in the dashboard).
+        Returns (removed, or would be; kept because a container uses them)."""
         from qpod_engine.podman.imagebuild import prune, tags_in_use
 
-        return prune(tags_in_use(snapshot.load()), dry_run=dry_run)
+        return prune(tags_in_use(snapshot.load()), dry_run=dry_run, only=only)
 
     def theme_file(self) -> str:
         """Where the dashboard keeps the theme picked in its palette: ``theme`` in settings.yaml."""

@@ -120,10 +120,11 @@ def tags_in_use(snap: dict[str, Any]) -> set[str]:
     return {e["build"]["tag"] for e in snap.get("repo_envs", {}).values() if e.get("build")}
 
 
-def prune(keep: set[str], dry_run: bool = False) -> tuple[list[str], list[str]]:
+def prune(keep: set[str], dry_run: bool = False, only: set[str] | None = None) -> tuple[list[str], list[str]]:
     """Remove this config's built images whose tag is not in ``keep`` (the tags the checked-out
-    repository files give). An image a container still uses is kept (podman refuses without
-    force). Returns (removed or, with ``dry_run``, to remove; kept because in use)."""
+    repository files give), of those in ``only`` (references) when it is given. An image a
+    container still uses is kept (podman refuses without force). Returns (removed or, with
+    ``dry_run``, to remove; kept because in use)."""
     import subprocess
 
     from qpod_engine.config.containers import config_id
@@ -152,7 +153,7 @@ def prune(keep: set[str], dry_run: bool = False) -> tuple[list[str], list[str]]:
     in_use: list[str] = []
     for ref in dict.fromkeys(proc.stdout.split()):
         tag = ref.rsplit(":", 1)[0]
-        if not tag.startswith(BUILD_TAG_PREFIX) or tag in keep:
+        if not tag.startswith(BUILD_TAG_PREFIX) or tag in keep or (only is not None and ref not in only):
             continue
         if dry_run or _run([podman, "rmi", ref], env, quiet=True) == 0:
             removed.append(ref)

@@ -21,6 +21,9 @@ from .dialogs import ConfirmScreen
 class ImagesScreen(ModalScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("p", "prune", "Prune unused builds", id="images.prune"),
+        Binding(
+            "space", "mark", "Mark", tooltip="Mark the image or unmark it (p then prunes the marked)", id="images.mark"
+        ),
         Binding("escape,q", "close", "Close", id="images.close"),
     ]
 
@@ -38,6 +41,7 @@ class ImagesScreen(ModalScreen[None]):
         super().__init__()
         self.engine = engine
         self.rows: list[ImageRow] = []
+        self.marked: set[str] = set()  # image ids marked with space: p prunes those only
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
@@ -46,7 +50,7 @@ class ImagesScreen(ModalScreen[None]):
             table.add_columns("Image", "Size", "In use by")
             yield table
             yield Label("", id="images-message", classes="hint")
-            yield Label("p prunes this config's unused builds, Esc closes", classes="hint")
+            yield Label("p prunes this config's unused builds (the marked ones: space), Esc closes", classes="hint")
 
     def on_mount(self) -> None:
         self.load()
@@ -67,8 +71,9 @@ class ImagesScreen(ModalScreen[None]):
             message.update(literal(f"cannot list images: {msg.error}", style="red"))
             return
         self.rows = msg.rows
+        self.marked &= {r.id for r in msg.rows}
         for r in msg.rows:
-            name = ", ".join(r.tags) or r.id
+            name = ("● " if r.id in self.marked else "") + (", ".join(r.tags) or r.id)
             used = (
                 "; ".join(r.used_by) if r.used_by else ("unused (a build of this config)" if r.built_here else "unused")
             )
@@ -77,23 +82,44 @@ class ImagesScreen(ModalScreen[None]):
             )
         message.update(f"{len(msg.rows)} image(s)" if msg.rows else "no images of qpod's environments here")
 
+    def action_mark(self) -> None:
+        table = self.query_one("#images-table", DataTable)
+        if not self.rows or table.cursor_row < 0:
+            return
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        if key is None:
+            return
+        self.marked ^= {key}
+        r = next(r for r in self.rows if r.id == key)
+        name = ("● " if key in self.marked else "") + (", ".join(r.tags) or r.id)
+        table.update_cell(key, table.ordered_columns[0].key, literal(name))
+        table.action_cursor_down()
+
     def action_prune(self) -> None:
-        unused = [r for r in self.rows if r.built_here and not r.used_by]
+        marked = [r for r in self.rows if r.id in self.marked]
+        pool = marked or self.rows
+        unused = [r for r in pool if r.built_here and not r.used_by]
+        kept = [r for r in marked if not (r.built_here and not r.used_by)]
         if not unused:
-            self.notify("no unused builds to prune")
+            self.notify("none of the marked images is an unused build" if marked else "no unused builds to prune")
             return
         names = "\n".join(visible(", ".join(r.tags) or r.id) for r in unused)
+        if kept:  # marked, but in use or not built by this config: said, never removed
+            names += "\n\nkept (in use, or not a build of this config):\n" + "\n".join(
+                visible(", ".join(r.tags) or r.id) for r in kept
+            )
+        only = {t for r in unused for t in r.tags} if marked else None
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self._prune()
+                self._prune(only)
 
         self.app.push_screen(ConfirmScreen(f"Remove {len(unused)} unused build image(s)?\n{names}"), answered)
 
     @work(thread=True, group="images")
-    def _prune(self) -> None:
+    def _prune(self, only: set[str] | None = None) -> None:
         try:
-            self.post_message(self.Pruned(self.engine.prune_images()[0]))
+            self.post_message(self.Pruned(self.engine.prune_images(only=only)[0]))
         except QpodError as err:
             self.post_message(self.Pruned(None, str(err)))
 

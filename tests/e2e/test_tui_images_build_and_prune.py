@@ -105,3 +105,49 @@ async def test_a_repository_image_is_built_from_the_dashboard_with_its_output(
         remove_containers_of(str(root))
         if tag:
             subprocess.run(["podman", "rmi", "-f", tag], capture_output=True)
+
+
+async def test_marked_images_are_pruned_alone_under_one_confirmation(qpod_home, make_repo, busybox_image) -> None:
+    """space marks images; p then prunes the marked unused builds only, and names the marked
+    images it keeps (in use): one confirmation for the lot."""
+    assert run_qpod("env", "add", "bb", "--image", busybox_image).returncode == 0
+    root = make_repo("twice", {".qpod.yaml": "build: Containerfile\n", "Containerfile": f"FROM {busybox_image}\n"})
+    tags = []
+    for flavour in ("one", "two"):  # two recipes in turn: two builds
+        (root / "Containerfile").write_text(f"FROM {busybox_image}\nENV FLAVOUR={flavour}\n")
+        assert run_qpod("allow", "--yes", cwd=root).returncode == 0
+        r = run_qpod("exec", "true", cwd=root)
+        assert r.returncode == 0, r.stderr
+        remove_containers_of(str(root))
+    (root / ".qpod.yaml").write_text(f"image: {busybox_image}\n")  # both builds unused now
+    assert run_qpod("allow", "--yes", cwd=root).returncode == 0
+    engine = Engine()
+    tags = [i.tags[0] for i in engine.images() if i.built_here and not i.used_by]
+    assert len(tags) >= 2, tags
+    try:
+        app = make_app(engine, view="environments")
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.press("i")
+            await settle(pilot)
+            screen = app.screen
+            assert isinstance(screen, ImagesScreen)
+            order = [r.tags[0] if r.tags else r.id for r in screen.rows]
+            table = screen.query_one("#images-table")
+            for wanted in (tags[0], busybox_image):  # one unused build, and an image in use
+                table.move_cursor(row=order.index(wanted))  # type: ignore[attr-defined]
+                await pilot.press("space")
+                await settle(pilot)
+            await pilot.press("p")
+            await settle(pilot)
+            assert isinstance(app.screen, ConfirmScreen)
+            question = app.screen.question
+            assert "Remove 1 unused build image(s)?" in question and tags[0] in question, question
+            assert tags[1] not in question, question
+            assert f"kept (in use, or not a build of this config):\n{busybox_image}" in question, question
+            await pilot.press("y")
+            await wait_for(pilot, lambda: not image_exists(tags[0]), what="the marked build removed")
+            assert image_exists(tags[1]) and image_exists(busybox_image)  # not marked; in use
+    finally:
+        for tag in tags:
+            subprocess.run(["podman", "rmi", "-f", tag], capture_output=True)
