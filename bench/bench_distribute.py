@@ -21,7 +21,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import sshd_host  # noqa: E402
+from _common import timed  # noqa: E402
 
 from qpod_engine.podman import distribute, local_images, remote  # noqa: E402
 
@@ -40,15 +40,6 @@ def source(lines: int) -> str:
         body = "".join(f"    x = x * {j % 13 + 3} + {f} - (x >> {j % 7 + 1}) ^ (x << {j % 5});\n" for j in range(50))
         funcs.append(f"int f{f}(int x) {{\n{body}    return x;\n}}\n")
     return "#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n" + "".join(funcs)
-
-
-def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
-    t = time.perf_counter()
-    r = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True)
-    dt = time.perf_counter() - t
-    if r.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed ({r.returncode}): {r.stderr.decode().strip()}")
-    return dt
 
 
 def ms(values: list[float]) -> str:

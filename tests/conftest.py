@@ -251,3 +251,19 @@ def parse_generator_output(text: str) -> dict[str, str]:
         else:
             out[key] = raw
     return out
+
+
+def build_test_image(tag: str, containerfile: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An image of the tests' own (FROM the Debian 11 test image plus a package), built with
+    qpod's runtime and limits; the test fails with podman's words when it cannot be built."""
+    env = {**os.environ, "QPOD_OFF": "1"}
+    ctx = tmp_path_factory.mktemp("image")
+    (ctx / "Containerfile").write_text(containerfile)
+    r = subprocess.run(
+        ["podman", "build", "--runtime", "runc", "--network=host", "--ulimit", "nofile=1024:1024", "--ulimit",
+         "nproc=1000:1000", "-t", tag, str(ctx)],
+        capture_output=True, text=True, env=env, timeout=900,
+    )  # fmt: skip
+    if r.returncode != 0:
+        pytest.fail(f"cannot build the test image {tag}: {r.stderr[-2000:]}")
+    return tag

@@ -2,13 +2,11 @@
 outside it, are the environment's; the build dir holds the container's cmake alone (before,
 the host's cmake 3.25 configured it and the container's 3.18 ran again on top)."""
 
-import os
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import remove_containers_of, run_qpod, run_qpod_shell
+from conftest import build_test_image, remove_containers_of, run_qpod, run_qpod_shell
 
 pytestmark = [pytest.mark.podman, pytest.mark.demo]
 
@@ -24,19 +22,9 @@ PROJECT = {
 
 
 @pytest.fixture(scope="module")
-def cmake_image(debian11_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def cmake_image(debian11_image: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """Debian 11 with its cmake (3.18), built here from Debian's packages."""
-    env = {**os.environ, "QPOD_OFF": "1"}
-    ctx = tmp_path_factory.mktemp("cmake-image")
-    (ctx / "Containerfile").write_text(CONTAINERFILE)
-    r = subprocess.run(
-        ["podman", "build", "--runtime", "runc", "--network=host", "--ulimit", "nofile=1024:1024", "--ulimit",
-         "nproc=1000:1000", "-t", CMAKE_IMAGE, str(ctx)],
-        capture_output=True, text=True, env=env, timeout=900,
-    )  # fmt: skip
-    if r.returncode != 0:
-        pytest.fail(f"cannot build the cmake image: {r.stderr[-2000:]}")
-    yield CMAKE_IMAGE
+    return build_test_image(CMAKE_IMAGE, CONTAINERFILE, tmp_path_factory)
 
 
 def cmake_versions(build: Path) -> list[str]:

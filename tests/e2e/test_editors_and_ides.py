@@ -14,7 +14,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import container_processes, parse_generator_output, remove_containers_of, run_qpod, wait_until
+from conftest import (
+    build_test_image,
+    container_processes,
+    parse_generator_output,
+    remove_containers_of,
+    run_qpod,
+    wait_until,
+)
 from tmux_driver import Tmux
 
 from qpod_engine.base.paths import PACKAGE_DIR
@@ -356,17 +363,7 @@ with open(out, "w") as f:
 @pytest.fixture(scope="module")
 def clangd_image(debian11_image: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """Debian 11 with its clangd (11), built here from Debian's packages."""
-    env = {**os.environ, "QPOD_OFF": "1"}
-    ctx = tmp_path_factory.mktemp("clangd-image")
-    (ctx / "Containerfile").write_text(CLANGD_CONTAINERFILE)
-    r = subprocess.run(
-        ["podman", "build", "--runtime", "runc", "--network=host", "--ulimit", "nofile=1024:1024", "--ulimit",
-         "nproc=1000:1000", "-t", CLANGD_IMAGE, str(ctx)],
-        capture_output=True, text=True, env=env, timeout=900,
-    )  # fmt: skip
-    if r.returncode != 0:
-        pytest.fail(f"cannot build the clangd image: {r.stderr[-2000:]}")
-    return CLANGD_IMAGE
+    return build_test_image(CLANGD_IMAGE, CLANGD_CONTAINERFILE, tmp_path_factory)
 
 
 def test_clangd_checks_the_code_against_the_environments_headers(
