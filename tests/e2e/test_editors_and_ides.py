@@ -219,9 +219,20 @@ def _termdebug(root: Path, env: dict[str, str], prompt_buffer: bool, own_tty: bo
         tmux.type(":Termdebug loop")
         wait_until(lambda: _gdb_in_container(root), "gdb in the repository's container", 120)
         tmux.wait_for("gdb>" if prompt_buffer else "(gdb)", 60)  # drawn once gdb took its terminal
-        # Debian 11's gdb, the host's is 13 (one line: the window mode's gdb window is short)
-        tmux.type("print $_gdb_major")
-        tmux.wait_for("= 10", 60)
+        # Debian 11's gdb, the host's is 13 (one line: the window mode's gdb window is short).
+        # gdb draws its prompt before Termdebug has finished its start and put the focus in
+        # gdb's window (on a loaded machine, seconds later): until then keys reach the program's
+        # window, so the question is asked again until gdb answers it
+
+        def gdb_answers() -> bool:
+            tmux.type("print $_gdb_major")
+            try:
+                tmux.wait_for("= 10", 10)
+            except AssertionError:
+                return False
+            return True
+
+        wait_until(gdb_answers, "gdb 10 answering in its window", 180, interval=0)
         if own_tty:
             tmux.type("set inferior-tty")  # the program on gdb's own output, not the window's pty
         tmux.type("break main")
