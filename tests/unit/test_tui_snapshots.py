@@ -69,7 +69,7 @@ async def underline_follows(pilot) -> None:
         tab = tabs.active_tab
         return tab is not None and underline.highlight_end - underline.highlight_start == tab.region.width - 2
 
-    await wait_for(pilot, spans_the_label, 10, "the tab underline to follow the tab's title")
+    await wait_for(pilot, spans_the_label, 60, "the tab underline to follow the tab's title")
     await settle(pilot)
 
 
