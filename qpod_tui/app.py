@@ -19,7 +19,8 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widget import AwaitMount, Widget
-from textual.widgets import TabbedContent, TabPane, Tabs
+from textual.widgets import Tab, TabbedContent, TabPane, Tabs
+from textual.widgets._tabs import Underline  # (the tabs' underline, not exported)
 
 from qpod_engine.api import Engine, QpodError, visible
 
@@ -263,22 +264,31 @@ class QpodApp(App[int]):
     def running_count(self, count: int) -> None:
         """The log tab's title says how many commands run now."""
         title = next(t for v, t, _c in VIEWS if v == "log")
-        self.query_one(TabbedContent).get_tab("log").label = title + title_suffix(count)
-        # the underline under the active tab does not follow a new title by itself
-        tabs = self.query_one(Tabs)
-        move = getattr(tabs, "_highlight_active", None)
-        if move is not None:
-
-            def follow() -> None:
-                if tabs.is_attached and tabs.query("Underline"):  # (not when the app is closing)
-                    move(False)
-
-            # after the next refresh, and once more when the new label's width has surely been
-            # laid out (a single refresh sometimes comes before the tab's new size)
-            self.call_after_refresh(follow)
-            self.set_timer(0.15, follow)
+        tab = self.query_one(TabbedContent).get_tab("log")
+        tab.label = title + title_suffix(count)
+        self.fit_tab_underline(tab)
         for view in self.query("#containers-view"):
             view.running_changed()  # type: ignore[attr-defined]
+
+    def fit_tab_underline(self, relabelled: Tab, tries: int = 100) -> None:
+        """Puts the tabs' underline under the active tab once a new title is laid out. Textual
+        moves the underline on a relabel, but measures the tabs when the next refresh comes, which
+        on a loaded machine can be before the layout, and then never again (seen: an underline
+        left at the old width for good)."""
+        tabs = self.query(Tabs)
+        underlines = tabs.first().query(Underline) if tabs and tabs.first().is_attached else None
+        active = tabs.first().active_tab if underlines else None
+        if not underlines or active is None or not relabelled.is_attached:
+            return  # (the app is closing, or no tab is active)
+        underline = underlines.first()
+        laid_out = relabelled.region.width == relabelled.label.cell_length + relabelled.styles.gutter.width
+        moving = any(self.animator.is_being_animated(underline, a) for a in ("highlight_start", "highlight_end"))
+        if laid_out and not moving:
+            # from now on every measure is the right one, Textual's own later moves included
+            span = active.virtual_region.shrink(active.styles.gutter).column_span
+            underline.highlight_start, underline.highlight_end = span
+        elif tries:
+            self.set_timer(0.05, partial(self.fit_tab_underline, relabelled, tries - 1))
 
     def view(self, view_id: str) -> Widget:
         return self.query_one(f"#{view_id}-view")

@@ -22,7 +22,7 @@ async def wait_for(
         await pilot.pause(interval)
 
 
-async def settle(pilot: Any, timeout: float = 10.0) -> None:
+async def settle(pilot: Any, timeout: float = 60.0) -> None:
     """Wait until every view is mounted (the first one's rows are drawn first, the others
     after), no worker (but the file watcher) runs and their messages are handled: three quiet
     looks in a row."""

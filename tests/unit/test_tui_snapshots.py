@@ -44,7 +44,7 @@ def following(*presses: str):
         await keys(*presses)(pilot)
         table = pilot.app.query_one("#log-table")
         await wait_for(
-            pilot, lambda: table.scroll_offset.y == table.max_scroll_y > 0, 10, "the log to scroll to its newest record"
+            pilot, lambda: table.scroll_offset.y == table.max_scroll_y > 0, 60, "the log to scroll to its newest record"
         )
         await settle(pilot)
         await pilot.wait_for_scheduled_animations()  # the tab's underline after a title change
