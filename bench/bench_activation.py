@@ -3,6 +3,7 @@
 alternate, the medians of the rounds are compared (these machines are shared and noisy).
 
     .venv/bin/python bench/bench_activation.py [--rounds 11] [--runs 40] [--skip WHAT ...]
+        [--baseline-lib DIR]
 
 "With the library" is the environment qpod-shell gives (``qpod_engine.cli.shell.qpod_env``:
 this checkout's library and its compiled rules, with one bound repository); "empty" an empty
@@ -14,10 +15,16 @@ preloaded library (the floor: what ld.so charges for mapping any LD_PRELOAD); "n
   Target: qpod at most 1% slower than none (goal: not measurable).
 - ``true``: 2,000 ``posix_spawn`` + ``waitpid`` of ``/bin/true`` by a small C spawner. Target:
   qpod at most 1.01x the empty library.
+- ``faults``: minor page faults per host command (``/bin/true``) launched by bash, each set-up
+  (a count, not a time: exact on a noisy machine). Most of what the library costs a shell's
+  command is pages its fork child writes or runs first.
 - ``memory``: what the library adds to a sleeping process, from /proc/PID/smaps_rollup. Target:
   at most 100 kB.
 - ``--venv V...``: a warm ``qpod exec true`` by ``V/bin/qpod`` of each venv (a pip install), in a
   repository of its own, alternating between the venvs.
+- ``--baseline-lib DIR``: another build's ``_lib`` (``python preload/build.py DIR``, e.g. of
+  main's sources) measured in the same rounds as "base", to see what a change of the library
+  does to the work and true figures.
 - ``makeq``: an up-to-date ``make -q`` in a bound repository (container warm) redirected by the
   library as in qpod-shell, against the same ``make -q`` on the host (``QPOD_OFF=1``), alternating
   inside qpod-shell. Target: at most 1.3x (goal 1.2x). Needs the Debian 11 image (built on first
@@ -26,6 +33,7 @@ preloaded library (the floor: what ld.so charges for mapping any LD_PRELOAD); "n
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -124,7 +132,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=11, help="rounds of the work, true and memory figures")
     ap.add_argument("--runs", type=int, default=40, help="make -q pairs")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["work", "true", "memory", "makeq"])
+    ap.add_argument("--baseline-lib", metavar="DIR", help="another build's _lib, measured beside this one")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["work", "true", "faults", "memory", "makeq"])
     ap.add_argument(
         "--venv",
         nargs="*",
@@ -155,6 +164,11 @@ def main() -> int:
             "empty": {**base, "LD_PRELOAD": str(build.compile_empty(work / "empty" / "libempty.so"))},
             "qpod": qpod_env(base),
         }
+        if args.baseline_lib:
+            lib = Path(args.baseline_lib).resolve()
+            env = qpod_env(base)
+            env["LD_PRELOAD"] = env["LD_PRELOAD"].replace(str(Path(env["QPOD_PRELOAD"]).parent), str(lib))
+            envs["base"] = {**env, "QPOD_PRELOAD": str(lib / "libqpod_preload.so")}
         print(f"library: {envs['qpod']['LD_PRELOAD']}; rules: {envs['qpod']['QPOD_RULES']}\n")
 
         if "work" not in args.skip:
@@ -173,7 +187,7 @@ def main() -> int:
                 "pytest, 20 tests": (tests, f"{sys.executable} -m pytest -q -p no:cacheprovider >/dev/null"),
                 "make, 20 C files": (cproj, "make -s clean && make -s"),
             }
-            times = {(w, e): [] for w in loads for e in envs}
+            times: dict[tuple[str, str], list[float]] = {(w, e): [] for w in loads for e in envs}
             for i in range(args.rounds):
                 for w, (cwd, script) in loads.items():
                     for e, env in envs.items() if i % 2 else reversed(envs.items()):
@@ -191,11 +205,14 @@ def main() -> int:
                     f"  {w:18}{m['none']:>9.3f}{m['empty']:>9.3f}{m['qpod']:>9.3f}  {rn:>10.3f}{re_:>11.3f}  "
                     f"{sp * 100:.1f}%"
                 )
+            if "base" in envs:
+                for w in loads:
+                    print(f"  {w:18}qpod/base {median_pairs(times[(w, 'qpod')], times[(w, 'base')]):.3f}")
             print("  target: qpod/none at most 1.01 (goal: not measurable)\n")
 
         if "true" not in args.skip:
             spawner = compile_c(build, work / "spawner", SPAWNER_C)
-            us = {e: [] for e in envs}
+            us: dict[str, list[float]] = {e: [] for e in envs}
             for i in range(args.rounds):
                 for e, env in envs.items() if i % 2 else reversed(envs.items()):
                     out = subprocess.run(
@@ -212,12 +229,27 @@ def main() -> int:
                 f"  none {m['none']:.1f}  empty {m['empty']:.1f}  qpod {m['qpod']:.1f}   empty/none "
                 f"{median_pairs(us['empty'], us['none']):.3f}  qpod/empty {r:.3f}  "
                 f"qpod/none {median_pairs(us['qpod'], us['none']):.3f} (ratios: medians of the rounds')"
-                f"   (target qpod/empty at most 1.01: {'met' if r <= 1.01 else 'MISSED'})\n"
+                f"   (target qpod/empty at most 1.01: {'met' if r <= 1.01 else 'MISSED'})"
             )
+            if "base" in envs:
+                print(f"  base {m['base']:.1f}  qpod/base {median_pairs(us['qpod'], us['base']):.3f}")
+            print()
+
+        if "faults" not in args.skip:
+            per: dict[str, list[float]] = {e: [] for e in envs}
+            for _ in range(3):
+                for e, env in envs.items():
+                    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
+                    subprocess.run(["bash", "-c", "for i in $(seq 300); do /bin/true; done"], env=env, check=True)
+                    per[e].append((resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt - before) / 300)
+            low = {e: min(v) for e, v in per.items()}  # the least disturbed of 3 runs
+            print("minor page faults per host command launched by bash (bash's and the command's)")
+            figures = "  ".join(f"{e} {v:.1f}" for e, v in low.items())
+            print(f"  {figures}   qpod-empty {low['qpod'] - low['empty']:+.1f}\n")
 
         if "memory" not in args.skip:
             sleep = os.path.realpath("/bin/sleep")
-            mem = {e: [] for e in envs}
+            mem: dict[str, list[dict[str, int]]] = {e: [] for e in envs}
             for _ in range(max(5, args.rounds // 2)):
                 for e, env in envs.items():
                     p = subprocess.Popen([sleep, "60"], env=env)
@@ -246,7 +278,7 @@ def main() -> int:
                 repos[v] = setup_repo(work, f"benchvenv{i}", bb, base, qpod, {})
                 names.append(container_name(f"benchvenv{i}", str(repos[v])))
                 timed([f"{v}/bin/qpod", "exec", "true"], repos[v], base)  # warm: container, launch spec
-            t = {v: [] for v in args.venv}
+            t: dict[str, list[float]] = {v: [] for v in args.venv}
             for _ in range(args.runs):
                 for v in args.venv:
                     t[v].append(timed([f"{v}/bin/qpod", "exec", "true"], repos[v], base))

@@ -44,6 +44,7 @@ typedef int (*pidfd_spawn_fn)(int *, const char *, const posix_spawn_file_action
                               const posix_spawnattr_t *, char *const[], char *const[]);
 typedef int (*system_fn)(const char *);
 typedef FILE *(*popen_fn)(const char *, const char *);
+typedef pid_t (*fork_fn)(void);
 
 static void *real_fn(const char *name, void **slot)
 {
@@ -70,6 +71,7 @@ REAL(pidfd_spawn_fn, pidfd_spawn)
 REAL(pidfd_spawn_fn, pidfd_spawnp)
 REAL(system_fn, system)
 REAL(popen_fn, popen)
+REAL(fork_fn, fork)
 
 /* ---------------------------------------------------------------------------------------------
  * The one line the library ever writes (async-signal-safe).
@@ -105,21 +107,42 @@ struct launch {
     char *const *envp;
 };
 
+/* Laid out so that a launch writes as few pages of it as it can (each page a shell's fork child
+ * writes is a page fault): the small fields, then the arrays whose first bytes a decision
+ * writes, the arrays used only to change a launch last. */
 struct plan {
     int off;
     int redirect;
     char *const *envp;
     char *const *argv;
-    struct env_build eb;
+    char *cwd, *resolved;
     struct scratch s_argv;
-    char *argv_stack[STACK_PTRS];
-    char cwd[PATH_MAX];
-    char resolved[PATH_MAX];
-    char script[PATH_MAX];
-    char link[PATH_MAX];
-    char work[PATH_MAX]; /* the directory a build tool is told to work in (make -C ...) */
+    size_t used;
     struct dec_out dec;
+    /* the launch's paths one after another (each under PATH_MAX, so each finds room) */
+    char paths[5 * PATH_MAX];
+    struct env_build eb;
+    char *argv_stack[STACK_PTRS];
 };
+
+/* Where the plan's next path goes (room for PATH_MAX bytes), and keeping the one written there. */
+static char *path_room(struct plan *p) { return p->paths + p->used; }
+static char *path_keep(struct plan *p, char *s)
+{
+    p->used += strlen(s) + 1;
+    return s;
+}
+
+/* A path relative to a directory descriptor. Out of line, as every PATH_MAX buffer of the hook
+ * path: a call made from a frame holding one writes a page further down the stack, and each
+ * page a shell's fork child writes is a page fault. */
+__attribute__((noinline)) static int resolve_at(const struct launch *l, char *out, size_t cap)
+{
+    char dir[PATH_MAX];
+    if (qp_fd_path(l->fd, dir, sizeof(dir)) < 0)
+        return -1;
+    return qp_path_join(out, cap, dir, l->file);
+}
 
 static int resolve(const struct launch *l, const char *cwd, char *out, size_t cap)
 {
@@ -134,18 +157,14 @@ static int resolve(const struct launch *l, const char *cwd, char *out, size_t ca
         if (!l->file[0])
             return -1;
         return qp_path_join(out, cap, cwd, l->file);
-    case K_AT: {
-        char dir[PATH_MAX];
+    case K_AT:
         if (l->file[0] == '/')
             return qp_path_join(out, cap, "/", l->file);
         if (!l->file[0] && (l->flags & AT_EMPTY_PATH))
             return qp_fd_path(l->fd, out, cap);
         if (l->fd == AT_FDCWD)
             return qp_path_join(out, cap, cwd, l->file);
-        if (qp_fd_path(l->fd, dir, sizeof(dir)) < 0)
-            return -1;
-        return qp_path_join(out, cap, dir, l->file);
-    }
+        return resolve_at(l, out, cap);
     case K_FD:
         return qp_fd_path(l->fd, out, cap);
     }
@@ -181,17 +200,19 @@ static int plan_launch(const struct launch *l, struct plan *p)
         return 0; /* a NULL program fails in the real call (EFAULT), as without qpod */
     struct captured c;
     qp_get_captured(&c);
-    if (c.rules && qp_spawn_cwd(l->fa, p->cwd, sizeof(p->cwd)) == 0 &&
-        resolve(l, p->cwd, p->resolved, sizeof(p->resolved)) == 0) {
+    p->used = 0;
+    if (c.rules && qp_spawn_cwd(l->fa, path_room(p), PATH_MAX) == 0 && (p->cwd = path_keep(p, path_room(p))) &&
+        resolve(l, p->cwd, path_room(p), PATH_MAX) == 0) {
+        p->resolved = path_keep(p, path_room(p));
         struct dec_in in = {p->resolved, p->cwd, NULL, 0, s.host_root, NULL, NULL};
-        if (qp_link_target(p->resolved, p->link, sizeof(p->link)) == 0)
-            in.link = p->link;
+        if (qp_link_target(p->resolved, path_room(p), PATH_MAX) == 0)
+            in.link = path_keep(p, path_room(p));
         in.name = qp_base_name(p->resolved, strlen(p->resolved), &in.name_len);
-        if (qp_script_path(in.name, in.name_len, l->argv, p->cwd, p->script, sizeof(p->script)) == 0)
-            in.script = p->script;
+        if (qp_script_path(in.name, in.name_len, l->argv, p->cwd, path_room(p), PATH_MAX) == 0)
+            in.script = path_keep(p, path_room(p));
         /* routed by the directory it works in (make -C DIR); the command still starts in cwd */
-        if (qp_work_dir(in.name, in.name_len, l->argv, p->cwd, p->work, sizeof(p->work)))
-            in.cwd = p->work;
+        if (qp_work_dir(in.name, in.name_len, l->argv, p->cwd, path_room(p), PATH_MAX))
+            in.cwd = path_keep(p, path_room(p));
         /* a program that cannot run stays with the real call, which fails as it always would;
          * a hook git starts runs where git runs */
         p->redirect = !qp_git_hook(in.name, in.name_len) && qp_decide(c.rules, c.rules_fd, &in, &p->dec) == 0 &&
@@ -290,7 +311,7 @@ static int own_memory(void)
     return r > 0; /* 0: the parent's memory (vfork); -1: cannot tell */
 }
 
-static void client_inprocess(const struct plan *p)
+__attribute__((noinline)) static void client_inprocess(const struct plan *p)
 {
     static const char so_name[] = "/libqpod_client.so";
     const char *client = p->argv[0], *slash = strrchr(client, '/');
@@ -318,16 +339,19 @@ static void client_inprocess(const struct plan *p)
  * Warm before the first fork. A shell launches nothing itself: each command is a fork child
  * that would look up the real exec functions (dlsym), bind each libc function the hooks call
  * (the dynamic linker's lazy binding, in every child again) and read the rules file into an
- * empty cache. So before this process's first fork (a fork handler, registered at load) the
- * parent makes one decision that launches nothing, and every child starts with all of that
- * done; later forks only see the flag. A process that never forks pays nothing; vfork children
- * share their parent's memory and warm it themselves.
+ * empty cache. So before this process's first fork the parent makes one decision that launches
+ * nothing, and every child starts with all of that done; later forks only read the flag. fork
+ * itself is the hook, not a pthread_atfork handler: registering one costs every process that
+ * loads the library two page faults at start, and most never fork. A process that never forks
+ * pays nothing; vfork children share their parent's memory and warm it themselves.
  */
 static int warmed;
 
-void qp_warm_before_fork(void)
+static void warm_before_fork(void)
 {
-    if (__atomic_exchange_n(&warmed, 1, __ATOMIC_RELAXED))
+    /* read before writing: after a fork every page of the parent is write-protected again, and
+     * writing the flag at each fork would cost the parent a page fault each time */
+    if (__atomic_load_n(&warmed, __ATOMIC_RELAXED) || __atomic_exchange_n(&warmed, 1, __ATOMIC_RELAXED))
         return;
     int saved = errno;
     (void)real_execve();
@@ -338,6 +362,17 @@ void qp_warm_before_fork(void)
     plan_launch(&l, &p);
     plan_free(&p);
     errno = saved;
+}
+
+EXPORT pid_t fork(void)
+{
+    warm_before_fork();
+    fork_fn f = real_fork();
+    if (!f) {
+        errno = ENOSYS;
+        return -1;
+    }
+    return f();
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
  * launched program gets when the program dropped them (`env -i`, programs that build their own).
  */
 #define _GNU_SOURCE
-#include <pthread.h>
 #include <string.h>
 
 #include "library.h"
@@ -22,6 +21,8 @@ static const char *const cap_names[NCAP] = {"LD_PRELOAD=", "QPOD_PRELOAD=", "QPO
 static const char *cap_raw[NCAP];
 char **qp_self_argv; /* this process's argv: is it the launcher? */
 
+/* (compared here, not with strncmp: in a shell's fork child each libc function first called
+ * there costs a page fault for its code) */
 static inline int starts(const char *s, const char *p)
 {
     while (*p)
@@ -36,7 +37,6 @@ __attribute__((constructor)) static void qp_init(int argc, char **argv, char **e
     (void)argc;
     (void)envp;
     qp_self_argv = argv;
-    pthread_atfork(qp_warm_before_fork, NULL, NULL); /* qpod_preload.c: children start warm */
     char **e = environ;
     if (!e)
         return;
@@ -54,20 +54,20 @@ __attribute__((constructor)) static void qp_init(int argc, char **argv, char **e
     }
 }
 
-static int has_prefix(const char *s, const char *p, size_t n) { return strncmp(s, p, n) == 0; }
-
 static int is_our_lib(const char *e, size_t n)
 {
     size_t bl;
     const char *b = qp_base_name(e, n, &bl);
-    return bl == sizeof(LIB_NAME) - 1 && memcmp(b, LIB_NAME, bl) == 0;
+    return bl == sizeof(LIB_NAME) - 1 && qp_same(b, LIB_NAME, bl);
 }
 
 /* Our element of an LD_PRELOAD list (glibc splits on ':' and ' '), or NULL. */
 static const char *find_ours(const char *v, size_t *len)
 {
     while (*v) {
-        size_t n = strcspn(v, ": ");
+        size_t n = 0;
+        while (v[n] && v[n] != ':' && v[n] != ' ')
+            n++;
         if (n && is_our_lib(v, n)) {
             *len = n;
             return v;
@@ -85,7 +85,7 @@ void qp_get_captured(struct captured *c)
     memset(c, 0, sizeof(*c));
     for (int i = 0; i < NCAP; i++) {
         const char *s = __atomic_load_n(&cap_raw[i], __ATOMIC_RELAXED);
-        if (s && has_prefix(s, cap_names[i], strlen(cap_names[i])))
+        if (s && starts(s, cap_names[i]))
             c->q[i] = s;
     }
     if (c->q[C_LDP]) {
@@ -118,18 +118,18 @@ void qp_scan_env(char *const *envp, struct env_scan *s)
         return;
     for (size_t i = 0; envp[i]; i++, s->n++) {
         const char *e = envp[i];
-        if (e[0] == 'L' && has_prefix(e, "LD_PRELOAD=", 11)) {
+        if (e[0] == 'L' && starts(e, "LD_PRELOAD=")) {
             s->ldp_idx = (long)i;
             size_t l;
             s->ldp_ours = find_ours(e + 11, &l) != NULL;
-        } else if (e[0] == 'Q' && has_prefix(e, "QPOD_", 5)) {
-            if (strcmp(e + 5, "OFF=1") == 0)
+        } else if (e[0] == 'Q' && starts(e, "QPOD_")) {
+            if (starts(e + 5, "OFF=1") && !e[10])
                 s->off = 1;
-            else if (has_prefix(e + 5, "HOST_ROOT=", 10))
+            else if (starts(e + 5, "HOST_ROOT="))
                 s->host_root = e + 15;
             else
                 for (int q = C_PRELOAD; q < NCAP; q++)
-                    if (has_prefix(e, cap_names[q], strlen(cap_names[q])))
+                    if (starts(e, cap_names[q]))
                         s->has_q[q] = 1;
         }
     }

@@ -106,7 +106,7 @@ int qp_exec_format(const char *path)
         n = read(fd, h, sizeof(h));
     while (n < 0 && errno == EINTR);
     close(fd);
-    return (n >= 2 && h[0] == '#' && h[1] == '!') || (n == 4 && memcmp(h, "\x7f" "ELF", 4) == 0);
+    return (n >= 2 && h[0] == '#' && h[1] == '!') || (n == 4 && qp_same(h, "\x7f" "ELF", 4));
 }
 
 /* PATH search as glibc's execvpe/posix_spawnp do it (the caller's PATH, default /bin:/usr/bin;
@@ -153,12 +153,10 @@ struct qp_spawn_action {
 
 /* The directory a spawned program will run in: the caller's, changed by the file actions'
  * chdir and fchdir in their order. */
-int qp_spawn_cwd(const posix_spawn_file_actions_t *fa, char *cwd, size_t cap)
+/* (out of line, as the other paths with PATH_MAX buffers here: a call made from a frame holding
+ * one writes its return address a page below the caller's, a page fault in every fork child) */
+__attribute__((noinline)) static int apply_chdirs(const posix_spawn_file_actions_t *fa, char *cwd)
 {
-    if (!getcwd(cwd, cap))
-        return -1;
-    if (!fa || fa->__used <= 0 || fa->__used > 65536 || !fa->__actions)
-        return 0;
     const struct qp_spawn_action *a = (const struct qp_spawn_action *)fa->__actions;
     char tmp[PATH_MAX];
     for (int i = 0; i < fa->__used; i++) {
@@ -180,12 +178,21 @@ int qp_spawn_cwd(const posix_spawn_file_actions_t *fa, char *cwd, size_t cap)
     return 0;
 }
 
+int qp_spawn_cwd(const posix_spawn_file_actions_t *fa, char *cwd, size_t cap)
+{
+    if (!getcwd(cwd, cap))
+        return -1;
+    if (!fa || fa->__used <= 0 || fa->__used > 65536 || !fa->__actions)
+        return 0;
+    return cap >= PATH_MAX ? apply_chdirs(fa, cwd) : -1;
+}
+
 /* Interpreters whose first operand is a script run where the script lives (the same rule as
  * qpod_engine/routing/policy.py script_of): shells, and python/perl/ruby/lua/php with any version suffix. */
 static int name_is(const char *n, size_t l, const char *const *list)
 {
     for (; *list; list++)
-        if (strlen(*list) == l && memcmp(*list, n, l) == 0)
+        if (strlen(*list) == l && qp_same(*list, n, l))
             return 1;
     return 0;
 }
@@ -224,19 +231,15 @@ int qp_script_path(const char *name, size_t nl, char *const *argv, const char *c
 
 /* Where path leads when it is a symlink: its last component followed to the end (the same as
  * qpod_engine/routing/policy.py link_target). 0 with out filled, -1 when it is no symlink. */
-int qp_link_target(const char *path, char *out, size_t cap)
+__attribute__((noinline)) static int follow_links(const char *path, const char *first, char *out, size_t cap)
 {
     char cur[PATH_MAX], buf[PATH_MAX];
-    size_t l = strlen(path);
-    if (l >= sizeof(cur))
+    size_t l = strlen(path), fl = strlen(first);
+    if (l >= sizeof(cur) || fl >= sizeof(buf))
         return -1;
     memcpy(cur, path, l + 1);
-    int hops = 0;
-    for (; hops < 40; hops++) {
-        ssize_t n = readlink(cur, buf, sizeof(buf) - 1);
-        if (n < 0)
-            break;
-        buf[n] = 0;
+    memcpy(buf, first, fl + 1);
+    for (int hops = 0; hops < 40; hops++) {
         char *slash = strrchr(cur, '/');
         if (slash)
             *slash = 0;
@@ -246,6 +249,20 @@ int qp_link_target(const char *path, char *out, size_t cap)
         if (l >= sizeof(cur))
             return -1;
         memcpy(cur, out, l + 1);
+        ssize_t n = readlink(cur, buf, sizeof(buf) - 1);
+        if (n < 0)
+            return 0;
+        buf[n] = 0;
     }
-    return hops ? 0 : -1;
+    return 0; /* (40 links: where the last one led) */
+}
+
+int qp_link_target(const char *path, char *out, size_t cap)
+{
+    /* most programs are no symlink: asked straight into out, from a small frame */
+    ssize_t n = cap > 1 ? readlink(path, out, cap - 1) : -1;
+    if (n < 0)
+        return -1;
+    out[n] = 0;
+    return follow_links(path, out, out, cap);
 }

@@ -126,7 +126,7 @@ static void parse_root(const char *t, const char *le, const struct dec_in *in, s
             const char *fe = memchr(f, '\t', (size_t)(le - f));
             if (!fe)
                 fe = le;
-            sc->cwd_named = (size_t)(fe - f) == in->name_len && memcmp(f, in->name, in->name_len) == 0;
+            sc->cwd_named = (size_t)(fe - f) == in->name_len && qp_same(f, in->name, in->name_len);
             f = fe;
         }
     }
@@ -158,9 +158,9 @@ static void choose(const struct dec_in *in, struct scan *sc, struct dec_out *out
     if (out->redirect && won && wl < PATH_MAX) {
         memcpy(out->root, won, wl);
         out->root[wl] = 0;
-    } else {
+    } else if (out->redirect) {
         out->root[0] = 0;
-    }
+    } /* (read only for a redirect: a host launch leaves that page of the caller's stack alone) */
     if (out->nfields == 0)
         out->redirect = 0;
 }
@@ -171,7 +171,7 @@ static void choose(const struct dec_in *in, struct scan *sc, struct dec_out *out
 static int parse_rules(const char *buf, size_t len, const struct dec_in *in, struct dec_out *out)
 {
     static const char header[] = "qpod-rules\t1\n";
-    if (len < sizeof(header) - 1 || memcmp(buf, header, sizeof(header) - 1) != 0)
+    if (len < sizeof(header) - 1 || !qp_same(buf, header, sizeof(header) - 1))
         return -1;
     const char *p = buf + sizeof(header) - 1, *end = buf + len;
     struct scan sc = {.home_len = -1, .cwd_len = -1, .git_len = -1, .script_len = -1, .script_git_len = -1};
@@ -185,11 +185,11 @@ static int parse_rules(const char *buf, size_t len, const struct dec_in *in, str
         if (!t)
             t = le;
         size_t kl = (size_t)(t - p);
-        if (kl == 8 && memcmp(p, "launcher", 8) == 0)
+        if (kl == 8 && qp_same(p, "launcher", 8))
             parse_launcher(t, le, out);
-        else if (kl == 6 && memcmp(p, "client", 6) == 0 && t < le)
+        else if (kl == 6 && qp_same(p, "client", 6) && t < le)
             parse_client(t, le, out);
-        else if (kl == 4 && memcmp(p, "root", 4) == 0 && t < le)
+        else if (kl == 4 && qp_same(p, "root", 4) && t < le)
             parse_root(t, le, in, &sc);
         p = le + 1;
     }
@@ -256,7 +256,8 @@ static int owned_closed(const struct stat *st, int dir)
            !(st->st_mode & (S_IWGRP | S_IWOTH));
 }
 
-static int dir_owned_closed(const char *path)
+/* (out of line: its buffer lives in a frame of its own, used only when the file is read) */
+__attribute__((noinline)) static int dir_owned_closed(const char *path)
 {
     const char *slash = strrchr(path, '/');
     char d[PATH_MAX];
@@ -276,10 +277,10 @@ static int dir_owned_closed(const char *path)
 static int rules_ok(const char *buf, size_t len)
 {
     static const char header[] = "qpod-rules\t1\n", hex[] = "0123456789abcdef";
-    if (len < sizeof(header) - 1 + SUM_LINE || memcmp(buf, header, sizeof(header) - 1) != 0)
+    if (len < sizeof(header) - 1 + SUM_LINE || !qp_same(buf, header, sizeof(header) - 1))
         return 0;
     const char *s = buf + len - SUM_LINE;
-    if (s[-1] != '\n' || memcmp(s, "sum\t", 4) != 0 || s[SUM_LINE - 1] != '\n')
+    if (s[-1] != '\n' || !qp_same(s, "sum\t", 4) || s[SUM_LINE - 1] != '\n')
         return 0;
     uint64_t h = qp_fnv1a(buf, (size_t)(s - buf));
     for (int i = 15; i >= 0; i--, h >>= 4)
@@ -355,15 +356,26 @@ static int decide_fallback(int rules_fd, const struct dec_in *in, struct dec_out
     return -1;
 }
 
+/* True when the cache holds the very file st describes (read consistently with its writer). */
+static int cache_holds(const struct stat *st)
+{
+    unsigned s1 = __atomic_load_n(&cache.seq, __ATOMIC_ACQUIRE);
+    int same = !(s1 & 1) && cache_matches(st);
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    return same && __atomic_load_n(&cache.seq, __ATOMIC_RELAXED) == s1;
+}
+
 /* Decides from the rules file (trusted and sealed, see above), else decide_fallback. Returns 0
  * with out filled, -1 when there are no usable rules: everything runs on the host. The common
- * case is one stat of the file and one of its directory per launch, the rules parsed from the
- * cache. */
+ * case is one stat of the file per launch, the rules parsed from the cache. The directory is
+ * checked whenever the file is read: while the cache holds this very file (its inode, size
+ * and mtime, still the user's and closed), nobody could have put another one in its place, so
+ * each launch skips that stat (every program of an activated session pays for each). */
 int qp_decide(const char *rules_path, int rules_fd, const struct dec_in *in, struct dec_out *out)
 {
     struct stat st;
     if (stat(rules_path, &st) < 0 || !owned_closed(&st, 0) || st.st_size >= RULES_MAX ||
-        !dir_owned_closed(rules_path))
+        (!cache_holds(&st) && !dir_owned_closed(rules_path)))
         return decide_fallback(rules_fd, in, out);
     int fd = -1, r = -1;
     for (int attempt = 0; attempt < 3; attempt++) {

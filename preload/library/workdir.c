@@ -6,7 +6,7 @@
 #include <string.h>
 
 static int eq(const char *s, const char *lit) { return s && strcmp(s, lit) == 0; }
-static int named(const char *n, size_t l, const char *lit) { return strlen(lit) == l && memcmp(n, lit, l) == 0; }
+static int named(const char *n, size_t l, const char *lit) { return strlen(lit) == l && qp_same(n, lit, l); }
 static int starts(const char *s, const char *p) { return strncmp(s, p, strlen(p)) == 0; }
 
 /* the value of option `opt` at argv[*i] ("-C DIR", "--directory=DIR", "-CDIR"), or NULL; *i is
@@ -147,7 +147,7 @@ int qp_git_hook(const char *name, size_t nl)
         return 0;
     size_t cl;
     const char *caller = qp_base_name(self[0], strlen(self[0]), &cl);
-    if (!(named(caller, cl, "git") || (cl > 4 && memcmp(caller, "git-", 4) == 0)))
+    if (!(named(caller, cl, "git") || (cl > 4 && qp_same(caller, "git-", 4))))
         return 0;
     for (int k = 0; hooks[k]; k++)
         if (named(name, nl, hooks[k]))
