@@ -16,14 +16,18 @@ GENERATOR_NAME = "60-qpod"
 
 @dataclass(frozen=True)
 class Values:
-    """What the files export: the library (a real file), its LD_PRELOAD entry (``$LIB`` left for
-    the loader to expand) and the variables qpod-shell gives its shell."""
+    """What the files export: the library (a real file), its LD_PRELOAD entries (its own path,
+    and the one with ``$LIB`` left for the loader to expand, chosen at each start: the second
+    only when a loader of another ELF class is installed, ``preload_lib.entries``) and the
+    variables qpod-shell gives its shell."""
 
     library: str
     entry: str
+    entry_any_class: str
     rules: str
     config_dir: str
     state_dir: str
+    loaders: tuple[str, ...]  # any of them present: entry_any_class
 
     def exports(self) -> list[tuple[str, str]]:
         return [
@@ -44,7 +48,8 @@ def session_sh(v: Values, pkg: str) -> str:
     """Exports only (POSIX sh): LD_PRELOAD with the library first, once, then qpod's variables."""
     q = shlex.quote
     exports = " ".join(f"{k}={q(val)}" for k, val in v.exports())
-    # the entry is single-quoted: $LIB must reach the loader as written
+    loaders = " ".join(q(p) for p in v.loaders)
+    # the entries are single-quoted: $LIB must reach the loader as written
     return (
         HEAD.format(pkg=pkg)
         + "# Sourced by qpod's systemd user environment generator; in a session without systemd,\n"
@@ -52,7 +57,12 @@ def session_sh(v: Values, pkg: str) -> str:
         + f"if [ -f {q(v.library)} ] && {USABLE}; then\n"
         + '  case ":${LD_PRELOAD-}:" in\n'
         + f"  {OURS}) ;;\n"
-        + f'  *) export LD_PRELOAD={q(v.entry)}"${{LD_PRELOAD:+:$LD_PRELOAD}}" ;;\n'
+        + "  *)\n"
+        + "    # through $LIB only where programs of another ELF class can start (it costs each program)\n"
+        + f"    qpod_entry={q(v.entry)}\n"
+        + f'    for qpod_l in {loaders}; do [ -e "$qpod_l" ] && qpod_entry={q(v.entry_any_class)}; done\n'
+        + '    export LD_PRELOAD="$qpod_entry${LD_PRELOAD:+:$LD_PRELOAD}"\n'
+        + "    unset qpod_entry qpod_l ;;\n"
         + "  esac\n"
         + f"  export {exports}\n"
         + "fi\n"
@@ -118,7 +128,11 @@ def fish_hook(v: Values, pkg: str) -> str:
         + f'    if string match -q -- {f(OURS)} "$LD_PRELOAD"\n'
         + "        set -gx QPOD_SHELL 1\n"
         + "    else\n"
-        + f"        set -gx LD_PRELOAD (string join : -- {f(v.entry)} $LD_PRELOAD)\n"
+        + f"        set -l qpod_entry {f(v.entry)}\n"
+        + f"        for qpod_l in {' '.join(f(p) for p in v.loaders)}\n"
+        + f"            test -e $qpod_l; and set qpod_entry {f(v.entry_any_class)}\n"
+        + "        end\n"
+        + "        set -gx LD_PRELOAD (string join : -- $qpod_entry $LD_PRELOAD)\n"
         + sets
         + "        set -gx QPOD_SHELL 1\n"
         # exec takes no command substitution: eval spells the running fish's path out

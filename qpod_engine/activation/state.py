@@ -118,11 +118,19 @@ def _values() -> scripts.Values:
     lib = str(preload_lib.library_path())
     if not os.path.isfile(lib):
         raise QpodError(f"the preload library {lib} is missing; reinstall qpod (pip install .)", EXIT_QPOD)
-    entry = preload_lib.preload_entry()
-    bad = [c for c in ' :"\\`\n\t' if c in entry]
+    own, any_class = preload_lib.entries()
+    bad = [c for c in ' :"\\`\n\t' if c in own + any_class]
     if bad:
         raise QpodError(f"qpod is installed under {preload_lib.LIB_DIR}: LD_PRELOAD cannot name a path with {bad[0]!r}")
-    return scripts.Values(lib, entry, os.path.abspath(paths.rules_file()), paths.config_dir(), paths.state_dir())
+    return scripts.Values(
+        lib,
+        own,
+        any_class,
+        os.path.abspath(paths.rules_file()),
+        paths.config_dir(),
+        paths.state_dir(),
+        preload_lib.OTHER_CLASS_LOADERS,
+    )
 
 
 def activate() -> list[str]:

@@ -52,17 +52,41 @@ def _elf_ident(path: Path) -> bytes | None:
     return head[4:6] + head[18:20]
 
 
-def preload_entry(lib_dir: Path = LIB_DIR) -> str:
-    """The LD_PRELOAD element for the library: ``<lib dir>/$LIB/libqpod_preload.so`` when the
-    build laid out a copy where this machine's loader expands ``$LIB`` (32-bit programs then
-    find the empty 32-bit stub instead of warning), else the library's own path."""
+# The loaders of programs of another ELF class than the library's (32-bit x86, x32, 32-bit ARM):
+# such a program can start only where its loader is installed.
+OTHER_CLASS_LOADERS = (
+    "/lib/ld-linux.so.2",
+    "/lib32/ld-linux.so.2",
+    "/libx32/ld-linux-x32.so.2",
+    "/lib/ld-linux-armhf.so.3",
+    "/lib/ld-linux.so.3",
+)
+
+
+def entries(lib_dir: Path = LIB_DIR) -> tuple[str, str]:
+    """The LD_PRELOAD elements for the library: its own path, and ``<lib dir>/$LIB/<name>`` when
+    the build laid out a copy where this machine's loader expands ``$LIB`` (else its path again).
+    The second lets a program of another class load the empty stub of its class instead of
+    warning; but any ``$LIB`` makes the loader read /proc/self/exe at every program start (2%
+    of a /bin/true here), so it is named only where such programs can run (``preload_entry``;
+    the activation scripts make the same choice at each start)."""
     lib = lib_dir / LIB_NAME
     ident = _elf_ident(lib)
     if ident is not None:
         for cand in sorted(lib_dir.glob(f"*/**/{LIB_NAME}")):
             if _elf_ident(cand) == ident:
-                return f"{lib_dir}/$LIB/{LIB_NAME}"
-    return str(lib)
+                return str(lib), f"{lib_dir}/$LIB/{LIB_NAME}"
+    return str(lib), str(lib)
+
+
+def other_class_programs_run() -> bool:
+    return any(os.path.exists(p) for p in OTHER_CLASS_LOADERS)
+
+
+def preload_entry(lib_dir: Path = LIB_DIR) -> str:
+    """The LD_PRELOAD element for the library on this machine (see ``entries``)."""
+    own, any_class = entries(lib_dir)
+    return any_class if other_class_programs_run() else own
 
 
 def is_ours(entry: str) -> bool:
@@ -136,6 +160,14 @@ def check() -> list[str]:
     except (OSError, subprocess.SubprocessError) as exc:
         problems.append(f"preload library: cannot run a probe: {exc}")
     problems += rules_problems()
+    # a session started before a 32-bit loader was installed names the 64-bit file directly
+    ours = [e for e in os.environ.get("LD_PRELOAD", "").replace(" ", ":").split(":") if is_ours(e)]
+    if ours and "$LIB" not in ours[0] and "$LIB" in entries()[1] and other_class_programs_run():
+        problems.append(
+            "this session's LD_PRELOAD names the 64-bit library, but 32-bit programs can run here now "
+            "(they would print the loader's 'cannot be preloaded' line): start a new shell (log in "
+            "again for the desktop)"
+        )
     return problems
 
 

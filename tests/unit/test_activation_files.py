@@ -4,6 +4,7 @@ the user's startup files kept byte for byte apart from the one line (through sym
 half-written, refused when not theirs or not text)."""
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from qpod_engine.activation import state
 from qpod_engine.base.errors import QpodError
 from qpod_engine.base.paths import PACKAGE_DIR
+from qpod_engine.routing import preload_lib
 
 GENERATOR = Path(PACKAGE_DIR) / "activation" / "environment_generator.sh"
 # another library already preloaded (a real one: a missing one would make every program warn)
@@ -92,25 +94,66 @@ def test_the_fish_hook_parses(home: Path) -> None:
     assert r.returncode == 0 and r.stderr == "", r.stderr
 
 
-def test_session_exports_exact_values_and_the_generator_keeps_them_literal(home: Path) -> None:
+@pytest.fixture
+def loader(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A stand-in for a loader of 32-bit programs, at a path whose quoting matters; the test
+    creates it (such programs can run) or not."""
+    path = home / "lib 32's" / "ld-linux.so.2"
+    monkeypatch.setattr(preload_lib, "OTHER_CLASS_LOADERS", (str(path),))
+    return path
+
+
+@pytest.mark.parametrize("other_class", [False, True], ids=["64-bit only", "32-bit loader present"])
+def test_session_exports_exact_values_and_the_generator_keeps_them_literal(
+    home: Path, loader: Path, other_class: bool
+) -> None:
+    """The library through $LIB (literal, the loader expands it) only where a loader of another
+    class is installed, decided when the session starts; its own path elsewhere."""
+    own, any_class = preload_lib.entries()
+    if other_class and "$LIB" not in any_class:
+        pytest.skip("the build found no directory where this loader expands $LIB")
     state.activate()
+    if other_class:
+        loader.parent.mkdir()
+        loader.write_bytes(b"")
+    entry = any_class if other_class else own
     session = hook_dir(home) / "session.sh"
     shown = subprocess.run(
-        ["sh", "-c", '. "$1"; printf "%s\\n" "$LD_PRELOAD" "$QPOD_CONFIG_DIR"', "sh", str(session)],
+        ["sh", "-c", '. "$1"; printf "%s\\n" "$LD_PRELOAD" "$QPOD_CONFIG_DIR"; set | grep -c "^qpod_" || true',
+         "sh", str(session)],
         capture_output=True, text=True, env={"PATH": os.defpath, "LD_PRELOAD": OTHER},
     )  # fmt: skip
-    ldp, cfg = shown.stdout.splitlines()
-    assert ldp.endswith(f"/$LIB/libqpod_preload.so:{OTHER}") and cfg == str(home / ".config" / "qpod"), shown
+    ldp, cfg, leftovers = shown.stdout.splitlines()
+    assert (ldp, cfg, leftovers) == (f"{entry}:{OTHER}", str(home / ".config" / "qpod"), "0"), shown
     out = subprocess.run(
         [str(GENERATOR)], capture_output=True, text=True,
         env={"PATH": os.defpath, "HOME": str(home), "LD_PRELOAD": OTHER},
     )  # fmt: skip
     assert out.returncode == 0 and out.stderr == "", out.stderr
-    # systemd's parser undoes these escapes inside double quotes, and expands nothing
-    expect_cfg = str(home / ".config" / "qpod").replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
-    assert f'QPOD_CONFIG_DIR="{expect_cfg}"' in out.stdout.splitlines(), out.stdout
-    assert any(ln.startswith('LD_PRELOAD="') and f"/\\$LIB/libqpod_preload.so:{OTHER}" in ln
-               for ln in out.stdout.splitlines()), out.stdout  # fmt: skip
+
+    def systemd_quoted(value: str) -> str:  # systemd's parser undoes these escapes, expands nothing
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("`", "\\`").replace("$", "\\$") + '"'
+
+    lines = out.stdout.splitlines()
+    assert f"QPOD_CONFIG_DIR={systemd_quoted(str(home / '.config' / 'qpod'))}" in lines, out.stdout
+    assert f"LD_PRELOAD={systemd_quoted(f'{entry}:{OTHER}')}" in lines, out.stdout
+
+
+def test_the_fish_hook_chooses_the_entry_when_fish_starts(home: Path, loader: Path) -> None:
+    own, any_class = preload_lib.entries()
+    state.activate()
+    fish = home / ".config" / "fish" / "conf.d" / "qpod-activate.fish"
+    if not shutil.which("fish"):
+        pytest.skip("fish is not installed (setup.sh --test installs it)")
+    text = fish.read_text()
+    # run the hook's choice alone (the hook itself execs a new fish)
+    choice = text[text.index("        set -l qpod_entry") : text.index("        set -gx LD_PRELOAD")]
+    script = choice + "        echo $qpod_entry\n"
+    first = subprocess.run(["fish", "-c", script], capture_output=True, text=True)
+    loader.parent.mkdir()
+    loader.write_bytes(b"")
+    then = subprocess.run(["fish", "-c", script], capture_output=True, text=True)
+    assert (first.stdout, then.stdout, first.stderr + then.stderr) == (f"{own}\n", f"{any_class}\n", "")
 
 
 def test_the_generator_says_nothing_unless_activated_and_the_file_is_the_users_alone(home: Path) -> None:
@@ -122,3 +165,18 @@ def test_the_generator_says_nothing_unless_activated_and_the_file_is_the_users_a
     assert subprocess.run([str(GENERATOR)], capture_output=True, text=True, env=env).stdout == ""
     session.chmod(0o644)
     assert "QPOD_PRELOAD=" in subprocess.run([str(GENERATOR)], capture_output=True, text=True, env=env).stdout
+
+
+def test_doctor_says_when_the_session_predates_a_32_bit_loader(
+    home: Path, loader: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own, any_class = preload_lib.entries()
+    if "$LIB" not in any_class:
+        pytest.skip("the build found no directory where this loader expands $LIB")
+    monkeypatch.setenv("LD_PRELOAD", own)  # what a session started without a 32-bit loader got
+    assert not any("32-bit" in p for p in preload_lib.check())
+    loader.parent.mkdir()
+    loader.write_bytes(b"")  # then i386 support was installed
+    assert any("32-bit programs can run here now" in p for p in preload_lib.check())
+    monkeypatch.setenv("LD_PRELOAD", any_class)  # a session started since
+    assert not any("32-bit" in p for p in preload_lib.check())

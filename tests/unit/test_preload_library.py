@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -172,7 +173,15 @@ def test_argv0_and_arguments_are_kept_apart_from_the_path(sb: Sandbox) -> None:
     assert sb.launches()[0]["argv"] == ["--shim", MAKE, str(sb.repo), "--", "fancy-make", "", "two words", "$HOME"]
 
 
-def test_env_i_and_other_preloads(sb: Sandbox, built: Built) -> None:
+@pytest.mark.parametrize("named", ["directly", "through $LIB"])
+def test_env_i_and_other_preloads(tmp_path: Path, built: Built, named: str) -> None:
+    """Both ways LD_PRELOAD may name the library (preload_lib.entries: $LIB only where programs of
+    another ELF class can run) are recognised and put back as they were."""
+    own, any_class = preload_lib.entries(built.lib.parent)
+    if named == "through $LIB" and "$LIB" not in any_class:
+        pytest.skip("the build found no directory where this loader expands $LIB")
+    built = replace(built, entry=own if named == "directly" else any_class)
+    sb = Sandbox(tmp_path, built)
     other, other2 = sb.base / "libother.so", sb.base / "libother2.so"
     build_module().compile_empty(other)
     shutil.copy(other, other2)
