@@ -119,8 +119,9 @@ struct plan {
     struct scratch s_argv;
     size_t used;
     struct dec_out dec;
-    /* the launch's paths one after another (each under PATH_MAX, so each finds room) */
-    char paths[5 * PATH_MAX];
+    /* the launch's paths one after another (each under PATH_MAX, so each finds room; the last
+     * two, a build tool's directories, are written together: one more) */
+    char paths[6 * PATH_MAX];
     struct env_build eb;
     char *argv_stack[STACK_PTRS];
 };
@@ -204,15 +205,19 @@ static int plan_launch(const struct launch *l, struct plan *p)
     if (c.rules && qp_spawn_cwd(l->fa, path_room(p), PATH_MAX) == 0 && (p->cwd = path_keep(p, path_room(p))) &&
         resolve(l, p->cwd, path_room(p), PATH_MAX) == 0) {
         p->resolved = path_keep(p, path_room(p));
-        struct dec_in in = {p->resolved, p->cwd, NULL, 0, s.host_root, NULL, NULL};
+        struct dec_in in = {p->resolved, p->cwd, NULL, 0, s.host_root, NULL, NULL, NULL};
         if (qp_link_target(p->resolved, path_room(p), PATH_MAX) == 0)
             in.link = path_keep(p, path_room(p));
         in.name = qp_base_name(p->resolved, strlen(p->resolved), &in.name_len);
         if (qp_script_path(in.name, in.name_len, l->argv, p->cwd, path_room(p), PATH_MAX) == 0)
             in.script = path_keep(p, path_room(p));
         /* routed by the directory it works in (make -C DIR); the command still starts in cwd */
-        if (qp_work_dir(in.name, in.name_len, l->argv, p->cwd, path_room(p), PATH_MAX))
-            in.cwd = path_keep(p, path_room(p));
+        char *work = path_room(p), *alt = work + PATH_MAX; /* (room for both: see paths) */
+        int given = qp_work_dir(in.name, in.name_len, l->argv, p->cwd, work, PATH_MAX, alt);
+        if (given)
+            in.cwd = path_keep(p, work);
+        if (given == 2)
+            in.cwd_else = path_keep(p, memmove(path_room(p), alt, strlen(alt) + 1));
         /* a program that cannot run stays with the real call, which fails as it always would;
          * a hook git starts runs where git runs */
         p->redirect = !qp_git_hook(in.name, in.name_len) && qp_decide(c.rules, c.rules_fd, &in, &p->dec) == 0 &&

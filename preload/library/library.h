@@ -131,6 +131,8 @@ struct dec_in {
     const char *host_root; /* $QPOD_HOST_ROOT of the target environment, or NULL */
     const char *script;    /* the script an interpreter runs (python3 ./waf), or NULL */
     const char *link;      /* where path leads when it is a symlink, or NULL */
+    const char *cwd_else;  /* where make works when the makefile it was given (-f), which set
+                            * cwd, is in no bound tree; or NULL */
 };
 
 struct dec_out {
@@ -146,9 +148,11 @@ struct dec_out {
 
 int qp_decide(const char *rules_path, int rules_fd, const struct dec_in *in, struct dec_out *out);
 
-/* workdir.c: the directory a build tool is told to work in (1: out holds it; 0: the cwd), and
- * whether this process is git starting one of its hooks (those run on the host, like git) */
-int qp_work_dir(const char *name, size_t nl, char *const *argv, const char *cwd, char *out, size_t cap);
+/* workdir.c: the directory a build tool is told to work in (0: the cwd; 1: out holds it; 2: out
+ * holds its makefile's directory and alt, PATH_MAX bytes, the directory it works in, for when
+ * the makefile is in no bound tree), and whether this process is git starting one of its hooks
+ * (those run on the host, like git) */
+int qp_work_dir(const char *name, size_t nl, char *const *argv, const char *cwd, char *out, size_t cap, char *alt);
 int qp_git_hook(const char *name, size_t nl);
 
 #pragma GCC visibility pop

@@ -41,12 +41,19 @@ static int same(const char *s, const char *p, size_t n)
 
 /* What the lines of the rules say about one launch, gathered while they are read: the
  * innermost root holding the program (home), its .git (git), the cwd, the script. */
+struct dir_match {
+    long len; /* -1: no root holds the directory */
+    const char *root;
+    int host, named; /* sent back to the host; the command on the root's list */
+};
+
 struct scan {
-    long home_len, cwd_len, git_len, script_len, script_git_len; /* -1: no such root */
+    long home_len, git_len, script_len, script_git_len; /* -1: no such root */
     int script_host, path_in_root, link_in_root;
     const char *script_root;
-    int home_host, cwd_host, cwd_named;
-    const char *home_root, *cwd_root;
+    int home_host;
+    const char *home_root;
+    struct dir_match cwd, alt; /* the cwd (or the directory a build tool is given), in->cwd_else */
 };
 
 /* launcher<TAB>field...: the fields (t is the tab after the key, le the line's end), each
@@ -84,6 +91,26 @@ static void parse_client(const char *t, const char *le, struct dec_out *out)
     }
 }
 
+/* Whether root r (its line's commands from re to le) is the innermost so far holding dir. */
+static void match_dir(const char *dir, const char *r, size_t rl, const char *re, const char *le,
+                      const struct dec_in *in, struct dir_match *m)
+{
+    if (!within(dir, r, rl) || (long)rl <= m->len)
+        return;
+    m->len = (long)rl;
+    m->root = r;
+    m->host = same(in->host_root, r, rl);
+    m->named = 0;
+    for (const char *f = re; f < le && !m->named;) {
+        f++;
+        const char *fe = memchr(f, '\t', (size_t)(le - f));
+        if (!fe)
+            fe = le;
+        m->named = (size_t)(fe - f) == in->name_len && qp_same(f, in->name, in->name_len);
+        f = fe;
+    }
+}
+
 /* root<TAB>path<TAB>command...: does the root hold the program, its link, the script, the cwd
  * (and is the command on its list)? The innermost root of each kind is kept. */
 static void parse_root(const char *t, const char *le, const struct dec_in *in, struct scan *sc)
@@ -116,20 +143,9 @@ static void parse_root(const char *t, const char *le, const struct dec_in *in, s
         sc->home_root = r;
         sc->home_host = same(in->host_root, r, rl);
     }
-    if (within(in->cwd, r, rl) && (long)rl > sc->cwd_len) {
-        sc->cwd_len = (long)rl;
-        sc->cwd_root = r;
-        sc->cwd_host = same(in->host_root, r, rl);
-        sc->cwd_named = 0;
-        for (const char *f = re; f < le && !sc->cwd_named;) {
-            f++;
-            const char *fe = memchr(f, '\t', (size_t)(le - f));
-            if (!fe)
-                fe = le;
-            sc->cwd_named = (size_t)(fe - f) == in->name_len && qp_same(f, in->name, in->name_len);
-            f = fe;
-        }
-    }
+    match_dir(in->cwd, r, rl, re, le, in, &sc->cwd);
+    if (in->cwd_else)
+        match_dir(in->cwd_else, r, rl, re, le, in, &sc->alt);
 }
 
 /* The program's own repository wins (unless the innermost root holding it keeps it in its
@@ -148,13 +164,15 @@ static void choose(const struct dec_in *in, struct scan *sc, struct dec_out *out
         sc->home_root = sc->script_root;
         sc->home_host = sc->script_host;
     }
+    /* a makefile in no bound tree (make -f /dev/null): where make works decides */
+    const struct dir_match *w = sc->cwd.len >= 0 || !in->cwd_else ? &sc->cwd : &sc->alt;
     out->by_command = sc->home_len < 0;
     if (sc->home_len >= 0)
         out->redirect = !sc->home_host;
     else
-        out->redirect = sc->cwd_len >= 0 && sc->cwd_named && !sc->cwd_host;
-    const char *won = sc->home_len >= 0 ? sc->home_root : sc->cwd_root;
-    size_t wl = (size_t)(sc->home_len >= 0 ? sc->home_len : sc->cwd_len);
+        out->redirect = w->len >= 0 && w->named && !w->host;
+    const char *won = sc->home_len >= 0 ? sc->home_root : w->root;
+    size_t wl = (size_t)(sc->home_len >= 0 ? sc->home_len : w->len);
     if (out->redirect && won && wl < PATH_MAX) {
         memcpy(out->root, won, wl);
         out->root[wl] = 0;
@@ -174,7 +192,8 @@ static int parse_rules(const char *buf, size_t len, const struct dec_in *in, str
     if (len < sizeof(header) - 1 || !qp_same(buf, header, sizeof(header) - 1))
         return -1;
     const char *p = buf + sizeof(header) - 1, *end = buf + len;
-    struct scan sc = {.home_len = -1, .cwd_len = -1, .git_len = -1, .script_len = -1, .script_git_len = -1};
+    struct scan sc = {.home_len = -1, .git_len = -1, .script_len = -1, .script_git_len = -1};
+    sc.cwd.len = sc.alt.len = -1;
     out->nfields = 0;
     out->client[0] = 0;
     while (p < end) {

@@ -1,5 +1,5 @@
 /* Which directory a launch is routed by, and git's hooks: the C twin of
- * qpod_engine/routing/policy.py work_dir() and runs_on_host(). Hook path rules apply: no malloc,
+ * qpod_engine/routing/policy.py work_dirs() and runs_on_host(). Hook path rules apply: no malloc,
  * no stdio, the caller's buffers only. */
 #include "library.h"
 
@@ -25,8 +25,10 @@ static const char *value_of(char *const *argv, int *i, const char *opt)
 }
 
 /* make -C / -f (gmake too), ninja -C, cmake --build, ctest --test-dir: the directory each
- * names, applied in turn from cwd. 1 when one was named (out holds it), 0 when not */
-static int dir_options(const char *name, size_t nl, char *const *argv, const char *cwd, char *out, size_t cap)
+ * names, applied in turn from cwd. 0 when none was named; 1: out holds it; 2: a makefile named
+ * out, and alt the directory make works in (cwd and its -C only) */
+static int dir_options(const char *name, size_t nl, char *const *argv, const char *cwd, char *out, size_t cap,
+                       char *alt)
 {
     static const char *const make_dir[] = {"-C", "--directory", NULL}, *const make_file[] = {"-f", "--file",
                                                                                                "--makefile", NULL};
@@ -41,12 +43,13 @@ static int dir_options(const char *name, size_t nl, char *const *argv, const cha
     const char *const *files = is_make ? make_file : none;
     if (!dirs)
         return 0;
-    char where[PATH_MAX], next[PATH_MAX];
+    char where[PATH_MAX], next[PATH_MAX], wd[PATH_MAX]; /* wd: make's own directory (-C only) */
     size_t cl = strlen(cwd);
     if (cl >= sizeof(where))
         return 0;
     memcpy(where, cwd, cl + 1);
-    int moved = 0;
+    memcpy(wd, cwd, cl + 1);
+    int moved = 0, by_file = 0;
     for (int i = 1; argv[i] && !eq(argv[i], "--"); i++) {
         const char *v = NULL;
         int is_file = 0;
@@ -63,14 +66,23 @@ static int dir_options(const char *name, size_t nl, char *const *argv, const cha
                 *slash = 0;
             else if (slash)
                 slash[1] = 0;
+        } else {
+            char to[PATH_MAX];
+            if (qp_path_join(to, sizeof(to), wd, v) < 0)
+                return 0;
+            memcpy(wd, to, strlen(to) + 1);
         }
         memcpy(where, next, strlen(next) + 1);
         moved = 1;
+        by_file |= is_file;
     }
     if (!moved || strlen(where) >= cap)
         return 0;
     memcpy(out, where, strlen(where) + 1);
-    return 1;
+    if (!by_file || strcmp(wd, where) == 0)
+        return 1;
+    memcpy(alt, wd, strlen(wd) + 1);
+    return 2;
 }
 
 /* cmake's configure step (not --build, -E, -P, ...) and meson setup: the source tree named
@@ -121,7 +133,7 @@ static const char *configure_source(const char *name, size_t nl, char *const *ar
     return NULL;
 }
 
-int qp_work_dir(const char *name, size_t nl, char *const *argv, const char *cwd, char *out, size_t cap)
+int qp_work_dir(const char *name, size_t nl, char *const *argv, const char *cwd, char *out, size_t cap, char *alt)
 {
     if (!argv || !argv[0])
         return 0;
@@ -130,7 +142,7 @@ int qp_work_dir(const char *name, size_t nl, char *const *argv, const char *cwd,
         return *src && qp_path_join(out, cap, cwd, src) == 0;
     if (named(name, nl, "cmake") && argv[1] && !starts(argv[1], "--build"))
         return 0;
-    return dir_options(name, nl, argv, cwd, out, cap);
+    return dir_options(name, nl, argv, cwd, out, cap, alt);
 }
 
 int qp_git_hook(const char *name, size_t nl)

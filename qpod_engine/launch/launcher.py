@@ -64,13 +64,13 @@ def _host_exec(path: str | None, argv: Sequence[str], extra_env: dict[str, str] 
 def _resolve(
     path: str, argv: Sequence[str], cwd: str, explicit: bool, env_name: str | None
 ) -> tuple[dict[str, Any], Decision]:
-    from qpod_engine.routing.policy import script_of, work_dir
+    from qpod_engine.routing.policy import script_of, work_dirs
 
     snap = snapshot.load()
     script = script_of(os.path.basename(path), argv, cwd)
     # the repositories that can matter: the program's, its script's, the cwd's and the one a
     # build tool is told to work in (make -C DIR)
-    near = (path, cwd, work_dir(os.path.basename(path), argv, cwd), *((script,) if script else ()))
+    near = (path, cwd, *work_dirs(os.path.basename(path), argv, cwd), *((script,) if script else ()))
     targets = snapshot.targets(snap, near=near)
     if env_name:
         if env_name not in snap["envs"]:

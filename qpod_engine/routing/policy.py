@@ -173,19 +173,22 @@ def configured_build_dir(path: str, argv: Sequence[str], cwd: str, root: str) ->
     return None if is_within(build, root) else build
 
 
-def work_dir(name: str, argv: Sequence[str], cwd: str) -> str:
-    """The directory a build tool works in: ``cwd``, or the one its options name (make's -C are
-    applied in turn, each relative to the last; make -f names the tree of its makefile; a cmake
-    or meson configure step, the source tree it configures).
+def work_dirs(name: str, argv: Sequence[str], cwd: str) -> tuple[str, ...]:
+    """The directories a build tool is routed by, the first one in a bound tree deciding:
+    ``cwd``, or the one its options name (make's -C are applied in turn, each relative to the
+    last; a cmake or meson configure step, the source tree it configures). make -f names the
+    tree of its makefile, and then also where make works (cwd and its -C), which decides when
+    the makefile is in no bound tree (``make -f /dev/null`` in a repository builds there).
     (The preload library applies the same rule in C.)"""
     configure = _configure_args(name, argv)
     if configure is not None:
         src = configure[0]
-        return os.path.normpath(os.path.join(cwd, src)) if src else cwd
+        return (os.path.normpath(os.path.join(cwd, src)) if src else cwd,)
     options = DIR_OPTIONS.get(name)
     if not options:
-        return cwd
-    where = cwd
+        return (cwd,)
+    where = wd = cwd
+    by_file = False
     args = list(argv[1:])
     i = 0
     while i < len(args):
@@ -204,10 +207,24 @@ def work_dir(name: str, argv: Sequence[str], cwd: str) -> str:
                 continue
             if value:
                 target = os.path.normpath(os.path.join(where, value))
-                where = os.path.dirname(target) if opt in MAKEFILE_OPTIONS else target
+                if opt in MAKEFILE_OPTIONS:
+                    where, by_file = os.path.dirname(target), True
+                else:
+                    where, wd = target, os.path.normpath(os.path.join(wd, value))
             break
         i += 1
-    return where
+    return (where, wd) if by_file and wd != where else (where,)
+
+
+def work_root(name: str, argv: Sequence[str], cwd: str, roots: Iterable[str]) -> tuple[str, str | None]:
+    """The directory a build tool is routed by and the innermost root holding it (None: none)."""
+    dirs = work_dirs(name, argv, cwd)
+    roots = list(roots)
+    for d in dirs:
+        root = innermost_root(d, roots)
+        if root is not None:
+            return d, root
+    return dirs[0], None
 
 
 # Hooks git runs (githooks(5)): found by git in the tree when core.hooksPath points there, run
@@ -242,13 +259,8 @@ def redirected_root(path: str, cwd: str, roots: Iterable[str], argv: Sequence[st
     return (
         program_root(path, roots)
         or (program_root(script, roots) if script else None)
-        or innermost_root(work_dir(os.path.basename(path), argv, cwd), roots)
+        or work_root(os.path.basename(path), argv, cwd, roots)[1]
     )
-
-
-def _innermost(path: str, targets: Sequence[Target]) -> Target | None:
-    root = innermost_root(path, [t.root for t in targets])
-    return next(t for t in targets if t.root == root) if root is not None else None
 
 
 def env_label(name: str | None) -> str:
@@ -288,8 +300,8 @@ def decide(
         t = next(t for t in targets if t.root == script_root)
         if t.environment:
             return Decision("container", f"a script of bound repository {t.root}, run by {name}", t)
-    where = work_dir(name, argv, cwd)
-    here = _innermost(where, targets)
+    where, root = work_root(name, argv, cwd, [t.root for t in targets])
+    here = next(t for t in targets if t.root == root) if root is not None else None
     if here is None:
         if home is not None:
             return Decision("host", f"{home.root}: {home.why}", home)

@@ -12,7 +12,7 @@ from pathlib import Path
 from qpod_engine.base import paths
 from qpod_engine.base.gitinfo import innermost_root
 from qpod_engine.config.rules import RULES_MAX, read_rules
-from qpod_engine.routing.policy import program_root, runs_on_host, script_of, work_dir
+from qpod_engine.routing.policy import program_root, runs_on_host, script_of, work_root
 
 LIB_NAME = "libqpod_preload.so"
 LIB_DIR = Path(paths.LIB_DIR).resolve()
@@ -123,7 +123,7 @@ def shim_root(
     script_home = program_root(script, names) if script else None
     if script_home is not None:
         return script_home
-    here = innermost_root(work_dir(os.path.basename(path), argv, cwd), names)
+    here = work_root(os.path.basename(path), argv, cwd, names)[1]
     if here is not None and os.path.basename(path) in names[here]:
         return here
     return None

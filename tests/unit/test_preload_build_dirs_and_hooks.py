@@ -82,6 +82,13 @@ def cases(box: Box) -> list[tuple[list[str], Path]]:
         (["make", "-C", s], box.repo),  # told to work elsewhere: the cwd does not decide
         (["make", "--", "-C", r], box.home),
         (["make", "-n"], box.home),
+        # a makefile in no bound tree: where make works decides (the cwd, its -C)
+        (["make", "-f", "/dev/null", "-n"], box.repo),
+        (["make", "-f", str(box.home / "common.mk"), "-n"], box.repo),
+        (["make", "-C", r, "-f", "/dev/null", "-n"], box.home),
+        (["make", "-C", r, f"--file={box.sibling}/Makefile", "-n"], box.home),
+        (["make", "-f", "/dev/null", "-n"], box.home),  # and nothing bound there: the host
+        (["make", "-f", f"{r}/Makefile", "-n"], box.sibling),  # the makefile's tree, bound, decides
         (["ninja", "-C", f"{r}/build"], box.home),
         (["cmake", "--build", f"{r}/build"], box.home),
         (["cmake", r], box.home),  # a configure step: by the source tree
@@ -104,6 +111,8 @@ def test_the_library_routes_by_the_directory_a_tool_is_told(box: Box) -> None:
     assert box.launched(["make", "-f", f"{box.repo}/Makefile", "-n"], box.home) is True
     assert box.launched(["make", "-C", str(box.sibling)], box.home) is False
     assert box.launched(["make", "-C", str(box.sibling)], box.repo) is False
+    assert box.launched(["make", "-f", "/dev/null", "-n"], box.repo) is True
+    assert box.launched(["make", "-f", "/dev/null", "-n"], box.home) is False
 
 
 def test_git_starting_a_hook_in_the_tree_leaves_it_to_the_host(box: Box) -> None:

@@ -4,7 +4,7 @@ library's Python twin agree."""
 
 from qpod_engine.config.snapshot import Target
 from qpod_engine.routing import preload_lib
-from qpod_engine.routing.policy import decide, work_dir
+from qpod_engine.routing.policy import decide, work_dirs
 
 REPO = "/home/me/src/probe"
 T = [Target(REPO, "old", ("make", "ninja", "cmake", "ctest", "gmake"), "repository binding", "master")]
@@ -41,8 +41,19 @@ def test_the_directory_named_decides_not_the_cwd() -> None:
 
 
 def test_work_dir_of_tools_without_such_options_is_the_cwd() -> None:
-    assert work_dir("gdb", ["gdb", "-C", "/x"], "/cwd") == "/cwd"
-    assert work_dir("cmake", ["cmake", "-S", "/src", "-B", "/b"], "/cwd") == "/src"  # configure: by its source
+    assert work_dirs("gdb", ["gdb", "-C", "/x"], "/cwd") == ("/cwd",)
+    assert work_dirs("cmake", ["cmake", "-S", "/src", "-B", "/b"], "/cwd") == ("/src",)  # configure: by its source
+
+
+def test_a_makefile_in_no_bound_tree_leaves_it_to_where_make_works() -> None:
+    """make -f /dev/null in a repository (make's idiom to print its variables) builds there."""
+    assert work_dirs("make", ["make", "-f", "/dev/null"], REPO) == ("/dev", REPO)
+    assert work_dirs("make", ["make", "-C", "sub", "-f", "/x/mk"], REPO) == ("/x", f"{REPO}/sub")
+    assert where(["make", "-f", "/dev/null", "-p"], cwd=REPO) == ("container", REPO)
+    assert where(["make", "-C", REPO, "-f", "/tmp/common.mk"]) == ("container", REPO)
+    assert where(["make", "-f", "/dev/null"], cwd="/home/me") == ("host", None)
+    # a makefile in a bound tree still decides, wherever make runs
+    assert where(["make", "-f", f"{REPO}/Makefile"], cwd="/tmp") == ("container", REPO)
 
 
 def test_git_hooks_started_by_git_run_on_the_host() -> None:
