@@ -73,6 +73,7 @@ class ContainerRow:
     started: float | None  # epoch seconds
     transport: str = "agent"  # or "exec": the podman exec fallback (see podman_backend.ensure_container)
     host: str = ""  # the podman connection it runs on (an environment's host:), "" for this machine
+    role: str = ""  # "distccd": an environment's compile server on a build host (distribute:), no repository
 
 
 def uptime(started: float | None, now: float) -> str:

@@ -39,9 +39,11 @@ def container_cells(
     cmds = counts.get(c.name, 0) if cmds is None else cmds
     # a container on another machine (an environment's host:) says which, beside its environment
     env = assemble(c.environment, (f" @{c.host}", "cyan")) if getattr(c, "host", "") else c.environment
+    # a build host's distccd serves the environment, not one repository: its role says what it is
+    repo = c.repository or (Text(f"({c.role})", style="dim") if getattr(c, "role", "") else "")
     return (
         env,
-        c.repository,
+        repo,
         state,
         uptime(c.started, now) if running else "-",
         cpu,

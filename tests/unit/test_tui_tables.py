@@ -126,3 +126,18 @@ async def test_marked_repositories_are_unbound_under_one_confirmation(tmp_path):
         await wait_for(pilot, lambda: len([c for c in engine.calls if c[0] == "unbind"]) == 2)
         roots = [c[1] for c in engine.calls if c[0] == "unbind"]
         assert roots[0].endswith("mmsx-2018.3") and roots[1].endswith("mmsx-main")
+
+
+def test_a_build_hosts_distccd_row_says_what_it_is_where_a_repository_would_be():
+    """distribute: a distccd container serves its environment, not one repository."""
+    from collections import Counter
+
+    from qpod_engine.rows import container_info
+    from qpod_tui.widgets.containers import container_cells
+
+    row = container_info(
+        {"name": "qpod-distccd-old-b1", "id": "0123456789ab", "environment": "old", "repository": "",
+         "image": "localhost/qpod-debian11", "state": "running", "started": None, "host": "b1", "role": "distccd"}
+    )  # fmt: skip
+    cells = container_cells(row, {}, Counter(), 0.0)
+    assert str(cells[0]) == "old @b1" and str(cells[1]) == "(distccd)"
