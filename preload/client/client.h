@@ -106,6 +106,7 @@ extern int qp_term_fd; /* the terminal made raw and restored: the caller's 0, or
 
 void qp_tty_raw(int full);
 void qp_tty_restore(void);
+void qp_tag_modes(struct buf *payload, int fd);
 int qp_wants_terminal(const struct spec *s, char *const *argv);
 int qp_setup_signals(struct buf *payload, int handled[NSIG], int sp[2]);
 void qp_reraise(int sig);

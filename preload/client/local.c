@@ -139,16 +139,7 @@ static int attach(struct local *l, struct buf *payload, const int *fds, int nfds
         char t[32];
         snprintf(t, sizeof(t), "%ux%u", l->ws.ws_row, l->ws.ws_col);
         qp_buf_tag(payload, l->pty == 1 ? 't' : 'T', t);
-        /* the terminal's modes as the caller left them (before the relay makes it raw) */
-        struct termios tio;
-        if (tcgetattr(qp_term_fd, &tio) == 0) {
-            char m[QP_MODES_MAX];
-            int k = snprintf(m, sizeof(m), "%x:%x:%x:%x:", (unsigned)tio.c_iflag, (unsigned)tio.c_oflag,
-                             (unsigned)tio.c_cflag, (unsigned)tio.c_lflag);
-            for (int i = 0; i < NCCS && k + 3 < (int)sizeof(m); i++)
-                k += snprintf(m + k, sizeof(m) - (size_t)k, "%02x", (unsigned)tio.c_cc[i]);
-            qp_buf_tag(payload, 'o', m);
-        }
+        qp_tag_modes(payload, qp_term_fd);
     }
     return nsend;
 }

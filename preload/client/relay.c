@@ -121,6 +121,7 @@ static int relay_prepare(struct relay *r, struct buf *payload, const int *fds, i
         char t[32];
         snprintf(t, sizeof(t), "%ux%u", r->ws.ws_row, r->ws.ws_col);
         qp_buf_tag(payload, 't', t);
+        qp_tag_modes(payload, 0); /* the bridge hands the request to the agent there as it is */
     }
     if (qp_setup_signals(payload, r->handled, r->sp) < 0)
         return -1;

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <termios.h>
@@ -78,6 +79,22 @@ static const char *const tty_programs[] = {"less", "more", "most", "vi", "vim", 
                                            "sudo", "tmux", "screen", "script", NULL};
 static const char *const shells[] = {"bash", "sh", "dash", "zsh", "ksh", "mksh", "fish", "tcsh", "csh", NULL};
 
+
+/* The terminal's modes as the caller left them (before the client makes it raw), for the
+ * command's new pty, here or on another host (qpod_proto.h 'o'): a program that set its terminal
+ * up before starting the command (Emacs turns echo off for gdb) sees the pty set the same way. */
+void qp_tag_modes(struct buf *payload, int fd)
+{
+    struct termios tio;
+    if (tcgetattr(fd, &tio) != 0)
+        return;
+    char m[QP_MODES_MAX];
+    int k = snprintf(m, sizeof(m), "%x:%x:%x:%x:", (unsigned)tio.c_iflag, (unsigned)tio.c_oflag,
+                     (unsigned)tio.c_cflag, (unsigned)tio.c_lflag);
+    for (int i = 0; i < NCCS && k + 3 < (int)sizeof(m); i++)
+        k += snprintf(m + k, sizeof(m) - (size_t)k, "%02x", (unsigned)tio.c_cc[i]);
+    qp_buf_tag(payload, 'o', m);
+}
 
 int qp_wants_terminal(const struct spec *s, char *const *argv)
 {

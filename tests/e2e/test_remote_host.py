@@ -3,13 +3,17 @@
 qpod-shell in tmux. The host's podman shares this machine's storage: what proves a command ran
 there is sshd_host.MARKER, which only the containers of the host's own service have."""
 
+import fcntl
 import hashlib
 import json
 import os
+import pty
 import re
+import select
 import signal
 import subprocess
 import sys
+import termios
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -217,6 +221,43 @@ def test_streams_status_and_signals_are_relayed(remote_repo: Path, on_host: sshd
         (["sh", "-c"], 7),
         (["sh", "-c"], 128 + signal.SIGTERM),
     ], records
+
+
+def run_in_a_terminal(argv: list[str], cwd: Path, lflag_off: int) -> tuple[int, str]:
+    """argv as the foreground job of a new terminal whose local modes lack ``lflag_off`` (as a
+    program that set its terminal up before starting a command leaves it): status and output."""
+    master, slave = pty.openpty()
+    mode = termios.tcgetattr(slave)
+    mode[3] &= ~lflag_off
+    termios.tcsetattr(slave, termios.TCSANOW, mode)
+    p = subprocess.Popen(
+        argv, cwd=cwd, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),  # its terminal, it in the foreground
+    )  # fmt: skip
+    os.close(slave)
+    out = b""
+    while True:  # until the terminal's last holder is gone (EIO)
+        ready, _, _ = select.select([master], [], [], 120)
+        assert ready, f"no output from {argv} for 120 s: {out!r}"
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    return p.wait(timeout=60), out.decode(errors="replace")
+
+
+def test_a_terminal_commands_pty_there_takes_the_callers_modes(remote_repo: Path) -> None:
+    """As ssh -t does: the pty made on the host is set as the caller's terminal was (Emacs turns
+    echo off for gdb; gud read its own commands echoed back when the pty had echo on)."""
+    cli = [sys.executable, "-m", "qpod_engine.cli", "exec", "stty", "-a"]
+    status, out = run_in_a_terminal(cli, remote_repo, termios.ECHO | termios.ICANON)
+    assert status == 0 and {"-echo", "-icanon"} <= set(out.replace(";", " ").split()), out
+    status, out = run_in_a_terminal(cli, remote_repo, 0)  # and a terminal left as it was: as it was
+    assert status == 0 and {"echo", "icanon"} <= set(out.replace(";", " ").split()), out
 
 
 def test_eighty_parallel_commands_lose_no_output(remote_repo: Path, on_host: sshd_host.SshHost) -> None:
