@@ -253,6 +253,11 @@ def parse_generator_output(text: str) -> dict[str, str]:
     return out
 
 
+# what a plain podman run or build needs on these machines (../shared/PODMAN-HERE.md): runc, and
+# limits under the machine's hard ones (podman's defaults are above them)
+PODMAN_RUNTIME_AND_LIMITS = ["--runtime", "runc", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1000:1000"]
+
+
 def build_test_image(tag: str, containerfile: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """An image of the tests' own (FROM the Debian 11 test image plus a package), built with
     qpod's runtime and limits; the test fails with podman's words when it cannot be built."""
@@ -260,8 +265,7 @@ def build_test_image(tag: str, containerfile: str, tmp_path_factory: pytest.Temp
     ctx = tmp_path_factory.mktemp("image")
     (ctx / "Containerfile").write_text(containerfile)
     r = subprocess.run(
-        ["podman", "build", "--runtime", "runc", "--network=host", "--ulimit", "nofile=1024:1024", "--ulimit",
-         "nproc=1000:1000", "-t", tag, str(ctx)],
+        ["podman", "build", *PODMAN_RUNTIME_AND_LIMITS, "--network=host", "-t", tag, str(ctx)],
         capture_output=True, text=True, env=env, timeout=900,
     )  # fmt: skip
     if r.returncode != 0:

@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import PODMAN_RUNTIME_AND_LIMITS, REPO_ROOT
 
 from qpod_engine.base.errors import QpodError
 from qpod_engine.podman import local_images as images
 
-RUN = ["podman", "run", "--rm", "--runtime", "runc", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1000:1000"]
+RUN = ["podman", "run", "--rm", *PODMAN_RUNTIME_AND_LIMITS]
 
 needs_podman = pytest.mark.skipif(shutil.which("podman") is None, reason="podman not installed")
 
