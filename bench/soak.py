@@ -6,7 +6,8 @@ containers are stopped and removed under them; nothing may be lost.
 
 Each user (``qpodsoak0`` ...: made with ``useradd -m``, the busybox test image loaded into its
 own storage, a repository bound to it) runs ``--workers`` loops of ``qpod exec sh -c ...``: each
-command prints its number to stdout and to stderr and exits with it modulo 7. Every
+command prints its number to stdout and to stderr and exits with it modulo 7 (one in 20 after a
+second's sleep). Every
 ``--fault-every`` seconds one user's container goes, in turn by ``qpod stop`` and by
 ``podman rm -f`` (as that user). A command is
 
@@ -40,7 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from qpod_engine.podman import local_images as images  # noqa: E402
 
 USER_PATH = "/usr/local/bin:/usr/bin:/bin"
-SCRIPT = 'printf "out-%s\\n" "$1"; printf "err-%s\\n" "$1" >&2; exit $(($1 % 7))'
+# one command in 20 lasts a second, so that faults also hit commands in flight
+SCRIPT = 'printf "out-%s\\n" "$1"; printf "err-%s\\n" "$1" >&2; [ $(($1 % 20)) != 0 ] || sleep 1; exit $(($1 % 7))'
 FAULT_LINES = ("was stopped by", "outside qpod")
 # what runuser itself prints when the command it waits for is killed by a signal
 RUNUSER_LINES = ("Killed", "Terminated")
