@@ -224,8 +224,8 @@ static int agent_gone(const struct spec *s)
     return stat(p, &st) < 0 && errno == ENOENT;
 }
 
-/* "was stopped by qpod stop" when qpod stopped it (it leaves a note in the agent's dir), else
- * what was seen, outside qpod */
+/* "was stopped by qpod stop" when qpod stopped it (it leaves a note in the agent's dir; its
+ * SIGKILL after the timeout included), else what was seen, outside qpod */
 static const char *stopped_by(const struct spec *s, const char *what)
 {
     static char out[256];
@@ -238,7 +238,10 @@ static const char *stopped_by(const struct spec *s, const char *what)
         by[strcspn(by, "\n")] = 0;
         close(fd);
     }
-    snprintf(out, sizeof(out), "%s %s", what, by[0] ? by : "outside qpod (podman stop or rm)");
+    if (by[0])
+        snprintf(out, sizeof(out), "was stopped %s", by);
+    else
+        snprintf(out, sizeof(out), "%s outside qpod (podman stop or rm)", what);
     return out;
 }
 
