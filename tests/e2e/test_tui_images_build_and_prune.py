@@ -27,6 +27,16 @@ def image_exists(ref: str) -> bool:
     return subprocess.run(["podman", "image", "exists", ref], capture_output=True).returncode == 0
 
 
+async def open_images(pilot) -> ImagesScreen:
+    """The images dialog, opened with its key from the view the app started in."""
+    await settle(pilot)
+    await pilot.press("i")
+    await settle(pilot)
+    screen = pilot.app.screen
+    assert isinstance(screen, ImagesScreen)
+    return screen
+
+
 async def test_images_with_their_users_and_pruning_an_unused_build(qpod_home, make_repo, busybox_image) -> None:
     assert run_qpod("env", "add", "bb", "--image", busybox_image).returncode == 0
     root = make_repo(
@@ -47,11 +57,7 @@ async def test_images_with_their_users_and_pruning_an_unused_build(qpod_home, ma
     try:
         app = make_app(engine, view="environments")
         async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot)
-            await pilot.press("i")
-            await settle(pilot)
-            screen = app.screen
-            assert isinstance(screen, ImagesScreen)
+            screen = await open_images(pilot)
             rows = {tuple(r.tags): r for r in screen.rows}
             busybox = next(r for tags, r in rows.items() if busybox_image in tags)
             assert "environment bb" in busybox.used_by and f".qpod.yaml of {root}" in busybox.used_by
@@ -127,11 +133,7 @@ async def test_marked_images_are_pruned_alone_under_one_confirmation(qpod_home, 
     try:
         app = make_app(engine, view="environments")
         async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot)
-            await pilot.press("i")
-            await settle(pilot)
-            screen = app.screen
-            assert isinstance(screen, ImagesScreen)
+            screen = await open_images(pilot)
             order = [r.tags[0] if r.tags else r.id for r in screen.rows]
             table = screen.query_one("#images-table")
             for wanted in (tags[0], busybox_image):  # one unused build, and an image in use
